@@ -1,0 +1,27 @@
+# Thin driver over meson. `make demo` and `make check` are the README's two
+# commands: each installs what is missing on a fresh Debian machine (as root),
+# builds, and runs the demo or the whole test suite.
+BUILD ?= build
+MESON_OPTS ?=
+
+.PHONY: all deps build demo check clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+demo: deps build
+	./$(BUILD)/tools/kvmig demo
+
+check: deps build
+	meson test -C $(BUILD) --print-errorlogs
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmig/cas.h - content addressing: XXH3-128 digests, the page manifest,
+ * blob stores (memory, filesystem) and capture / restore / verify.
+ */
+#ifndef KVMIG_CAS_H
+#define KVMIG_CAS_H
+
+#include <sys/uio.h>
+
+#include <kvmig/common.h>
+#include <kvmig/pager.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- digests ---- */
+
+/* XXH3-128 in canonical (big-endian) byte order: the bytes xxhsum -H2 prints. */
+struct kvmig_digest {
+	uint8_t b[16];
+};
+
+/* Text form "xxh128:" + 32 lowercase hex: 39 characters plus NUL. */
+#define KVMIG_DIGEST_STR_LEN 39
+#define KVMIG_DIGEST_PREFIX "xxh128:"
+
+/* kvmig_digest_compute() - digest of @len bytes at @data. Thread-safe. */
+KVMIG_API void kvmig_digest_compute(const void *data, size_t len, struct kvmig_digest *out);
+/* kvmig_digest_computev() - digest of the concatenation of @iov[0..@iovcnt). */
+KVMIG_API void kvmig_digest_computev(const struct iovec *iov, int iovcnt, struct kvmig_digest *out);
+/* kvmig_digest_format() - write the text form into @out (KVMIG_DIGEST_STR_LEN + 1 bytes). */
+KVMIG_API void kvmig_digest_format(const struct kvmig_digest *d, char *out);
+/* kvmig_digest_hex() - write only the 32 hex characters plus NUL into @out (33 bytes). */
+KVMIG_API void kvmig_digest_hex(const struct kvmig_digest *d, char *out);
+/*
+ * kvmig_digest_parse() - parse "xxh128:<32 lowercase hex>".
+ * Return: 0, or -EINVAL (wrong prefix, length, or a non-hex / uppercase digit).
+ */
+KVMIG_API int kvmig_digest_parse(const char *text, struct kvmig_digest *out);
+/* Return: 1 if equal, else 0. */
+KVMIG_API int kvmig_digest_equal(const struct kvmig_digest *a, const struct kvmig_digest *b);
+
+/* ---- page manifest ---- */
+
+struct kvmig_manifest_page {
+	uint32_t ix;
+	struct kvmig_digest k;
+	struct kvmig_digest v;
+};
+
+/*
+ * A page manifest. Owned by whoever built or parsed it; free with
+ * kvmig_manifest_free(). Fields may be read directly.
+ */
+struct kvmig_manifest {
+	enum kvmig_layout layout;
+	struct kvmig_cache_meta meta;
+	struct kvmig_manifest_page *pages;
+	uint32_t n_pages;
+	struct kvmig_seq *seqs;
+	uint32_t n_seqs;
+};
+
+/* kvmig_manifest_free() - free the manifest's arrays and the struct; sets *m NULL. */
+KVMIG_API void kvmig_manifest_free(struct kvmig_manifest **m);
+
+/*
+ * kvmig_manifest_new() - an empty manifest for @meta / @layout that
+ * kvmig_manifest_add_page / add_seq fill. Return: 0 or -ENOMEM.
+ */
+KVMIG_API int kvmig_manifest_new(const struct kvmig_cache_meta *meta, enum kvmig_layout layout,
+				 struct kvmig_manifest **ret);
+KVMIG_API int kvmig_manifest_add_page(struct kvmig_manifest *m, uint32_t ix,
+				      const struct kvmig_digest *k, const struct kvmig_digest *v);
+/* Copies @id and @page_ixs. */
+KVMIG_API int kvmig_manifest_add_seq(struct kvmig_manifest *m, const char *id,
+				     const uint32_t *page_ixs, uint32_t n_pages,
+				     uint32_t fill_in_last_page);
+
+/*
+ * kvmig_manifest_canonicalize() - sort pages by ix and sequences by id
+ * (bytewise), then check the invariants the parser checks (unique ix, unique
+ * id, every referenced page present, fill < page_size_tokens).
+ * Return: 0 or -EINVAL with a message naming the problem.
+ */
+KVMIG_API int kvmig_manifest_canonicalize(struct kvmig_manifest *m);
+
+/*
+ * kvmig_manifest_serialize() - canonicalize and write the canonical JSON:
+ * keys in fixed order, no whitespace, one trailing newline. Equal manifests
+ * give equal bytes, so the digest of this text names the snapshot.
+ * Return: 0 with *json (malloc'd, NUL-terminated, caller frees) and *len;
+ * -EINVAL (invariants), -ENOMEM.
+ */
+KVMIG_API int kvmig_manifest_serialize(struct kvmig_manifest *m, char **json, size_t *len);
+
+/*
+ * kvmig_manifest_parse() - parse @len bytes strictly: every field present
+ * with the right type and range, no unknown fields, the invariants above.
+ * Return: 0 and *ret; -EINVAL (invalid JSON, truncated input or a bad field,
+ * with a message naming it), -ENOMEM.
+ */
+KVMIG_API int kvmig_manifest_parse(const char *json, size_t len, struct kvmig_manifest **ret);
+
+/* kvmig_manifest_find_page() - binary search a canonical manifest. Return: index or -ENOENT. */
+KVMIG_API int kvmig_manifest_find_page(const struct kvmig_manifest *m, uint32_t ix);
+
+/* ---- blob stores ---- */
+
+struct kvmig_store;
+
+/* One blob of a batch: its digest and the memory it is read into / written from. */
+struct kvmig_blob_io {
+	struct kvmig_digest digest;
+	const struct iovec *iov;
+	int iovcnt;
+	int result; /* out: 0 or -errno for this blob */
+};
+
+/* kvmig_store_mem_create() - a store in process memory. Return: 0 or -ENOMEM. */
+KVMIG_API int kvmig_store_mem_create(struct kvmig_store **ret);
+
+struct kvmig_store_fs_opts {
+	uint32_t queue_depth; /* io_uring entries; default 64 */
+	int fsync;            /* fsync blobs and directories before rename; default 1 */
+};
+KVMIG_API void kvmig_store_fs_opts_init(struct kvmig_store_fs_opts *opts);
+
+/*
+ * kvmig_store_fs_open() - open (creating if needed) a filesystem store at
+ * @dir: blobs at objects/<first 2 hex>/<remaining 30 hex>, written to tmp/
+ * then fsync'ed and renamed. @opts may be NULL for defaults.
+ * Return: 0 and *ret; -errno from mkdir/open; -ENOMEM; io_uring setup errors.
+ */
+KVMIG_API int kvmig_store_fs_open(const char *dir, const struct kvmig_store_fs_opts *opts,
+				  struct kvmig_store **ret);
+
+/* kvmig_store_close() - close and set *s NULL; NULL-safe. */
+KVMIG_API void kvmig_store_close(struct kvmig_store **s);
+
+/*
+ * kvmig_store_put_batch() - store each blob under its digest. A blob already
+ * present is not written again (dedup). The caller vouches that each digest
+ * is the digest of its bytes.
+ * Return: number of blobs newly written, or the first -errno (each
+ * ios[i].result says which failed; blobs that succeeded stay stored).
+ */
+KVMIG_API int kvmig_store_put_batch(struct kvmig_store *s, struct kvmig_blob_io *ios, uint32_t n);
+
+/*
+ * kvmig_store_get_batch() - read each blob into its iovecs, whose total length
+ * must equal the blob's, and re-hash it.
+ * Return: 0, or the first -errno: -ENOENT (absent), -EMSGSIZE (stored size
+ * differs: truncated or wrong blob), -EIO (bytes do not hash to the digest:
+ * corrupt). ios[i].result is set for every blob; a message names the first
+ * failing digest.
+ */
+KVMIG_API int kvmig_store_get_batch(struct kvmig_store *s, struct kvmig_blob_io *ios, uint32_t n);
+
+/* Single-blob conveniences over the batch calls. */
+KVMIG_API int kvmig_store_put(struct kvmig_store *s, const struct kvmig_digest *d,
+			      const void *data, size_t len);
+/* Reads a blob of unknown size into a malloc'd buffer (caller frees), verified. */
+KVMIG_API int kvmig_store_get_alloc(struct kvmig_store *s, const struct kvmig_digest *d,
+				    void **data, size_t *len);
+/* Return: 1 if present, 0 if absent, or -errno. */
+KVMIG_API int kvmig_store_has(struct kvmig_store *s, const struct kvmig_digest *d);
+/* Bytes the store holds (each distinct blob counted once), into *out. */
+KVMIG_API int kvmig_store_physical_bytes(struct kvmig_store *s, uint64_t *out);
+/* Number of distinct blobs, into *out. */
+KVMIG_API int kvmig_store_blob_count(struct kvmig_store *s, uint64_t *out);
+
+/* ---- capture / restore / verify ---- */
+
+/*
+ * kvmig_manifest_build() - hash every occupied page of @p (K and V halves)
+ * and record its sequences. The caller pauses @p (the bytes must not move).
+ * Return: 0 and *ret, or -errno from the pager.
+ */
+KVMIG_API int kvmig_manifest_build(struct kvmig_pager *p, struct kvmig_manifest **ret);
+
+struct kvmig_capture_stats {
+	uint32_t pages;
+	uint64_t logical_bytes;  /* page bytes captured (K + V) */
+	uint64_t written_bytes;  /* bytes newly written (after dedup), manifest included */
+	uint32_t blobs_written;
+	uint32_t blobs_deduped;
+};
+
+/*
+ * kvmig_capture() - under the pause guard, hash every occupied page, put the
+ * K and V halves as separate blobs, put the canonical manifest as a blob, and
+ * resume @p (also on failure).
+ * @stats may be NULL.
+ * Return: 0 and *manifest_digest; -errno from the pager or store.
+ */
+KVMIG_API int kvmig_capture(struct kvmig_pager *p, struct kvmig_store *s,
+			    struct kvmig_digest *manifest_digest, struct kvmig_capture_stats *stats);
+
+struct kvmig_restore_stats {
+	uint32_t pages;
+	uint32_t seqs;
+	uint64_t bytes;
+};
+
+/*
+ * kvmig_restore() - read manifest @manifest_digest from @s, check meta and
+ * layout against @p, allocate pages in @p, read and verify every blob into
+ * them, remap every sequence to the new indices (shared pages stay shared)
+ * and install. Nothing is installed unless every blob was read and verified;
+ * on failure every page allocated here is freed again.
+ * Return: 0; -ENOENT (manifest or blob absent), -EINVAL (malformed manifest),
+ * -EMSGSIZE / -EIO (truncated / corrupt blob), -EPROTO (meta or layout
+ * mismatch), -ENOSPC, -EEXIST (a sequence id already installed).
+ */
+KVMIG_API int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s,
+			    const struct kvmig_digest *manifest_digest,
+			    struct kvmig_restore_stats *stats);
+
+/*
+ * kvmig_verify() - check that @p holds every sequence of @m with the same
+ * length, fill and page contents (compared by digest, through @p's own page
+ * indices). @p should be paused by the caller if an engine is running.
+ * Return: 0 when everything matches; -ENOENT (a sequence is missing),
+ * -EPROTO (meta / layout / length / fill differs), -EIO (a page's bytes
+ * differ), with a message naming the first difference; *mismatches (may be
+ * NULL) counts every differing page half.
+ */
+KVMIG_API int kvmig_verify(struct kvmig_pager *p, const struct kvmig_manifest *m,
+			   uint32_t *mismatches);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

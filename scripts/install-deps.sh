@@ -1,0 +1,22 @@
+#!/bin/sh
+# Install the Debian packages kvmig builds and tests with, if any is missing.
+# Needs root (or sudo) only when something must be installed.
+set -eu
+
+PKGS="meson ninja-build pkg-config gcc libc6-dev \
+libibverbs-dev librdmacm-dev liburing-dev libxxhash-dev libjansson-dev libcmocka-dev \
+xxhash python3 python3-xxhash"
+
+missing=""
+for p in $PKGS; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "installing:$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util/internal.h - helpers shared by the library's modules, never installed.
+ */
+#ifndef KVMIG_INTERNAL_H
+#define KVMIG_INTERNAL_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVMIG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define KVMIG_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define KVMIG_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#define kvmig_container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/*
+ * kvmig_err() - record a one-sentence message for kvmig_last_error() and
+ * return @code (a negative errno) so callers can write
+ * `return kvmig_err(-EINVAL, "...")`.
+ */
+int kvmig_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prefix the existing last error with "@fmt: " (context from an outer layer); returns @code. */
+int kvmig_err_prefix(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Overflow-checked arithmetic; return 0 on success, -EOVERFLOW otherwise. */
+static inline int kvmig_mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+	return __builtin_mul_overflow(a, b, out) ? -EOVERFLOW : 0;
+}
+
+static inline int kvmig_add_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+	return __builtin_add_overflow(a, b, out) ? -EOVERFLOW : 0;
+}
+
+/* SplitMix64: the synthetic pager's deterministic fill. */
+static inline uint64_t kvmig_splitmix64(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+#endif
