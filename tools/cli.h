@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* tools/cli.h - shared helpers of the kvmig command's subcommands. */
+#ifndef KVMIG_CLI_H
+#define KVMIG_CLI_H
+
+#include <stdio.h>
+
+#include <kvmig/kvmig.h>
+
+/* Exit codes (documented in kvmig(1) and README.md). */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,     /* the operation failed; stderr says why */
+	EXIT_USAGE = 2,    /* bad command line */
+	EXIT_CORRUPT = 3,  /* data did not verify: digest mismatch, corrupt or truncated blob */
+	EXIT_MISMATCH = 4, /* pager meta or layout differs from the manifest / peer */
+	EXIT_NOSPACE = 5,  /* destination pager out of pages */
+};
+
+/* Print "kvmig CMD: WHAT: DETAIL" on stderr and return the exit code for @err. */
+int cli_fail(const char *cmd, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Print "kvmig CMD: MESSAGE (try kvmig CMD --help)" and return EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse an unsigned decimal that must fit @max; 0 or -EINVAL. */
+int cli_parse_u64(const char *s, uint64_t max, uint64_t *out);
+/* Open a store directory, printing an error. */
+int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s);
+/* Print a byte count as "1.00 GiB". */
+void cli_fmt_bytes(uint64_t b, char *buf, size_t len);
+
+int cmd_pager(int argc, char **argv);
+int cmd_capture(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+#endif

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tools/kvmig.c - the kvmig command: dispatch to subcommands and the helpers
+ * they share. Library errors arrive as -errno plus kvmig_last_error(); this
+ * is the one place they become sentences on stderr and exit codes.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage_text[] =
+	"usage: kvmig <command> [options]\n"
+	"\n"
+	"Move, capture and restore the paged KV cache of an inference engine.\n"
+	"\n"
+	"commands:\n"
+	"  demo       capture a synthetic pager into a store and restore it into another\n"
+	"  pager      init | show | rm a shared-memory synthetic pager\n"
+	"  capture    write a pager's pages and sequences into a content-addressed store\n"
+	"  restore    install a captured manifest into a pager\n"
+	"  verify     check a pager's sequences against a manifest\n"
+	"  inspect    summarize a manifest\n"
+	"\n"
+	"Run 'kvmig <command> --help' for a command's options; see kvmig(1).\n";
+
+int cli_fail(const char *cmd, int err, const char *fmt, ...)
+{
+	const char *detail = kvmig_last_error();
+	va_list ap;
+
+	fprintf(stderr, "kvmig %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, ": %s\n", detail[0] ? detail : strerror(-err));
+	switch (err) {
+	case -EIO:
+	case -EMSGSIZE:
+		return EXIT_CORRUPT;
+	case -EPROTO:
+		return EXIT_MISMATCH;
+	case -ENOSPC:
+		return EXIT_NOSPACE;
+	default:
+		return EXIT_FAIL;
+	}
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "kvmig %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (try 'kvmig %s --help')\n", cmd);
+	return EXIT_USAGE;
+}
+
+int cli_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s)
+{
+	int ret = kvmig_store_fs_open(dir, NULL, s);
+
+	if (ret < 0)
+		return cli_fail(cmd, ret, "cannot open store %s", dir);
+	return 0;
+}
+
+void cli_fmt_bytes(uint64_t b, char *buf, size_t len)
+{
+	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)b;
+	unsigned u = 0;
+
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)b);
+	else
+		snprintf(buf, len, "%.2f %s", v, units[u]);
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} commands[] = {
+	{ "demo", cmd_demo },       { "pager", cmd_pager },   { "capture", cmd_capture },
+	{ "restore", cmd_restore }, { "verify", cmd_verify }, { "inspect", cmd_inspect },
+};
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_text, stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		fputs(usage_text, stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("kvmig %s\n", KVMIG_VERSION_STRING);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "kvmig: unknown command \"%s\" (try 'kvmig --help')\n", argv[1]);
+	return EXIT_USAGE;
+}
