@@ -559,6 +559,8 @@ static int populate(struct synth *s, const struct kvmig_synth_opts *o)
 		return kvmig_err(-EINVAL, "shared prefix (%u pages) must not exceed pages per "
 				 "sequence (%u), which must be at least 1",
 				 o->shared_prefix_pages, o->pages_per_seq);
+	if (o->n_seqs == 0)
+		return 0; /* an empty pager: no prefix either */
 	own = o->pages_per_seq - o->shared_prefix_pages;
 	if ((uint64_t)o->n_seqs * own + o->shared_prefix_pages > s->hdr->capacity)
 		return kvmig_err(-ENOSPC, "%u sequences of %u pages (%u shared) need %llu pages; "

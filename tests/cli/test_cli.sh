@@ -1,2 +1,143 @@
 #!/bin/sh
-exit 1
+# CLI integration: pager init/show/rm, capture, restore, verify, inspect,
+# demo, --help, and clear errors with documented exit codes. Independent
+# checkers: xxhsum -H2 over blob files, python3's json and xxhash modules
+# over the manifest.
+set -u
+KVMIG=$1
+PY=/usr/bin/python3
+T=$(mktemp -d /tmp/kvmig-cli-XXXXXX)
+SRC=kvmig-cli-src-$$
+DST=kvmig-cli-dst-$$
+BIG=kvmig-cli-big-$$
+fails=0
+passes=0
+
+cleanup() {
+	"$KVMIG" pager rm shm:$SRC 2>/dev/null
+	"$KVMIG" pager rm shm:$DST 2>/dev/null
+	"$KVMIG" pager rm shm:$BIG 2>/dev/null
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+ok() { passes=$((passes + 1)); echo "ok - $1"; }
+bad() { fails=$((fails + 1)); echo "not ok - $1"; }
+# expect CODE NAME CMD...: run, check exit code
+expect() {
+	want=$1; name=$2; shift 2
+	"$@" >"$T/out" 2>"$T/err"
+	got=$?
+	if [ "$got" -eq "$want" ]; then ok "$name"; else
+		bad "$name (exit $got, expected $want)"; cat "$T/out" "$T/err"; fi
+}
+# expect_err CODE PATTERN NAME CMD...: also check stderr names the problem
+expect_err() {
+	want=$1; pat=$2; name=$3; shift 3
+	expect "$want" "$name" "$@"
+	if grep -q -- "$pat" "$T/err"; then ok "$name: message"; else
+		bad "$name: stderr lacks \"$pat\""; cat "$T/err"; fi
+	if [ "$(wc -l < "$T/err")" -eq 1 ]; then ok "$name: one line"; else
+		bad "$name: error is not one line"; fi
+}
+
+for c in demo pager capture restore verify inspect; do
+	expect 0 "$c --help" "$KVMIG" $c --help
+	grep -q usage "$T/out" || bad "$c --help prints usage"
+done
+expect 2 "no command" "$KVMIG"
+expect_err 2 "unknown command" "unknown command" "$KVMIG" frobnicate
+
+expect 0 "pager init" "$KVMIG" pager init shm:$SRC --preset tiny --layout layer-major \
+	--capacity 32 --seqs 3 --pages-per-seq 5 --shared-prefix 2 --seed 11
+expect 0 "pager init dst" "$KVMIG" pager init shm:$DST --preset tiny --layout layer-major \
+	--capacity 32
+expect_err 1 "File exists" "pager init twice" "$KVMIG" pager init shm:$DST --preset tiny
+expect_err 2 "unknown dtype" "bad dtype" "$KVMIG" pager init shm:x --dtype int4
+expect_err 5 "capacity is" "seqs do not fit" "$KVMIG" pager init shm:$BIG --preset tiny \
+	--capacity 4 --seqs 3
+expect 0 "pager show" "$KVMIG" pager show shm:$SRC
+grep -q "seq-2" "$T/out" && ok "show lists sequences" || bad "show lists sequences"
+expect 0 "pager show --json" "$KVMIG" pager show shm:$SRC --json
+$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["occupied_pages"]==11 and len(d["logical_seqs"])==3' \
+	"$T/out" && ok "show --json parses" || bad "show --json parses"
+
+expect 0 "capture" "$KVMIG" capture --pager shm:$SRC --store "$T/store"
+M=$(cat "$T/out")
+case "$M" in xxh128:????????????????????????????????) ok "capture prints digest";;
+	*) bad "capture prints digest ($M)";; esac
+HEX=${M#xxh128:}
+MF="$T/store/objects/$(echo "$HEX" | cut -c1-2)/$(echo "$HEX" | cut -c3-)"
+# Independent checks: xxhsum over the manifest and every page blob it names,
+# python3's json over the manifest.
+[ "$(xxhsum -H2 "$MF" | cut -d' ' -f1)" = "$HEX" ] && ok "xxhsum manifest" || bad "xxhsum manifest"
+$PY - "$MF" "$T/store" <<'PYEOF' && ok "python json + xxhsum blobs" || bad "python json + xxhsum blobs"
+import json, subprocess, sys
+m = json.load(open(sys.argv[1]))
+assert list(m) == ["layout", "page_size_tokens", "n_layers", "n_heads", "head_dim", "dtype",
+                   "pages", "logical_seqs"], list(m)
+assert m["layout"] == "layer_major" and m["dtype"] == "f16"
+assert [p["ix"] for p in m["pages"]] == sorted(p["ix"] for p in m["pages"])
+assert len(m["pages"]) == 11 and len(m["logical_seqs"]) == 3
+for p in m["pages"]:
+    for h in ("k", "v"):
+        hx = p[h][len("xxh128:"):]
+        f = "%s/objects/%s/%s" % (sys.argv[2], hx[:2], hx[2:])
+        out = subprocess.run(["xxhsum", "-H2", f], capture_output=True, text=True).stdout
+        assert out.split()[0] == hx, (out, hx)
+        assert len(open(f, "rb").read()) == 2 * 2 * 16 * 4 * 2
+import xxhash  # python3-xxhash: a second, independent XXH3-128
+data = open(sys.argv[1], "rb").read()
+assert xxhash.xxh3_128_hexdigest(data) == sys.argv[1].split("/")[-2] + sys.argv[1].split("/")[-1]
+PYEOF
+
+expect 0 "inspect" "$KVMIG" inspect --store "$T/store" --manifest "$M"
+grep -q "pages:    11" "$T/out" && ok "inspect counts pages" || bad "inspect counts pages"
+expect 0 "restore" "$KVMIG" restore --pager shm:$DST --store "$T/store" --manifest "$M"
+expect 0 "verify" "$KVMIG" verify --pager shm:$DST --store "$T/store" --manifest "$M"
+expect_err 1 "already installed" "restore twice" "$KVMIG" restore --pager shm:$DST \
+	--store "$T/store" --manifest "$M"
+
+# Meta mismatch: exit 4, destination untouched.
+"$KVMIG" pager init shm:$BIG --preset tiny --heads 4 --capacity 32 >/dev/null
+expect_err 4 "differs\|but the pager is" "meta mismatch" "$KVMIG" restore --pager shm:$BIG \
+	--store "$T/store" --manifest "$M"
+"$KVMIG" pager show shm:$BIG --json > "$T/big.json"
+$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["occupied_pages"]==0' "$T/big.json" \
+	&& ok "mismatch left pager untouched" || bad "mismatch left pager untouched"
+"$KVMIG" pager rm shm:$BIG
+
+# Bad input.
+expect_err 2 "32 hex" "bad digest" "$KVMIG" restore --pager shm:$DST --store "$T/store" \
+	--manifest xxh128:abc
+expect_err 1 "not in the store" "absent manifest" "$KVMIG" inspect --store "$T/store" \
+	--manifest xxh128:00000000000000000000000000000000
+expect_err 1 "unknown pager spec" "bad pager spec" "$KVMIG" capture --pager mem --store "$T/store"
+expect_err 1 "No such file" "absent pager" "$KVMIG" capture --pager shm:nope-$$ --store "$T/store"
+expect_err 2 "is required" "missing --store" "$KVMIG" capture --pager shm:$SRC
+
+# Corrupt a page blob: verify against the (intact) source still passes, a
+# restore into a fresh pager fails with exit 3 and installs nothing.
+K=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["pages"][0]["k"][7:])' "$MF")
+KF="$T/store/objects/$(echo "$K" | cut -c1-2)/$(echo "$K" | cut -c3-)"
+printf 'X' | dd of="$KF" bs=1 seek=5 conv=notrunc 2>/dev/null
+"$KVMIG" pager init shm:$BIG --preset tiny --layout layer-major --capacity 32 >/dev/null
+expect_err 3 "corrupt" "corrupt blob" "$KVMIG" restore --pager shm:$BIG --store "$T/store" \
+	--manifest "$M"
+"$KVMIG" pager show shm:$BIG --json > "$T/big.json"
+$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["occupied_pages"]==0 and not d["logical_seqs"]' \
+	"$T/big.json" && ok "corrupt blob installed nothing" || bad "corrupt blob installed nothing"
+
+# Verify notices a changed destination page (exit 3).
+"$KVMIG" pager rm shm:$SRC
+"$KVMIG" pager init shm:$SRC --preset tiny --layout layer-major --capacity 32 --seqs 3 \
+	--pages-per-seq 5 --shared-prefix 2 --seed 12 >/dev/null
+"$KVMIG" capture --pager shm:$SRC --store "$T/store2" > "$T/m2" 2>/dev/null
+expect_err 3 "differs from the manifest" "verify mismatch" "$KVMIG" verify --pager shm:$DST \
+	--store "$T/store2" --manifest "$(cat "$T/m2")"
+
+expect 0 "demo" "$KVMIG" demo --seqs 2 --pages-per-seq 6 --shared-prefix 2 --store "$T/demo"
+grep -q "^verified" "$T/out" && ok "demo verifies" || bad "demo verifies"
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]

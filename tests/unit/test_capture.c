@@ -1,1 +1,368 @@
-int main(void){return 1;}
+/* SPDX-License-Identifier: MIT */
+/* tests/unit/test_capture.c - capture, restore and verify between pagers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <kvmig/cas.h>
+
+static struct kvmig_pager *make(const char *preset, enum kvmig_layout layout, uint64_t seed,
+				uint32_t seqs, uint32_t cap)
+{
+	struct kvmig_synth_opts o;
+	struct kvmig_pager *p = NULL;
+
+	kvmig_synth_opts_init(&o);
+	kvmig_meta_preset(preset, &o.meta);
+	o.layout = layout;
+	o.seed = seed;
+	o.n_seqs = seqs;
+	o.pages_per_seq = 5;
+	o.shared_prefix_pages = 2;
+	o.capacity_pages = cap;
+	assert_int_equal(kvmig_synth_create(&o, &p), 0);
+	return p;
+}
+
+static char *mkstore(struct kvmig_store **s)
+{
+	char *dir = strdup("/tmp/kvmig-cap-XXXXXX");
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(kvmig_store_fs_open(dir, NULL, s), 0);
+	return dir;
+}
+
+static void rmstore(struct kvmig_store **s, char *dir)
+{
+	char cmd[128];
+
+	kvmig_store_close(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+	free(dir);
+}
+
+static uint32_t n_occupied(struct kvmig_pager *p)
+{
+	uint32_t *ixs, n;
+
+	assert_int_equal(kvmig_pager_occupied(p, &ixs, &n), 0);
+	free(ixs);
+	return n;
+}
+
+static uint32_t n_seqs(struct kvmig_pager *p)
+{
+	struct kvmig_seq_list l = { 0 };
+	uint32_t n;
+
+	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
+	n = l.n;
+	kvmig_seq_list_free(&l);
+	return n;
+}
+
+/* Compare every sequence's bytes page by page, without digests. */
+static void assert_same_bytes(struct kvmig_pager *a, struct kvmig_pager *b)
+{
+	struct kvmig_seq_list la = { 0 }, lb = { 0 };
+	struct kvmig_extent ea[64], eb[64];
+	uint32_t na, nb;
+
+	assert_int_equal(kvmig_pager_seqs(a, &la), 0);
+	assert_int_equal(kvmig_pager_seqs(b, &lb), 0);
+	assert_int_equal(la.n, lb.n);
+	for (uint32_t i = 0; i < la.n; i++) {
+		assert_string_equal(la.seqs[i].id, lb.seqs[i].id);
+		assert_int_equal(la.seqs[i].n_pages, lb.seqs[i].n_pages);
+		assert_int_equal(la.seqs[i].fill_in_last_page, lb.seqs[i].fill_in_last_page);
+		for (uint32_t j = 0; j < la.seqs[i].n_pages; j++) {
+			for (int h = 0; h < 2; h++) {
+				assert_int_equal(kvmig_pager_extents(a, la.seqs[i].page_ixs[j],
+								     (enum kvmig_half)h, ea, 64, &na), 0);
+				assert_int_equal(kvmig_pager_extents(b, lb.seqs[i].page_ixs[j],
+								     (enum kvmig_half)h, eb, 64, &nb), 0);
+				assert_int_equal(na, nb);
+				for (uint32_t k = 0; k < na; k++)
+					assert_memory_equal(ea[k].addr, eb[k].addr, ea[k].len);
+			}
+		}
+	}
+	kvmig_seq_list_free(&la);
+	kvmig_seq_list_free(&lb);
+}
+
+static void round_trip(enum kvmig_layout layout)
+{
+	struct kvmig_pager *src = make("llama3-8b", layout, 3, 3, 16);
+	struct kvmig_pager *dst = make("llama3-8b", layout, 77, 0, 24);
+	struct kvmig_restore_stats rst;
+	struct kvmig_store *s;
+	struct kvmig_digest d;
+	struct kvmig_seq_list l = { 0 };
+	uint32_t pad[4];
+	char *dir = mkstore(&s);
+
+	/* Occupy destination pages so indices must be remapped. */
+	assert_int_equal(kvmig_pager_allocate(dst, 4, pad), 0);
+	assert_int_equal(kvmig_capture(src, s, &d, NULL), 0);
+	assert_int_equal(kvmig_restore(dst, s, &d, &rst), 0);
+	assert_int_equal(rst.pages, 2 + 3 * 3);
+	assert_int_equal(rst.seqs, 3);
+	assert_same_bytes(src, dst);
+	/* Shared prefix stays shared, at new indices. */
+	assert_int_equal(kvmig_pager_seqs(dst, &l), 0);
+	assert_int_equal(l.seqs[0].page_ixs[0], l.seqs[2].page_ixs[0]);
+	assert_int_equal(l.seqs[0].page_ixs[1], l.seqs[1].page_ixs[1]);
+	assert_int_equal(l.seqs[0].page_ixs[0], 4); /* first free index after the pad */
+	kvmig_seq_list_free(&l);
+	/* Independent of restore's checks: the destination verifies against the source. */
+	struct kvmig_manifest *m = NULL;
+	assert_int_equal(kvmig_manifest_build(src, &m), 0);
+	assert_int_equal(kvmig_verify(dst, m, NULL), 0);
+	kvmig_manifest_free(&m);
+	rmstore(&s, dir);
+	kvmig_pager_destroy(&src);
+	kvmig_pager_destroy(&dst);
+}
+
+static void test_round_trip_page_major(void **state)
+{
+	round_trip(KVMIG_LAYOUT_PAGE_MAJOR);
+}
+
+static void test_round_trip_layer_major(void **state)
+{
+	round_trip(KVMIG_LAYOUT_LAYER_MAJOR);
+}
+
+static void test_meta_mismatch_untouched(void **state)
+{
+	struct kvmig_pager *src = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 1, 2, 16);
+	struct kvmig_pager *dst = make("llama3-8b", KVMIG_LAYOUT_PAGE_MAJOR, 1, 1, 16);
+	struct kvmig_pager *dst2 = make("tiny", KVMIG_LAYOUT_LAYER_MAJOR, 1, 0, 16);
+	struct kvmig_store *s;
+	struct kvmig_digest d;
+	char *dir = mkstore(&s);
+	uint32_t occ = n_occupied(dst);
+
+	assert_int_equal(kvmig_capture(src, s, &d, NULL), 0);
+	assert_int_equal(kvmig_restore(dst, s, &d, NULL), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "layers"));
+	assert_int_equal(n_occupied(dst), occ);
+	assert_int_equal(n_seqs(dst), 1);
+	/* Layout is part of the check too. */
+	assert_int_equal(kvmig_restore(dst2, s, &d, NULL), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "layer_major"));
+	assert_int_equal(n_occupied(dst2), 0);
+	rmstore(&s, dir);
+	kvmig_pager_destroy(&src);
+	kvmig_pager_destroy(&dst);
+	kvmig_pager_destroy(&dst2);
+}
+
+static void test_dedup_twelve_identical(void **state)
+{
+	struct kvmig_store *s;
+	struct kvmig_digest d0, d;
+	uint64_t one, twelve;
+	char *dir = mkstore(&s);
+
+	for (int i = 0; i < 12; i++) {
+		struct kvmig_pager *p = make("llama3-8b", KVMIG_LAYOUT_PAGE_MAJOR, 5, 2, 16);
+
+		assert_int_equal(kvmig_capture(p, s, &d, NULL), 0);
+		if (i == 0) {
+			d0 = d;
+			assert_int_equal(kvmig_store_physical_bytes(s, &one), 0);
+		}
+		assert_true(kvmig_digest_equal(&d, &d0));
+		kvmig_pager_destroy(&p);
+	}
+	assert_int_equal(kvmig_store_physical_bytes(s, &twelve), 0);
+	print_message("one capture %llu bytes, twelve %llu bytes\n", (unsigned long long)one,
+		      (unsigned long long)twelve);
+	assert_true(twelve * 2 <= one * 3); /* at most 1.5x */
+	rmstore(&s, dir);
+}
+
+static void test_one_page_differs(void **state)
+{
+	struct kvmig_pager *a = make("llama3-8b", KVMIG_LAYOUT_PAGE_MAJOR, 5, 2, 16);
+	struct kvmig_pager *b = make("llama3-8b", KVMIG_LAYOUT_PAGE_MAJOR, 5, 2, 16);
+	struct kvmig_store *s;
+	struct kvmig_digest da, db;
+	uint64_t before, after, half;
+	struct kvmig_cache_meta meta;
+	struct kvmig_capture_stats st;
+	char *dir = mkstore(&s);
+
+	assert_int_equal(kvmig_synth_fill_page(b, 3, 1234, 1), 0);
+	assert_int_equal(kvmig_capture(a, s, &da, NULL), 0);
+	assert_int_equal(kvmig_store_physical_bytes(s, &before), 0);
+	assert_int_equal(kvmig_capture(b, s, &db, &st), 0);
+	assert_int_equal(kvmig_store_physical_bytes(s, &after), 0);
+	assert_false(kvmig_digest_equal(&da, &db));
+	kvmig_pager_meta(a, &meta, NULL);
+	kvmig_meta_half_bytes(&meta, &half);
+	/* Two page blobs plus a (small) manifest. */
+	assert_true(after - before <= 2 * half + 64 * 1024);
+	assert_true(after - before > 2 * half);
+	assert_int_equal(st.blobs_written, 3);
+	rmstore(&s, dir);
+	kvmig_pager_destroy(&a);
+	kvmig_pager_destroy(&b);
+}
+
+static void test_v_change_shares_k(void **state)
+{
+	struct kvmig_pager *a = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 5, 1, 8);
+	struct kvmig_manifest *m1 = NULL, *m2 = NULL;
+	struct kvmig_extent e;
+	uint32_t n;
+
+	assert_int_equal(kvmig_manifest_build(a, &m1), 0);
+	assert_int_equal(kvmig_pager_extents(a, 0, KVMIG_HALF_V, &e, 1, &n), 0);
+	((uint8_t *)e.addr)[0] ^= 1;
+	assert_int_equal(kvmig_manifest_build(a, &m2), 0);
+	assert_true(kvmig_digest_equal(&m1->pages[0].k, &m2->pages[0].k));
+	assert_false(kvmig_digest_equal(&m1->pages[0].v, &m2->pages[0].v));
+	kvmig_manifest_free(&m1);
+	kvmig_manifest_free(&m2);
+	kvmig_pager_destroy(&a);
+}
+
+static void blob_file(const char *dir, const struct kvmig_digest *d, char *path, size_t len)
+{
+	char hex[33];
+
+	kvmig_digest_hex(d, hex);
+	snprintf(path, len, "%s/objects/%.2s/%s", dir, hex, hex + 2);
+}
+
+static void test_corrupt_blob_installs_nothing(void **state)
+{
+	struct kvmig_pager *src = make("tiny", KVMIG_LAYOUT_LAYER_MAJOR, 9, 3, 16);
+	struct kvmig_pager *dst = make("tiny", KVMIG_LAYOUT_LAYER_MAJOR, 1, 0, 16);
+	struct kvmig_manifest *m = NULL;
+	struct kvmig_store *s;
+	struct kvmig_digest d;
+	char path[256];
+	char *dir = mkstore(&s);
+	FILE *fp;
+
+	assert_int_equal(kvmig_capture(src, s, &d, NULL), 0);
+	assert_int_equal(kvmig_manifest_build(src, &m), 0);
+	blob_file(dir, &m->pages[m->n_pages - 1].v, path, sizeof(path));
+	fp = fopen(path, "r+b");
+	assert_non_null(fp);
+	fputc('!', fp);
+	fclose(fp);
+	assert_int_equal(kvmig_restore(dst, s, &d, NULL), -EIO);
+	assert_non_null(strstr(kvmig_last_error(), "corrupt"));
+	assert_int_equal(n_seqs(dst), 0);
+	assert_int_equal(n_occupied(dst), 0); /* allocated pages were freed */
+	/* Truncated blob. */
+	assert_int_equal(truncate(path, 10), 0);
+	assert_int_equal(kvmig_restore(dst, s, &d, NULL), -EMSGSIZE);
+	assert_int_equal(n_occupied(dst), 0);
+	/* Missing blob. */
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(kvmig_restore(dst, s, &d, NULL), -ENOENT);
+	assert_int_equal(n_occupied(dst), 0);
+	assert_int_equal(n_seqs(dst), 0);
+	kvmig_manifest_free(&m);
+	rmstore(&s, dir);
+	kvmig_pager_destroy(&src);
+	kvmig_pager_destroy(&dst);
+}
+
+static void test_malformed_manifest_installs_nothing(void **state)
+{
+	struct kvmig_pager *dst = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 16);
+	struct kvmig_store *s;
+	struct kvmig_digest d;
+	char *dir = mkstore(&s);
+	static const char bad[] = "{\"layout\":\"page_major\",\"page_size_tokens\":4";
+
+	kvmig_digest_compute(bad, strlen(bad), &d);
+	assert_int_equal(kvmig_store_put(s, &d, bad, strlen(bad)), 1);
+	assert_int_equal(kvmig_restore(dst, s, &d, NULL), -EINVAL);
+	assert_non_null(strstr(kvmig_last_error(), "malformed"));
+	assert_int_equal(n_occupied(dst), 0);
+	rmstore(&s, dir);
+	kvmig_pager_destroy(&dst);
+}
+
+static void test_enospc_and_eexist(void **state)
+{
+	struct kvmig_pager *src = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 9, 3, 16);
+	struct kvmig_pager *small = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 4);
+	struct kvmig_pager *same = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 9, 3, 32);
+	struct kvmig_store *s;
+	struct kvmig_digest d;
+	char *dir = mkstore(&s);
+	uint32_t occ = n_occupied(same);
+
+	assert_int_equal(kvmig_capture(src, s, &d, NULL), 0);
+	assert_int_equal(kvmig_restore(small, s, &d, NULL), -ENOSPC);
+	assert_int_equal(n_occupied(small), 0);
+	/* Sequence ids already installed: refused, pages handed back. */
+	assert_int_equal(kvmig_restore(same, s, &d, NULL), -EEXIST);
+	assert_int_equal(n_occupied(same), occ);
+	rmstore(&s, dir);
+	kvmig_pager_destroy(&src);
+	kvmig_pager_destroy(&small);
+	kvmig_pager_destroy(&same);
+}
+
+static void test_verify_detects_difference(void **state)
+{
+	struct kvmig_pager *a = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 9, 3, 16);
+	struct kvmig_manifest *m = NULL;
+	struct kvmig_seq_list l = { 0 };
+	uint32_t bad = 0;
+
+	assert_int_equal(kvmig_manifest_build(a, &m), 0);
+	assert_int_equal(kvmig_verify(a, m, &bad), 0);
+	assert_int_equal(bad, 0);
+	/* Change a shared prefix page: every sequence sees it. */
+	assert_int_equal(kvmig_pager_seqs(a, &l), 0);
+	assert_int_equal(kvmig_synth_fill_page(a, l.seqs[0].page_ixs[0], 42, 42), 0);
+	assert_int_equal(kvmig_verify(a, m, &bad), -EIO);
+	assert_int_equal(bad, 2 * 3); /* K and V, in 3 sequences */
+	assert_non_null(strstr(kvmig_last_error(), "seq-0"));
+	const char *id[] = { "seq-1" };
+	assert_int_equal(kvmig_pager_remove(a, id, 1), 0);
+	assert_int_equal(kvmig_verify(a, m, &bad), -ENOENT);
+	kvmig_seq_list_free(&l);
+	kvmig_manifest_free(&m);
+	kvmig_pager_destroy(&a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip_page_major),
+		cmocka_unit_test(test_round_trip_layer_major),
+		cmocka_unit_test(test_meta_mismatch_untouched),
+		cmocka_unit_test(test_dedup_twelve_identical),
+		cmocka_unit_test(test_one_page_differs),
+		cmocka_unit_test(test_v_change_shares_k),
+		cmocka_unit_test(test_corrupt_blob_installs_nothing),
+		cmocka_unit_test(test_malformed_manifest_installs_nothing),
+		cmocka_unit_test(test_enospc_and_eexist),
+		cmocka_unit_test(test_verify_detects_difference),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

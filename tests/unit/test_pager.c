@@ -1,1 +1,292 @@
-int main(void){return 1;}
+/* SPDX-License-Identifier: MIT */
+/* tests/unit/test_pager.c - CacheMeta and the synthetic pager. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <kvmig/cas.h>
+
+static struct kvmig_pager *make(enum kvmig_layout layout, uint64_t seed, uint32_t seqs,
+				uint32_t per, uint32_t prefix, uint32_t cap)
+{
+	struct kvmig_synth_opts o;
+	struct kvmig_pager *p = NULL;
+
+	kvmig_synth_opts_init(&o);
+	kvmig_meta_preset("tiny", &o.meta);
+	o.layout = layout;
+	o.seed = seed;
+	o.n_seqs = seqs;
+	o.pages_per_seq = per;
+	o.shared_prefix_pages = prefix;
+	o.capacity_pages = cap;
+	assert_int_equal(kvmig_synth_create(&o, &p), 0);
+	return p;
+}
+
+/* Logical bytes of one half, concatenated over its extents. */
+static void read_half(struct kvmig_pager *p, uint32_t ix, enum kvmig_half h, uint8_t *out)
+{
+	struct kvmig_extent ext[8];
+	uint32_t n;
+
+	assert_int_equal(kvmig_pager_extents(p, ix, h, ext, 8, &n), 0);
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(out, ext[i].addr, ext[i].len);
+		out += ext[i].len;
+	}
+}
+
+static void test_meta(void **state)
+{
+	struct kvmig_cache_meta m;
+	uint64_t b;
+
+	assert_int_equal(kvmig_meta_preset("llama3-8b", &m), 0);
+	assert_int_equal(kvmig_meta_half_bytes(&m, &b), 0);
+	assert_int_equal(b, 1u << 20); /* 1 MiB per K half */
+	assert_int_equal(kvmig_dtype_size(KVMIG_DTYPE_FP8_E4M3), 1);
+	assert_int_equal(kvmig_dtype_size(KVMIG_DTYPE_F32), 4);
+	m.n_layers = 0;
+	assert_int_equal(kvmig_meta_half_bytes(&m, &b), -EINVAL);
+	assert_non_null(strstr(kvmig_last_error(), "n_layers"));
+	m.n_layers = KVMIG_MAX_LAYERS + 1;
+	assert_int_equal(kvmig_meta_half_bytes(&m, &b), -EINVAL);
+	m.n_layers = 32;
+	m.dtype = (enum kvmig_dtype)7;
+	assert_int_equal(kvmig_meta_half_bytes(&m, &b), -EINVAL);
+	/* The largest allowed meta still fits 64 bits: 1024*4096*1024*4096*4 = 2^46. */
+	m = (struct kvmig_cache_meta){ KVMIG_MAX_PAGE_TOKENS, KVMIG_MAX_LAYERS, KVMIG_MAX_HEADS,
+				       KVMIG_MAX_HEAD_DIM, KVMIG_DTYPE_F32 };
+	assert_int_equal(kvmig_meta_half_bytes(&m, &b), 0);
+	assert_true(b == (1ull << 46));
+	enum kvmig_dtype dt;
+	assert_int_equal(kvmig_dtype_parse("fp8_e4m3", &dt), 0);
+	assert_int_equal(dt, KVMIG_DTYPE_FP8_E4M3);
+	assert_int_equal(kvmig_dtype_parse("int4", &dt), -EINVAL);
+}
+
+static void test_arena_too_big(void **state)
+{
+	struct kvmig_synth_opts o;
+	struct kvmig_pager *p = NULL;
+
+	kvmig_synth_opts_init(&o);
+	o.meta = (struct kvmig_cache_meta){ KVMIG_MAX_PAGE_TOKENS, KVMIG_MAX_LAYERS,
+					    KVMIG_MAX_HEADS, KVMIG_MAX_HEAD_DIM, KVMIG_DTYPE_F32 };
+	o.capacity_pages = KVMIG_MAX_PAGES; /* 2^46 * 2 * 2^24 overflows 64 bits */
+	assert_int_equal(kvmig_synth_create(&o, &p), -EOVERFLOW);
+	assert_null(p);
+}
+
+static void test_determinism_and_layouts(void **state)
+{
+	struct kvmig_pager *a = make(KVMIG_LAYOUT_PAGE_MAJOR, 7, 2, 3, 1, 8);
+	struct kvmig_pager *b = make(KVMIG_LAYOUT_LAYER_MAJOR, 7, 2, 3, 1, 8);
+	struct kvmig_pager *c = make(KVMIG_LAYOUT_PAGE_MAJOR, 8, 2, 3, 1, 8);
+	uint8_t x[512], y[512], z[512];
+	struct kvmig_extent ext[8];
+	uint32_t n;
+
+	/* Layer-major: a half is n_layers (2) extents, page-major: 1. */
+	assert_int_equal(kvmig_pager_extents(b, 0, KVMIG_HALF_K, ext, 8, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(kvmig_pager_extents(b, 0, KVMIG_HALF_K, ext, 1, &n), -ENOBUFS);
+	assert_int_equal(kvmig_pager_extents(a, 0, KVMIG_HALF_K, ext, 8, &n), 0);
+	assert_int_equal(n, 1);
+	for (uint32_t ix = 0; ix < 5; ix++) {
+		for (int h = 0; h < 2; h++) {
+			read_half(a, ix, (enum kvmig_half)h, x);
+			read_half(b, ix, (enum kvmig_half)h, y);
+			read_half(c, ix, (enum kvmig_half)h, z);
+			/* same seed: same logical bytes whatever the layout */
+			assert_memory_equal(x, y, sizeof(x));
+			/* different seed: different bytes */
+			assert_memory_not_equal(x, z, sizeof(x));
+		}
+	}
+	/* K and V of one page differ, and pages differ from each other. */
+	read_half(a, 0, KVMIG_HALF_K, x);
+	read_half(a, 0, KVMIG_HALF_V, y);
+	read_half(a, 1, KVMIG_HALF_K, z);
+	assert_memory_not_equal(x, y, sizeof(x));
+	assert_memory_not_equal(x, z, sizeof(x));
+	kvmig_pager_destroy(&a);
+	kvmig_pager_destroy(&b);
+	kvmig_pager_destroy(&c);
+	assert_null(a);
+	kvmig_pager_destroy(&a); /* NULL-safe */
+}
+
+static void test_seqs_prefix_sharing(void **state)
+{
+	struct kvmig_pager *p = make(KVMIG_LAYOUT_PAGE_MAJOR, 1, 3, 4, 2, 16);
+	struct kvmig_seq_list l = { 0 };
+	uint32_t *ixs, n;
+
+	assert_int_equal(kvmig_pager_occupied(p, &ixs, &n), 0);
+	assert_int_equal(n, 2 + 3 * 2);
+	free(ixs);
+	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
+	assert_int_equal(l.n, 3);
+	assert_string_equal(l.seqs[0].id, "seq-0");
+	assert_string_equal(l.seqs[2].id, "seq-2");
+	for (uint32_t i = 0; i < 3; i++) {
+		assert_int_equal(l.seqs[i].n_pages, 4);
+		assert_true(l.seqs[i].fill_in_last_page < 4);
+		/* the prefix pages are the same physical pages */
+		assert_int_equal(l.seqs[i].page_ixs[0], l.seqs[0].page_ixs[0]);
+		assert_int_equal(l.seqs[i].page_ixs[1], l.seqs[0].page_ixs[1]);
+	}
+	assert_int_not_equal(l.seqs[1].page_ixs[2], l.seqs[0].page_ixs[2]);
+	kvmig_seq_list_free(&l);
+	kvmig_pager_destroy(&p);
+}
+
+static void test_allocate_install_remove_free(void **state)
+{
+	struct kvmig_pager *p = make(KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 4, 0, 4);
+	struct kvmig_seq_list l = { 0 };
+	uint32_t ixs[8], *occ, n;
+	uint64_t g0, g1;
+
+	assert_int_equal(kvmig_pager_allocate(p, 5, ixs), -ENOSPC);
+	assert_int_equal(kvmig_pager_occupied(p, &occ, &n), 0);
+	assert_int_equal(n, 0); /* all or nothing */
+	free(occ);
+	assert_int_equal(kvmig_pager_allocate(p, 3, ixs), 0);
+	assert_int_equal(kvmig_pager_generation(p, ixs[0], &g0), 0);
+	assert_int_equal(kvmig_synth_fill_page(p, ixs[0], 5, 5), 0);
+	assert_int_equal(kvmig_pager_generation(p, ixs[0], &g1), 0);
+	assert_true(g1 > g0);
+
+	struct kvmig_seq s[2] = {
+		{ (char *)"a", ixs, 2, 1 },
+		{ (char *)"b", ixs, 3, 0 },
+	};
+	assert_int_equal(kvmig_pager_install(p, s, 2), 0);
+	assert_int_equal(kvmig_pager_install(p, s, 1), -EEXIST);
+	struct kvmig_seq bad = { (char *)"c", ixs, 1, 4 };
+	assert_int_equal(kvmig_pager_install(p, &bad, 1), -EINVAL); /* fill == tokens */
+	uint32_t notalloc = 3;
+	struct kvmig_seq bad2 = { (char *)"d", &notalloc, 1, 0 };
+	assert_int_equal(kvmig_pager_install(p, &bad2, 1), -EINVAL);
+	/* a referenced page cannot be freed */
+	assert_int_equal(kvmig_pager_free(p, ixs, 1), -EINVAL);
+	const char *ids[] = { "a", "zz" };
+	assert_int_equal(kvmig_pager_remove(p, ids, 2), -ENOENT);
+	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
+	assert_int_equal(l.n, 2); /* all or nothing */
+	kvmig_seq_list_free(&l);
+	assert_int_equal(kvmig_pager_remove(p, ids, 1), 0);
+	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
+	assert_int_equal(l.n, 1);
+	assert_string_equal(l.seqs[0].id, "b");
+	assert_int_equal(l.seqs[0].n_pages, 3);
+	assert_int_equal(l.seqs[0].page_ixs[2], ixs[2]);
+	kvmig_seq_list_free(&l);
+	const char *idb[] = { "b" };
+	assert_int_equal(kvmig_pager_remove(p, idb, 1), 0);
+	assert_int_equal(kvmig_pager_free(p, ixs, 3), 0);
+	assert_int_equal(kvmig_pager_free(p, ixs, 1), -EINVAL); /* double free */
+	kvmig_pager_destroy(&p);
+}
+
+static int fail_fn(struct kvmig_pager *p, void *arg)
+{
+	int *depth_seen = arg;
+	struct kvmig_pager *q = p;
+
+	(void)q;
+	*depth_seen = 1;
+	return -EIO;
+}
+
+static void test_pause_guard_resumes_on_failure(void **state)
+{
+	struct kvmig_pager *p = make(KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 4, 0, 4);
+	int ran = 0;
+
+	assert_int_equal(kvmig_pager_with_paused(p, fail_fn, &ran), -EIO);
+	assert_int_equal(ran, 1);
+	/* Resumed: one more resume has nothing to undo. */
+	assert_int_equal(kvmig_pager_resume(p), -EINVAL);
+	kvmig_pager_destroy(&p);
+}
+
+static void test_shm_attach_other_process(void **state)
+{
+	char name[64];
+	struct kvmig_synth_opts o;
+	struct kvmig_pager *p = NULL, *q = NULL;
+	struct kvmig_seq_list l = { 0 };
+	uint8_t x[1u << 20], y[1u << 20];
+	int status;
+	pid_t pid;
+
+	snprintf(name, sizeof(name), "kvmig-test-%d", (int)getpid());
+	kvmig_synth_opts_init(&o);
+	o.shm_name = name;
+	o.capacity_pages = 8;
+	o.n_seqs = 2;
+	o.pages_per_seq = 3;
+	o.shared_prefix_pages = 1;
+	assert_int_equal(kvmig_synth_create(&o, &p), 0);
+	assert_int_equal(kvmig_synth_create(&o, &q), -EEXIST);
+	/* A child process attaches and installs a sequence. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvmig_pager *c = NULL;
+		uint32_t ix;
+
+		if (kvmig_pager_open(name, &c) == 0) /* no "shm:": must fail */
+			_exit(10);
+		char spec[80];
+		snprintf(spec, sizeof(spec), "shm:%s", name);
+		if (kvmig_pager_open(spec, &c) < 0 || kvmig_pager_allocate(c, 1, &ix) < 0)
+			_exit(11);
+		struct kvmig_seq s = { (char *)"child", &ix, 1, 0 };
+		_exit(kvmig_pager_install(c, &s, 1) < 0 ? 12 : 0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
+	assert_int_equal(l.n, 3);
+	assert_string_equal(l.seqs[0].id, "child");
+	kvmig_seq_list_free(&l);
+	/* Attaching sees the same bytes. */
+	assert_int_equal(kvmig_synth_attach(name, &q), 0);
+	read_half(p, 2, KVMIG_HALF_V, x);
+	read_half(q, 2, KVMIG_HALF_V, y);
+	assert_memory_equal(x, y, sizeof(x));
+	kvmig_pager_destroy(&q);
+	kvmig_pager_destroy(&p);
+	assert_int_equal(kvmig_synth_unlink(name), 0);
+	assert_int_equal(kvmig_synth_attach(name, &q), -ENOENT);
+	assert_int_equal(kvmig_pager_open("file:/x", &q), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_meta),
+		cmocka_unit_test(test_arena_too_big),
+		cmocka_unit_test(test_determinism_and_layouts),
+		cmocka_unit_test(test_seqs_prefix_sharing),
+		cmocka_unit_test(test_allocate_install_remove_free),
+		cmocka_unit_test(test_pause_guard_resumes_on_failure),
+		cmocka_unit_test(test_shm_attach_other_process),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
