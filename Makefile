@@ -21,7 +21,7 @@ demo: deps build
 	./$(BUILD)/tools/kvmig demo
 
 check: deps build
-	meson test -C $(BUILD) --print-errorlogs
+	./scripts/run-tests.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
