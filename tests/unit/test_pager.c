@@ -229,7 +229,7 @@ static void test_shm_attach_other_process(void **state)
 	struct kvmig_synth_opts o;
 	struct kvmig_pager *p = NULL, *q = NULL;
 	struct kvmig_seq_list l = { 0 };
-	uint8_t x[1u << 20], y[1u << 20];
+	static uint8_t x[1u << 20], y[1u << 20]; /* 1 MiB halves: off the stack */
 	int status;
 	pid_t pid;
 

@@ -247,9 +247,33 @@ static void test_fs_reopen_and_failed_put(void **state)
 	assert_int_equal(count, 1);
 }
 
+/* Known answers from xxhsum -H2 (printf '' | xxhsum -H2, printf abc | xxhsum -H2). */
+static void test_digest_known_answers(void **state)
+{
+	struct kvmig_digest d, e;
+	char text[KVMIG_DIGEST_STR_LEN + 1];
+	struct iovec iov[2] = { { (void *)"a", 1 }, { (void *)"bc", 2 } };
+
+	kvmig_digest_compute("", 0, &d);
+	kvmig_digest_format(&d, text);
+	assert_string_equal(text, "xxh128:99aa06d3014798d86001c324468d497f");
+	kvmig_digest_compute("abc", 3, &d);
+	kvmig_digest_format(&d, text);
+	assert_string_equal(text, "xxh128:06b05ab6733a618578af5f94892f3950");
+	kvmig_digest_computev(iov, 2, &e); /* streamed over segments: same digest */
+	assert_true(kvmig_digest_equal(&d, &e));
+	assert_int_equal(kvmig_digest_parse(text, &e), 0);
+	assert_true(kvmig_digest_equal(&d, &e));
+	assert_int_equal(kvmig_digest_parse("xxh128:06B05AB6733A618578AF5F94892F3950", &e), -EINVAL);
+	assert_int_equal(kvmig_digest_parse("xxh128:06b05ab6733a618578af5f94892f395", &e), -EINVAL);
+	assert_int_equal(kvmig_digest_parse("xxh64:06b05ab6733a618578af5f94892f3950", &e), -EINVAL);
+	assert_int_equal(kvmig_digest_parse("xxh128:06b05ab6733a618578af5f94892f395g", &e), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_digest_known_answers),
 		cmocka_unit_test_setup_teardown(test_round_trip_dedup, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip_dedup, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_absent, setup_mem, teardown),
