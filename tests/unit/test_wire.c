@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/unit/test_wire.c - the wire codec: round trips, truncation, corruption. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "wire.h"
+
+/* Decode any payload of @type; 0 or -EPROTO. Frees what it decoded. */
+static int decode(uint8_t type, const uint8_t *p, size_t len)
+{
+	struct kvmig_msg_hello h;
+	struct kvmig_msg_regions rg;
+	struct kvmig_msg_offer of;
+	struct kvmig_msg_read_req rq;
+	struct kvmig_msg_abort ab;
+	struct kvmig_manifest_page *pg = NULL;
+	struct kvmig_seq_list l = { 0 };
+	uint32_t n;
+	int ret;
+
+	switch (type) {
+	case KVMIG_MSG_HELLO:
+		return kvmig_wire_get_hello(p, len, &h);
+	case KVMIG_MSG_REGIONS:
+		return kvmig_wire_get_regions(p, len, &rg);
+	case KVMIG_MSG_OFFER:
+		ret = kvmig_wire_get_offer(p, len, &of);
+		kvmig_msg_offer_free(&of);
+		return ret;
+	case KVMIG_MSG_READ_REQ:
+		return kvmig_wire_get_read_req(p, len, &rq);
+	case KVMIG_MSG_DIGESTS:
+		ret = kvmig_wire_get_digests(p, len, &pg, &n);
+		free(pg);
+		return ret;
+	case KVMIG_MSG_FINAL:
+		ret = kvmig_wire_get_final(p, len, &l);
+		kvmig_seq_list_free(&l);
+		return ret;
+	case KVMIG_MSG_ABORT:
+		return kvmig_wire_get_abort(p, len, &ab);
+	default:
+		return len == 0 ? 0 : -EPROTO;
+	}
+}
+
+static struct kvmig_wire_extent ext[4] = {
+	{ 0x1000, 256 }, { 0x2000, 256 }, { 0x3000, 256 }, { 0x4000, 256 } };
+
+/* One frame of every message type, concatenated in @b; returns the count. */
+static int all_messages(struct kvmig_wbuf *b)
+{
+	struct kvmig_msg_hello h = { 1, KVMIG_LAYOUT_LAYER_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 512 };
+	struct kvmig_msg_regions rg = { .n = 2, .r = { { 0x1000, 1 << 20, 7 }, { 1ull << 40, 4096, 9 } } };
+	struct kvmig_offer_page pages[2] = { { 3, 2, 11, ext }, { 9, 2, 12, ext + 2 } };
+	struct kvmig_msg_offer of = { 5, 2, pages, NULL };
+	struct kvmig_msg_read_req rq = { 77, 0x1000, 256, 7 };
+	struct kvmig_manifest_page dg[1] = { { 3, { { 1, 2, 3 } }, { { 4, 5, 6 } } } };
+	uint32_t ixs[3] = { 3, 9, 3 };
+	struct kvmig_seq seqs[2] = { { (char *)"req-\"1\"", ixs, 3, 2 }, { (char *)"b", ixs, 0, 0 } };
+
+	assert_int_equal(kvmig_wire_put_hello(b, &h), 0);
+	assert_int_equal(kvmig_wire_put_regions(b, &rg), 0);
+	assert_int_equal(kvmig_wire_put_offer(b, &of), 0);
+	assert_int_equal(kvmig_wire_put_read_req(b, &rq), 0);
+	assert_int_equal(kvmig_wire_put_digests(b, dg, 1), 0);
+	assert_int_equal(kvmig_wire_put_final(b, seqs, 2), 0);
+	assert_int_equal(kvmig_wire_put_empty(b, KVMIG_MSG_COMMIT), 0);
+	assert_int_equal(kvmig_wire_put_abort(b, -ENOSPC, "destination out of pages"), 0);
+	return 8;
+}
+
+static void test_round_trip(void **state)
+{
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_wire_hdr h;
+	size_t off = 0;
+	int n = all_messages(&b);
+
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(kvmig_wire_get_hdr(b.p + off, &h), 0);
+		const uint8_t *p = b.p + off + KVMIG_WIRE_HDR_LEN;
+
+		switch (h.type) {
+		case KVMIG_MSG_HELLO: {
+			struct kvmig_msg_hello m;
+			assert_int_equal(kvmig_wire_get_hello(p, h.len, &m), 0);
+			assert_int_equal(m.role, 1);
+			assert_int_equal(m.layout, KVMIG_LAYOUT_LAYER_MAJOR);
+			assert_int_equal(m.meta.head_dim, 16);
+			assert_int_equal(m.half_bytes, 512);
+			break;
+		}
+		case KVMIG_MSG_REGIONS: {
+			struct kvmig_msg_regions m;
+			assert_int_equal(kvmig_wire_get_regions(p, h.len, &m), 0);
+			assert_int_equal(m.n, 2);
+			assert_true(m.r[1].addr == 1ull << 40);
+			assert_int_equal(m.r[1].key, 9);
+			break;
+		}
+		case KVMIG_MSG_OFFER: {
+			struct kvmig_msg_offer m;
+			assert_int_equal(kvmig_wire_get_offer(p, h.len, &m), 0);
+			assert_int_equal(m.round, 5);
+			assert_int_equal(m.n, 2);
+			assert_int_equal(m.pages[1].ix, 9);
+			assert_int_equal(m.pages[1].generation, 12);
+			assert_int_equal(m.pages[1].ext[1].addr, 0x4000);
+			kvmig_msg_offer_free(&m);
+			break;
+		}
+		case KVMIG_MSG_READ_REQ: {
+			struct kvmig_msg_read_req m;
+			assert_int_equal(kvmig_wire_get_read_req(p, h.len, &m), 0);
+			assert_int_equal(m.id, 77);
+			assert_int_equal(m.len, 256);
+			break;
+		}
+		case KVMIG_MSG_DIGESTS: {
+			struct kvmig_manifest_page *pg;
+			uint32_t cnt;
+			assert_int_equal(kvmig_wire_get_digests(p, h.len, &pg, &cnt), 0);
+			assert_int_equal(cnt, 1);
+			assert_int_equal(pg[0].v.b[2], 6);
+			free(pg);
+			break;
+		}
+		case KVMIG_MSG_FINAL: {
+			struct kvmig_seq_list l = { 0 };
+			assert_int_equal(kvmig_wire_get_final(p, h.len, &l), 0);
+			assert_int_equal(l.n, 2);
+			assert_string_equal(l.seqs[0].id, "req-\"1\"");
+			assert_int_equal(l.seqs[0].n_pages, 3);
+			assert_int_equal(l.seqs[0].page_ixs[2], 3);
+			assert_int_equal(l.seqs[0].fill_in_last_page, 2);
+			assert_int_equal(l.seqs[1].n_pages, 0);
+			kvmig_seq_list_free(&l);
+			break;
+		}
+		case KVMIG_MSG_COMMIT:
+			assert_int_equal(h.len, 0);
+			break;
+		case KVMIG_MSG_ABORT: {
+			struct kvmig_msg_abort m;
+			assert_int_equal(kvmig_wire_get_abort(p, h.len, &m), 0);
+			assert_int_equal(m.err, ENOSPC);
+			assert_string_equal(m.text, "destination out of pages");
+			break;
+		}
+		default:
+			fail();
+		}
+		off += KVMIG_WIRE_HDR_LEN + h.len;
+	}
+	assert_int_equal(off, b.len);
+	kvmig_wbuf_free(&b);
+}
+
+static void test_every_truncation_and_trailing_byte(void **state)
+{
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_wire_hdr h;
+	size_t off = 0;
+	int n = all_messages(&b);
+
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(kvmig_wire_get_hdr(b.p + off, &h), 0);
+		const uint8_t *p = b.p + off + KVMIG_WIRE_HDR_LEN;
+
+		for (uint32_t len = 0; len < h.len; len++) {
+			/* An exact-size copy, so ASan sees any read past the end. */
+			uint8_t *cut = malloc(len ? len : 1);
+
+			memcpy(cut, p, len);
+			assert_int_equal(decode(h.type, cut, len), -EPROTO);
+			assert_true(kvmig_last_error()[0] != '\0');
+			free(cut);
+		}
+		uint8_t *longer = malloc(h.len + 1);
+
+		memcpy(longer, p, h.len);
+		longer[h.len] = 0;
+		assert_int_equal(decode(h.type, longer, h.len + 1), -EPROTO);
+		if (h.type != KVMIG_MSG_COMMIT)
+			assert_non_null(strstr(kvmig_last_error(), "trailing"));
+		free(longer);
+		off += KVMIG_WIRE_HDR_LEN + h.len;
+	}
+	kvmig_wbuf_free(&b);
+}
+
+static void test_header_violations(void **state)
+{
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_wire_hdr h;
+	uint8_t f[KVMIG_WIRE_HDR_LEN];
+
+	assert_int_equal(kvmig_wire_put_empty(&b, KVMIG_MSG_COMMIT), 0);
+	memcpy(f, b.p, sizeof(f));
+	f[0] = 'X';
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "magic"));
+	memcpy(f, b.p, sizeof(f));
+	f[4] = 2;
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "version 2"));
+	memcpy(f, b.p, sizeof(f));
+	f[5] = 0;
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	f[5] = 11;
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "unknown message type"));
+	memcpy(f, b.p, sizeof(f));
+	f[7] = 1;
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	memcpy(f, b.p, sizeof(f));
+	f[8] = 0xff; /* length 4 GiB - ... */
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "exceeds the limit"));
+	kvmig_wbuf_free(&b);
+}
+
+static void test_huge_counts_refused_before_allocation(void **state)
+{
+	/* Counts of 2^32-1 with 8 bytes behind them: refused by the limit or by
+	 * the bytes present, never by a failed multi-GiB allocation. */
+	uint8_t p[12] = { 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0 };
+	uint8_t q[12] = { 0, 0, 0, 1, 0, 0, 0xea, 0x60, 0, 0, 0, 0 }; /* 60000 pages */
+	uint8_t final_small[8] = { 0, 0, 0, 200, 0, 1, 'a', 0 };
+
+	assert_int_equal(decode(KVMIG_MSG_DIGESTS, p, sizeof(p)), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "above the limit"));
+	assert_int_equal(decode(KVMIG_MSG_FINAL, p, sizeof(p)), -EPROTO);
+	assert_int_equal(decode(KVMIG_MSG_REGIONS, p, sizeof(p)), -EPROTO);
+	assert_int_equal(decode(KVMIG_MSG_OFFER, q, sizeof(q)), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "only"));
+	assert_int_equal(decode(KVMIG_MSG_FINAL, final_small, sizeof(final_small)), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "only"));
+}
+
+static void test_semantic_violations(void **state)
+{
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_msg_hello h = { 0, KVMIG_LAYOUT_PAGE_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 999 };
+	struct kvmig_offer_page odd = { 1, 3, 0, ext };
+	struct kvmig_msg_offer of = { 0, 1, &odd, NULL };
+
+	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
+	assert_int_equal(decode(KVMIG_MSG_HELLO, b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN),
+			 -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "half_bytes"));
+	b.len = 0;
+	h.half_bytes = 512;
+	h.meta.n_layers = 0;
+	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
+	assert_int_equal(decode(KVMIG_MSG_HELLO, b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN),
+			 -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "n_layers"));
+	b.len = 0;
+	assert_int_equal(kvmig_wire_put_offer(&b, &of), -EINVAL); /* odd extent count */
+	assert_int_equal(kvmig_wire_put_abort(&b, EIO, "bad\x01text"), 0);
+	struct kvmig_msg_abort ab;
+	assert_int_equal(kvmig_wire_get_abort(b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN,
+					      &ab), 0);
+	assert_string_equal(ab.text, "bad?text");
+	kvmig_wbuf_free(&b);
+}
+
+/* Deterministic corruption: flip bytes of valid frames; the decoder must
+ * return 0 or -EPROTO, never crash (this suite also runs under ASan). */
+static void test_byte_flip_fuzz(void **state)
+{
+	struct kvmig_wbuf b = { 0 };
+	uint64_t rng = 42;
+	int n = all_messages(&b), accepted = 0, refused = 0;
+
+	for (int it = 0; it < 20000; it++) {
+		struct kvmig_wire_hdr h;
+		size_t off = 0;
+		int pick = (int)(kvmig_splitmix64(&rng) % (uint64_t)n);
+
+		for (int i = 0; i < pick; i++) {
+			assert_int_equal(kvmig_wire_get_hdr(b.p + off, &h), 0);
+			off += KVMIG_WIRE_HDR_LEN + h.len;
+		}
+		assert_int_equal(kvmig_wire_get_hdr(b.p + off, &h), 0);
+		uint8_t *copy = malloc(h.len ? h.len : 1);
+
+		memcpy(copy, b.p + off + KVMIG_WIRE_HDR_LEN, h.len);
+		for (int f = 0; h.len && f < 1 + (int)(kvmig_splitmix64(&rng) % 3); f++)
+			copy[kvmig_splitmix64(&rng) % h.len] ^= (uint8_t)(1 + kvmig_splitmix64(&rng) % 255);
+		int ret = decode(h.type, copy, h.len);
+
+		assert_true(ret == 0 || ret == -EPROTO);
+		ret == 0 ? accepted++ : refused++;
+		free(copy);
+	}
+	print_message("byte-flip fuzz: %d accepted, %d refused\n", accepted, refused);
+	assert_true(refused > 1000);
+	kvmig_wbuf_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_every_truncation_and_trailing_byte),
+		cmocka_unit_test(test_header_violations),
+		cmocka_unit_test(test_huge_counts_refused_before_allocation),
+		cmocka_unit_test(test_semantic_violations),
+		cmocka_unit_test(test_byte_flip_fuzz),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

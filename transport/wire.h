@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/wire.h - the migration wire protocol's messages and their codec
+ * (docs/PROTOCOL.md is the specification). Internal: not installed.
+ *
+ * Every message is a 12-byte frame header followed by its payload, all
+ * integers big-endian. Decoders check every count and length against its
+ * limit AND against the bytes actually present before allocating anything;
+ * any violation is -EPROTO with a message naming the field.
+ */
+#ifndef KVMIG_WIRE_H
+#define KVMIG_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kvmig/cas.h>
+
+#define KVMIG_WIRE_MAGIC 0x4b564d47u /* "KVMG" */
+#define KVMIG_WIRE_VERSION 1u
+#define KVMIG_WIRE_HDR_LEN 12u
+#define KVMIG_WIRE_MAX_PAYLOAD (64u << 20) /* one control message */
+#define KVMIG_WIRE_MAX_REGIONS 64u
+#define KVMIG_WIRE_MAX_OFFER_PAGES 65536u  /* pages in one OFFER / DIGESTS message */
+#define KVMIG_WIRE_MAX_EXTENTS (2u * KVMIG_MAX_LAYERS) /* per page, K and V */
+#define KVMIG_WIRE_MAX_TEXT 512u
+
+enum kvmig_msg_type {
+	KVMIG_MSG_HELLO = 1,
+	KVMIG_MSG_REGIONS = 2,
+	KVMIG_MSG_OFFER = 3,
+	KVMIG_MSG_READ_REQ = 4,
+	KVMIG_MSG_READ_RESP = 5,
+	KVMIG_MSG_DIGESTS = 6,
+	KVMIG_MSG_FINAL = 7,
+	KVMIG_MSG_COMMIT = 8,
+	KVMIG_MSG_COMMIT_ACK = 9,
+	KVMIG_MSG_ABORT = 10,
+};
+
+struct kvmig_wire_hdr {
+	uint8_t type;
+	uint32_t len; /* payload bytes */
+};
+
+struct kvmig_msg_hello {
+	uint8_t role; /* 0 sender, 1 receiver */
+	enum kvmig_layout layout;
+	struct kvmig_cache_meta meta;
+	uint64_t half_bytes;
+};
+
+struct kvmig_wire_region {
+	uint64_t addr, len;
+	uint32_t key;
+};
+
+struct kvmig_msg_regions {
+	uint32_t n;
+	struct kvmig_wire_region r[KVMIG_WIRE_MAX_REGIONS];
+};
+
+struct kvmig_wire_extent {
+	uint64_t addr, len;
+};
+
+struct kvmig_offer_page {
+	uint32_t ix;
+	uint32_t n_ext;       /* K extents then V extents */
+	uint64_t generation;
+	struct kvmig_wire_extent *ext; /* points into the message's ext pool */
+};
+
+/* An OFFER owns its arrays; free with kvmig_msg_offer_free(). */
+struct kvmig_msg_offer {
+	uint32_t round;
+	uint32_t n;
+	struct kvmig_offer_page *pages;
+	struct kvmig_wire_extent *ext_pool;
+};
+
+struct kvmig_msg_read_req {
+	uint64_t id, addr;
+	uint32_t len, key;
+};
+
+struct kvmig_msg_abort {
+	int32_t err; /* positive errno */
+	char text[KVMIG_WIRE_MAX_TEXT + 1];
+};
+
+/* Growable output buffer; encoders append one whole frame. */
+struct kvmig_wbuf {
+	uint8_t *p;
+	size_t len, cap;
+	int err; /* sticky -ENOMEM */
+};
+
+void kvmig_wbuf_free(struct kvmig_wbuf *b);
+
+/* Encoders append a frame to @b; return 0 or -ENOMEM / -EINVAL (over a limit). */
+int kvmig_wire_put_hello(struct kvmig_wbuf *b, const struct kvmig_msg_hello *m);
+int kvmig_wire_put_regions(struct kvmig_wbuf *b, const struct kvmig_msg_regions *m);
+int kvmig_wire_put_offer(struct kvmig_wbuf *b, const struct kvmig_msg_offer *m);
+int kvmig_wire_put_read_req(struct kvmig_wbuf *b, const struct kvmig_msg_read_req *m);
+int kvmig_wire_put_digests(struct kvmig_wbuf *b, const struct kvmig_manifest_page *pages,
+			   uint32_t n);
+int kvmig_wire_put_final(struct kvmig_wbuf *b, const struct kvmig_seq *seqs, uint32_t n);
+int kvmig_wire_put_empty(struct kvmig_wbuf *b, enum kvmig_msg_type type);
+int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text);
+
+/* Decode a frame header (exactly KVMIG_WIRE_HDR_LEN bytes). */
+int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h);
+
+/* Payload decoders: @p / @len is exactly the payload of a frame of that type. */
+int kvmig_wire_get_hello(const uint8_t *p, size_t len, struct kvmig_msg_hello *m);
+int kvmig_wire_get_regions(const uint8_t *p, size_t len, struct kvmig_msg_regions *m);
+int kvmig_wire_get_offer(const uint8_t *p, size_t len, struct kvmig_msg_offer *m);
+int kvmig_wire_get_read_req(const uint8_t *p, size_t len, struct kvmig_msg_read_req *m);
+/* *pages malloc'd (caller frees). */
+int kvmig_wire_get_digests(const uint8_t *p, size_t len, struct kvmig_manifest_page **pages,
+			   uint32_t *n);
+/* Sequences in a kvmig_seq_list (caller frees with kvmig_seq_list_free). */
+int kvmig_wire_get_final(const uint8_t *p, size_t len, struct kvmig_seq_list *out);
+int kvmig_wire_get_abort(const uint8_t *p, size_t len, struct kvmig_msg_abort *m);
+
+void kvmig_msg_offer_free(struct kvmig_msg_offer *m);
+
+#endif
