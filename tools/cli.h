@@ -15,7 +15,12 @@ enum {
 	EXIT_CORRUPT = 3,  /* data did not verify: digest mismatch, corrupt or truncated blob */
 	EXIT_MISMATCH = 4, /* pager meta or layout differs from the manifest / peer */
 	EXIT_NOSPACE = 5,  /* destination pager out of pages */
+	EXIT_PEER = 6,     /* the peer refused, vanished, went silent, misbehaved or aborted */
+	EXIT_INDOUBT = 7,  /* receiver: commit outcome unknown; the sequences stay installed */
 };
+
+/* The exit code for a library error. */
+int cli_exit_code(int err);
 
 /* Print "kvmig CMD: WHAT: DETAIL" on stderr and return the exit code for @err. */
 int cli_fail(const char *cmd, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -34,5 +39,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+int cmd_recv(int argc, char **argv);
 
 #endif

@@ -17,7 +17,9 @@ static const char usage_text[] =
 	"Move, capture and restore the paged KV cache of an inference engine.\n"
 	"\n"
 	"commands:\n"
-	"  demo       capture a synthetic pager into a store and restore it into another\n"
+	"  demo       migrate a synthetic pager to another process over loopback TCP\n"
+	"  send       migrate a pager's pages and sequences to a receiver\n"
+	"  recv       receive one migration into a pager\n"
 	"  pager      init | show | rm a shared-memory synthetic pager\n"
 	"  capture    write a pager's pages and sequences into a content-addressed store\n"
 	"  restore    install a captured manifest into a pager\n"
@@ -36,6 +38,11 @@ int cli_fail(const char *cmd, int err, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, ": %s\n", detail[0] ? detail : strerror(-err));
+	return cli_exit_code(err);
+}
+
+int cli_exit_code(int err)
+{
 	switch (err) {
 	case -EIO:
 	case -EMSGSIZE:
@@ -44,6 +51,17 @@ int cli_fail(const char *cmd, int err, const char *fmt, ...)
 		return EXIT_MISMATCH;
 	case -ENOSPC:
 		return EXIT_NOSPACE;
+	case -ETIMEDOUT:
+	case -ECONNRESET:
+	case -ECONNREFUSED:
+	case -ECONNABORTED:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -EPIPE:
+	case -EFAULT:
+		return EXIT_PEER;
+	case -ENOTCONN:
+		return EXIT_INDOUBT;
 	default:
 		return EXIT_FAIL;
 	}
@@ -107,6 +125,7 @@ static const struct {
 } commands[] = {
 	{ "demo", cmd_demo },       { "pager", cmd_pager },   { "capture", cmd_capture },
 	{ "restore", cmd_restore }, { "verify", cmd_verify }, { "inspect", cmd_inspect },
+	{ "send", cmd_send },       { "recv", cmd_recv },
 };
 
 int main(int argc, char **argv)

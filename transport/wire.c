@@ -98,7 +98,7 @@ int kvmig_wire_put_hello(struct kvmig_wbuf *b, const struct kvmig_msg_hello *m)
 	put_u8(b, m->role);
 	put_u8(b, m->layout);
 	put_u8(b, m->meta.dtype);
-	put_u8(b, 0);
+	put_u8(b, m->flags);
 	put_u32(b, m->meta.page_size_tokens);
 	put_u32(b, m->meta.n_layers);
 	put_u32(b, m->meta.n_heads);
@@ -320,21 +320,22 @@ int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h)
 int kvmig_wire_get_hello(const uint8_t *p, size_t len, struct kvmig_msg_hello *m)
 {
 	struct rd r = { p, len, "HELLO" };
-	uint64_t role = 0, layout = 0, dtype = 0, pad = 0;
+	uint64_t role = 0, layout = 0, dtype = 0, flags = 0;
 	int ret;
 
 	if ((ret = get_be(&r, 1, &role, "role")) || (ret = get_be(&r, 1, &layout, "layout")) ||
-	    (ret = get_be(&r, 1, &dtype, "dtype")) || (ret = get_be(&r, 1, &pad, "pad")) ||
+	    (ret = get_be(&r, 1, &dtype, "dtype")) || (ret = get_be(&r, 1, &flags, "flags")) ||
 	    (ret = get_u32(&r, &m->meta.page_size_tokens, "page_size_tokens")) ||
 	    (ret = get_u32(&r, &m->meta.n_layers, "n_layers")) ||
 	    (ret = get_u32(&r, &m->meta.n_heads, "n_heads")) ||
 	    (ret = get_u32(&r, &m->meta.head_dim, "head_dim")) ||
 	    (ret = get_be(&r, 8, &m->half_bytes, "half_bytes")) || (ret = done(&r)))
 		return ret;
-	if (role > 1 || pad)
-		return kvmig_err(-EPROTO, "HELLO message: role %u / pad %u invalid", (unsigned)role,
-				 (unsigned)pad);
+	if (role > 1 || (flags & ~(uint64_t)KVMIG_HELLO_FLAGS_KNOWN))
+		return kvmig_err(-EPROTO, "HELLO message: role %u / flags 0x%x invalid",
+				 (unsigned)role, (unsigned)flags);
 	m->role = (uint8_t)role;
+	m->flags = (uint8_t)flags;
 	m->layout = (enum kvmig_layout)layout;
 	m->meta.dtype = (enum kvmig_dtype)dtype;
 	if (!kvmig_layout_name(m->layout))

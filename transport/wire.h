@@ -43,8 +43,12 @@ struct kvmig_wire_hdr {
 	uint32_t len; /* payload bytes */
 };
 
+#define KVMIG_HELLO_NO_VERIFY 0x01u /* the sender sends no digests (benchmarks only) */
+#define KVMIG_HELLO_FLAGS_KNOWN KVMIG_HELLO_NO_VERIFY
+
 struct kvmig_msg_hello {
 	uint8_t role; /* 0 sender, 1 receiver */
+	uint8_t flags; /* KVMIG_HELLO_* */
 	enum kvmig_layout layout;
 	struct kvmig_cache_meta meta;
 	uint64_t half_bytes;

@@ -6,5 +6,6 @@
 #include <kvmig/common.h>
 #include <kvmig/pager.h>
 #include <kvmig/cas.h>
+#include <kvmig/migrate.h>
 
 #endif

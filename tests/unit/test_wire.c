@@ -58,7 +58,7 @@ static struct kvmig_wire_extent ext[4] = {
 /* One frame of every message type, concatenated in @b; returns the count. */
 static int all_messages(struct kvmig_wbuf *b)
 {
-	struct kvmig_msg_hello h = { 1, KVMIG_LAYOUT_LAYER_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 512 };
+	struct kvmig_msg_hello h = { 1, KVMIG_HELLO_NO_VERIFY, KVMIG_LAYOUT_LAYER_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 512 };
 	struct kvmig_msg_regions rg = { .n = 2, .r = { { 0x1000, 1 << 20, 7 }, { 1ull << 40, 4096, 9 } } };
 	struct kvmig_offer_page pages[2] = { { 3, 2, 11, ext }, { 9, 2, 12, ext + 2 } };
 	struct kvmig_msg_offer of = { 5, 2, pages, NULL };
@@ -94,6 +94,7 @@ static void test_round_trip(void **state)
 			struct kvmig_msg_hello m;
 			assert_int_equal(kvmig_wire_get_hello(p, h.len, &m), 0);
 			assert_int_equal(m.role, 1);
+			assert_int_equal(m.flags, KVMIG_HELLO_NO_VERIFY);
 			assert_int_equal(m.layout, KVMIG_LAYOUT_LAYER_MAJOR);
 			assert_int_equal(m.meta.head_dim, 16);
 			assert_int_equal(m.half_bytes, 512);
@@ -250,7 +251,7 @@ static void test_huge_counts_refused_before_allocation(void **state)
 static void test_semantic_violations(void **state)
 {
 	struct kvmig_wbuf b = { 0 };
-	struct kvmig_msg_hello h = { 0, KVMIG_LAYOUT_PAGE_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 999 };
+	struct kvmig_msg_hello h = { 0, 0, KVMIG_LAYOUT_PAGE_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 999 };
 	struct kvmig_offer_page odd = { 1, 3, 0, ext };
 	struct kvmig_msg_offer of = { 0, 1, &odd, NULL };
 
@@ -265,6 +266,13 @@ static void test_semantic_violations(void **state)
 	assert_int_equal(decode(KVMIG_MSG_HELLO, b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN),
 			 -EPROTO);
 	assert_non_null(strstr(kvmig_last_error(), "n_layers"));
+	b.len = 0;
+	h.meta.n_layers = 2;
+	h.flags = 0x80; /* a flag this version does not know */
+	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
+	assert_int_equal(decode(KVMIG_MSG_HELLO, b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN),
+			 -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "flags 0x80"));
 	b.len = 0;
 	assert_int_equal(kvmig_wire_put_offer(&b, &of), -EINVAL); /* odd extent count */
 	assert_int_equal(kvmig_wire_put_abort(&b, EIO, "bad\x01text"), 0);

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmig/migrate.h - move a pager's pages and sequences to another process or
+ * host: the receiver allocates destination pages and pulls the bytes straight
+ * into them, verifies every page against the sender's XXH3-128 digests,
+ * installs the sequences and commits. On any failure the source resumes
+ * unchanged and the destination installs nothing. docs/PROTOCOL.md has the
+ * wire protocol, docs/ARCHITECTURE.md the data flow.
+ */
+#ifndef KVMIG_MIGRATE_H
+#define KVMIG_MIGRATE_H
+
+#include <kvmig/common.h>
+#include <kvmig/pager.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum kvmig_transport {
+	KVMIG_TRANSPORT_TCP = 0, /* any machine: reads become request / response over TCP */
+};
+
+enum kvmig_migrate_mode {
+	KVMIG_MODE_MOVE = 0, /* after commit the source removes the sequences, frees their pages */
+	KVMIG_MODE_COPY,     /* the source keeps everything */
+};
+
+/* What a progress callback is told. */
+enum kvmig_event_type {
+	KVMIG_EVENT_LISTENING, /* receiver: bound, waiting for a sender (addr is set) */
+	KVMIG_EVENT_PHASE,     /* a protocol phase begins (phase is set) */
+	KVMIG_EVENT_PROGRESS,  /* pages / bytes moved so far */
+};
+
+struct kvmig_event {
+	enum kvmig_event_type type;
+	const char *phase;     /* "connect", "handshake", "pause", "register", "offer",
+				* "transfer", "verify", "install", "commit", "resume" */
+	const char *addr;      /* LISTENING: "host:port" actually bound */
+	uint32_t pages_done;   /* pages whose bytes arrived (receiver) or were served
+				* (sender, approximate: counts bytes / page size) */
+	uint32_t pages_total;  /* pages offered so far */
+	uint64_t bytes_done;
+	uint64_t bytes_total;
+};
+
+struct kvmig_migrate_opts {
+	enum kvmig_transport transport; /* default tcp */
+	enum kvmig_migrate_mode mode;   /* sender only; default move */
+	/* Sender only: migrate just these sequences (and their pages, a shared
+	 * page once). NULL: every occupied page and every sequence. */
+	const char *const *seq_ids;
+	uint32_t n_seq_ids;
+	uint32_t queue_depth;      /* receiver: reads in flight; default 32, 1..1024 */
+	uint32_t max_read_bytes;   /* receiver: bytes per read; default 1 MiB, 4 KiB..16 MiB */
+	uint32_t timeout_ms;       /* every wait on the peer; default 30000 */
+	uint32_t accept_timeout_ms; /* receiver: wait for a sender; 0 (default) = forever */
+	int verify;                /* hash and compare every page; default 1. 0 only for
+				    * benchmarks; both sides must agree */
+	/* Progress callback (may be NULL), called from the migrating thread. */
+	void (*on_event)(void *arg, const struct kvmig_event *ev);
+	void *event_arg;
+	uint32_t progress_interval_ms; /* minimum gap between PROGRESS events; default 100 */
+};
+
+/* kvmig_migrate_opts_init() - set the defaults documented above. */
+KVMIG_API void kvmig_migrate_opts_init(struct kvmig_migrate_opts *opts);
+
+struct kvmig_migrate_stats {
+	uint32_t pages;          /* pages moved */
+	uint32_t seqs;           /* sequences moved */
+	uint64_t bytes;          /* page bytes moved (K + V), re-reads excluded */
+	uint32_t pages_verified; /* pages whose digests were compared and matched */
+	uint32_t rereads;        /* pages read a second time after a digest mismatch */
+	uint32_t pages_freed;    /* sender, move mode: source pages freed after commit */
+	double seconds;          /* connect / accept to commit */
+	double transfer_seconds; /* first offer to last page verified */
+	double pause_seconds;    /* sender: pause to resume */
+	double register_seconds; /* time spent registering page memory */
+};
+
+/*
+ * kvmig_migrate_send() - connect to a receiver at @addr ("host:port"),
+ * pause @p, offer its pages (all, or those of opts->seq_ids), serve the
+ * receiver's reads from the page memory, send the digests and sequences, and
+ * on COMMIT remove the migrated sequences and free the pages no remaining
+ * sequence uses (move mode); then resume @p. On any failure @p is resumed
+ * with its pages and sequences unchanged, and an ABORT is sent if the peer is
+ * still there. @opts may be NULL (defaults); @stats may be NULL.
+ *
+ * Return: 0 on commit; -EPROTO (meta / layout mismatch or malformed peer
+ * message), -ENOSPC (destination out of pages), -EIO (a page failed
+ * verification at the destination), -ENOENT (an unknown sequence id),
+ * -ETIMEDOUT (peer silent), -ECONNRESET / -ECONNREFUSED / -EPIPE (peer gone),
+ * -ECONNABORTED (peer aborted for another reason), -EFAULT (the peer asked
+ * for memory outside this migration). kvmig_last_error() says more.
+ * Thread-safety: @p may be used by its engine concurrently; one migration per
+ * pager at a time.
+ */
+KVMIG_API int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
+				 const struct kvmig_migrate_opts *opts,
+				 struct kvmig_migrate_stats *stats);
+
+struct kvmig_listener;
+
+/*
+ * kvmig_listener_open() - bind and listen on @addr ("host:port"; port 0
+ * picks a free one). Return: 0 and *ret, -EINVAL (bad address), or a socket
+ * errno (-EADDRINUSE, ...).
+ */
+KVMIG_API int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
+				  struct kvmig_listener **ret);
+/* kvmig_listener_addr() - the bound "host:port"; owned by the listener. */
+KVMIG_API const char *kvmig_listener_addr(const struct kvmig_listener *l);
+/* kvmig_listener_close() - close and set *l NULL; NULL-safe. */
+KVMIG_API void kvmig_listener_close(struct kvmig_listener **l);
+
+/*
+ * kvmig_migrate_accept() - accept one sender on @l and receive its migration
+ * into @p: check meta and layout, allocate destination pages, read every
+ * offered page straight into them (queue_depth reads in flight), hash each
+ * page as its read completes and compare with the sender's digest (one
+ * re-read on mismatch), then install the sequences remapped to @p's page
+ * indices and commit. On failure every page allocated here is freed and
+ * nothing is installed.
+ *
+ * Return: 0 on commit; the errors of kvmig_migrate_send (-EPROTO, -ENOSPC,
+ * -EIO naming the page, -ETIMEDOUT, -ECONNRESET, ...), -EEXIST (a sequence id
+ * is already installed here), or -ENOTCONN when the sender vanished after
+ * COMMIT was sent but before it was acknowledged: the sequences then STAY
+ * installed here ("in doubt", see docs/PROTOCOL.md), since the sender may
+ * already have removed its copy.
+ */
+KVMIG_API int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
+				   const struct kvmig_migrate_opts *opts,
+				   struct kvmig_migrate_stats *stats);
+
+/* kvmig_migrate_recv() - kvmig_listener_open + kvmig_migrate_accept + close. */
+KVMIG_API int kvmig_migrate_recv(struct kvmig_pager *p, const char *addr,
+				 const struct kvmig_migrate_opts *opts,
+				 struct kvmig_migrate_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tools/cmd_migrate.c - kvmig send / kvmig recv: one migration between two
+ * pagers, with a progress bar on a terminal or one JSON object per line
+ * (--json) for schedulers.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char send_usage[] =
+	"usage: kvmig send --to HOST:PORT --pager SPEC [options]\n"
+	"\n"
+	"Migrate a pager's pages and sequences to a receiver (kvmig recv). The pager is\n"
+	"paused for the migration and resumed afterwards, unchanged if it fails.\n"
+	"\n"
+	"  --seqs ID,...      only these sequences and their pages (default: everything)\n"
+	"  --mode move|copy   move (default): after commit remove the sequences here and\n"
+	"                     free the pages no remaining sequence uses; copy: keep them\n"
+	"  --timeout MS       give up when the receiver is silent this long (default 30000)\n"
+	"  --no-verify        send no digests (benchmarks only; the receiver must agree)\n"
+	"  --json             one JSON object per line on stdout: phases, progress, result\n"
+	"  --quiet            no progress bar and no summary\n";
+
+static const char recv_usage[] =
+	"usage: kvmig recv --listen HOST:PORT --pager SPEC [options]\n"
+	"\n"
+	"Receive one migration into a pager: allocate pages, read the sender's pages\n"
+	"straight into them, verify every page, install the sequences, commit. On\n"
+	"failure every page allocated here is freed and nothing is installed.\n"
+	"\n"
+	"  --listen HOST:PORT   address to bind (port 0: any free port, printed)\n"
+	"  --queue-depth N      reads in flight (default 32)\n"
+	"  --read-size BYTES    bytes per read (default 1048576)\n"
+	"  --timeout MS         give up when the sender is silent this long (default 30000)\n"
+	"  --accept-timeout MS  give up when no sender connects this long (default: wait)\n"
+	"  --no-verify          do not hash pages (benchmarks only; the sender must agree)\n"
+	"  --json               one JSON object per line on stdout\n"
+	"  --quiet              no progress bar and no summary\n";
+
+struct ui {
+	const char *cmd;
+	int json;
+	int bar;    /* progress bar on stderr */
+	int quiet;
+	int bar_drawn;
+};
+
+static void emit(json_t *o)
+{
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+	if (s) {
+		puts(s);
+		fflush(stdout);
+		free(s);
+	}
+	json_decref(o);
+}
+
+static void on_event(void *arg, const struct kvmig_event *ev)
+{
+	struct ui *u = arg;
+
+	if (u->json) {
+		switch (ev->type) {
+		case KVMIG_EVENT_LISTENING:
+			emit(json_pack("{s:s,s:s}", "event", "listening", "addr", ev->addr));
+			break;
+		case KVMIG_EVENT_PHASE:
+			emit(json_pack("{s:s,s:s}", "event", "phase", "phase", ev->phase));
+			break;
+		case KVMIG_EVENT_PROGRESS:
+			emit(json_pack("{s:s,s:i,s:i,s:I,s:I}", "event", "progress", "pages",
+				       (int)ev->pages_done, "pages_total", (int)ev->pages_total,
+				       "bytes", (json_int_t)ev->bytes_done, "bytes_total",
+				       (json_int_t)ev->bytes_total));
+			break;
+		}
+		return;
+	}
+	if (ev->type == KVMIG_EVENT_LISTENING && !u->quiet) {
+		printf("listening on %s\n", ev->addr);
+		fflush(stdout);
+	}
+	if (ev->type == KVMIG_EVENT_PROGRESS && u->bar && ev->bytes_total) {
+		char done[32], total[32], bar[31];
+		unsigned fill = (unsigned)(30.0 * (double)ev->bytes_done / (double)ev->bytes_total);
+
+		fill = fill > 30 ? 30 : fill;
+		memset(bar, '#', fill);
+		memset(bar + fill, '.', 30 - fill);
+		bar[30] = '\0';
+		cli_fmt_bytes(ev->bytes_done, done, sizeof(done));
+		cli_fmt_bytes(ev->bytes_total, total, sizeof(total));
+		fprintf(stderr, "\r[%s] %u/%u pages  %s / %s ", bar, ev->pages_done, ev->pages_total,
+			done, total);
+		u->bar_drawn = 1;
+	}
+}
+
+static void end_bar(struct ui *u)
+{
+	if (u->bar_drawn)
+		fputc('\n', stderr);
+	u->bar_drawn = 0;
+}
+
+static int report(struct ui *u, int role_sender, int ret, const struct kvmig_migrate_stats *st,
+		  const char *mode)
+{
+	double gbps = st->transfer_seconds > 0 ? (double)st->bytes / st->transfer_seconds / 1e9 : 0;
+	char b[32];
+
+	end_bar(u);
+	if (ret < 0) {
+		int code = cli_exit_code(ret);
+
+		if (u->json) {
+			const char *name = strerrorname_np(-ret);
+
+			emit(json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "error", "role",
+				       role_sender ? "sender" : "receiver", "errno",
+				       name ? name : "?", "exit", code, "message",
+				       kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret)));
+			return code;
+		}
+		return cli_fail(u->cmd, ret, "migration failed");
+	}
+	if (u->json) {
+		json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:I,s:f,s:f,s:f,s:i,s:i}", "event", "result",
+				      "role", role_sender ? "sender" : "receiver", "pages",
+				      (int)st->pages, "seqs", (int)st->seqs, "bytes",
+				      (json_int_t)st->bytes, "seconds", st->seconds,
+				      "transfer_seconds", st->transfer_seconds, "gbps", gbps,
+				      "pages_verified", (int)st->pages_verified, "rereads",
+				      (int)st->rereads);
+
+		if (role_sender) {
+			json_object_set_new(o, "mode", json_string(mode));
+			json_object_set_new(o, "pause_ms", json_real(st->pause_seconds * 1e3));
+			json_object_set_new(o, "register_ms", json_real(st->register_seconds * 1e3));
+			json_object_set_new(o, "pages_freed", json_integer(st->pages_freed));
+		}
+		emit(o);
+		return EXIT_OK;
+	}
+	if (u->quiet)
+		return EXIT_OK;
+	cli_fmt_bytes(st->bytes, b, sizeof(b));
+	printf("%s %u pages (%s) and %u sequences in %.3f s (%.2f GB/s)\n",
+	       role_sender ? "sent" : "received", st->pages, b, st->seqs, st->transfer_seconds, gbps);
+	if (role_sender)
+		printf("paused %.1f ms; %s mode: %u source pages freed\n", st->pause_seconds * 1e3,
+		       mode, st->pages_freed);
+	printf("verified %u pages by XXH3-128 (%u re-read)\n", st->pages_verified, st->rereads);
+	return EXIT_OK;
+}
+
+static int split_ids(char *list, const char ***ids, uint32_t *n)
+{
+	uint32_t cap = 1;
+
+	for (char *c = list; *c; c++)
+		cap += *c == ',';
+	*ids = calloc(cap, sizeof(**ids));
+	if (!*ids)
+		return -ENOMEM;
+	*n = 0;
+	for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
+		(*ids)[(*n)++] = tok;
+	return *n ? 0 : -EINVAL;
+}
+
+enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOUT, O_QD,
+       O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET };
+
+static int run(int argc, char **argv, int sender)
+{
+	static const struct option opts[] = {
+		{ "to", required_argument, NULL, O_TO },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "pager", required_argument, NULL, O_PAGER },
+		{ "seqs", required_argument, NULL, O_SEQS },
+		{ "mode", required_argument, NULL, O_MODE },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "accept-timeout", required_argument, NULL, O_ACCEPT_TIMEOUT },
+		{ "queue-depth", required_argument, NULL, O_QD },
+		{ "read-size", required_argument, NULL, O_READ_SIZE },
+		{ "no-verify", no_argument, NULL, O_NO_VERIFY },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *cmd = sender ? "send" : "recv", *addr = NULL, *spec = NULL, *mode = "move";
+	struct kvmig_migrate_opts mo;
+	struct kvmig_migrate_stats st = { 0 };
+	struct kvmig_pager *p = NULL;
+	struct ui u = { cmd, 0, 0, 0, 0 };
+	const char **ids = NULL;
+	uint64_t v;
+	int c, ret;
+
+	kvmig_migrate_opts_init(&mo);
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_TO:
+		case O_LISTEN:
+			if ((c == O_TO) != sender)
+				return cli_usage_error(cmd, "--%s is not an option of %s",
+						       c == O_TO ? "to" : "listen", cmd);
+			addr = optarg;
+			break;
+		case O_PAGER:
+			spec = optarg;
+			break;
+		case O_SEQS:
+			if (!sender)
+				return cli_usage_error(cmd, "--seqs is an option of send");
+			free(ids);
+			if (split_ids(optarg, &ids, &mo.n_seq_ids) < 0)
+				return cli_usage_error(cmd, "--seqs needs a comma-separated list of "
+						       "sequence ids");
+			mo.seq_ids = ids;
+			break;
+		case O_MODE:
+			if (!sender)
+				return cli_usage_error(cmd, "--mode is an option of send");
+			if (!strcmp(optarg, "move"))
+				mo.mode = KVMIG_MODE_MOVE;
+			else if (!strcmp(optarg, "copy"))
+				mo.mode = KVMIG_MODE_COPY;
+			else
+				return cli_usage_error(cmd, "--mode is move or copy, not \"%s\"",
+						       optarg);
+			mode = optarg;
+			break;
+		case O_TIMEOUT:
+		case O_ACCEPT_TIMEOUT:
+			if (cli_parse_u64(optarg, 3600000, &v) < 0 || (c == O_TIMEOUT && !v))
+				return cli_usage_error(cmd, "\"%s\" is not a timeout in milliseconds "
+						       "(1 to 3600000)", optarg);
+			*(c == O_TIMEOUT ? &mo.timeout_ms : &mo.accept_timeout_ms) = (uint32_t)v;
+			break;
+		case O_QD:
+			if (cli_parse_u64(optarg, 1024, &v) < 0 || !v)
+				return cli_usage_error(cmd, "--queue-depth is 1 to 1024");
+			mo.queue_depth = (uint32_t)v;
+			break;
+		case O_READ_SIZE:
+			if (cli_parse_u64(optarg, 16u << 20, &v) < 0 || v < 4096)
+				return cli_usage_error(cmd, "--read-size is 4096 to 16777216 bytes");
+			mo.max_read_bytes = (uint32_t)v;
+			break;
+		case O_NO_VERIFY:
+			mo.verify = 0;
+			break;
+		case O_JSON:
+			u.json = 1;
+			break;
+		case O_QUIET:
+			u.quiet = 1;
+			break;
+		case 'h':
+			fputs(sender ? send_usage : recv_usage, stdout);
+			free(ids);
+			return EXIT_OK;
+		default:
+			free(ids);
+			return cli_usage_error(cmd, "bad option");
+		}
+	}
+	if (optind < argc || !addr || !spec) {
+		free(ids);
+		return cli_usage_error(cmd, "needs %s and --pager", sender ? "--to" : "--listen");
+	}
+	u.bar = !u.json && !u.quiet && isatty(STDERR_FILENO);
+	mo.on_event = on_event;
+	mo.event_arg = &u;
+	if ((ret = kvmig_pager_open(spec, &p)) < 0) {
+		ret = u.json ? report(&u, sender, ret, &st, mode) :
+			       cli_fail(cmd, ret, "cannot open pager %s", spec);
+		free(ids);
+		return ret;
+	}
+	if (sender)
+		ret = kvmig_migrate_send(p, addr, &mo, &st);
+	else
+		ret = kvmig_migrate_recv(p, addr, &mo, &st);
+	ret = report(&u, sender, ret, &st, mode);
+	kvmig_pager_destroy(&p);
+	free(ids);
+	return ret;
+}
+
+int cmd_send(int argc, char **argv)
+{
+	return run(argc, argv, 1);
+}
+
+int cmd_recv(int argc, char **argv)
+{
+	return run(argc, argv, 0);
+}

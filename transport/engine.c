@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/engine.c - the parts of the migration engine both sides share.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "internal.h"
+
+double kvmig_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void kvmig_migrate_opts_init(struct kvmig_migrate_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->transport = KVMIG_TRANSPORT_TCP;
+	o->mode = KVMIG_MODE_MOVE;
+	o->queue_depth = 32;
+	o->max_read_bytes = 1u << 20;
+	o->timeout_ms = 30000;
+	o->verify = 1;
+	o->progress_interval_ms = 100;
+}
+
+int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
+{
+	memset(e, 0, sizeof(*e));
+	if (opts)
+		e->o = *opts;
+	else
+		kvmig_migrate_opts_init(&e->o);
+	if (e->o.transport != KVMIG_TRANSPORT_TCP)
+		return kvmig_err(-EINVAL, "unknown transport %d", (int)e->o.transport);
+	if (e->o.mode != KVMIG_MODE_MOVE && e->o.mode != KVMIG_MODE_COPY)
+		return kvmig_err(-EINVAL, "unknown migration mode %d", (int)e->o.mode);
+	if (e->o.queue_depth < 1 || e->o.queue_depth > 1024)
+		return kvmig_err(-EINVAL, "queue depth %u is outside 1..1024", e->o.queue_depth);
+	if (e->o.max_read_bytes < 4096 || e->o.max_read_bytes > (16u << 20))
+		return kvmig_err(-EINVAL, "read size %u is outside 4 KiB..16 MiB",
+				 e->o.max_read_bytes);
+	if (e->o.timeout_ms < 1 || e->o.timeout_ms > 3600u * 1000)
+		return kvmig_err(-EINVAL, "timeout %u ms is outside 1 ms..1 h", e->o.timeout_ms);
+	if (e->o.n_seq_ids && !e->o.seq_ids)
+		return kvmig_err(-EINVAL, "%u sequence ids but no array", e->o.n_seq_ids);
+	e->ops = &kvmig_xport_tcp;
+	return 0;
+}
+
+void engine_fini(struct engine *e)
+{
+	if (e->c)
+		e->ops->close(&e->c);
+	kvmig_wbuf_free(&e->wb);
+}
+
+int engine_flush(struct engine *e)
+{
+	int ret;
+
+	if (e->wb.err) {
+		ret = e->wb.err;
+		e->wb.err = 0;
+		e->wb.len = 0;
+		return ret;
+	}
+	ret = e->ops->send(e->c, e->wb.p, e->wb.len);
+	e->wb.len = 0;
+	return ret;
+}
+
+void engine_msg_free(struct xport_msg **m)
+{
+	if (!m || !*m)
+		return;
+	free((*m)->payload);
+	free(*m);
+	*m = NULL;
+}
+
+static const char *msg_name(uint8_t type)
+{
+	static const char *const names[] = { "?", "HELLO", "REGIONS", "OFFER", "READ_REQ",
+					     "READ_RESP", "DIGESTS", "FINAL", "COMMIT",
+					     "COMMIT_ACK", "ABORT" };
+
+	return type < KVMIG_ARRAY_SIZE(names) ? names[type] : "?";
+}
+
+int engine_unexpected(const struct xport_msg *m, const char *expected)
+{
+	return kvmig_err(-EPROTO, "peer sent a %s message where %s was expected",
+			 msg_name(m->hdr.type), expected);
+}
+
+int engine_peer_abort(struct engine *e, const struct xport_msg *m)
+{
+	struct kvmig_msg_abort a;
+	int ret = kvmig_wire_get_abort(m->payload, m->hdr.len, &a);
+
+	e->peer_aborted = 1;
+	if (ret < 0)
+		return ret;
+	switch (a.err) {
+	case EPROTO:
+	case ENOSPC:
+	case EIO:
+	case EEXIST:
+	case ENOENT:
+	case ETIMEDOUT:
+	case EFAULT:
+	case EINVAL:
+	case ECONNRESET:
+		ret = -a.err;
+		break;
+	default:
+		ret = -ECONNABORTED;
+	}
+	return kvmig_err(ret, "peer aborted the migration: %s", a.text[0] ? a.text :
+			 strerror(a.err));
+}
+
+int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
+{
+	double deadline = kvmig_now() + e->o.timeout_ms / 1000.0;
+
+	*m = NULL;
+	for (;;) {
+		int ret = e->ops->ctl_pop(e->c, m), left;
+
+		if (ret == 0) {
+			if ((*m)->hdr.type == KVMIG_MSG_ABORT) {
+				ret = engine_peer_abort(e, *m);
+				engine_msg_free(m);
+				return ret;
+			}
+			return 1;
+		}
+		if (ret != -EAGAIN)
+			return ret;
+		left = (int)((deadline - kvmig_now()) * 1000.0);
+		if (left <= 0)
+			return kvmig_err(-ETIMEDOUT, "peer was silent for %u ms", e->o.timeout_ms);
+		ret = e->ops->progress(e->c, left, wake_fd);
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			return 0;
+		deadline = kvmig_now() + e->o.timeout_ms / 1000.0;
+		engine_progress(e, 0);
+	}
+}
+
+int engine_abort(struct engine *e, int err)
+{
+	char text[KVMIG_WIRE_MAX_TEXT + 1];
+
+	if (!e->c || e->peer_aborted || err == -ECONNRESET || err == -EPIPE)
+		return err;
+	snprintf(text, sizeof(text), "%s", kvmig_last_error()[0] ? kvmig_last_error() :
+		 strerror(-err));
+	e->wb.len = 0;
+	e->wb.err = 0;
+	if (kvmig_wire_put_abort(&e->wb, err, text) == 0)
+		e->ops->send(e->c, e->wb.p, e->wb.len);
+	e->wb.len = 0;
+	/* Put the message back: sending may have recorded its own. */
+	kvmig_err(err, "%s", text);
+	return err;
+}
+
+int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, struct kvmig_msg_hello *h)
+{
+	int ret;
+
+	memset(h, 0, sizeof(*h));
+	h->role = role;
+	h->flags = flags;
+	if ((ret = kvmig_pager_meta(p, &h->meta, &h->layout)) < 0)
+		return ret;
+	return kvmig_meta_half_bytes(&h->meta, &h->half_bytes);
+}
+
+int engine_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_msg_hello *peer)
+{
+	char a[128], b[128];
+
+	if (peer->role == mine->role)
+		return kvmig_err(-EPROTO, "peer is also a %s", mine->role ? "receiver" : "sender");
+	if (!kvmig_meta_equal(&mine->meta, &peer->meta)) {
+		kvmig_meta_describe(&mine->meta, a, sizeof(a));
+		kvmig_meta_describe(&peer->meta, b, sizeof(b));
+		return kvmig_err(-EPROTO, "meta mismatch: this pager is %s, the peer's is %s", a, b);
+	}
+	if (mine->layout != peer->layout)
+		return kvmig_err(-EPROTO, "layout mismatch: this pager is %s, the peer's is %s",
+				 kvmig_layout_name(mine->layout), kvmig_layout_name(peer->layout));
+	return 0;
+}
+
+void engine_phase(struct engine *e, const char *phase)
+{
+	e->ev.type = KVMIG_EVENT_PHASE;
+	e->ev.phase = phase;
+	if (e->o.on_event)
+		e->o.on_event(e->o.event_arg, &e->ev);
+}
+
+void engine_progress(struct engine *e, int force)
+{
+	double t = kvmig_now();
+
+	if (!e->o.on_event)
+		return;
+	if (!force && (t - e->last_event) * 1000.0 < e->o.progress_interval_ms)
+		return;
+	e->last_event = t;
+	e->ev.type = KVMIG_EVENT_PROGRESS;
+	e->o.on_event(e->o.event_arg, &e->ev);
+}
+
+/* ---- listener ---- */
+
+int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
+			struct kvmig_listener **ret)
+{
+	struct kvmig_listener *l = calloc(1, sizeof(*l));
+	int err;
+
+	(void)opts; /* one transport today; the verbs provider will choose here */
+	if (!l)
+		return -ENOMEM;
+	l->ops = &kvmig_xport_tcp;
+	err = l->ops->listen(addr, &l->impl);
+	if (err < 0) {
+		free(l);
+		return err;
+	}
+	*ret = l;
+	return 0;
+}
+
+const char *kvmig_listener_addr(const struct kvmig_listener *l)
+{
+	return l->ops->listener_addr(l->impl);
+}
+
+void kvmig_listener_close(struct kvmig_listener **l)
+{
+	if (!l || !*l)
+		return;
+	(*l)->ops->listener_close(&(*l)->impl);
+	free(*l);
+	*l = NULL;
+}
+
+int kvmig_migrate_recv(struct kvmig_pager *p, const char *addr,
+		       const struct kvmig_migrate_opts *opts, struct kvmig_migrate_stats *stats)
+{
+	struct kvmig_listener *l = NULL;
+	int ret = kvmig_listener_open(addr, opts, &l);
+
+	if (ret < 0)
+		return ret;
+	ret = kvmig_migrate_accept(l, p, opts, stats);
+	kvmig_listener_close(&l);
+	return ret;
+}

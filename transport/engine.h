@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/engine.h - what the sender (send.c) and receiver (recv.c) halves
+ * of the migration engine share: the connection, control-message waits with
+ * the per-wait timeout, ABORT in both directions, the handshake and progress
+ * events. Internal: not installed.
+ */
+#ifndef KVMIG_ENGINE_H
+#define KVMIG_ENGINE_H
+
+#include <kvmig/migrate.h>
+
+#include "provider.h"
+#include "wire.h"
+
+/* Largest OFFER / DIGESTS chunk the sender builds (well inside the limits). */
+#define KVMIG_OFFER_CHUNK 1024u
+
+struct kvmig_listener {
+	const struct xport_ops *ops;
+	struct xport_listener *impl;
+};
+
+struct engine {
+	struct kvmig_migrate_opts o;
+	const struct xport_ops *ops;
+	struct xport_conn *c;
+	struct kvmig_wbuf wb;     /* frames being built */
+	struct kvmig_event ev;    /* last event, updated in place */
+	double last_event;        /* when the last PROGRESS event was sent */
+	int peer_aborted;         /* the peer sent ABORT: do not answer with one */
+};
+
+double kvmig_now(void);
+
+/* Copy @opts (or the defaults) into @e and check the values. Return 0 or -EINVAL. */
+int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts);
+void engine_fini(struct engine *e);
+
+/* Send what e->wb holds and empty it. */
+int engine_flush(struct engine *e);
+
+/*
+ * Wait for the next control message, making provider progress meanwhile
+ * (the tcp sender serves reads there). Gives up after opts.timeout_ms
+ * without hearing from the peer. @wake_fd >= 0: return 0 with *m NULL when it
+ * becomes readable. An ABORT from the peer becomes its errno with the peer's
+ * text. Return: 1 with *m set (caller frees with engine_msg_free), 0 (woken),
+ * or -errno.
+ */
+int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m);
+void engine_msg_free(struct xport_msg **m);
+
+/* Turn a received ABORT into -errno with "peer aborted: TEXT" recorded. */
+int engine_peer_abort(struct engine *e, const struct xport_msg *m);
+
+/* An unexpected message type: -EPROTO naming it and what was expected. */
+int engine_unexpected(const struct xport_msg *m, const char *expected);
+
+/*
+ * Best effort: tell the peer why we stop (kvmig_last_error() of @err), unless
+ * the peer aborted first or the connection is gone. Returns @err.
+ */
+int engine_abort(struct engine *e, int err);
+
+/* Build our HELLO from the pager. */
+int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, struct kvmig_msg_hello *h);
+/* Compare the peer's HELLO with ours: -EPROTO naming the difference. */
+int engine_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_msg_hello *peer);
+
+void engine_phase(struct engine *e, const char *phase);
+/* Emit a PROGRESS event if the interval passed (or @force). */
+void engine_progress(struct engine *e, int force);
+
+#endif

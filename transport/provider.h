@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/provider.h - what the migration engine needs from a transport
+ * (tcp.c today, verbs next). Internal: not installed.
+ *
+ * The model is RDMA's: the sender registers page memory for remote READ and
+ * hands out (address, key) pairs; the receiver posts reads "local extent <-
+ * remote address + key" and reaps their completions; small control messages
+ * (complete wire frames) travel beside them. While the engine waits in
+ * progress() the provider does what a NIC would: it serves the peer's reads
+ * from registered memory (tcp) and receives control messages into a queue.
+ *
+ * Every function returns 0 (or a count) or -errno and records a message.
+ * A connection is used by one thread.
+ */
+#ifndef KVMIG_PROVIDER_H
+#define KVMIG_PROVIDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire.h"
+
+struct xport_ops;
+
+/* Providers embed these first and recover their own type with container_of. */
+struct xport_conn {
+	const struct xport_ops *ops;
+};
+
+struct xport_listener {
+	const struct xport_ops *ops;
+};
+
+/* One posted read. The engine owns the struct until it is reaped. */
+struct xport_read {
+	void *local;       /* destination bytes in this process */
+	uint64_t remote;   /* source address in the peer's registered memory */
+	uint32_t len;
+	uint32_t key;      /* the peer's registration key */
+	int status;        /* out: 0, or -errno for this read */
+	void *ctx;         /* the engine's */
+	struct xport_read *next; /* provider's queue link */
+};
+
+/* A received control message; payload is malloc'd, the engine frees it. */
+struct xport_msg {
+	struct kvmig_wire_hdr hdr;
+	uint8_t *payload;
+	struct xport_msg *next;
+};
+
+/* Counters a provider keeps for reports. */
+struct xport_counters {
+	uint64_t bytes_served;  /* sender: read bytes answered */
+	uint64_t reads_served;
+};
+
+struct xport_ops {
+	const char *name;
+	int (*listen)(const char *addr, struct xport_listener **ret);
+	const char *(*listener_addr)(const struct xport_listener *l);
+	/* Wait at most @timeout_ms (-1 forever) for one peer. */
+	int (*accept)(struct xport_listener *l, int timeout_ms, struct xport_conn **ret);
+	void (*listener_close)(struct xport_listener **l);
+	int (*connect)(const char *addr, int timeout_ms, struct xport_conn **ret);
+	/* Every later wait on the peer gives up after @timeout_ms of silence. */
+	void (*set_timeout)(struct xport_conn *c, int timeout_ms);
+	void (*close)(struct xport_conn **c);
+
+	/* Send complete frames (one or several), all or an error. */
+	int (*send)(struct xport_conn *c, const void *frames, size_t len);
+	/* Pop the oldest queued control message: 0, or -EAGAIN when none. */
+	int (*ctl_pop)(struct xport_conn *c, struct xport_msg **m);
+
+	/*
+	 * Expose [base, base+len) to the peer's reads (sender). *key names the
+	 * registration on the wire; *handle is for dereg. Reads outside every
+	 * live registration, or with a wrong key, are refused.
+	 */
+	int (*reg_remote)(struct xport_conn *c, void *base, uint64_t len, uint32_t *key,
+			  void **handle);
+	/* Register destination memory for local writes by reads (receiver). */
+	int (*reg_local)(struct xport_conn *c, void *base, uint64_t len, void **handle);
+	/* Revoke a registration; afterwards its key is refused. NULL-safe. */
+	void (*dereg)(struct xport_conn *c, void **handle);
+
+	/* Post reads; they complete in any order (tcp: in order). */
+	int (*post_reads)(struct xport_conn *c, struct xport_read **rds, unsigned n);
+	/* Completed reads, up to @max; returns the count. */
+	int (*reap)(struct xport_conn *c, struct xport_read **out, unsigned max);
+
+	/*
+	 * Make progress: receive control messages and read completions, serve
+	 * the peer's reads. Blocks until something happened, @wake_fd (if >= 0)
+	 * became readable, or @timeout_ms passed. Return: 1 if the peer was
+	 * heard from, 0 if woken by @wake_fd, -ETIMEDOUT, -ECONNRESET (peer
+	 * gone), -EPROTO (malformed frame), -EFAULT (peer asked for memory that
+	 * is not registered; the connection is then unusable).
+	 */
+	int (*progress)(struct xport_conn *c, int timeout_ms, int wake_fd);
+	void (*counters)(const struct xport_conn *c, struct xport_counters *out);
+};
+
+extern const struct xport_ops kvmig_xport_tcp;
+
+/* Split "host:port" / "[v6]:port" into its parts. Return 0 or -EINVAL. */
+int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
+
+#endif

@@ -1,0 +1,744 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/recv.c - the receiving half of a migration.
+ *
+ *   accept, HELLO both ways (meta and layout must match), REGIONS
+ *   per OFFER: check every extent against the sender's regions, allocate
+ *     destination pages (all of the offer or nothing: ENOSPC), queue them
+ *   keep queue_depth reads in flight: each read copies a piece of a source
+ *     extent straight into the destination page; a page's K and V extents are
+ *     zipped with the destination's own extents, so the two layouts' extent
+ *     boundaries need not agree
+ *   when a page's last read lands, hash it; compare with the sender's digest
+ *     (whichever arrives last triggers the compare); a mismatch is re-read
+ *     once, a second mismatch is EIO naming the page
+ *   FINAL: remap every sequence to destination indices, install, COMMIT,
+ *     wait for COMMIT_ACK
+ *
+ * Any failure before COMMIT frees every page allocated here and installs
+ * nothing. Reads land only inside the provider's progress(), so once the
+ * loop stops nothing writes into the pages being freed.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <kvmig/cas.h>
+
+#include "engine.h"
+#include "internal.h"
+
+#define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
+
+struct rpage {
+	uint32_t src_ix, dst_ix;
+	uint64_t ext_off;   /* first remote extent in the pool: K's then V's */
+	uint32_t n_ext;
+	uint32_t reads_left;
+	uint8_t has_digest, landed, verified, attempts;
+	struct kvmig_digest sk, sv; /* the sender's */
+	struct kvmig_digest rk, rv; /* ours, of the bytes that landed */
+};
+
+struct rext {
+	uint64_t addr, len;
+	uint32_t key;
+};
+
+/* Where the next read of the page being posted starts. */
+struct cursor {
+	int active;
+	uint32_t page;
+	uint32_t ri, li;     /* remote / local extent */
+	uint64_t roff, loff; /* offset inside them */
+	uint32_t n_local;
+	struct kvmig_extent local[2 * MAX_HALF_EXTENTS];
+};
+
+struct receiver {
+	struct engine e;
+	struct kvmig_pager *p;
+	struct kvmig_msg_hello hello;
+	struct kvmig_msg_regions regions;
+	struct rpage *pg;
+	uint32_t n, cap;
+	struct rext *rx;
+	uint64_t n_rx, cap_rx;
+	uint32_t *slot;     /* open addressing: src ix -> index + 1 */
+	uint32_t slot_cap;
+	uint32_t *queue;    /* pages waiting to be read, a ring */
+	uint32_t q_head, q_len, q_cap;
+	struct cursor cur;
+	struct xport_read *reads;
+	struct xport_read **free_reads, **batch;
+	uint32_t n_free, inflight;
+	struct kvmig_seq_list final;
+	int have_final, installed;
+	uint32_t landed, verified, rereads;
+	void *lreg[KVMIG_WIRE_MAX_REGIONS];
+	uint32_t n_lreg;
+};
+
+/* ---- src ix -> page ---- */
+
+static uint32_t hash_ix(uint32_t ix, uint32_t cap)
+{
+	return (ix * 2654435761u) & (cap - 1);
+}
+
+static int slot_find(const struct receiver *r, uint32_t ix)
+{
+	if (!r->slot_cap)
+		return -1;
+	for (uint32_t h = hash_ix(ix, r->slot_cap);; h = (h + 1) & (r->slot_cap - 1)) {
+		if (!r->slot[h])
+			return -1;
+		if (r->pg[r->slot[h] - 1].src_ix == ix)
+			return (int)(r->slot[h] - 1);
+	}
+}
+
+static int slot_grow(struct receiver *r, uint32_t need)
+{
+	uint32_t cap = r->slot_cap ? r->slot_cap : 1024, *ns;
+
+	while (cap < need * 2)
+		cap *= 2;
+	if (cap == r->slot_cap)
+		return 0;
+	ns = calloc(cap, sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < r->n; i++) {
+		uint32_t h = hash_ix(r->pg[i].src_ix, cap);
+
+		while (ns[h])
+			h = (h + 1) & (cap - 1);
+		ns[h] = i + 1;
+	}
+	free(r->slot);
+	r->slot = ns;
+	r->slot_cap = cap;
+	return 0;
+}
+
+static void slot_add(struct receiver *r, uint32_t idx)
+{
+	uint32_t h = hash_ix(r->pg[idx].src_ix, r->slot_cap);
+
+	while (r->slot[h])
+		h = (h + 1) & (r->slot_cap - 1);
+	r->slot[h] = idx + 1;
+}
+
+/* ---- read queue ---- */
+
+static int enqueue(struct receiver *r, uint32_t idx)
+{
+	if (r->q_len == r->q_cap) {
+		uint32_t cap = r->q_cap ? r->q_cap * 2 : 1024, *nq = malloc(sizeof(*nq) * cap);
+
+		if (!nq)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < r->q_len; i++)
+			nq[i] = r->queue[(r->q_head + i) % r->q_cap];
+		free(r->queue);
+		r->queue = nq;
+		r->q_head = 0;
+		r->q_cap = cap;
+	}
+	r->queue[(r->q_head + r->q_len++) % r->q_cap] = idx;
+	return 0;
+}
+
+static int start_page(struct receiver *r)
+{
+	struct cursor *c = &r->cur;
+	uint32_t idx = r->queue[r->q_head], nk = 0, nv = 0;
+	int ret;
+
+	r->q_head = (r->q_head + 1) % r->q_cap;
+	r->q_len--;
+	ret = kvmig_pager_extents(r->p, r->pg[idx].dst_ix, KVMIG_HALF_K, c->local,
+				  MAX_HALF_EXTENTS, &nk);
+	if (ret == 0)
+		ret = kvmig_pager_extents(r->p, r->pg[idx].dst_ix, KVMIG_HALF_V, c->local + nk,
+					  MAX_HALF_EXTENTS, &nv);
+	if (ret < 0)
+		return kvmig_err_prefix(ret, "destination page %u", r->pg[idx].dst_ix);
+	c->active = 1;
+	c->page = idx;
+	c->n_local = nk + nv;
+	c->ri = c->li = 0;
+	c->roff = c->loff = 0;
+	r->pg[idx].reads_left = 0;
+	return 0;
+}
+
+/* Post reads until the queue depth is reached or nothing is left to read. */
+static int fill_reads(struct receiver *r)
+{
+	struct cursor *c = &r->cur;
+	unsigned nb = 0;
+	int ret;
+
+	while (r->n_free) {
+		if (!c->active) {
+			if (!r->q_len)
+				break;
+			if ((ret = start_page(r)) < 0)
+				return ret;
+		}
+		struct rpage *pg = &r->pg[c->page];
+		const struct rext *rx = &r->rx[pg->ext_off + c->ri];
+		const struct kvmig_extent *lx = &c->local[c->li];
+		uint64_t len = KVMIG_MIN(rx->len - c->roff, lx->len - c->loff);
+		struct xport_read *rd = r->free_reads[--r->n_free];
+
+		len = KVMIG_MIN(len, r->e.o.max_read_bytes);
+		rd->local = (uint8_t *)lx->addr + c->loff;
+		rd->remote = rx->addr + c->roff;
+		rd->len = (uint32_t)len;
+		rd->key = rx->key;
+		rd->ctx = (void *)(uintptr_t)c->page;
+		r->batch[nb++] = rd;
+		pg->reads_left++;
+		c->roff += len;
+		c->loff += len;
+		if (c->roff == rx->len) {
+			c->ri++;
+			c->roff = 0;
+		}
+		if (c->loff == lx->len) {
+			c->li++;
+			c->loff = 0;
+		}
+		if (c->ri == pg->n_ext || c->li == c->n_local)
+			c->active = 0; /* equal totals were checked: both end together */
+	}
+	if (!nb)
+		return 0;
+	r->inflight += nb;
+	return r->e.ops->post_reads(r->e.c, r->batch, nb);
+}
+
+/* ---- verification ---- */
+
+static int hash_page(struct receiver *r, struct rpage *pg)
+{
+	struct kvmig_extent ext[MAX_HALF_EXTENTS];
+	struct iovec iov[MAX_HALF_EXTENTS];
+	uint32_t n = 0;
+	int ret;
+
+	for (int half = 0; half < 2; half++) {
+		ret = kvmig_pager_extents(r->p, pg->dst_ix, (enum kvmig_half)half, ext,
+					  MAX_HALF_EXTENTS, &n);
+		if (ret < 0)
+			return ret;
+		for (uint32_t i = 0; i < n; i++)
+			iov[i] = (struct iovec){ ext[i].addr, ext[i].len };
+		kvmig_digest_computev(iov, (int)n, half ? &pg->rv : &pg->rk);
+	}
+	return 0;
+}
+
+/* Both the bytes and the sender's digest are here: compare. */
+static int check_page(struct receiver *r, uint32_t idx)
+{
+	struct rpage *pg = &r->pg[idx];
+	int k_ok = kvmig_digest_equal(&pg->rk, &pg->sk), v_ok = kvmig_digest_equal(&pg->rv, &pg->sv);
+
+	if (k_ok && v_ok) {
+		pg->verified = 1;
+		r->verified++;
+		return 0;
+	}
+	if (pg->attempts < 2) {
+		/* Once more: a transient fault must not fail a migration. */
+		pg->attempts++;
+		pg->landed = 0;
+		r->rereads++;
+		return enqueue(r, idx);
+	}
+	return kvmig_err(-EIO, "page %u (source index) does not match the sender's digest after "
+			 "a re-read: %s%s%s differ", pg->src_ix, k_ok ? "" : "K",
+			 k_ok || v_ok ? "" : " and ", v_ok ? "" : "V");
+}
+
+static int on_read_done(struct receiver *r, struct xport_read *rd)
+{
+	uint32_t idx = (uint32_t)(uintptr_t)rd->ctx;
+	struct rpage *pg = &r->pg[idx];
+	int ret;
+
+	r->inflight--;
+	r->free_reads[r->n_free++] = rd;
+	if (rd->status < 0)
+		return kvmig_err(rd->status, "read of source page %u failed", pg->src_ix);
+	if (--pg->reads_left || (r->cur.active && r->cur.page == idx))
+		return 0;
+	if (pg->attempts == 1) {
+		r->landed++;
+		r->e.ev.pages_done = r->landed;
+		r->e.ev.bytes_done += 2 * r->hello.half_bytes;
+	}
+	pg->landed = 1;
+	if (!r->e.o.verify)
+		return 0;
+	if ((ret = hash_page(r, pg)) < 0)
+		return ret;
+	return pg->has_digest ? check_page(r, idx) : 0;
+}
+
+/* ---- control messages ---- */
+
+static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, uint32_t *key)
+{
+	for (uint32_t i = 0; i < r->regions.n; i++) {
+		const struct kvmig_wire_region *g = &r->regions.r[i];
+
+		if (addr >= g->addr && len <= g->len && addr - g->addr <= g->len - len) {
+			*key = g->key;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int take_offer(struct receiver *r, const struct xport_msg *msg)
+{
+	struct kvmig_msg_offer m;
+	uint32_t *dst = NULL;
+	uint64_t ext_total = 0;
+	int ret;
+
+	if (r->have_final)
+		return kvmig_err(-EPROTO, "sender sent an OFFER after FINAL");
+	if ((ret = kvmig_wire_get_offer(msg->payload, msg->hdr.len, &m)) < 0)
+		return ret;
+	if (m.round != 0) {
+		ret = kvmig_err(-EPROTO, "OFFER of round %u in a stop-and-copy migration", m.round);
+		goto out;
+	}
+	/* Check everything before allocating a page. */
+	for (uint32_t i = 0; i < m.n; i++) {
+		const struct kvmig_offer_page *op = &m.pages[i];
+		uint64_t sum[2] = { 0, 0 };
+		uint32_t key;
+
+		if (slot_find(r, op->ix) >= 0) {
+			ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", op->ix);
+			goto out;
+		}
+		for (uint32_t j = 0; j < i; j++) {
+			if (m.pages[j].ix == op->ix) {
+				ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", op->ix);
+				goto out;
+			}
+		}
+		for (uint32_t j = 0; j < op->n_ext; j++) {
+			if (find_region(r, op->ext[j].addr, op->ext[j].len, &key) < 0) {
+				ret = kvmig_err(-EPROTO, "OFFER page %u extent %u lies outside the "
+						"sender's registered regions", op->ix, j);
+				goto out;
+			}
+			sum[j >= op->n_ext / 2] += op->ext[j].len;
+		}
+		if (sum[0] != r->hello.half_bytes || sum[1] != r->hello.half_bytes) {
+			ret = kvmig_err(-EPROTO, "OFFER page %u has K / V extents of %llu / %llu "
+					"bytes; a half is %llu", op->ix, (unsigned long long)sum[0],
+					(unsigned long long)sum[1],
+					(unsigned long long)r->hello.half_bytes);
+			goto out;
+		}
+		ext_total += op->n_ext;
+	}
+	if (r->n + m.n > KVMIG_MAX_PAGES) {
+		ret = kvmig_err(-EPROTO, "sender offers more than %u pages", KVMIG_MAX_PAGES);
+		goto out;
+	}
+	ret = -ENOMEM;
+	if (r->n + m.n > r->cap) {
+		uint32_t cap = KVMIG_MAX(r->cap * 2, r->n + m.n);
+		struct rpage *np = realloc(r->pg, sizeof(*np) * cap);
+
+		if (!np)
+			goto out;
+		r->pg = np;
+		r->cap = cap;
+	}
+	if (r->n_rx + ext_total > r->cap_rx) {
+		uint64_t cap = KVMIG_MAX(r->cap_rx * 2, r->n_rx + ext_total);
+		struct rext *nx = realloc(r->rx, sizeof(*nx) * cap);
+
+		if (!nx)
+			goto out;
+		r->rx = nx;
+		r->cap_rx = cap;
+	}
+	if ((ret = slot_grow(r, r->n + m.n)) < 0)
+		goto out;
+	dst = malloc(sizeof(*dst) * (m.n ? m.n : 1));
+	if (!dst) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if ((ret = kvmig_pager_allocate(r->p, m.n, dst)) < 0) {
+		if (ret == -ENOSPC)
+			kvmig_err_prefix(ret, "destination pager is out of pages (%u already "
+					 "allocated for this migration)", r->n);
+		goto out;
+	}
+	for (uint32_t i = 0; i < m.n; i++) {
+		const struct kvmig_offer_page *op = &m.pages[i];
+		struct rpage *pg = &r->pg[r->n];
+
+		memset(pg, 0, sizeof(*pg));
+		pg->src_ix = op->ix;
+		pg->dst_ix = dst[i];
+		pg->ext_off = r->n_rx;
+		pg->n_ext = op->n_ext;
+		pg->attempts = 1;
+		for (uint32_t j = 0; j < op->n_ext; j++) {
+			struct rext *x = &r->rx[r->n_rx++];
+
+			x->addr = op->ext[j].addr;
+			x->len = op->ext[j].len;
+			find_region(r, x->addr, x->len, &x->key);
+		}
+		slot_add(r, r->n);
+		r->n++;
+		if ((ret = enqueue(r, r->n - 1)) < 0)
+			goto out;
+	}
+	r->e.ev.pages_total = r->n;
+	r->e.ev.bytes_total = (uint64_t)r->n * 2 * r->hello.half_bytes;
+	ret = 0;
+out:
+	free(dst);
+	kvmig_msg_offer_free(&m);
+	return ret;
+}
+
+static int take_digests(struct receiver *r, const struct xport_msg *msg)
+{
+	struct kvmig_manifest_page *d = NULL;
+	uint32_t n = 0;
+	int ret;
+
+	if (!r->e.o.verify || r->have_final)
+		return kvmig_err(-EPROTO, "sender sent DIGESTS %s",
+				 r->have_final ? "after FINAL" : "although it said it would not");
+	if ((ret = kvmig_wire_get_digests(msg->payload, msg->hdr.len, &d, &n)) < 0)
+		return ret;
+	for (uint32_t i = 0; i < n && !ret; i++) {
+		int idx = slot_find(r, d[i].ix);
+		struct rpage *pg;
+
+		if (idx < 0) {
+			ret = kvmig_err(-EPROTO, "DIGESTS names page %u, which was not offered",
+					d[i].ix);
+			break;
+		}
+		pg = &r->pg[idx];
+		if (pg->has_digest) {
+			ret = kvmig_err(-EPROTO, "DIGESTS names page %u twice", d[i].ix);
+			break;
+		}
+		pg->sk = d[i].k;
+		pg->sv = d[i].v;
+		pg->has_digest = 1;
+		if (pg->landed)
+			ret = check_page(r, (uint32_t)idx);
+	}
+	free(d);
+	return ret;
+}
+
+static int take_final(struct receiver *r, const struct xport_msg *msg)
+{
+	int ret;
+
+	if (r->have_final)
+		return kvmig_err(-EPROTO, "sender sent FINAL twice");
+	if ((ret = kvmig_wire_get_final(msg->payload, msg->hdr.len, &r->final)) < 0)
+		return ret;
+	r->have_final = 1;
+	for (uint32_t i = 0; i < r->final.n; i++)
+		for (uint32_t j = 0; j < r->final.seqs[i].n_pages; j++)
+			if (slot_find(r, r->final.seqs[i].page_ixs[j]) < 0)
+				return kvmig_err(-EPROTO, "FINAL: sequence \"%s\" uses page %u, "
+						 "which was not offered", r->final.seqs[i].id,
+						 r->final.seqs[i].page_ixs[j]);
+	for (uint32_t i = 0; r->e.o.verify && i < r->n; i++)
+		if (!r->pg[i].has_digest)
+			return kvmig_err(-EPROTO, "FINAL arrived before the digest of page %u",
+					 r->pg[i].src_ix);
+	engine_phase(&r->e, "verify");
+	return 0;
+}
+
+static int take_msg(struct receiver *r, struct xport_msg *m)
+{
+	switch (m->hdr.type) {
+	case KVMIG_MSG_OFFER:
+		return take_offer(r, m);
+	case KVMIG_MSG_DIGESTS:
+		return take_digests(r, m);
+	case KVMIG_MSG_FINAL:
+		return take_final(r, m);
+	case KVMIG_MSG_ABORT:
+		return engine_peer_abort(&r->e, m);
+	default:
+		return engine_unexpected(m, "OFFER, DIGESTS or FINAL");
+	}
+}
+
+static int finished(const struct receiver *r)
+{
+	return r->have_final && !r->q_len && !r->cur.active && !r->inflight &&
+	       (r->e.o.verify ? r->verified : r->landed) == r->n;
+}
+
+/* Pull every page, verify it, until FINAL has come and all is checked. */
+static int transfer(struct receiver *r)
+{
+	struct xport_read *done[64];
+	int ret;
+
+	engine_phase(&r->e, "transfer");
+	for (;;) {
+		struct xport_msg *m = NULL;
+
+		while ((ret = r->e.ops->ctl_pop(r->e.c, &m)) == 0) {
+			ret = take_msg(r, m);
+			engine_msg_free(&m);
+			if (ret < 0)
+				return ret;
+		}
+		if (ret != -EAGAIN)
+			return ret;
+		if (finished(r))
+			return 0;
+		if ((ret = fill_reads(r)) < 0)
+			return ret;
+		if ((ret = r->e.ops->progress(r->e.c, (int)r->e.o.timeout_ms, -1)) < 0)
+			return ret;
+		while ((ret = r->e.ops->reap(r->e.c, done, KVMIG_ARRAY_SIZE(done))) > 0)
+			for (int i = 0; i < ret; i++) {
+				int err = on_read_done(r, done[i]);
+
+				if (err < 0)
+					return err;
+			}
+		engine_progress(&r->e, 0);
+	}
+}
+
+static int handshake(struct receiver *r)
+{
+	struct kvmig_msg_hello peer;
+	struct xport_msg *m = NULL;
+	int ret;
+
+	engine_phase(&r->e, "handshake");
+	if ((ret = engine_hello(r->p, 1, r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY, &r->hello)) < 0)
+		return ret;
+	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_HELLO)
+		ret = engine_unexpected(m, "HELLO");
+	else if ((ret = kvmig_wire_get_hello(m->payload, m->hdr.len, &peer)) == 0)
+		ret = engine_hello_match(&r->hello, &peer);
+	engine_msg_free(&m);
+	if (ret < 0)
+		return ret;
+	if ((peer.flags ^ r->hello.flags) & KVMIG_HELLO_NO_VERIFY)
+		return kvmig_err(-EPROTO, "the sender %s digests but this receiver %s: both sides "
+				 "need the same --no-verify setting",
+				 r->hello.flags & KVMIG_HELLO_NO_VERIFY ? "sends" : "does not send",
+				 r->e.o.verify ? "verifies" : "does not verify");
+	if ((ret = kvmig_wire_put_hello(&r->e.wb, &r->hello)) < 0 || (ret = engine_flush(&r->e)) < 0)
+		return ret;
+	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_REGIONS)
+		ret = engine_unexpected(m, "REGIONS");
+	else
+		ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &r->regions);
+	engine_msg_free(&m);
+	return ret;
+}
+
+static int setup(struct receiver *r)
+{
+	struct kvmig_region reg[KVMIG_WIRE_MAX_REGIONS];
+	uint32_t qd = r->e.o.queue_depth;
+	int ret;
+
+	r->reads = calloc(qd, sizeof(*r->reads));
+	r->free_reads = malloc(sizeof(*r->free_reads) * qd);
+	r->batch = malloc(sizeof(*r->batch) * qd);
+	if (!r->reads || !r->free_reads || !r->batch)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < qd; i++)
+		r->free_reads[i] = &r->reads[i];
+	r->n_free = qd;
+	ret = kvmig_pager_regions(r->p, reg, KVMIG_WIRE_MAX_REGIONS, &r->n_lreg);
+	if (ret < 0)
+		return ret;
+	for (uint32_t i = 0; i < r->n_lreg; i++)
+		if ((ret = r->e.ops->reg_local(r->e.c, reg[i].base, reg[i].len, &r->lreg[i])) < 0)
+			return kvmig_err_prefix(ret, "cannot register destination memory");
+	return 0;
+}
+
+/* Install the FINAL sequences, remapped to our page indices. */
+static int install(struct receiver *r)
+{
+	struct kvmig_seq *q = calloc(r->final.n ? r->final.n : 1, sizeof(*q));
+	int ret = -ENOMEM;
+
+	engine_phase(&r->e, "install");
+	if (!q)
+		return ret;
+	for (uint32_t i = 0; i < r->final.n; i++) {
+		const struct kvmig_seq *f = &r->final.seqs[i];
+
+		q[i] = *f;
+		q[i].page_ixs = malloc(sizeof(uint32_t) * (f->n_pages ? f->n_pages : 1));
+		if (!q[i].page_ixs)
+			goto out;
+		for (uint32_t j = 0; j < f->n_pages; j++)
+			q[i].page_ixs[j] = r->pg[slot_find(r, f->page_ixs[j])].dst_ix;
+	}
+	ret = kvmig_pager_install(r->p, q, r->final.n);
+	if (ret == -EINVAL)
+		ret = kvmig_err_prefix(-EPROTO, "sender's sequences do not fit this pager");
+	else if (ret < 0)
+		kvmig_err_prefix(ret, "cannot install the sequences");
+	else
+		r->installed = 1;
+out:
+	for (uint32_t i = 0; i < r->final.n; i++)
+		free(q[i].page_ixs);
+	free(q);
+	return ret;
+}
+
+static void uninstall(struct receiver *r)
+{
+	const char **ids = malloc(sizeof(*ids) * (r->final.n ? r->final.n : 1));
+
+	if (!ids)
+		return;
+	for (uint32_t i = 0; i < r->final.n; i++)
+		ids[i] = r->final.seqs[i].id;
+	if (kvmig_pager_remove(r->p, ids, r->final.n) == 0)
+		r->installed = 0;
+	free(ids);
+}
+
+static int commit(struct receiver *r)
+{
+	struct xport_msg *m = NULL;
+	int ret;
+
+	engine_phase(&r->e, "commit");
+	if ((ret = kvmig_wire_put_empty(&r->e.wb, KVMIG_MSG_COMMIT)) < 0)
+		return ret;
+	ret = engine_flush(&r->e);
+	if (ret == 0)
+		ret = engine_wait_msg(&r->e, -1, &m);
+	if (ret > 0 && m->hdr.type == KVMIG_MSG_COMMIT_ACK) {
+		engine_msg_free(&m);
+		return 0;
+	}
+	if (ret > 0) {
+		ret = engine_unexpected(m, "COMMIT_ACK");
+		engine_msg_free(&m);
+	}
+	if (r->e.peer_aborted)
+		return ret; /* the sender gave up before our COMMIT: it still owns them */
+	/*
+	 * In doubt: the sender may have received COMMIT and removed its copy,
+	 * so keeping ours is the only choice that never loses a sequence.
+	 */
+	r->installed = 2;
+	return kvmig_err_prefix(-ENOTCONN, "commit outcome unknown (the sender may or may not "
+				"have released the sequences; they stay installed here)");
+}
+
+int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
+			 const struct kvmig_migrate_opts *opts, struct kvmig_migrate_stats *stats)
+{
+	struct kvmig_migrate_stats st = { 0 };
+	struct receiver *r = calloc(1, sizeof(*r));
+	double t0 = 0, tx = 0;
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	r->p = p;
+	if ((ret = engine_init(&r->e, opts)) < 0)
+		goto out;
+	r->e.ev.type = KVMIG_EVENT_LISTENING;
+	r->e.ev.addr = kvmig_listener_addr(l);
+	if (r->e.o.on_event)
+		r->e.o.on_event(r->e.o.event_arg, &r->e.ev);
+	r->e.ev.addr = NULL;
+	ret = l->ops->accept(l->impl, r->e.o.accept_timeout_ms ? (int)r->e.o.accept_timeout_ms : -1,
+			     &r->e.c);
+	if (ret < 0)
+		goto out;
+	t0 = kvmig_now();
+	r->e.ops->set_timeout(r->e.c, (int)r->e.o.timeout_ms);
+	if ((ret = handshake(r)) < 0 || (ret = setup(r)) < 0)
+		goto fail;
+	tx = kvmig_now();
+	if ((ret = transfer(r)) < 0)
+		goto fail;
+	st.transfer_seconds = kvmig_now() - tx;
+	engine_progress(&r->e, 1);
+	if ((ret = install(r)) < 0)
+		goto fail;
+	ret = commit(r);
+	if (ret < 0 && r->installed != 2)
+		goto fail;
+	st.pages = r->n;
+	st.seqs = r->final.n;
+	st.bytes = (uint64_t)r->n * 2 * r->hello.half_bytes;
+	st.pages_verified = r->verified;
+	goto out;
+fail:
+	engine_abort(&r->e, ret);
+	if (r->installed == 1)
+		uninstall(r);
+	if (!r->installed) {
+		uint32_t *ixs = malloc(sizeof(*ixs) * (r->n ? r->n : 1));
+
+		for (uint32_t i = 0; ixs && i < r->n; i++)
+			ixs[i] = r->pg[i].dst_ix;
+		if (ixs && r->n)
+			kvmig_pager_free(p, ixs, r->n);
+		free(ixs);
+	}
+out:
+	st.rereads = r->rereads;
+	st.seconds = t0 ? kvmig_now() - t0 : 0;
+	if (stats)
+		*stats = st;
+	for (uint32_t i = 0; r->e.c && i < r->n_lreg; i++)
+		r->e.ops->dereg(r->e.c, &r->lreg[i]);
+	engine_fini(&r->e);
+	kvmig_seq_list_free(&r->final);
+	free(r->pg);
+	free(r->rx);
+	free(r->slot);
+	free(r->queue);
+	free(r->reads);
+	free(r->free_reads);
+	free(r->batch);
+	free(r);
+	return ret;
+}

@@ -1,0 +1,706 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/tcp.c - the tcp provider: RDMA READ semantics over one TCP
+ * connection, for machines without RDMA.
+ *
+ * A read is a READ_REQ frame (id, address, length, key); the sender's
+ * progress() answers it with a READ_RESP header followed by the bytes sent
+ * straight from its registered page memory (sendmsg over the page), and the
+ * receiver's progress() receives them straight into the destination page
+ * (recv into the posted read's buffer). No page byte is staged on either
+ * side. Control frames share the connection and are queued for the engine.
+ *
+ * TCP keeps order and the sender answers requests one by one, so responses
+ * arrive in request order: the pending reads are a FIFO and each response
+ * must match its head.
+ *
+ * The socket is blocking with SO_RCVTIMEO / SO_SNDTIMEO set to the
+ * connection's timeout, so a peer that goes silent in the middle of a frame
+ * is a -ETIMEDOUT, never a hang; waits between frames use poll().
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "provider.h"
+
+#define TCP_MAX_READ (16u << 20)  /* largest single read a peer may ask for */
+#define FRAMES_PER_PROGRESS 256   /* then return, so the engine can act */
+
+struct tcp_reg {
+	void *base;
+	uint64_t len;
+	uint32_t key;
+	struct tcp_reg *next;
+};
+
+struct tcp_conn {
+	struct xport_conn base;
+	int fd;
+	int timeout_ms;
+	int broken; /* sticky -errno once the byte stream cannot be trusted */
+	char peer[64];
+	uint64_t next_id;  /* id of the next read posted */
+	uint64_t head_id;  /* id of pend_head: responses come in request order */
+	struct xport_read *pend_head, *pend_tail; /* posted, awaiting READ_RESP */
+	struct xport_read *done_head, *done_tail; /* completed, not yet reaped */
+	struct xport_msg *ctl_head, *ctl_tail;
+	struct tcp_reg *regs;
+	struct kvmig_wbuf wb;
+	struct xport_counters cnt;
+};
+
+struct tcp_listener {
+	struct xport_listener base;
+	int fd;
+	char addr[80];
+};
+
+static struct tcp_conn *to_conn(struct xport_conn *c)
+{
+	return kvmig_container_of(c, struct tcp_conn, base);
+}
+
+static struct tcp_listener *to_listener(struct xport_listener *l)
+{
+	return kvmig_container_of(l, struct tcp_listener, base);
+}
+
+int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
+{
+	const char *colon, *h = addr;
+	size_t hl;
+
+	if (!addr || !*addr)
+		return kvmig_err(-EINVAL, "address is empty (expected HOST:PORT)");
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+
+		if (!end || end[1] != ':')
+			return kvmig_err(-EINVAL, "address \"%s\" is not [IPV6]:PORT", addr);
+		h = addr + 1;
+		hl = (size_t)(end - h);
+		colon = end + 1;
+	} else {
+		colon = strrchr(addr, ':');
+		if (!colon || strchr(addr, ':') != colon)
+			return kvmig_err(-EINVAL, "address \"%s\" is not HOST:PORT", addr);
+		hl = (size_t)(colon - addr);
+	}
+	if (hl == 0 || hl >= hostlen || !colon[1] || strlen(colon + 1) >= portlen ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1) || atol(colon + 1) > 65535)
+		return kvmig_err(-EINVAL, "address \"%s\" is not HOST:PORT with a port of 0-65535",
+				 addr);
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	strcpy(port, colon + 1);
+	return 0;
+}
+
+static int resolve(const char *addr, int passive, struct addrinfo **res)
+{
+	struct addrinfo hints = { 0 };
+	char host[256], port[8];
+	int ret = kvmig_addr_split(addr, host, sizeof(host), port, sizeof(port));
+
+	if (ret < 0)
+		return ret;
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = passive ? AI_PASSIVE : 0;
+	ret = getaddrinfo(host, port, &hints, res);
+	if (ret)
+		return kvmig_err(-EINVAL, "cannot resolve \"%s\": %s", addr, gai_strerror(ret));
+	return 0;
+}
+
+static void format_sockaddr(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(s6->sin6_port));
+	} else {
+		const struct sockaddr_in *s4 = (const void *)ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(s4->sin_port));
+	}
+}
+
+static void set_sock_timeouts(int fd, int timeout_ms)
+{
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+static int conn_new(int fd, int timeout_ms, struct xport_conn **ret)
+{
+	struct tcp_conn *c = calloc(1, sizeof(*c));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int one = 1;
+
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->base.ops = &kvmig_xport_tcp;
+	c->fd = fd;
+	c->timeout_ms = timeout_ms;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	set_sock_timeouts(fd, timeout_ms);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		format_sockaddr(&ss, c->peer, sizeof(c->peer));
+	else
+		strcpy(c->peer, "peer");
+	*ret = &c->base;
+	return 0;
+}
+
+static int tcp_listen(const char *addr, struct xport_listener **ret)
+{
+	struct addrinfo *res = NULL;
+	struct tcp_listener *l;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd, err, one = 1;
+
+	if ((err = resolve(addr, 1, &res)) < 0)
+		return err;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		err = -errno;
+		freeaddrinfo(res);
+		return kvmig_err(err, "cannot create a socket for %s: %s", addr, strerror(-err));
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4) < 0) {
+		err = -errno;
+		freeaddrinfo(res);
+		close(fd);
+		return kvmig_err(err, "cannot listen on %s: %s", addr, strerror(-err));
+	}
+	freeaddrinfo(res);
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		close(fd);
+		return -ENOMEM;
+	}
+	l->base.ops = &kvmig_xport_tcp;
+	l->fd = fd;
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+	format_sockaddr(&ss, l->addr, sizeof(l->addr));
+	*ret = &l->base;
+	return 0;
+}
+
+static const char *tcp_listener_addr(const struct xport_listener *xl)
+{
+	return kvmig_container_of(xl, const struct tcp_listener, base)->addr;
+}
+
+static int tcp_accept(struct xport_listener *xl, int timeout_ms, struct xport_conn **ret)
+{
+	struct tcp_listener *l = to_listener(xl);
+	struct pollfd pfd = { l->fd, POLLIN, 0 };
+	int fd, r;
+
+	do
+		r = poll(&pfd, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return kvmig_err(-ETIMEDOUT, "no sender connected to %s within %d ms", l->addr,
+				 timeout_ms);
+	if (r < 0)
+		return kvmig_err(-errno, "waiting for a sender on %s: %s", l->addr, strerror(errno));
+	fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return kvmig_err(-errno, "accept on %s: %s", l->addr, strerror(errno));
+	/* The connection's own timeout is set by the engine right after. */
+	return conn_new(fd, 30000, ret);
+}
+
+static void tcp_listener_close(struct xport_listener **xl)
+{
+	struct tcp_listener *l;
+
+	if (!xl || !*xl)
+		return;
+	l = to_listener(*xl);
+	close(l->fd);
+	free(l);
+	*xl = NULL;
+}
+
+static int tcp_connect(const char *addr, int timeout_ms, struct xport_conn **ret)
+{
+	struct addrinfo *res = NULL, *ai;
+	int fd = -1, err = -ECONNREFUSED;
+
+	if ((err = resolve(addr, 0, &res)) < 0)
+		return err;
+	err = -EHOSTUNREACH;
+	for (ai = res; ai; ai = ai->ai_next) {
+		struct pollfd pfd;
+		socklen_t sl = sizeof(int);
+		int soerr = 0, r;
+
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0) {
+			err = -errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+			err = -errno;
+			goto next;
+		}
+		pfd = (struct pollfd){ fd, POLLOUT, 0 };
+		do
+			r = poll(&pfd, 1, timeout_ms);
+		while (r < 0 && errno == EINTR);
+		if (r == 0) {
+			err = -ETIMEDOUT;
+			goto next;
+		}
+		getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+		if (soerr) {
+			err = -soerr;
+			goto next;
+		}
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		freeaddrinfo(res);
+		return conn_new(fd, timeout_ms, ret);
+next:
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return kvmig_err(err, "cannot connect to %s: %s", addr, strerror(-err));
+}
+
+static void tcp_set_timeout(struct xport_conn *xc, int timeout_ms)
+{
+	struct tcp_conn *c = to_conn(xc);
+
+	c->timeout_ms = timeout_ms;
+	set_sock_timeouts(c->fd, timeout_ms);
+}
+
+static void tcp_close(struct xport_conn **xc)
+{
+	struct tcp_conn *c;
+
+	if (!xc || !*xc)
+		return;
+	c = to_conn(*xc);
+	while (c->ctl_head) {
+		struct xport_msg *m = c->ctl_head;
+
+		c->ctl_head = m->next;
+		free(m->payload);
+		free(m);
+	}
+	while (c->regs) {
+		struct tcp_reg *r = c->regs;
+
+		c->regs = r->next;
+		free(r);
+	}
+	kvmig_wbuf_free(&c->wb);
+	close(c->fd);
+	free(c);
+	*xc = NULL;
+}
+
+/* Map a socket errno to the migration's vocabulary, once, and remember it. */
+static int broke(struct tcp_conn *c, int err, const char *what)
+{
+	if (err == -EAGAIN || err == -EWOULDBLOCK)
+		err = kvmig_err(-ETIMEDOUT, "peer %s was silent for %d ms while %s", c->peer,
+				c->timeout_ms, what);
+	else if (err == -ECONNRESET || err == -EPIPE)
+		err = kvmig_err(-ECONNRESET, "peer %s closed the connection while %s", c->peer,
+				what);
+	else if (err != -EPROTO && err != -EFAULT)
+		err = kvmig_err(err, "connection to %s failed while %s: %s", c->peer, what,
+				strerror(-err));
+	c->broken = err;
+	return err;
+}
+
+static int recv_full(struct tcp_conn *c, void *buf, size_t len, const char *what)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = recv(c->fd, p, len, MSG_WAITALL);
+
+		if (r > 0) {
+			p += r;
+			len -= (size_t)r;
+		} else if (r == 0) {
+			return broke(c, -ECONNRESET, what);
+		} else if (errno != EINTR) {
+			return broke(c, -errno, what);
+		}
+	}
+	return 0;
+}
+
+static int send_iov(struct tcp_conn *c, struct iovec *iov, int n, const char *what)
+{
+	struct msghdr mh = { 0 };
+
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t)n;
+	while (mh.msg_iovlen) {
+		ssize_t r = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return broke(c, -errno, what);
+		}
+		while (mh.msg_iovlen && (size_t)r >= mh.msg_iov->iov_len) {
+			r -= (ssize_t)mh.msg_iov->iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen) {
+			mh.msg_iov->iov_base = (uint8_t *)mh.msg_iov->iov_base + r;
+			mh.msg_iov->iov_len -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
+static int tcp_send(struct xport_conn *xc, const void *frames, size_t len)
+{
+	struct tcp_conn *c = to_conn(xc);
+	struct iovec iov = { (void *)frames, len };
+
+	if (c->broken)
+		return c->broken;
+	return send_iov(c, &iov, 1, "sending a control message");
+}
+
+static int tcp_ctl_pop(struct xport_conn *xc, struct xport_msg **m)
+{
+	struct tcp_conn *c = to_conn(xc);
+
+	if (!c->ctl_head)
+		return c->broken ? c->broken : -EAGAIN;
+	*m = c->ctl_head;
+	c->ctl_head = (*m)->next;
+	if (!c->ctl_head)
+		c->ctl_tail = NULL;
+	(*m)->next = NULL;
+	return 0;
+}
+
+static int tcp_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32_t *key,
+			  void **handle)
+{
+	struct tcp_conn *c = to_conn(xc);
+	struct tcp_reg *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	/* A fresh random key per registration: a stale or guessed key fails
+	 * like a bad rkey on a NIC. */
+	if (getrandom(&r->key, sizeof(r->key), 0) != sizeof(r->key))
+		r->key = (uint32_t)(uintptr_t)r ^ 0x9e3779b9u;
+	r->base = base;
+	r->len = len;
+	r->next = c->regs;
+	c->regs = r;
+	*key = r->key;
+	*handle = r;
+	return 0;
+}
+
+static int tcp_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **handle)
+{
+	/* TCP writes into any memory of ours; nothing to pin. */
+	*handle = base;
+	return 0;
+}
+
+static void tcp_dereg(struct xport_conn *xc, void **handle)
+{
+	struct tcp_conn *c = to_conn(xc);
+
+	if (!handle || !*handle)
+		return;
+	for (struct tcp_reg **pp = &c->regs; *pp; pp = &(*pp)->next) {
+		if (*pp == *handle) {
+			struct tcp_reg *r = *pp;
+
+			*pp = r->next;
+			free(r);
+			break;
+		}
+	}
+	*handle = NULL;
+}
+
+static int tcp_post_reads(struct xport_conn *xc, struct xport_read **rds, unsigned n)
+{
+	struct tcp_conn *c = to_conn(xc);
+	int ret = 0;
+
+	if (c->broken)
+		return c->broken;
+	c->wb.len = 0;
+	for (unsigned i = 0; i < n && !ret; i++) {
+		struct kvmig_msg_read_req q = { c->next_id++, rds[i]->remote, rds[i]->len,
+						rds[i]->key };
+
+		ret = kvmig_wire_put_read_req(&c->wb, &q);
+	}
+	if (ret < 0)
+		return ret;
+	/* Queue before sending: a response can only follow its request. */
+	for (unsigned i = 0; i < n; i++) {
+		rds[i]->next = NULL;
+		rds[i]->status = 0;
+		if (c->pend_tail)
+			c->pend_tail->next = rds[i];
+		else
+			c->pend_head = rds[i];
+		c->pend_tail = rds[i];
+	}
+	struct iovec iov = { c->wb.p, c->wb.len };
+
+	return send_iov(c, &iov, 1, "sending read requests");
+}
+
+static int tcp_reap(struct xport_conn *xc, struct xport_read **out, unsigned max)
+{
+	struct tcp_conn *c = to_conn(xc);
+	unsigned n = 0;
+
+	while (n < max && c->done_head) {
+		out[n++] = c->done_head;
+		c->done_head = c->done_head->next;
+	}
+	if (!c->done_head)
+		c->done_tail = NULL;
+	return (int)n;
+}
+
+/* Sender side: answer one READ_REQ from registered memory, or refuse it. */
+static int serve_read(struct tcp_conn *c, const struct kvmig_msg_read_req *q)
+{
+	const struct tcp_reg *r;
+	uint8_t hdr[KVMIG_WIRE_HDR_LEN + 12];
+	struct iovec iov[2];
+
+	for (r = c->regs; r; r = r->next) {
+		uint64_t lo = (uint64_t)(uintptr_t)r->base;
+
+		if (r->key == q->key && q->addr >= lo && q->len <= r->len &&
+		    q->addr - lo <= r->len - q->len)
+			break;
+	}
+	if (!r || q->len == 0 || q->len > TCP_MAX_READ) {
+		c->broken = kvmig_err(-EFAULT, "peer %s asked to read %u bytes at 0x%llx with key "
+				      "0x%08x: outside the memory registered for this migration",
+				      c->peer, q->len, (unsigned long long)q->addr, q->key);
+		return c->broken;
+	}
+	/* READ_RESP: frame header, u64 id, u32 len, then the bytes. */
+	for (int i = 0; i < 4; i++)
+		hdr[i] = (uint8_t)(KVMIG_WIRE_MAGIC >> (8 * (3 - i)));
+	hdr[4] = KVMIG_WIRE_VERSION;
+	hdr[5] = KVMIG_MSG_READ_RESP;
+	hdr[6] = hdr[7] = 0;
+	uint32_t plen = 12 + q->len;
+
+	for (int i = 0; i < 4; i++)
+		hdr[8 + i] = (uint8_t)(plen >> (8 * (3 - i)));
+	for (int i = 0; i < 8; i++)
+		hdr[12 + i] = (uint8_t)(q->id >> (8 * (7 - i)));
+	for (int i = 0; i < 4; i++)
+		hdr[20 + i] = (uint8_t)(q->len >> (8 * (3 - i)));
+	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
+	iov[1] = (struct iovec){ (void *)(uintptr_t)q->addr, q->len };
+	c->cnt.bytes_served += q->len;
+	c->cnt.reads_served++;
+	return send_iov(c, iov, 2, "answering a read");
+}
+
+static uint64_t be_get(const uint8_t *p, unsigned n)
+{
+	uint64_t v = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* Receiver side: the head read's bytes go straight into its destination. */
+static int take_response(struct tcp_conn *c, uint32_t plen)
+{
+	struct xport_read *rd = c->pend_head;
+	uint8_t sub[12];
+	uint64_t id;
+	uint32_t len;
+	int ret;
+
+	if (plen < 12)
+		return broke(c, kvmig_err(-EPROTO, "READ_RESP message of %u bytes is truncated",
+					  plen), "");
+	if ((ret = recv_full(c, sub, sizeof(sub), "receiving a read response")) < 0)
+		return ret;
+	id = be_get(sub, 8);
+	len = (uint32_t)be_get(sub + 8, 4);
+	if (!rd)
+		return broke(c, kvmig_err(-EPROTO, "peer %s sent a read response (id %llu) that "
+					  "nothing asked for", c->peer, (unsigned long long)id), "");
+	if (id != c->head_id || len != rd->len || plen != 12ull + len)
+		return broke(c, kvmig_err(-EPROTO, "peer %s answered read %llu with %u bytes; "
+					  "expected read %llu of %u bytes", c->peer,
+					  (unsigned long long)id, len,
+					  (unsigned long long)c->head_id, rd->len), "");
+	if ((ret = recv_full(c, rd->local, len, "receiving page bytes")) < 0)
+		return ret;
+	c->head_id++;
+	c->pend_head = rd->next;
+	if (!c->pend_head)
+		c->pend_tail = NULL;
+	rd->next = NULL;
+	if (c->done_tail)
+		c->done_tail->next = rd;
+	else
+		c->done_head = rd;
+	c->done_tail = rd;
+	return 0;
+}
+
+static int queue_ctl(struct tcp_conn *c, const struct kvmig_wire_hdr *h)
+{
+	struct xport_msg *m = calloc(1, sizeof(*m));
+	int ret;
+
+	if (!m)
+		return -ENOMEM;
+	m->hdr = *h;
+	/* h->len was checked against KVMIG_WIRE_MAX_PAYLOAD by the header decoder. */
+	m->payload = malloc(h->len ? h->len : 1);
+	if (!m->payload) {
+		free(m);
+		return -ENOMEM;
+	}
+	if ((ret = recv_full(c, m->payload, h->len, "receiving a control message")) < 0) {
+		free(m->payload);
+		free(m);
+		return ret;
+	}
+	if (c->ctl_tail)
+		c->ctl_tail->next = m;
+	else
+		c->ctl_head = m;
+	c->ctl_tail = m;
+	return 0;
+}
+
+static int handle_frame(struct tcp_conn *c)
+{
+	uint8_t raw[KVMIG_WIRE_HDR_LEN];
+	struct kvmig_wire_hdr h;
+	int ret;
+
+	if ((ret = recv_full(c, raw, sizeof(raw), "waiting for a message")) < 0)
+		return ret;
+	if ((ret = kvmig_wire_get_hdr(raw, &h)) < 0)
+		return broke(c, kvmig_err_prefix(ret, "from %s", c->peer), "");
+	if (h.type == KVMIG_MSG_READ_REQ) {
+		uint8_t p[24];
+		struct kvmig_msg_read_req q;
+
+		if (h.len != sizeof(p))
+			return broke(c, kvmig_err(-EPROTO, "READ_REQ message of %u bytes from %s; "
+						  "it has 24", h.len, c->peer), "");
+		if ((ret = recv_full(c, p, sizeof(p), "receiving a read request")) < 0)
+			return ret;
+		if ((ret = kvmig_wire_get_read_req(p, sizeof(p), &q)) < 0)
+			return broke(c, ret, "");
+		return serve_read(c, &q);
+	}
+	if (h.type == KVMIG_MSG_READ_RESP)
+		return take_response(c, h.len);
+	return queue_ctl(c, &h);
+}
+
+static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
+{
+	struct tcp_conn *c = to_conn(xc);
+	struct pollfd pfd[2] = { { c->fd, POLLIN, 0 }, { wake_fd, POLLIN, 0 } };
+	int r, ret;
+
+	if (c->broken)
+		return c->broken;
+	do
+		r = poll(pfd, wake_fd >= 0 ? 2 : 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return kvmig_err(-errno, "poll: %s", strerror(errno));
+	if (r == 0)
+		return broke(c, -EAGAIN, "waiting for a message");
+	if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+		return 0; /* woken */
+	/* Drain what is there, but return now and then so the engine can act. */
+	for (int i = 0; i < FRAMES_PER_PROGRESS; i++) {
+		/* An error after a handled frame waits (c->broken is sticky) so the
+		 * engine first sees what arrived before it, e.g. a final COMMIT_ACK. */
+		if ((ret = handle_frame(c)) < 0)
+			return i ? 1 : ret;
+		pfd[0].revents = 0;
+		if (poll(pfd, 1, 0) <= 0 || !(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			break;
+	}
+	return 1;
+}
+
+static void tcp_counters(const struct xport_conn *xc, struct xport_counters *out)
+{
+	*out = kvmig_container_of(xc, const struct tcp_conn, base)->cnt;
+}
+
+const struct xport_ops kvmig_xport_tcp = {
+	.name = "tcp",
+	.listen = tcp_listen,
+	.listener_addr = tcp_listener_addr,
+	.accept = tcp_accept,
+	.listener_close = tcp_listener_close,
+	.connect = tcp_connect,
+	.set_timeout = tcp_set_timeout,
+	.close = tcp_close,
+	.send = tcp_send,
+	.ctl_pop = tcp_ctl_pop,
+	.reg_remote = tcp_reg_remote,
+	.reg_local = tcp_reg_local,
+	.dereg = tcp_dereg,
+	.post_reads = tcp_post_reads,
+	.reap = tcp_reap,
+	.progress = tcp_progress,
+	.counters = tcp_counters,
+};
