@@ -7,6 +7,10 @@
 
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
+/* Route XXH3_128bits and XXH3_128bits_update to libxxhash's runtime-dispatched
+ * variants (AVX2 / AVX-512 where the CPU has them; same digests, ~3x faster
+ * than the baseline SSE2 build on 1 MiB pages). */
+#include <xxh_x86dispatch.h>
 
 #include <kvmig/cas.h>
 

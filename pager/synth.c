@@ -636,7 +636,10 @@ int kvmig_synth_create(const struct kvmig_synth_opts *o, struct kvmig_pager **re
 				  o->shm_name, (unsigned long long)h.total_bytes, strerror(errno));
 			goto err;
 		}
-		map = mmap(NULL, h.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		/* Resident from the start, as an engine's KV arena is: page faults
+		 * during a migration cost far more than the copy (see README). */
+		map = mmap(NULL, h.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+			   fd, 0);
 	} else {
 		map = mmap(NULL, h.total_bytes, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -703,7 +706,9 @@ int kvmig_synth_attach(const char *name, struct kvmig_pager **ret)
 				 (unsigned long long)st.st_size, SYNTH_VERSION,
 				 (unsigned long long)h.total_bytes);
 	}
-	map = mmap(NULL, h.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	/* Map every page now: one populate is ~20x cheaper than faulting 4 KiB
+	 * pages one by one while a migration copies into or out of them. */
+	map = mmap(NULL, h.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	err = -errno;
 	close(fd);
 	if (map == MAP_FAILED)
