@@ -757,3 +757,16 @@ int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t seed, uin
 	__atomic_add_fetch(&s->gen[ix], 1, __ATOMIC_RELEASE);
 	return 0;
 }
+
+int kvmig_synth_pause_depth(struct kvmig_pager *p, uint32_t *depth)
+{
+	struct synth *s;
+
+	if (!p || p->ops != &synth_ops)
+		return kvmig_err(-EINVAL, "not a synthetic pager");
+	s = p->impl;
+	lock(s);
+	*depth = s->hdr->pause_depth;
+	unlock(s);
+	return 0;
+}

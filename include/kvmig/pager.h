@@ -183,6 +183,13 @@ KVMIG_API int kvmig_pager_open(const char *spec, struct kvmig_pager **ret);
 KVMIG_API int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t seed,
 				    uint64_t stream);
 
+/*
+ * kvmig_synth_pause_depth() - how many pauses of a synthetic pager are not
+ * yet resumed (0: the engine may run). For tests and `kvmig pager show`.
+ * Return: 0 and *depth, or -EINVAL if @p is not a synthetic pager.
+ */
+KVMIG_API int kvmig_synth_pause_depth(struct kvmig_pager *p, uint32_t *depth);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,657 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Two-process migrations over loopback TCP. The receiver and the sender run
+ * in forked children on shared-memory pagers; the parent then inspects both
+ * pagers: the destination against the source's manifest taken before the
+ * migration, the source's digests and pause state, and what the destination
+ * holds after a failure. Misbehaving peers (silent, bad range, wrong digests)
+ * are played by the parent with the wire codec over a raw socket.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <kvmig/kvmig.h>
+
+#include "wire.h"
+
+static char src_name[64], dst_name[64];
+static struct kvmig_pager *src, *dst;
+
+/* 4 layers x 4 heads x 64 dim x 16 tokens bf16: 32 KiB per half. */
+static void small_meta(struct kvmig_cache_meta *m)
+{
+	*m = (struct kvmig_cache_meta){ 16, 4, 4, 64, KVMIG_DTYPE_BF16 };
+}
+
+static void make_pagers(enum kvmig_layout layout, uint32_t dst_capacity, int dst_other_meta)
+{
+	struct kvmig_synth_opts o;
+
+	kvmig_synth_unlink(src_name);
+	kvmig_synth_unlink(dst_name);
+	kvmig_clear_error();
+	kvmig_synth_opts_init(&o);
+	small_meta(&o.meta);
+	o.layout = layout;
+	o.capacity_pages = 64;
+	o.n_seqs = 4;
+	o.pages_per_seq = 6;
+	o.shared_prefix_pages = 2; /* 2 + 4 x 4 = 18 pages */
+	o.shm_name = src_name;
+	assert_int_equal(kvmig_synth_create(&o, &src), 0);
+	o.n_seqs = 0;
+	o.capacity_pages = dst_capacity;
+	o.seed = 77;
+	o.shm_name = dst_name;
+	if (dst_other_meta)
+		o.meta.n_layers = 8;
+	assert_int_equal(kvmig_synth_create(&o, &dst), 0);
+	/* Busy destination pages, so indices must be remapped. */
+	uint32_t busy[3];
+	assert_int_equal(kvmig_pager_allocate(dst, 3, busy), 0);
+}
+
+static void drop_pagers(void)
+{
+	kvmig_pager_destroy(&src);
+	kvmig_pager_destroy(&dst);
+	kvmig_synth_unlink(src_name);
+	kvmig_synth_unlink(dst_name);
+}
+
+static struct kvmig_manifest *snapshot(struct kvmig_pager *p)
+{
+	struct kvmig_manifest *m = NULL;
+
+	assert_int_equal(kvmig_pager_pause(p), 0);
+	assert_int_equal(kvmig_manifest_build(p, &m), 0);
+	assert_int_equal(kvmig_pager_resume(p), 0);
+	return m;
+}
+
+static void digest_of(struct kvmig_pager *p, struct kvmig_digest *d)
+{
+	struct kvmig_manifest *m = snapshot(p);
+	char *json;
+	size_t len;
+
+	assert_int_equal(kvmig_manifest_serialize(m, &json, &len), 0);
+	kvmig_digest_compute(json, len, d);
+	free(json);
+	kvmig_manifest_free(&m);
+}
+
+static uint32_t n_occupied(struct kvmig_pager *p)
+{
+	uint32_t *ixs, n;
+
+	assert_int_equal(kvmig_pager_occupied(p, &ixs, &n), 0);
+	free(ixs);
+	return n;
+}
+
+static uint32_t n_seqs(struct kvmig_pager *p)
+{
+	struct kvmig_seq_list l;
+	uint32_t n;
+
+	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
+	n = l.n;
+	kvmig_seq_list_free(&l);
+	return n;
+}
+
+static uint32_t pause_depth(struct kvmig_pager *p)
+{
+	uint32_t d = 99;
+
+	assert_int_equal(kvmig_synth_pause_depth(p, &d), 0);
+	return d;
+}
+
+/* ---- children ---- */
+
+struct side {
+	struct kvmig_migrate_opts o;
+	uint32_t kill_after_pages;   /* receiver: SIGKILL itself once this many landed */
+	uint64_t kill_after_bytes;   /* sender: SIGKILL itself once this much was served */
+};
+
+static void kill_on_progress(void *arg, const struct kvmig_event *ev)
+{
+	const struct side *s = arg;
+
+	if (ev->type != KVMIG_EVENT_PROGRESS)
+		return;
+	if ((s->kill_after_pages && ev->pages_done >= s->kill_after_pages) ||
+	    (s->kill_after_bytes && ev->bytes_done >= s->kill_after_bytes))
+		raise(SIGKILL);
+}
+
+static void side_init(struct side *s)
+{
+	memset(s, 0, sizeof(*s));
+	kvmig_migrate_opts_init(&s->o);
+	s->o.queue_depth = 4;
+	s->o.max_read_bytes = 8192; /* several reads per 32 KiB extent */
+	s->o.timeout_ms = 3000;
+	s->o.progress_interval_ms = 0;
+}
+
+/* Exit status: 0, or the errno the migration failed with. */
+static pid_t fork_receiver(struct kvmig_listener *l, struct side *s)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvmig_pager *p = NULL;
+		int ret;
+
+		if (s->kill_after_pages) {
+			s->o.on_event = kill_on_progress;
+			s->o.event_arg = s;
+		}
+		if (kvmig_synth_attach(dst_name, &p) < 0)
+			_exit(100);
+		ret = kvmig_migrate_accept(l, p, &s->o, NULL);
+		if (ret < 0)
+			fprintf(stderr, "receiver: %s\n", kvmig_last_error());
+		kvmig_pager_destroy(&p);
+		_exit(ret < 0 ? -ret : 0);
+	}
+	return pid;
+}
+
+static pid_t fork_sender(const char *addr, struct side *s)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvmig_pager *p = NULL;
+		int ret;
+
+		if (s->kill_after_bytes) {
+			s->o.on_event = kill_on_progress;
+			s->o.event_arg = s;
+		}
+		if (kvmig_synth_attach(src_name, &p) < 0)
+			_exit(100);
+		ret = kvmig_migrate_send(p, addr, &s->o, NULL);
+		if (ret < 0)
+			fprintf(stderr, "sender: %s\n", kvmig_last_error());
+		kvmig_pager_destroy(&p);
+		_exit(ret < 0 ? -ret : 0);
+	}
+	return pid;
+}
+
+/* Exit code of a child, or 1000 + signal if it was killed. */
+static int reap(pid_t pid)
+{
+	int st;
+
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
+}
+
+static void migrate(struct side *rs, struct side *ss, int *rrc, int *src_rc)
+{
+	struct kvmig_listener *l = NULL;
+	pid_t r, s;
+
+	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, &l), 0);
+	r = fork_receiver(l, rs);
+	s = fork_sender(kvmig_listener_addr(l), ss);
+	kvmig_listener_close(&l);
+	*src_rc = reap(s);
+	*rrc = reap(r);
+}
+
+/* ---- successful migrations ---- */
+
+static void full(enum kvmig_layout layout, enum kvmig_migrate_mode mode)
+{
+	struct side rs, ss;
+	struct kvmig_manifest *before;
+	struct kvmig_digest d0, d1;
+	uint32_t dst_occ;
+	int rrc, src_rc;
+
+	make_pagers(layout, 64, 0);
+	before = snapshot(src);
+	digest_of(src, &d0);
+	dst_occ = n_occupied(dst);
+	side_init(&rs);
+	side_init(&ss);
+	ss.o.mode = mode;
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(src_rc, 0);
+	assert_int_equal(rrc, 0);
+	/* Every sequence landed with the source's bytes, in new indices. */
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	assert_int_equal(n_occupied(dst), dst_occ + 18);
+	assert_int_equal(n_seqs(dst), 4);
+	assert_int_equal(pause_depth(src), 0);
+	if (mode == KVMIG_MODE_MOVE) {
+		assert_int_equal(n_seqs(src), 0);
+		assert_int_equal(n_occupied(src), 0);
+	} else {
+		digest_of(src, &d1);
+		assert_true(kvmig_digest_equal(&d0, &d1));
+	}
+	kvmig_manifest_free(&before);
+	drop_pagers();
+}
+
+static void test_full_move_page_major(void **state)
+{
+	full(KVMIG_LAYOUT_PAGE_MAJOR, KVMIG_MODE_MOVE);
+}
+
+static void test_full_copy_page_major(void **state)
+{
+	full(KVMIG_LAYOUT_PAGE_MAJOR, KVMIG_MODE_COPY);
+}
+
+static void test_full_move_layer_major(void **state)
+{
+	full(KVMIG_LAYOUT_LAYER_MAJOR, KVMIG_MODE_MOVE);
+}
+
+/* --seqs seq-1,seq-3: the shared prefix moves once and stays shared. */
+static void test_subset_shared_prefix(void **state)
+{
+	static const char *const ids[] = { "seq-1", "seq-3" };
+	struct side rs, ss;
+	struct kvmig_manifest *before;
+	struct kvmig_seq_list got;
+	uint32_t dst_occ;
+	int rrc, src_rc;
+
+	for (int mode = KVMIG_MODE_MOVE; mode <= KVMIG_MODE_COPY; mode++) {
+		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+		before = snapshot(src);
+		dst_occ = n_occupied(dst);
+		side_init(&rs);
+		side_init(&ss);
+		ss.o.seq_ids = ids;
+		ss.o.n_seq_ids = 2;
+		ss.o.mode = (enum kvmig_migrate_mode)mode;
+		migrate(&rs, &ss, &rrc, &src_rc);
+		assert_int_equal(src_rc, 0);
+		assert_int_equal(rrc, 0);
+		/* 2 prefix pages + 2 x 4 own pages. */
+		assert_int_equal(n_occupied(dst), dst_occ + 10);
+		assert_int_equal(kvmig_pager_seqs(dst, &got), 0);
+		assert_int_equal(got.n, 2);
+		assert_string_equal(got.seqs[0].id, "seq-1");
+		assert_string_equal(got.seqs[1].id, "seq-3");
+		for (int j = 0; j < 2; j++)
+			assert_int_equal(got.seqs[0].page_ixs[j], got.seqs[1].page_ixs[j]);
+		kvmig_seq_list_free(&got);
+		/* verify() checks the manifest's sequences present in dst: drop the others. */
+		for (uint32_t i = 0; i < before->n_seqs; i++)
+			if (!strcmp(before->seqs[i].id, "seq-0") || !strcmp(before->seqs[i].id, "seq-2"))
+				before->seqs[i].n_pages = 0;
+		if (mode == KVMIG_MODE_MOVE) {
+			/* seq-0 and seq-2 stay with the prefix; the movers' own pages go. */
+			assert_int_equal(n_seqs(src), 2);
+			assert_int_equal(n_occupied(src), 18 - 8);
+		} else {
+			assert_int_equal(n_seqs(src), 4);
+			assert_int_equal(n_occupied(src), 18);
+		}
+		assert_int_equal(pause_depth(src), 0);
+		kvmig_manifest_free(&before);
+		drop_pagers();
+	}
+}
+
+/* ---- aborts: source resumed and unchanged, destination holds nothing new ---- */
+
+struct abort_case {
+	int rrc, src_rc;
+};
+
+static void check_untouched(const struct kvmig_digest *d0, uint32_t dst_occ, uint32_t dst_seqs)
+{
+	struct kvmig_digest d1;
+
+	digest_of(src, &d1);
+	assert_true(kvmig_digest_equal(d0, &d1));
+	assert_int_equal(pause_depth(src), 0);
+	assert_int_equal(n_occupied(dst), dst_occ);
+	assert_int_equal(n_seqs(dst), dst_seqs);
+}
+
+static void test_meta_mismatch(void **state)
+{
+	struct side rs, ss;
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 1);
+	digest_of(src, &d0);
+	side_init(&rs);
+	side_init(&ss);
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(rrc, EPROTO);
+	assert_int_equal(src_rc, EPROTO);
+	check_untouched(&d0, 3, 0);
+	drop_pagers();
+}
+
+static void test_layout_mismatch(void **state)
+{
+	struct kvmig_synth_opts o;
+	struct side rs, ss;
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	kvmig_pager_destroy(&dst);
+	kvmig_synth_unlink(dst_name);
+	kvmig_synth_opts_init(&o);
+	small_meta(&o.meta);
+	o.layout = KVMIG_LAYOUT_LAYER_MAJOR;
+	o.shm_name = dst_name;
+	assert_int_equal(kvmig_synth_create(&o, &dst), 0);
+	digest_of(src, &d0);
+	side_init(&rs);
+	side_init(&ss);
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(rrc, EPROTO);
+	assert_int_equal(src_rc, EPROTO);
+	check_untouched(&d0, 0, 0);
+	drop_pagers();
+}
+
+static void test_destination_out_of_pages(void **state)
+{
+	struct side rs, ss;
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 12, 0); /* 3 busy + 9 free < 18 */
+	digest_of(src, &d0);
+	side_init(&rs);
+	side_init(&ss);
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(rrc, ENOSPC);
+	assert_int_equal(src_rc, ENOSPC);
+	check_untouched(&d0, 3, 0);
+	drop_pagers();
+}
+
+static void test_unknown_sequence(void **state)
+{
+	static const char *const ids[] = { "seq-1", "nope" };
+	struct side rs, ss;
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	digest_of(src, &d0);
+	side_init(&rs);
+	side_init(&ss);
+	ss.o.seq_ids = ids;
+	ss.o.n_seq_ids = 2;
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(src_rc, ENOENT);
+	assert_int_equal(rrc, ENOENT);
+	check_untouched(&d0, 3, 0);
+	drop_pagers();
+}
+
+static void test_receiver_killed_mid_transfer(void **state)
+{
+	struct side rs, ss;
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	digest_of(src, &d0);
+	side_init(&rs);
+	side_init(&ss);
+	rs.kill_after_pages = 3;
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(rrc, 1000 + SIGKILL);
+	assert_true(src_rc == ECONNRESET || src_rc == ETIMEDOUT);
+	/* The source is resumed and unchanged. The dead receiver's pages stay
+	 * allocated in its pager: nobody is left to free them. */
+	struct kvmig_digest d1;
+	digest_of(src, &d1);
+	assert_true(kvmig_digest_equal(&d0, &d1));
+	assert_int_equal(pause_depth(src), 0);
+	assert_int_equal(n_seqs(dst), 0);
+	drop_pagers();
+}
+
+static void test_sender_killed_mid_transfer(void **state)
+{
+	struct side rs, ss;
+	int rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	side_init(&rs);
+	side_init(&ss);
+	ss.kill_after_bytes = 64 * 1024;
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(src_rc, 1000 + SIGKILL);
+	assert_int_equal(rrc, ECONNRESET);
+	/* The receiver freed every page it had allocated. */
+	assert_int_equal(n_occupied(dst), 3);
+	assert_int_equal(n_seqs(dst), 0);
+	drop_pagers();
+}
+
+/* ---- the parent plays a misbehaving peer ---- */
+
+static int raw_connect(const char *addr)
+{
+	struct sockaddr_in sa = { 0 };
+	const char *colon = strrchr(addr, ':');
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)atoi(colon + 1));
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void raw_send(int fd, struct kvmig_wbuf *b)
+{
+	assert_int_equal(send(fd, b->p, b->len, MSG_NOSIGNAL), (ssize_t)b->len);
+	b->len = 0;
+}
+
+/* Read one frame; returns its type, payload in *p (malloc'd). */
+static int raw_recv(int fd, uint8_t **p, uint32_t *len)
+{
+	uint8_t h[KVMIG_WIRE_HDR_LEN];
+	struct kvmig_wire_hdr wh;
+
+	if (recv(fd, h, sizeof(h), MSG_WAITALL) != (ssize_t)sizeof(h))
+		return -1;
+	assert_int_equal(kvmig_wire_get_hdr(h, &wh), 0);
+	*p = malloc(wh.len + 1);
+	assert_int_equal(recv(fd, *p, wh.len, MSG_WAITALL), (ssize_t)wh.len);
+	*len = wh.len;
+	return wh.type;
+}
+
+static void hello_of(struct kvmig_pager *p, uint8_t role, struct kvmig_msg_hello *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->role = role;
+	assert_int_equal(kvmig_pager_meta(p, &h->meta, &h->layout), 0);
+	assert_int_equal(kvmig_meta_half_bytes(&h->meta, &h->half_bytes), 0);
+}
+
+/* A sender that says HELLO and then nothing: the receiver times out. */
+static void test_silent_sender(void **state)
+{
+	struct kvmig_listener *l = NULL;
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_msg_hello h;
+	struct side rs;
+	pid_t r;
+	int fd;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	side_init(&rs);
+	rs.o.timeout_ms = 300;
+	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, &l), 0);
+	r = fork_receiver(l, &rs);
+	fd = raw_connect(kvmig_listener_addr(l));
+	hello_of(src, 0, &h);
+	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
+	raw_send(fd, &b);
+	assert_int_equal(reap(r), ETIMEDOUT);
+	assert_int_equal(n_occupied(dst), 3);
+	close(fd);
+	kvmig_wbuf_free(&b);
+	kvmig_listener_close(&l);
+	drop_pagers();
+}
+
+/* Accept a real sender and complete the handshake; returns the socket. */
+static int fake_receiver_start(struct kvmig_listener **l, pid_t *s, struct side *ss,
+			       struct kvmig_msg_regions *rg, struct kvmig_msg_offer *of)
+{
+	struct sockaddr_in sa = { 0 };
+	socklen_t sl = sizeof(sa);
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_msg_hello h;
+	char addr[64];
+	uint8_t *p;
+	uint32_t len;
+	int fd, lfd, type;
+
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	sa.sin_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(sa.sin_port));
+	*l = NULL;
+	*s = fork_sender(addr, ss);
+	fd = accept(lfd, NULL, NULL);
+	close(lfd);
+	assert_true(fd >= 0);
+	assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_HELLO);
+	free(p);
+	hello_of(dst, 1, &h);
+	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
+	raw_send(fd, &b);
+	kvmig_wbuf_free(&b);
+	assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_REGIONS);
+	assert_int_equal(kvmig_wire_get_regions(p, len, rg), 0);
+	free(p);
+	type = raw_recv(fd, &p, &len);
+	assert_int_equal(type, KVMIG_MSG_OFFER);
+	assert_int_equal(kvmig_wire_get_offer(p, len, of), 0);
+	free(p);
+	return fd;
+}
+
+/* A receiver that asks for memory outside the registration: EFAULT. */
+static void test_bad_range_request(void **state)
+{
+	struct kvmig_listener *l;
+	struct kvmig_msg_regions rg;
+	struct kvmig_msg_offer of;
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_digest d0;
+	struct side ss;
+	pid_t s;
+	int fd;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	digest_of(src, &d0);
+	side_init(&ss);
+	fd = fake_receiver_start(&l, &s, &ss, &rg, &of);
+	struct kvmig_msg_read_req q = { 0, rg.r[0].addr + rg.r[0].len - 100, 4096, rg.r[0].key };
+	assert_int_equal(kvmig_wire_put_read_req(&b, &q), 0);
+	raw_send(fd, &b);
+	assert_int_equal(reap(s), EFAULT);
+	check_untouched(&d0, 3, 0);
+	/* A wrong key is refused the same way. */
+	close(fd);
+	kvmig_msg_offer_free(&of);
+	fd = fake_receiver_start(&l, &s, &ss, &rg, &of);
+	q = (struct kvmig_msg_read_req){ 0, of.pages[0].ext[0].addr, 4096, rg.r[0].key ^ 1 };
+	assert_int_equal(kvmig_wire_put_read_req(&b, &q), 0);
+	raw_send(fd, &b);
+	assert_int_equal(reap(s), EFAULT);
+	check_untouched(&d0, 3, 0);
+	close(fd);
+	kvmig_msg_offer_free(&of);
+	kvmig_wbuf_free(&b);
+	drop_pagers();
+}
+
+/* A receiver that accepts and then says nothing: the sender times out and resumes. */
+static void test_silent_receiver(void **state)
+{
+	struct kvmig_listener *l;
+	struct kvmig_msg_regions rg;
+	struct kvmig_msg_offer of;
+	struct kvmig_digest d0;
+	struct side ss;
+	pid_t s;
+	int fd;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	digest_of(src, &d0);
+	side_init(&ss);
+	ss.o.timeout_ms = 300;
+	fd = fake_receiver_start(&l, &s, &ss, &rg, &of);
+	assert_int_equal(reap(s), ETIMEDOUT);
+	check_untouched(&d0, 3, 0);
+	close(fd);
+	kvmig_msg_offer_free(&of);
+	drop_pagers();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full_move_page_major),
+		cmocka_unit_test(test_full_copy_page_major),
+		cmocka_unit_test(test_full_move_layer_major),
+		cmocka_unit_test(test_subset_shared_prefix),
+		cmocka_unit_test(test_meta_mismatch),
+		cmocka_unit_test(test_layout_mismatch),
+		cmocka_unit_test(test_destination_out_of_pages),
+		cmocka_unit_test(test_unknown_sequence),
+		cmocka_unit_test(test_receiver_killed_mid_transfer),
+		cmocka_unit_test(test_sender_killed_mid_transfer),
+		cmocka_unit_test(test_silent_sender),
+		cmocka_unit_test(test_silent_receiver),
+		cmocka_unit_test(test_bad_range_request),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(src_name, sizeof(src_name), "kvmig-it-src-%d", (int)getpid());
+	snprintf(dst_name, sizeof(dst_name), "kvmig-it-dst-%d", (int)getpid());
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
