@@ -1,32 +1,82 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * tools/cmd_demo.c - kvmig demo: capture a synthetic Llama-3-8B-shaped pager
- * into a filesystem store, restore it into a second, empty pager (which
- * allocates its own page indices), and check the result independently.
+ * tools/cmd_demo.c - kvmig demo: a real migration between two synthetic
+ * Llama-3-8B-shaped pagers in two processes over loopback TCP. A forked
+ * receiver allocates its own pages in the destination pager and pulls the
+ * bytes; this process sends (copy mode, so the source stays to compare), then
+ * checks byte for byte, with memcmp and no hashing, that every sequence the
+ * destination installed holds exactly the source's bytes.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
 
 static const char demo_usage[] =
-	"usage: kvmig demo [--seqs N] [--pages-per-seq N] [--shared-prefix N] [--store DIR]\n"
+	"usage: kvmig demo [--seqs N] [--pages-per-seq N] [--shared-prefix N]\n"
 	"\n"
-	"Capture a synthetic Llama-3-8B-shaped pager (defaults: 4 sequences of 24\n"
-	"pages sharing an 8-page prefix, 72 MiB... of pages) into a store, restore it\n"
-	"into a second pager and verify that every sequence holds the same bytes.\n"
-	"The store defaults to a fresh temporary directory.\n";
+	"Migrate a synthetic Llama-3-8B-shaped pager (defaults: 4 sequences of 48\n"
+	"pages sharing a 16-page prefix: 144 pages, 288 MiB) to a second pager in\n"
+	"another process over loopback TCP, then compare every installed sequence\n"
+	"with the source byte for byte.\n";
 
-static double now(void)
+/* Compare one half of a page in two pagers, extent by extent. */
+static int same_half(struct kvmig_pager *a, uint32_t ia, struct kvmig_pager *b, uint32_t ib,
+		     enum kvmig_half half, uint64_t *bytes)
 {
-	struct timespec ts;
+	struct kvmig_extent ea[1024], eb[1024];
+	uint32_t na = 0, nb = 0;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	if (kvmig_pager_extents(a, ia, half, ea, 1024, &na) < 0 ||
+	    kvmig_pager_extents(b, ib, half, eb, 1024, &nb) < 0 || na != nb)
+		return 0;
+	for (uint32_t i = 0; i < na; i++) {
+		if (ea[i].len != eb[i].len || memcmp(ea[i].addr, eb[i].addr, ea[i].len))
+			return 0;
+		*bytes += ea[i].len;
+	}
+	return 1;
+}
+
+static int check_bytes(struct kvmig_pager *src, struct kvmig_pager *dst, uint32_t *pages,
+		       uint64_t *bytes)
+{
+	struct kvmig_seq_list s = { 0 }, d = { 0 };
+	int ret = -EIO;
+
+	if (kvmig_pager_seqs(src, &s) < 0 || kvmig_pager_seqs(dst, &d) < 0 || s.n != d.n) {
+		fprintf(stderr, "kvmig demo: the destination holds %u sequences, the source %u\n",
+			d.n, s.n);
+		goto out;
+	}
+	for (uint32_t i = 0; i < s.n; i++) {
+		const struct kvmig_seq *a = &s.seqs[i], *b = &d.seqs[i];
+
+		if (strcmp(a->id, b->id) || a->n_pages != b->n_pages ||
+		    a->fill_in_last_page != b->fill_in_last_page) {
+			fprintf(stderr, "kvmig demo: sequence %s differs in id, length or fill\n", a->id);
+			goto out;
+		}
+		for (uint32_t j = 0; j < a->n_pages; j++) {
+			if (!same_half(src, a->page_ixs[j], dst, b->page_ixs[j], KVMIG_HALF_K, bytes) ||
+			    !same_half(src, a->page_ixs[j], dst, b->page_ixs[j], KVMIG_HALF_V, bytes)) {
+				fprintf(stderr, "kvmig demo: sequence %s page %u (source %u, destination "
+					"%u) differs\n", a->id, j, a->page_ixs[j], b->page_ixs[j]);
+				goto out;
+			}
+			(*pages)++;
+		}
+	}
+	ret = 0;
+out:
+	kvmig_seq_list_free(&s);
+	kvmig_seq_list_free(&d);
+	return ret;
 }
 
 int cmd_demo(int argc, char **argv)
@@ -35,28 +85,24 @@ int cmd_demo(int argc, char **argv)
 		{ "seqs", required_argument, NULL, 's' },
 		{ "pages-per-seq", required_argument, NULL, 'n' },
 		{ "shared-prefix", required_argument, NULL, 'x' },
-		{ "store", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct kvmig_synth_opts so;
 	struct kvmig_pager *src = NULL, *dst = NULL;
-	struct kvmig_manifest *m = NULL;
-	struct kvmig_store *s = NULL;
-	struct kvmig_capture_stats cst;
-	struct kvmig_restore_stats rst;
-	struct kvmig_digest d;
-	char tmpl[] = "/tmp/kvmig-demo-XXXXXX", text[KVMIG_DIGEST_STR_LEN + 1], b1[32], b2[32];
-	const char *dir = NULL;
-	uint32_t bad = 0;
-	uint64_t v;
-	double t0, t1, t2;
-	int c, ret;
+	struct kvmig_listener *l = NULL;
+	struct kvmig_migrate_opts mo;
+	struct kvmig_migrate_stats st;
+	char src_name[64], dst_name[64], addr[96], b1[32];
+	uint32_t pages = 0;
+	uint64_t v, bytes = 0;
+	pid_t child = -1;
+	int c, ret, status;
 
 	kvmig_synth_opts_init(&so);
 	so.n_seqs = 4;
-	so.pages_per_seq = 24;
-	so.shared_prefix_pages = 8;
+	so.pages_per_seq = 48;
+	so.shared_prefix_pages = 16;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -67,9 +113,6 @@ int cmd_demo(int argc, char **argv)
 			*(c == 's' ? &so.n_seqs : c == 'n' ? &so.pages_per_seq :
 				     &so.shared_prefix_pages) = (uint32_t)v;
 			break;
-		case 'd':
-			dir = optarg;
-			break;
 		case 'h':
 			fputs(demo_usage, stdout);
 			return EXIT_OK;
@@ -77,70 +120,103 @@ int cmd_demo(int argc, char **argv)
 			return cli_usage_error("demo", "bad option");
 		}
 	}
-	if (so.shared_prefix_pages > so.pages_per_seq)
-		return cli_usage_error("demo", "--shared-prefix must not exceed --pages-per-seq");
+	if (so.shared_prefix_pages > so.pages_per_seq || !so.pages_per_seq)
+		return cli_usage_error("demo", "--shared-prefix must not exceed --pages-per-seq, "
+				       "which must be at least 1");
 	so.capacity_pages = so.n_seqs * (so.pages_per_seq - so.shared_prefix_pages) +
 			    so.shared_prefix_pages;
 	if (so.capacity_pages == 0)
 		so.capacity_pages = 1;
-	if (!dir && !(dir = mkdtemp(tmpl)))
-		return cli_fail("demo", -errno, "cannot create a temporary store directory");
-
-	printf("kvmig demo: capture a synthetic pager into %s and restore it into another\n", dir);
+	snprintf(src_name, sizeof(src_name), "kvmig-demo-src-%d", (int)getpid());
+	snprintf(dst_name, sizeof(dst_name), "kvmig-demo-dst-%d", (int)getpid());
+	so.shm_name = src_name;
 	if ((ret = kvmig_synth_create(&so, &src)) < 0) {
 		ret = cli_fail("demo", ret, "cannot create the source pager");
 		goto out;
 	}
-	/* The destination is empty and larger, so its page indices differ. */
+	/* The destination is empty and larger, and three pages are busy, so
+	 * every page table must be remapped. */
 	so.n_seqs = 0;
 	so.capacity_pages += 16;
 	so.seed = 999;
+	so.shm_name = dst_name;
 	if ((ret = kvmig_synth_create(&so, &dst)) < 0) {
 		ret = cli_fail("demo", ret, "cannot create the destination pager");
 		goto out;
 	}
 	{
-		/* Occupy a few destination pages so restore must remap. */
 		uint32_t busy[3];
 
 		kvmig_pager_allocate(dst, 3, busy);
 	}
-	if ((ret = kvmig_store_fs_open(dir, NULL, &s)) < 0) {
-		ret = cli_fail("demo", ret, "cannot open store %s", dir);
+	kvmig_migrate_opts_init(&mo);
+	mo.mode = KVMIG_MODE_COPY;
+	mo.timeout_ms = 10000;
+	if ((ret = kvmig_listener_open("127.0.0.1:0", &mo, &l)) < 0) {
+		ret = cli_fail("demo", ret, "cannot listen on loopback");
 		goto out;
 	}
-	t0 = now();
-	if ((ret = kvmig_capture(src, s, &d, &cst)) < 0) {
-		ret = cli_fail("demo", ret, "capture failed");
+	snprintf(addr, sizeof(addr), "%s", kvmig_listener_addr(l));
+	child = fork();
+	if (child < 0) {
+		ret = cli_fail("demo", -errno, "cannot fork the receiver");
 		goto out;
 	}
-	t1 = now();
-	kvmig_digest_format(&d, text);
-	cli_fmt_bytes(cst.logical_bytes, b1, sizeof(b1));
-	cli_fmt_bytes(cst.written_bytes, b2, sizeof(b2));
-	printf("captured  %u pages (%s) in %.2f s: %u blobs written, %u deduplicated, %s on disk\n",
-		cst.pages, b1, t1 - t0, cst.blobs_written, cst.blobs_deduped, b2);
-	printf("manifest  %s\n", text);
-	if ((ret = kvmig_restore(dst, s, &d, &rst)) < 0) {
-		ret = cli_fail("demo", ret, "restore failed");
+	if (child == 0) {
+		struct kvmig_pager *p = NULL;
+		struct kvmig_migrate_stats rs;
+
+		ret = kvmig_synth_attach(dst_name, &p);
+		if (ret == 0)
+			ret = kvmig_migrate_accept(l, p, &mo, &rs);
+		if (ret < 0)
+			_exit(cli_fail("demo", ret, "receiver failed"));
+		printf("receiver  (process %d) allocated %u pages, verified %u by XXH3-128, "
+		       "installed %u sequences\n", (int)getpid(), rs.pages, rs.pages_verified,
+		       rs.seqs);
+		fflush(stdout);
+		kvmig_pager_destroy(&p);
+		_exit(0);
+	}
+	kvmig_listener_close(&l);
+	printf("kvmig demo: migrate shm:%s to shm:%s over loopback tcp %s\n", src_name, dst_name,
+	       addr);
+	fflush(stdout);
+	ret = kvmig_migrate_send(src, addr, &mo, &st);
+	if (ret < 0) {
+		ret = cli_fail("demo", ret, "migration failed");
 		goto out;
 	}
-	t2 = now();
-	cli_fmt_bytes(rst.bytes, b1, sizeof(b1));
-	printf("restored  %u sequences, %u pages (%s) in %.2f s into new page indices\n", rst.seqs,
-	       rst.pages, b1, t2 - t1);
-	/* Independent of restore's own checks: hash the destination afresh. */
-	if ((ret = kvmig_manifest_build(src, &m)) < 0 || (ret = kvmig_verify(dst, m, &bad)) < 0) {
-		ret = cli_fail("demo", ret, "destination does not match the source (%u halves differ)",
-			       bad);
+	status = 0;
+	waitpid(child, &status, 0);
+	child = -1;
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		fprintf(stderr, "kvmig demo: the receiver failed (status 0x%x)\n", status);
+		ret = EXIT_FAIL;
 		goto out;
 	}
-	printf("verified  every sequence of the destination holds the source's bytes\n");
+	cli_fmt_bytes(st.bytes, b1, sizeof(b1));
+	printf("sender    (process %d) %u pages (%s), %u sequences in %.3f s (%.2f GB/s), "
+	       "paused %.1f ms\n", (int)getpid(), st.pages, b1, st.seqs, st.transfer_seconds,
+	       st.transfer_seconds > 0 ? (double)st.bytes / st.transfer_seconds / 1e9 : 0.0,
+	       st.pause_seconds * 1e3);
+	if ((ret = check_bytes(src, dst, &pages, &bytes)) < 0) {
+		ret = EXIT_CORRUPT;
+		goto out;
+	}
+	cli_fmt_bytes(bytes, b1, sizeof(b1));
+	printf("checked   every installed sequence against the source byte for byte (memcmp, "
+	       "%u page references, %s): identical\n", pages, b1);
 	ret = EXIT_OK;
 out:
-	kvmig_manifest_free(&m);
-	kvmig_store_close(&s);
+	if (child > 0) {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
+	kvmig_listener_close(&l);
 	kvmig_pager_destroy(&src);
 	kvmig_pager_destroy(&dst);
+	kvmig_synth_unlink(src_name);
+	kvmig_synth_unlink(dst_name);
 	return ret;
 }

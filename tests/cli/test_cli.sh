@@ -41,7 +41,7 @@ expect_err() {
 		bad "$name: error is not one line"; fi
 }
 
-for c in demo pager capture restore verify inspect; do
+for c in demo pager capture restore verify inspect send recv; do
 	expect 0 "$c --help" "$KVMIG" $c --help
 	grep -q usage "$T/out" || bad "$c --help prints usage"
 done
@@ -136,8 +136,76 @@ $PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["occupied_page
 expect_err 3 "differs from the manifest" "verify mismatch" "$KVMIG" verify --pager shm:$DST \
 	--store "$T/store2" --manifest "$(cat "$T/m2")"
 
-expect 0 "demo" "$KVMIG" demo --seqs 2 --pages-per-seq 6 --shared-prefix 2 --store "$T/demo"
-grep -q "^verified" "$T/out" && ok "demo verifies" || bad "demo verifies"
+expect 0 "demo" "$KVMIG" demo --seqs 2 --pages-per-seq 6 --shared-prefix 2
+grep -q "^checked .*identical" "$T/out" && ok "demo checks bytes" || bad "demo checks bytes"
+
+# send / recv over loopback, --json checked by python3's json module.
+MA=kvmig-cli-ma-$$
+MB=kvmig-cli-mb-$$
+MC=kvmig-cli-mc-$$
+"$KVMIG" pager init shm:$MA --preset tiny --capacity 32 --seqs 3 --pages-per-seq 5 \
+	--shared-prefix 2 >/dev/null
+"$KVMIG" pager init shm:$MB --preset tiny --capacity 32 >/dev/null
+"$KVMIG" pager init shm:$MC --capacity 4 >/dev/null
+# start_recv PAGER [opts]: receiver in the background, its bound address in $ADDR
+start_recv() {
+	pg=$1; shift
+	rm -f "$T/recv.json"
+	"$KVMIG" recv --listen 127.0.0.1:0 --pager shm:$pg --json --timeout 5000 "$@" \
+		> "$T/recv.json" 2>"$T/recv.err" &
+	RPID=$!
+	for _ in $(seq 100); do
+		ADDR=$($PY -c 'import json,sys
+for l in open(sys.argv[1]):
+    e = json.loads(l)
+    if e["event"] == "listening": print(e["addr"])' "$T/recv.json" 2>/dev/null)
+		[ -n "$ADDR" ] && return 0
+		sleep 0.05
+	done
+	bad "receiver did not report its address"; cat "$T/recv.err"
+}
+start_recv $MB
+expect 0 "send --json --seqs --mode copy" "$KVMIG" send --to "$ADDR" --pager shm:$MA --json \
+	--seqs seq-0,seq-2 --mode copy
+wait $RPID; rc=$?
+[ $rc -eq 0 ] && ok "recv exit 0" || { bad "recv exit $rc"; cat "$T/recv.err"; }
+$PY - "$T/out" "$T/recv.json" <<'PY' && ok "json events and results" || bad "json events and results"
+import json, sys
+s = [json.loads(l) for l in open(sys.argv[1])]
+r = [json.loads(l) for l in open(sys.argv[2])]
+for ev in (s, r):
+    assert ev[-1]["event"] == "result", ev[-1]
+    assert ev[-1]["pages"] == 2 + 2 * 3 and ev[-1]["seqs"] == 2, ev[-1]
+    assert ev[-1]["pages_verified"] == 8
+    assert any(e["event"] == "phase" and e["phase"] == "transfer" for e in ev)
+assert s[-1]["mode"] == "copy" and s[-1]["pages_freed"] == 0 and "pause_ms" in s[-1]
+assert r[-1]["bytes"] == 8 * 1024
+PY
+"$KVMIG" pager show shm:$MB > "$T/show"
+grep -q "2 sequences" "$T/show" && ok "destination holds the two sequences" || bad "destination seqs"
+grep -q "3 sequences" "$T/out" 2>/dev/null; "$KVMIG" pager show shm:$MA | grep -q "3 sequences" \
+	&& ok "copy mode keeps the source" || bad "copy mode keeps the source"
+
+# Meta mismatch: exit 4 on both sides, one-line errors naming it.
+start_recv $MC
+expect_err 4 "meta mismatch" "send meta mismatch" "$KVMIG" send --to "$ADDR" --pager shm:$MA
+wait $RPID; rc=$?
+[ $rc -eq 4 ] && ok "recv meta mismatch exit 4" || bad "recv meta mismatch exit $rc"
+grep -q '"errno":"EPROTO"' "$T/recv.json" && ok "recv --json error names EPROTO" || bad "recv json error"
+
+# Move mode frees the source; nobody listening is exit 6.
+MD=kvmig-cli-md-$$
+"$KVMIG" pager init shm:$MD --preset tiny --capacity 32 >/dev/null
+start_recv $MD
+expect 0 "send move" "$KVMIG" send --to "$ADDR" --pager shm:$MA --quiet
+wait $RPID
+"$KVMIG" pager show shm:$MA | grep -q "0 pages occupied" && ok "move frees the source" \
+	|| bad "move frees the source"
+expect_err 6 "cannot connect" "nobody listening" "$KVMIG" send --to "$ADDR" --pager shm:$MA \
+	--timeout 1000
+expect_err 2 "move or copy" "bad --mode" "$KVMIG" send --to 127.0.0.1:1 --pager shm:$MA --mode fast
+expect_err 1 "HOST:PORT" "bad address" "$KVMIG" send --to nowhere --pager shm:$MA
+for p in $MA $MB $MC $MD; do "$KVMIG" pager rm shm:$p >/dev/null; done
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
