@@ -222,6 +222,8 @@ void engine_progress(struct engine *e, int force)
 		return;
 	if (!force && (t - e->last_event) * 1000.0 < e->o.progress_interval_ms)
 		return;
+	if (e->refresh)
+		e->refresh(e);
 	e->last_event = t;
 	e->ev.type = KVMIG_EVENT_PROGRESS;
 	e->o.on_event(e->o.event_arg, &e->ev);

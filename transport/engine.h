@@ -29,6 +29,8 @@ struct engine {
 	struct kvmig_event ev;    /* last event, updated in place */
 	double last_event;        /* when the last PROGRESS event was sent */
 	int peer_aborted;         /* the peer sent ABORT: do not answer with one */
+	/* Refresh e->ev's counters before a PROGRESS event (may be NULL). */
+	void (*refresh)(struct engine *e);
 };
 
 double kvmig_now(void);

@@ -353,6 +353,18 @@ static int send_digests_ready(struct sender *s, uint32_t *sent)
 	return 0;
 }
 
+/* Pages served so far, for PROGRESS events: bytes read / page size. */
+static void refresh_served(struct engine *e)
+{
+	struct sender *s = kvmig_container_of(e, struct sender, e);
+	struct xport_counters cnt;
+
+	e->ops->counters(e->c, &cnt);
+	e->ev.bytes_done = cnt.bytes_served;
+	e->ev.pages_done = s->hello.half_bytes ?
+		(uint32_t)KVMIG_MIN(cnt.bytes_served / (2 * s->hello.half_bytes), s->n) : 0;
+}
+
 /* Serve reads and send digests until the receiver commits or gives up. */
 static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 {
@@ -360,9 +372,9 @@ static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 	int final_sent = 0, ret;
 
 	engine_phase(&s->e, "transfer");
+	s->e.refresh = refresh_served;
 	for (;;) {
 		struct xport_msg *m = NULL;
-		struct xport_counters cnt;
 
 		if ((ret = send_digests_ready(s, &sent)) < 0)
 			return ret;
@@ -374,10 +386,6 @@ static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 			engine_phase(&s->e, "verify");
 		}
 		ret = engine_wait_msg(&s->e, final_sent ? -1 : s->efd, &m);
-		s->e.ops->counters(s->e.c, &cnt);
-		s->e.ev.bytes_done = cnt.bytes_served;
-		s->e.ev.pages_done = s->hello.half_bytes ?
-			(uint32_t)KVMIG_MIN(cnt.bytes_served / (2 * s->hello.half_bytes), s->n) : 0;
 		if (ret < 0)
 			return ret;
 		if (ret == 0) {

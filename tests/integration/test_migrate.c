@@ -451,7 +451,7 @@ static void test_sender_killed_mid_transfer(void **state)
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
 	side_init(&rs);
 	side_init(&ss);
-	ss.kill_after_bytes = 64 * 1024;
+	ss.kill_after_bytes = 64 * 1024; /* 1 of 18 pages served */
 	migrate(&rs, &ss, &rrc, &src_rc);
 	assert_int_equal(src_rc, 1000 + SIGKILL);
 	assert_int_equal(rrc, ECONNRESET);
@@ -492,7 +492,8 @@ static int raw_recv(int fd, uint8_t **p, uint32_t *len)
 		return -1;
 	assert_int_equal(kvmig_wire_get_hdr(h, &wh), 0);
 	*p = malloc(wh.len + 1);
-	assert_int_equal(recv(fd, *p, wh.len, MSG_WAITALL), (ssize_t)wh.len);
+	if (wh.len) /* a zero-length recv would wait for the next segment */
+		assert_int_equal(recv(fd, *p, wh.len, MSG_WAITALL), (ssize_t)wh.len);
 	*len = wh.len;
 	return wh.type;
 }
@@ -632,6 +633,157 @@ static void test_silent_receiver(void **state)
 	drop_pagers();
 }
 
+/*
+ * The parent plays the sender of two pages (source ix 5 and 9) from its own
+ * buffer, serving READ_REQs itself. @bad_digest: page 9's digest is wrong, so
+ * the mismatch persists. @corrupt_first: the first answer for page 9's first
+ * read has a flipped byte, the re-read gets good bytes. Returns the receiver's
+ * exit code; *page9_reads counts reads of page 9's first extent piece.
+ */
+static int fake_sender(int bad_digest, int corrupt_first, int *page9_reads, char *abort_text)
+{
+	enum { HALF = 32 * 1024 };
+	static uint8_t buf[4 * HALF];
+	struct kvmig_listener *l = NULL;
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_msg_hello h;
+	struct kvmig_msg_regions rg = { 0 };
+	struct kvmig_wire_extent ext[4];
+	struct kvmig_offer_page pages[2];
+	struct kvmig_msg_offer of = { 0, 2, pages, NULL };
+	struct kvmig_manifest_page dig[2];
+	uint32_t ixs[2] = { 5, 9 };
+	struct kvmig_seq seq = { (char *)"s", ixs, 2, 3 };
+	struct side rs;
+	uint8_t *p;
+	uint32_t len;
+	int fd, type, rc, corrupted = 0;
+	pid_t r;
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 131 + 7);
+	side_init(&rs);
+	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, &l), 0);
+	r = fork_receiver(l, &rs);
+	fd = raw_connect(kvmig_listener_addr(l));
+	kvmig_listener_close(&l);
+	hello_of(src, 0, &h);
+	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
+	raw_send(fd, &b);
+	assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_HELLO);
+	free(p);
+	rg.n = 1;
+	rg.r[0] = (struct kvmig_wire_region){ (uint64_t)(uintptr_t)buf, sizeof(buf), 42 };
+	for (int i = 0; i < 4; i++)
+		ext[i] = (struct kvmig_wire_extent){ (uint64_t)(uintptr_t)(buf + i * HALF), HALF };
+	for (int i = 0; i < 2; i++) {
+		pages[i] = (struct kvmig_offer_page){ ixs[i], 2, 1, ext + 2 * i };
+		dig[i].ix = ixs[i];
+		kvmig_digest_compute(buf + 2 * i * HALF, HALF, &dig[i].k);
+		kvmig_digest_compute(buf + (2 * i + 1) * HALF, HALF, &dig[i].v);
+	}
+	if (bad_digest)
+		dig[1].v.b[0] ^= 1;
+	assert_int_equal(kvmig_wire_put_regions(&b, &rg), 0);
+	assert_int_equal(kvmig_wire_put_offer(&b, &of), 0);
+	assert_int_equal(kvmig_wire_put_digests(&b, dig, 2), 0);
+	assert_int_equal(kvmig_wire_put_final(&b, &seq, 1), 0);
+	raw_send(fd, &b);
+	*page9_reads = 0;
+	abort_text[0] = '\0';
+	while ((type = raw_recv(fd, &p, &len)) > 0) {
+		if (type == KVMIG_MSG_READ_REQ) {
+			struct kvmig_msg_read_req q;
+			uint8_t hdr[24];
+			struct kvmig_wbuf hb = { 0 };
+			uint8_t *data = (uint8_t *)(uintptr_t)0;
+
+			assert_int_equal(kvmig_wire_get_read_req(p, len, &q), 0);
+			assert_int_equal(q.key, 42);
+			data = (uint8_t *)(uintptr_t)q.addr;
+			if (data == buf + 2 * HALF)
+				(*page9_reads)++;
+			/* READ_RESP header by hand: frame header, id, len. */
+			assert_int_equal(kvmig_wire_put_read_req(&hb, &q), 0); /* a valid header to edit */
+			memcpy(hdr, hb.p, 12);
+			hdr[5] = KVMIG_MSG_READ_RESP;
+			uint32_t plen = 12 + q.len;
+			for (int i = 0; i < 4; i++)
+				hdr[8 + i] = (uint8_t)(plen >> (24 - 8 * i));
+			for (int i = 0; i < 8; i++)
+				hdr[12 + i] = (uint8_t)(q.id >> (56 - 8 * i));
+			for (int i = 0; i < 4; i++)
+				hdr[20 + i] = (uint8_t)(q.len >> (24 - 8 * i));
+			kvmig_wbuf_free(&hb);
+			assert_int_equal(send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL), 24);
+			if (corrupt_first && data == buf + 2 * HALF && !corrupted) {
+				uint8_t *bad = malloc(q.len);
+
+				memcpy(bad, data, q.len);
+				bad[100] ^= 0x40;
+				assert_int_equal(send(fd, bad, q.len, MSG_NOSIGNAL), (ssize_t)q.len);
+				free(bad);
+				corrupted = 1;
+			} else {
+				assert_int_equal(send(fd, data, q.len, MSG_NOSIGNAL), (ssize_t)q.len);
+			}
+		} else if (type == KVMIG_MSG_COMMIT) {
+			assert_int_equal(kvmig_wire_put_empty(&b, KVMIG_MSG_COMMIT_ACK), 0);
+			raw_send(fd, &b);
+		} else if (type == KVMIG_MSG_ABORT) {
+			struct kvmig_msg_abort ab;
+
+			assert_int_equal(kvmig_wire_get_abort(p, len, &ab), 0);
+			strcpy(abort_text, ab.text);
+		}
+		free(p);
+	}
+	rc = reap(r);
+	close(fd);
+	kvmig_wbuf_free(&b);
+	return rc;
+}
+
+static void test_digest_mismatch_persists(void **state)
+{
+	char text[KVMIG_WIRE_MAX_TEXT + 1];
+	int reads;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	assert_int_equal(fake_sender(1, 0, &reads, text), EIO);
+	assert_int_equal(reads, 2); /* read, then re-read once */
+	assert_non_null(strstr(text, "page 9"));
+	assert_non_null(strstr(text, "re-read"));
+	assert_int_equal(n_occupied(dst), 3);
+	assert_int_equal(n_seqs(dst), 0);
+	drop_pagers();
+}
+
+static void test_transient_corruption_reread(void **state)
+{
+	char text[KVMIG_WIRE_MAX_TEXT + 1];
+	struct kvmig_seq_list got;
+	struct kvmig_extent e;
+	uint32_t n;
+	int reads;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	assert_int_equal(fake_sender(0, 1, &reads, text), 0);
+	assert_int_equal(reads, 2);
+	assert_int_equal(n_occupied(dst), 5);
+	assert_int_equal(kvmig_pager_seqs(dst, &got), 0);
+	assert_int_equal(got.n, 1);
+	assert_string_equal(got.seqs[0].id, "s");
+	assert_int_equal(got.seqs[0].fill_in_last_page, 3);
+	/* The second page's K half holds the good bytes, not the flipped ones. */
+	assert_int_equal(kvmig_pager_extents(dst, got.seqs[0].page_ixs[1], KVMIG_HALF_K, &e, 1, &n), 0);
+	for (size_t i = 0; i < 32 * 1024; i++)
+		if (((uint8_t *)e.addr)[i] != (uint8_t)((2 * 32 * 1024 + i) * 131 + 7))
+			fail_msg("byte %zu of page 9's K half differs", i);
+	kvmig_seq_list_free(&got);
+	drop_pagers();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -648,6 +800,8 @@ int main(void)
 		cmocka_unit_test(test_silent_sender),
 		cmocka_unit_test(test_silent_receiver),
 		cmocka_unit_test(test_bad_range_request),
+		cmocka_unit_test(test_digest_mismatch_persists),
+		cmocka_unit_test(test_transient_corruption_reread),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
