@@ -20,6 +20,7 @@ static const char usage_text[] =
 	"  demo       migrate a synthetic pager to another process over loopback TCP\n"
 	"  send       migrate a pager's pages and sequences to a receiver\n"
 	"  recv       receive one migration into a pager\n"
+	"  bench      migration throughput over loopback tcp against iperf3\n"
 	"  pager      init | show | rm a shared-memory synthetic pager\n"
 	"  capture    write a pager's pages and sequences into a content-addressed store\n"
 	"  restore    install a captured manifest into a pager\n"
@@ -126,6 +127,7 @@ static const struct {
 	{ "demo", cmd_demo },       { "pager", cmd_pager },   { "capture", cmd_capture },
 	{ "restore", cmd_restore }, { "verify", cmd_verify }, { "inspect", cmd_inspect },
 	{ "send", cmd_send },       { "recv", cmd_recv },
+	{ "bench", cmd_bench },
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tools/cmd_bench.c - kvmig bench: migration throughput over loopback TCP
+ * against iperf3's single-stream loopback throughput, measured in one run.
+ *
+ * Sender and receiver are two long-lived processes that each own their
+ * pager in process memory, as an engine owns its KV arena; one untimed
+ * warm-up migration touches both arenas first (on VMs a process's first
+ * touch of a page costs more than the copy). Then R rounds alternate
+ * verification on and off, each moving the whole cache in copy mode into the
+ * same destination pages (the receiver removes and frees between rounds),
+ * and R iperf3 runs of the same byte count are interleaved with them.
+ * Reported: medians, ratios, verification overhead, receiver peak RSS.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char bench_usage[] =
+	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3]\n"
+	"\n"
+	"Migrate a Llama-3-8B-shaped cache of N pages (2 MiB each; default 512 = 1 GiB)\n"
+	"between two processes over loopback TCP, R times with verification and R\n"
+	"times without (default 5), interleaved with R iperf3 runs of the same size,\n"
+	"and print medians, ratios and the receiver's peak RSS.\n";
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Receiver: one migration per round into the same pages, then reset. */
+static int receiver(struct kvmig_listener *l, uint32_t pages, int rounds, int out_fd)
+{
+	struct kvmig_synth_opts so;
+	struct kvmig_pager *p = NULL;
+	struct kvmig_migrate_opts mo;
+	struct rusage ru;
+	long rss_kib;
+	int ret;
+
+	kvmig_synth_opts_init(&so);
+	so.capacity_pages = pages;
+	if ((ret = kvmig_synth_create(&so, &p)) < 0)
+		return cli_fail("bench", ret, "receiver: cannot create its pager");
+	kvmig_migrate_opts_init(&mo);
+	for (int r = 0; r < 1 + 2 * rounds; r++) {
+		struct kvmig_migrate_stats st;
+		struct kvmig_seq_list seqs = { 0 };
+		uint32_t *ixs = NULL, n = 0;
+
+		mo.verify = r == 0 || r % 2; /* warm-up verifies; then on, off, on, ... */
+		if ((ret = kvmig_migrate_accept(l, p, &mo, &st)) < 0)
+			return cli_fail("bench", ret, "receiver: round %d failed", r);
+		if (kvmig_pager_seqs(p, &seqs) == 0) {
+			const char **ids = calloc(seqs.n ? seqs.n : 1, sizeof(*ids));
+
+			for (uint32_t i = 0; ids && i < seqs.n; i++)
+				ids[i] = seqs.seqs[i].id;
+			if (ids)
+				kvmig_pager_remove(p, ids, seqs.n);
+			free(ids);
+			kvmig_seq_list_free(&seqs);
+		}
+		if (kvmig_pager_occupied(p, &ixs, &n) == 0)
+			kvmig_pager_free(p, ixs, n);
+		free(ixs);
+	}
+	getrusage(RUSAGE_SELF, &ru);
+	rss_kib = ru.ru_maxrss;
+	if (write(out_fd, &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
+		return EXIT_FAIL;
+	kvmig_pager_destroy(&p);
+	return EXIT_OK;
+}
+
+/* One iperf3 client run of @bytes against a one-shot server; GB/s or < 0. */
+static double iperf3_gbps(const char *iperf3, uint64_t bytes, int port)
+{
+	char cmd[512], buf[1 << 16];
+	size_t len = 0;
+	json_error_t jerr;
+	json_t *root, *v;
+	double gbps = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "%s -s -1 -p %d -D >/dev/null 2>&1 && sleep 0.3 && "
+		 "%s -c 127.0.0.1 -p %d -n %llu -J 2>/dev/null", iperf3, port, iperf3, port,
+		 (unsigned long long)bytes);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	pclose(f);
+	buf[len] = '\0';
+	root = json_loads(buf, 0, &jerr);
+	v = root ? json_object_get(json_object_get(json_object_get(root, "end"), "sum_received"),
+				   "bits_per_second") : NULL;
+	if (v && json_is_number(v))
+		gbps = json_number_value(v) / 8e9;
+	json_decref(root);
+	return gbps;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "pages", required_argument, NULL, 'p' },
+		{ "rounds", required_argument, NULL, 'r' },
+		{ "iperf3", required_argument, NULL, 'i' },
+		{ "no-iperf3", no_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *iperf3 = "iperf3";
+	uint32_t pages = 512;
+	int rounds = 5, c, ret, pipefd[2], status, port = 5201 + (int)(getpid() % 500);
+	double on[64], off[64], ip[64], t_on, t_off, ip_med = 0;
+	int n_ip = 0;
+	struct kvmig_listener *l = NULL;
+	struct kvmig_pager *src = NULL;
+	struct kvmig_synth_opts so;
+	struct kvmig_migrate_opts mo;
+	struct kvmig_migrate_stats st;
+	uint64_t v, bytes;
+	long rss_kib = 0;
+	pid_t child;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (cli_parse_u64(optarg, 1u << 16, &v) < 0 || !v)
+				return cli_usage_error("bench", "--pages is 1 to 65536");
+			pages = (uint32_t)v;
+			break;
+		case 'r':
+			if (cli_parse_u64(optarg, 64, &v) < 0 || !v)
+				return cli_usage_error("bench", "--rounds is 1 to 64");
+			rounds = (int)v;
+			break;
+		case 'i':
+			iperf3 = optarg;
+			break;
+		case 'n':
+			iperf3 = NULL;
+			break;
+		case 'h':
+			fputs(bench_usage, stdout);
+			return EXIT_OK;
+		default:
+			return cli_usage_error("bench", "bad option");
+		}
+	}
+	bytes = (uint64_t)pages * 2 * (1u << 20);
+	if ((ret = kvmig_listener_open("127.0.0.1:0", NULL, &l)) < 0)
+		return cli_fail("bench", ret, "cannot listen on loopback");
+	if (pipe(pipefd) < 0)
+		return cli_fail("bench", -errno, "pipe");
+	/* Fork before the source exists, so the receiver's RSS is its own. */
+	child = fork();
+	if (child < 0)
+		return cli_fail("bench", -errno, "fork");
+	if (child == 0) {
+		close(pipefd[0]);
+		_exit(receiver(l, pages, rounds, pipefd[1]));
+	}
+	close(pipefd[1]);
+	kvmig_synth_opts_init(&so);
+	so.capacity_pages = pages;
+	so.n_seqs = pages >= 8 ? 8 : 1;
+	so.pages_per_seq = pages / so.n_seqs;
+	so.capacity_pages = so.n_seqs * so.pages_per_seq;
+	bytes = (uint64_t)so.capacity_pages * 2 * (1u << 20);
+	if ((ret = kvmig_synth_create(&so, &src)) < 0) {
+		ret = cli_fail("bench", ret, "cannot create the source pager");
+		goto out;
+	}
+	kvmig_migrate_opts_init(&mo);
+	mo.mode = KVMIG_MODE_COPY;
+	printf("kvmig bench: %u pages (%.2f GiB), %d rounds with and %d without verification, "
+	       "loopback tcp %s\n", so.capacity_pages, (double)bytes / (1 << 30), rounds, rounds,
+	       kvmig_listener_addr(l));
+	for (int r = 0; r < 1 + 2 * rounds; r++) {
+		mo.verify = r == 0 || r % 2;
+		if ((ret = kvmig_migrate_send(src, kvmig_listener_addr(l), &mo, &st)) < 0) {
+			ret = cli_fail("bench", ret, "round %d failed", r);
+			goto out;
+		}
+		if (r == 0)
+			continue; /* warm-up */
+		(mo.verify ? on : off)[(r - 1) / 2] = st.transfer_seconds;
+		printf("  round %2d  verify %-3s  %.3f s  %.2f GB/s\n", (r + 1) / 2,
+		       mo.verify ? "on" : "off", st.transfer_seconds,
+		       (double)bytes / st.transfer_seconds / 1e9);
+		if (iperf3 && !mo.verify) {
+			double g = iperf3_gbps(iperf3, bytes, port);
+
+			if (g > 0) {
+				ip[n_ip++] = g;
+				printf("  iperf3    %.2f GB/s\n", g);
+			}
+		}
+		fflush(stdout);
+	}
+	status = 0;
+	waitpid(child, &status, 0);
+	child = -1;
+	if (read(pipefd[0], &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
+		rss_kib = 0;
+	t_on = median(on, rounds);
+	t_off = median(off, rounds);
+	printf("median    verify on  %.3f s  %.2f GB/s\n", t_on, (double)bytes / t_on / 1e9);
+	printf("median    verify off %.3f s  %.2f GB/s\n", t_off, (double)bytes / t_off / 1e9);
+	if (n_ip) {
+		ip_med = median(ip, n_ip);
+		printf("median    iperf3     %.2f GB/s (%d runs, -n %llu)\n", ip_med, n_ip,
+		       (unsigned long long)bytes);
+		printf("ratio     kvmig (verify on) / iperf3 = %.2fx   (target >= 0.85x)\n",
+		       (double)bytes / t_on / 1e9 / ip_med);
+	} else {
+		printf("iperf3    not run (%s)\n", iperf3 ? "not installed or failed" : "--no-iperf3");
+	}
+	printf("verify    adds %.1f%% to the transfer time   (target <= 10%%)\n",
+	       (t_on / t_off - 1) * 100);
+	printf("receiver  peak RSS %.1f MiB for a %.1f MiB arena: arena + %.1f MiB   "
+	       "(target <= arena + 64 MiB)\n", rss_kib / 1024.0, (double)bytes / (1 << 20),
+	       rss_kib / 1024.0 - (double)bytes / (1 << 20));
+	ret = EXIT_OK;
+out:
+	if (child > 0) {
+		kill(child, 9);
+		waitpid(child, NULL, 0);
+	}
+	kvmig_listener_close(&l);
+	kvmig_pager_destroy(&src);
+	return ret;
+}
