@@ -152,8 +152,12 @@ static void side_init(struct side *s)
 	s->o.progress_interval_ms = 0;
 }
 
-/* Exit status: 0, or the errno the migration failed with. */
-static pid_t fork_receiver(struct kvmig_listener *l, struct side *s)
+/*
+ * Run one side in a child: the receiver accepts on @l into the destination,
+ * the sender (@l NULL) sends the source to @addr. Exit status: 0, or the
+ * errno the migration failed with.
+ */
+static pid_t fork_side(struct kvmig_listener *l, const char *addr, struct side *s)
 {
 	pid_t pid = fork();
 
@@ -162,43 +166,30 @@ static pid_t fork_receiver(struct kvmig_listener *l, struct side *s)
 		struct kvmig_pager *p = NULL;
 		int ret;
 
-		if (s->kill_after_pages) {
+		if (s->kill_after_pages || s->kill_after_bytes) {
 			s->o.on_event = kill_on_progress;
 			s->o.event_arg = s;
 		}
-		if (kvmig_synth_attach(dst_name, &p) < 0)
+		if (kvmig_synth_attach(l ? dst_name : src_name, &p) < 0)
 			_exit(100);
-		ret = kvmig_migrate_accept(l, p, &s->o, NULL);
+		ret = l ? kvmig_migrate_accept(l, p, &s->o, NULL) :
+			  kvmig_migrate_send(p, addr, &s->o, NULL);
 		if (ret < 0)
-			fprintf(stderr, "receiver: %s\n", kvmig_last_error());
+			fprintf(stderr, "%s: %s\n", l ? "receiver" : "sender", kvmig_last_error());
 		kvmig_pager_destroy(&p);
 		_exit(ret < 0 ? -ret : 0);
 	}
 	return pid;
 }
 
+static pid_t fork_receiver(struct kvmig_listener *l, struct side *s)
+{
+	return fork_side(l, NULL, s);
+}
+
 static pid_t fork_sender(const char *addr, struct side *s)
 {
-	pid_t pid = fork();
-
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct kvmig_pager *p = NULL;
-		int ret;
-
-		if (s->kill_after_bytes) {
-			s->o.on_event = kill_on_progress;
-			s->o.event_arg = s;
-		}
-		if (kvmig_synth_attach(src_name, &p) < 0)
-			_exit(100);
-		ret = kvmig_migrate_send(p, addr, &s->o, NULL);
-		if (ret < 0)
-			fprintf(stderr, "sender: %s\n", kvmig_last_error());
-		kvmig_pager_destroy(&p);
-		_exit(ret < 0 ? -ret : 0);
-	}
-	return pid;
+	return fork_side(NULL, addr, s);
 }
 
 /* Exit code of a child, or 1000 + signal if it was killed. */
