@@ -775,6 +775,14 @@ static void test_transient_corruption_reread(void **state)
 	drop_pagers();
 }
 
+/* Also after a failed assertion skipped a test's own cleanup. */
+static int unlink_pagers(void **state)
+{
+	kvmig_synth_unlink(src_name);
+	kvmig_synth_unlink(dst_name);
+	return 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -798,5 +806,5 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(src_name, sizeof(src_name), "kvmig-it-src-%d", (int)getpid());
 	snprintf(dst_name, sizeof(dst_name), "kvmig-it-dst-%d", (int)getpid());
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, unlink_pagers);
 }
