@@ -17,6 +17,7 @@ cleanup() {
 	"$KVMIG" pager rm shm:$SRC 2>/dev/null
 	"$KVMIG" pager rm shm:$DST 2>/dev/null
 	"$KVMIG" pager rm shm:$BIG 2>/dev/null
+	for p in ma mb mc md; do "$KVMIG" pager rm shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
 	rm -rf "$T"
 }
 trap cleanup EXIT
