@@ -3,6 +3,7 @@
  * cas/digest.c - XXH3-128 digests in canonical (big-endian) form and their
  * "xxh128:<hex>" text.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
@@ -14,6 +15,7 @@
 
 #include <kvmig/cas.h>
 
+#include "digest_stream.h"
 #include "internal.h"
 
 static void from_hash(XXH128_hash_t h, struct kvmig_digest *out)
@@ -94,4 +96,49 @@ int kvmig_digest_parse(const char *text, struct kvmig_digest *out)
 int kvmig_digest_equal(const struct kvmig_digest *a, const struct kvmig_digest *b)
 {
 	return memcmp(a->b, b->b, sizeof(a->b)) == 0;
+}
+
+/* ---- streaming (cas/digest_stream.h) ---- */
+
+struct kvmig_digest_stream {
+	XXH3_state_t *st;
+};
+
+struct kvmig_digest_stream *kvmig_digest_stream_new(void)
+{
+	struct kvmig_digest_stream *s = malloc(sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->st = XXH3_createState(); /* aligned as XXH3 needs */
+	if (!s->st) {
+		free(s);
+		return NULL;
+	}
+	XXH3_128bits_reset(s->st);
+	return s;
+}
+
+void kvmig_digest_stream_free(struct kvmig_digest_stream **s)
+{
+	if (!s || !*s)
+		return;
+	XXH3_freeState((*s)->st);
+	free(*s);
+	*s = NULL;
+}
+
+void kvmig_digest_stream_reset(struct kvmig_digest_stream *s)
+{
+	XXH3_128bits_reset(s->st);
+}
+
+void kvmig_digest_stream_update(struct kvmig_digest_stream *s, const void *data, size_t len)
+{
+	XXH3_128bits_update(s->st, data, len);
+}
+
+void kvmig_digest_stream_final(struct kvmig_digest_stream *s, struct kvmig_digest *out)
+{
+	from_hash(XXH3_128bits_digest(s->st), out);
 }

@@ -24,6 +24,7 @@
 
 #include <kvmig/cas.h>
 
+#include "digest_stream.h"
 #include "engine.h"
 #include "internal.h"
 
@@ -35,6 +36,9 @@ struct rpage {
 	uint32_t n_ext;
 	uint32_t reads_left;
 	uint8_t has_digest, landed, verified, attempts;
+	uint8_t in_order;   /* every read so far landed at next_off */
+	int32_t stream;     /* pair of digest streams hashing reads as they land, or -1 */
+	uint64_t next_off;  /* page-relative offset (K then V) the next read must have */
 	struct kvmig_digest sk, sv; /* the sender's */
 	struct kvmig_digest rk, rv; /* ours, of the bytes that landed */
 };
@@ -44,10 +48,17 @@ struct rext {
 	uint32_t key;
 };
 
+/* A posted read and where its bytes sit in the page (K then V). */
+struct rread {
+	struct xport_read x;
+	uint64_t off;
+};
+
 /* Where the next read of the page being posted starts. */
 struct cursor {
 	int active;
 	uint32_t page;
+	uint64_t poff;       /* page-relative offset of the next read */
 	uint32_t ri, li;     /* remote / local extent */
 	uint64_t roff, loff; /* offset inside them */
 	uint32_t n_local;
@@ -68,8 +79,13 @@ struct receiver {
 	uint32_t *queue;    /* pages waiting to be read, a ring */
 	uint32_t q_head, q_len, q_cap;
 	struct cursor cur;
-	struct xport_read *reads;
+	struct rread *reads;
 	struct xport_read **free_reads, **batch;
+	/* Digest streams, two per page being read: hashing each read while its
+	 * bytes are still in cache costs far less than a second pass. */
+	struct kvmig_digest_stream **streams;
+	int32_t *free_streams;
+	uint32_t n_streams, n_free_streams;
 	uint32_t n_free, inflight;
 	struct kvmig_seq_list final;
 	int have_final, installed;
@@ -170,7 +186,18 @@ static int start_page(struct receiver *r)
 	c->n_local = nk + nv;
 	c->ri = c->li = 0;
 	c->roff = c->loff = 0;
+	c->poff = 0;
 	r->pg[idx].reads_left = 0;
+	r->pg[idx].next_off = 0;
+	r->pg[idx].in_order = 1;
+	r->pg[idx].stream = -1;
+	if (r->e.o.verify && r->n_free_streams) {
+		int32_t st = r->free_streams[--r->n_free_streams];
+
+		kvmig_digest_stream_reset(r->streams[2 * st]);
+		kvmig_digest_stream_reset(r->streams[2 * st + 1]);
+		r->pg[idx].stream = st;
+	}
 	return 0;
 }
 
@@ -195,6 +222,8 @@ static int fill_reads(struct receiver *r)
 		struct xport_read *rd = r->free_reads[--r->n_free];
 
 		len = KVMIG_MIN(len, r->e.o.max_read_bytes);
+		kvmig_container_of(rd, struct rread, x)->off = c->poff;
+		c->poff += len;
 		rd->local = (uint8_t *)lx->addr + c->loff;
 		rd->remote = rx->addr + c->roff;
 		rd->len = (uint32_t)len;
@@ -265,6 +294,39 @@ static int check_page(struct receiver *r, uint32_t idx)
 			 k_ok || v_ok ? "" : " and ", v_ok ? "" : "V");
 }
 
+/* Hash a landed read now if it continues the page's stream in order. */
+static void stream_read(struct receiver *r, struct rpage *pg, const struct xport_read *rd)
+{
+	uint64_t off = kvmig_container_of(rd, const struct rread, x)->off;
+
+	if (pg->stream < 0 || !pg->in_order)
+		return;
+	if (off != pg->next_off) {
+		pg->in_order = 0; /* out of order: hash the whole page when it lands */
+		return;
+	}
+	kvmig_digest_stream_update(r->streams[2 * pg->stream + (off >= r->hello.half_bytes)],
+				   rd->local, rd->len);
+	pg->next_off += rd->len;
+}
+
+/* The page landed: take the streamed digests, or hash it whole. */
+static int finish_hash(struct receiver *r, struct rpage *pg)
+{
+	int32_t st = pg->stream;
+
+	pg->stream = -1;
+	if (st >= 0) {
+		r->free_streams[r->n_free_streams++] = st;
+		if (pg->in_order && pg->next_off == 2 * r->hello.half_bytes) {
+			kvmig_digest_stream_final(r->streams[2 * st], &pg->rk);
+			kvmig_digest_stream_final(r->streams[2 * st + 1], &pg->rv);
+			return 0;
+		}
+	}
+	return hash_page(r, pg);
+}
+
 static int on_read_done(struct receiver *r, struct xport_read *rd)
 {
 	uint32_t idx = (uint32_t)(uintptr_t)rd->ctx;
@@ -275,6 +337,8 @@ static int on_read_done(struct receiver *r, struct xport_read *rd)
 	r->free_reads[r->n_free++] = rd;
 	if (rd->status < 0)
 		return kvmig_err(rd->status, "read of source page %u failed", pg->src_ix);
+	if (r->e.o.verify)
+		stream_read(r, pg, rd);
 	if (--pg->reads_left || (r->cur.active && r->cur.page == idx))
 		return 0;
 	if (pg->attempts == 1) {
@@ -285,7 +349,7 @@ static int on_read_done(struct receiver *r, struct xport_read *rd)
 	pg->landed = 1;
 	if (!r->e.o.verify)
 		return 0;
-	if ((ret = hash_page(r, pg)) < 0)
+	if ((ret = finish_hash(r, pg)) < 0)
 		return ret;
 	return pg->has_digest ? check_page(r, idx) : 0;
 }
@@ -582,8 +646,19 @@ static int setup(struct receiver *r)
 	if (!r->reads || !r->free_reads || !r->batch)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < qd; i++)
-		r->free_reads[i] = &r->reads[i];
+		r->free_reads[i] = &r->reads[i].x;
 	r->n_free = qd;
+	/* A page's reads are posted together, so at most qd + 1 pages are open. */
+	r->n_streams = qd + 1;
+	r->streams = calloc(2 * r->n_streams, sizeof(*r->streams));
+	r->free_streams = malloc(sizeof(*r->free_streams) * r->n_streams);
+	if (!r->streams || !r->free_streams)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < 2 * r->n_streams; i++)
+		if (!(r->streams[i] = kvmig_digest_stream_new()))
+			return -ENOMEM;
+	for (uint32_t i = 0; i < r->n_streams; i++)
+		r->free_streams[r->n_free_streams++] = (int32_t)i;
 	ret = kvmig_pager_regions(r->p, reg, KVMIG_WIRE_MAX_REGIONS, &r->n_lreg);
 	if (ret < 0)
 		return ret;
@@ -736,6 +811,10 @@ out:
 	free(r->rx);
 	free(r->slot);
 	free(r->queue);
+	for (uint32_t i = 0; r->streams && i < 2 * r->n_streams; i++)
+		kvmig_digest_stream_free(&r->streams[i]);
+	free(r->streams);
+	free(r->free_streams);
 	free(r->reads);
 	free(r->free_reads);
 	free(r->batch);
