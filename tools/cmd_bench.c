@@ -166,7 +166,6 @@ int cmd_bench(int argc, char **argv)
 			return cli_usage_error("bench", "bad option");
 		}
 	}
-	bytes = (uint64_t)pages * 2 * (1u << 20);
 	if ((ret = kvmig_listener_open("127.0.0.1:0", NULL, &l)) < 0)
 		return cli_fail("bench", ret, "cannot listen on loopback");
 	if (pipe(pipefd) < 0)

@@ -510,7 +510,7 @@ static int tcp_reap(struct xport_conn *xc, struct xport_read **out, unsigned max
 static int serve_read(struct tcp_conn *c, const struct kvmig_msg_read_req *q)
 {
 	const struct tcp_reg *r;
-	uint8_t hdr[KVMIG_WIRE_HDR_LEN + 12];
+	uint8_t hdr[KVMIG_WIRE_READ_RESP_HDR_LEN];
 	struct iovec iov[2];
 
 	for (r = c->regs; r; r = r->next) {
@@ -526,20 +526,7 @@ static int serve_read(struct tcp_conn *c, const struct kvmig_msg_read_req *q)
 				      c->peer, q->len, (unsigned long long)q->addr, q->key);
 		return c->broken;
 	}
-	/* READ_RESP: frame header, u64 id, u32 len, then the bytes. */
-	for (int i = 0; i < 4; i++)
-		hdr[i] = (uint8_t)(KVMIG_WIRE_MAGIC >> (8 * (3 - i)));
-	hdr[4] = KVMIG_WIRE_VERSION;
-	hdr[5] = KVMIG_MSG_READ_RESP;
-	hdr[6] = hdr[7] = 0;
-	uint32_t plen = 12 + q->len;
-
-	for (int i = 0; i < 4; i++)
-		hdr[8 + i] = (uint8_t)(plen >> (8 * (3 - i)));
-	for (int i = 0; i < 8; i++)
-		hdr[12 + i] = (uint8_t)(q->id >> (8 * (7 - i)));
-	for (int i = 0; i < 4; i++)
-		hdr[20 + i] = (uint8_t)(q->len >> (8 * (3 - i)));
+	kvmig_wire_read_resp_hdr(hdr, q->id, q->len);
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	iov[1] = (struct iovec){ (void *)(uintptr_t)q->addr, q->len };
 	c->cnt.bytes_served += q->len;
@@ -547,35 +534,25 @@ static int serve_read(struct tcp_conn *c, const struct kvmig_msg_read_req *q)
 	return send_iov(c, iov, 2, "answering a read");
 }
 
-static uint64_t be_get(const uint8_t *p, unsigned n)
-{
-	uint64_t v = 0;
-
-	for (unsigned i = 0; i < n; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* Receiver side: the head read's bytes go straight into its destination. */
 static int take_response(struct tcp_conn *c, uint32_t plen)
 {
 	struct xport_read *rd = c->pend_head;
-	uint8_t sub[12];
+	uint8_t sub[12] = { 0 };
 	uint64_t id;
 	uint32_t len;
 	int ret;
 
 	if (plen < 12)
-		return broke(c, kvmig_err(-EPROTO, "READ_RESP message of %u bytes is truncated",
-					  plen), "");
+		return broke(c, kvmig_wire_get_read_resp(sub, plen, &id, &len), "");
 	if ((ret = recv_full(c, sub, sizeof(sub), "receiving a read response")) < 0)
 		return ret;
-	id = be_get(sub, 8);
-	len = (uint32_t)be_get(sub + 8, 4);
+	if ((ret = kvmig_wire_get_read_resp(sub, plen, &id, &len)) < 0)
+		return broke(c, kvmig_err_prefix(ret, "from %s", c->peer), "");
 	if (!rd)
 		return broke(c, kvmig_err(-EPROTO, "peer %s sent a read response (id %llu) that "
 					  "nothing asked for", c->peer, (unsigned long long)id), "");
-	if (id != c->head_id || len != rd->len || plen != 12ull + len)
+	if (id != c->head_id || len != rd->len)
 		return broke(c, kvmig_err(-EPROTO, "peer %s answered read %llu with %u bytes; "
 					  "expected read %llu of %u bytes", c->peer,
 					  (unsigned long long)id, len,

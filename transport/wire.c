@@ -207,6 +207,20 @@ int kvmig_wire_put_final(struct kvmig_wbuf *b, const struct kvmig_seq *seqs, uin
 	return finish(b, at);
 }
 
+void kvmig_wire_read_resp_hdr(uint8_t out[KVMIG_WIRE_READ_RESP_HDR_LEN], uint64_t id,
+			      uint32_t len)
+{
+	/* A wbuf over exactly this array: reserve() never needs to grow it. */
+	struct kvmig_wbuf b = { out, 0, KVMIG_WIRE_READ_RESP_HDR_LEN, 0 };
+	uint64_t plen = 12ull + len;
+
+	begin(&b, KVMIG_MSG_READ_RESP);
+	put_u64(&b, id);
+	put_u32(&b, len);
+	for (int i = 0; i < 4; i++) /* the length counts the bytes that follow */
+		out[8 + i] = (uint8_t)(plen >> (8 * (3 - i)));
+}
+
 int kvmig_wire_put_empty(struct kvmig_wbuf *b, enum kvmig_msg_type type)
 {
 	return finish(b, begin(b, type));
@@ -445,6 +459,21 @@ int kvmig_wire_get_read_req(const uint8_t *p, size_t len, struct kvmig_msg_read_
 	    (ret = get_u32(&r, &m->len, "len")) || (ret = get_u32(&r, &m->key, "key")))
 		return ret;
 	return done(&r);
+}
+
+int kvmig_wire_get_read_resp(const uint8_t *p, uint32_t payload_len, uint64_t *id, uint32_t *len)
+{
+	struct rd r = { p, 12, "READ_RESP" };
+	int ret;
+
+	if (payload_len < 12)
+		return kvmig_err(-EPROTO, "READ_RESP message of %u bytes is truncated", payload_len);
+	if ((ret = get_be(&r, 8, id, "id")) || (ret = get_u32(&r, len, "len")))
+		return ret;
+	if (payload_len != 12ull + *len)
+		return kvmig_err(-EPROTO, "READ_RESP message of %u bytes claims %u data bytes",
+				 payload_len, *len);
+	return 0;
 }
 
 int kvmig_wire_get_digests(const uint8_t *p, size_t len, struct kvmig_manifest_page **pages,

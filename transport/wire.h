@@ -113,6 +113,18 @@ int kvmig_wire_put_final(struct kvmig_wbuf *b, const struct kvmig_seq *seqs, uin
 int kvmig_wire_put_empty(struct kvmig_wbuf *b, enum kvmig_msg_type type);
 int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text);
 
+/*
+ * READ_RESP is never built in a wbuf: its bytes are sent straight from page
+ * memory after this fixed header (frame header, u64 id, u32 len), and
+ * received straight into the destination after it.
+ */
+#define KVMIG_WIRE_READ_RESP_HDR_LEN (KVMIG_WIRE_HDR_LEN + 12u)
+/* Write the header of a READ_RESP carrying @len bytes for read @id. */
+void kvmig_wire_read_resp_hdr(uint8_t out[KVMIG_WIRE_READ_RESP_HDR_LEN], uint64_t id,
+			      uint32_t len);
+/* Decode the 12 bytes after a READ_RESP frame header of @payload_len bytes. */
+int kvmig_wire_get_read_resp(const uint8_t *p, uint32_t payload_len, uint64_t *id, uint32_t *len);
+
 /* Decode a frame header (exactly KVMIG_WIRE_HDR_LEN bytes). */
 int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h);
 

@@ -685,28 +685,16 @@ static int fake_sender(int bad_digest, int corrupt_first, int *page9_reads, char
 	while ((type = raw_recv(fd, &p, &len)) > 0) {
 		if (type == KVMIG_MSG_READ_REQ) {
 			struct kvmig_msg_read_req q;
-			uint8_t hdr[24];
-			struct kvmig_wbuf hb = { 0 };
-			uint8_t *data = (uint8_t *)(uintptr_t)0;
+			uint8_t hdr[KVMIG_WIRE_READ_RESP_HDR_LEN];
+			uint8_t *data;
 
 			assert_int_equal(kvmig_wire_get_read_req(p, len, &q), 0);
 			assert_int_equal(q.key, 42);
 			data = (uint8_t *)(uintptr_t)q.addr;
 			if (data == buf + 2 * HALF)
 				(*page9_reads)++;
-			/* READ_RESP header by hand: frame header, id, len. */
-			assert_int_equal(kvmig_wire_put_read_req(&hb, &q), 0); /* a valid header to edit */
-			memcpy(hdr, hb.p, 12);
-			hdr[5] = KVMIG_MSG_READ_RESP;
-			uint32_t plen = 12 + q.len;
-			for (int i = 0; i < 4; i++)
-				hdr[8 + i] = (uint8_t)(plen >> (24 - 8 * i));
-			for (int i = 0; i < 8; i++)
-				hdr[12 + i] = (uint8_t)(q.id >> (56 - 8 * i));
-			for (int i = 0; i < 4; i++)
-				hdr[20 + i] = (uint8_t)(q.len >> (24 - 8 * i));
-			kvmig_wbuf_free(&hb);
-			assert_int_equal(send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL), 24);
+			kvmig_wire_read_resp_hdr(hdr, q.id, q.len);
+			assert_int_equal(send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL), (ssize_t)sizeof(hdr));
 			if (corrupt_first && data == buf + 2 * HALF && !corrupted) {
 				uint8_t *bad = malloc(q.len);
 

@@ -283,6 +283,28 @@ static void test_semantic_violations(void **state)
 	kvmig_wbuf_free(&b);
 }
 
+/* READ_RESP's fixed header: encoded, framed and decoded; length must agree. */
+static void test_read_resp_header(void **state)
+{
+	uint8_t h[KVMIG_WIRE_READ_RESP_HDR_LEN];
+	struct kvmig_wire_hdr fh;
+	uint64_t id = 0;
+	uint32_t len = 0;
+
+	kvmig_wire_read_resp_hdr(h, 0x0102030405060708ull, 65536);
+	assert_int_equal(kvmig_wire_get_hdr(h, &fh), 0);
+	assert_int_equal(fh.type, KVMIG_MSG_READ_RESP);
+	assert_int_equal(fh.len, 12 + 65536);
+	assert_int_equal(kvmig_wire_get_read_resp(h + KVMIG_WIRE_HDR_LEN, fh.len, &id, &len), 0);
+	assert_true(id == 0x0102030405060708ull);
+	assert_int_equal(len, 65536);
+	assert_int_equal(kvmig_wire_get_read_resp(h + KVMIG_WIRE_HDR_LEN, fh.len - 1, &id, &len),
+			 -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "claims 65536"));
+	assert_int_equal(kvmig_wire_get_read_resp(h + KVMIG_WIRE_HDR_LEN, 11, &id, &len), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "truncated"));
+}
+
 /* Deterministic corruption: flip bytes of valid frames; the decoder must
  * return 0 or -EPROTO, never crash (this suite also runs under ASan). */
 static void test_byte_flip_fuzz(void **state)
@@ -326,6 +348,7 @@ int main(void)
 		cmocka_unit_test(test_huge_counts_refused_before_allocation),
 		cmocka_unit_test(test_semantic_violations),
 		cmocka_unit_test(test_byte_flip_fuzz),
+		cmocka_unit_test(test_read_resp_header),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
