@@ -22,6 +22,8 @@ static const char send_usage[] =
 	"  --seqs ID,...      only these sequences and their pages (default: everything)\n"
 	"  --mode move|copy   move (default): after commit remove the sequences here and\n"
 	"                     free the pages no remaining sequence uses; copy: keep them\n"
+	"  --transport T      tcp (default), rdma, or auto: rdma when an RDMA device\n"
+	"                     serves HOST, else tcp (the choice is printed)\n"
 	"  --timeout MS       give up when the receiver is silent this long (default 30000)\n"
 	"  --no-verify        send no digests (benchmarks only; the receiver must agree)\n"
 	"  --json             one JSON object per line on stdout: phases, progress, result\n"
@@ -35,6 +37,8 @@ static const char recv_usage[] =
 	"failure every page allocated here is freed and nothing is installed.\n"
 	"\n"
 	"  --listen HOST:PORT   address to bind (port 0: any free port, printed)\n"
+	"  --transport T        tcp (default), rdma, or auto: rdma when HOST is the address\n"
+	"                       of an RDMA device, else tcp (the choice is printed)\n"
 	"  --queue-depth N      reads in flight (default 32)\n"
 	"  --read-size BYTES    bytes per read (default 1048576)\n"
 	"  --timeout MS         give up when the sender is silent this long (default 30000)\n"
@@ -70,10 +74,15 @@ static void on_event(void *arg, const struct kvmig_event *ev)
 	if (u->json) {
 		switch (ev->type) {
 		case KVMIG_EVENT_LISTENING:
-			emit(json_pack("{s:s,s:s}", "event", "listening", "addr", ev->addr));
+			emit(json_pack("{s:s,s:s,s:s}", "event", "listening", "addr", ev->addr,
+				       "transport", ev->transport));
 			break;
 		case KVMIG_EVENT_PHASE:
-			emit(json_pack("{s:s,s:s}", "event", "phase", "phase", ev->phase));
+			if (!strcmp(ev->phase, "connect"))
+				emit(json_pack("{s:s,s:s,s:s}", "event", "phase", "phase", ev->phase,
+					       "transport", ev->transport));
+			else
+				emit(json_pack("{s:s,s:s}", "event", "phase", "phase", ev->phase));
 			break;
 		case KVMIG_EVENT_PROGRESS:
 			emit(json_pack("{s:s,s:i,s:i,s:I,s:I}", "event", "progress", "pages",
@@ -85,7 +94,11 @@ static void on_event(void *arg, const struct kvmig_event *ev)
 		return;
 	}
 	if (ev->type == KVMIG_EVENT_LISTENING && !u->quiet) {
-		printf("listening on %s\n", ev->addr);
+		printf("listening on %s (%s)\n", ev->addr, ev->transport);
+		fflush(stdout);
+	}
+	if (ev->type == KVMIG_EVENT_PHASE && !strcmp(ev->phase, "connect") && !u->quiet) {
+		printf("connecting over %s\n", ev->transport);
 		fflush(stdout);
 	}
 	if (ev->type == KVMIG_EVENT_PROGRESS && u->bar && ev->bytes_total) {
@@ -141,6 +154,7 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 				      "pages_verified", (int)st->pages_verified, "rereads",
 				      (int)st->rereads);
 
+		json_object_set_new(o, "transport", json_string(st->transport));
 		if (role_sender) {
 			json_object_set_new(o, "mode", json_string(mode));
 			json_object_set_new(o, "pause_ms", json_real(st->pause_seconds * 1e3));
@@ -153,8 +167,9 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 	if (u->quiet)
 		return EXIT_OK;
 	cli_fmt_bytes(st->bytes, b, sizeof(b));
-	printf("%s %u pages (%s) and %u sequences in %.3f s (%.2f GB/s)\n",
-	       role_sender ? "sent" : "received", st->pages, b, st->seqs, st->transfer_seconds, gbps);
+	printf("%s %u pages (%s) and %u sequences in %.3f s (%.2f GB/s over %s)\n",
+	       role_sender ? "sent" : "received", st->pages, b, st->seqs, st->transfer_seconds, gbps,
+	       st->transport);
 	if (role_sender)
 		printf("paused %.1f ms; %s mode: %u source pages freed\n", st->pause_seconds * 1e3,
 		       mode, st->pages_freed);
@@ -178,7 +193,7 @@ static int split_ids(char *list, const char ***ids, uint32_t *n)
 }
 
 enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOUT, O_QD,
-       O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET };
+       O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT };
 
 static int run(int argc, char **argv, int sender)
 {
@@ -193,6 +208,7 @@ static int run(int argc, char **argv, int sender)
 		{ "queue-depth", required_argument, NULL, O_QD },
 		{ "read-size", required_argument, NULL, O_READ_SIZE },
 		{ "no-verify", no_argument, NULL, O_NO_VERIFY },
+		{ "transport", required_argument, NULL, O_TRANSPORT },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
@@ -260,6 +276,17 @@ static int run(int argc, char **argv, int sender)
 			break;
 		case O_NO_VERIFY:
 			mo.verify = 0;
+			break;
+		case O_TRANSPORT:
+			if (!strcmp(optarg, "tcp"))
+				mo.transport = KVMIG_TRANSPORT_TCP;
+			else if (!strcmp(optarg, "rdma"))
+				mo.transport = KVMIG_TRANSPORT_RDMA;
+			else if (!strcmp(optarg, "auto"))
+				mo.transport = KVMIG_TRANSPORT_AUTO;
+			else
+				return cli_usage_error(cmd, "--transport is tcp, rdma or auto, not "
+						       "\"%s\"", optarg);
 			break;
 		case O_JSON:
 			u.json = 1;

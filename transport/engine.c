@@ -11,14 +11,6 @@
 #include "engine.h"
 #include "internal.h"
 
-double kvmig_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 void kvmig_migrate_opts_init(struct kvmig_migrate_opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -38,7 +30,8 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
 		e->o = *opts;
 	else
 		kvmig_migrate_opts_init(&e->o);
-	if (e->o.transport != KVMIG_TRANSPORT_TCP)
+	if (e->o.transport != KVMIG_TRANSPORT_TCP && e->o.transport != KVMIG_TRANSPORT_RDMA &&
+	    e->o.transport != KVMIG_TRANSPORT_AUTO)
 		return kvmig_err(-EINVAL, "unknown transport %d", (int)e->o.transport);
 	if (e->o.mode != KVMIG_MODE_MOVE && e->o.mode != KVMIG_MODE_COPY)
 		return kvmig_err(-EINVAL, "unknown migration mode %d", (int)e->o.mode);
@@ -51,8 +44,17 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
 		return kvmig_err(-EINVAL, "timeout %u ms is outside 1 ms..1 h", e->o.timeout_ms);
 	if (e->o.n_seq_ids && !e->o.seq_ids)
 		return kvmig_err(-EINVAL, "%u sequence ids but no array", e->o.n_seq_ids);
-	e->ops = &kvmig_xport_tcp;
+	e->ops = &kvmig_xport_tcp; /* until engine_pick() */
 	return 0;
+}
+
+const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive)
+{
+	if (t == KVMIG_TRANSPORT_RDMA)
+		return &kvmig_xport_rdma;
+	if (t == KVMIG_TRANSPORT_AUTO && kvmig_rdma_serves(addr, passive))
+		return &kvmig_xport_rdma;
+	return &kvmig_xport_tcp;
 }
 
 void engine_fini(struct engine *e)
@@ -90,7 +92,7 @@ static const char *msg_name(uint8_t type)
 {
 	static const char *const names[] = { "?", "HELLO", "REGIONS", "OFFER", "READ_REQ",
 					     "READ_RESP", "DIGESTS", "FINAL", "COMMIT",
-					     "COMMIT_ACK", "ABORT" };
+					     "COMMIT_ACK", "ABORT", "KEEPALIVE" };
 
 	return type < KVMIG_ARRAY_SIZE(names) ? names[type] : "?";
 }
@@ -237,10 +239,9 @@ int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
 	struct kvmig_listener *l = calloc(1, sizeof(*l));
 	int err;
 
-	(void)opts; /* one transport today; the verbs provider will choose here */
 	if (!l)
 		return -ENOMEM;
-	l->ops = &kvmig_xport_tcp;
+	l->ops = engine_pick(opts ? opts->transport : KVMIG_TRANSPORT_TCP, addr, 1);
 	err = l->ops->listen(addr, &l->impl);
 	if (err < 0) {
 		free(l);
@@ -253,6 +254,11 @@ int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
 const char *kvmig_listener_addr(const struct kvmig_listener *l)
 {
 	return l->ops->listener_addr(l->impl);
+}
+
+const char *kvmig_listener_transport(const struct kvmig_listener *l)
+{
+	return l->ops->name;
 }
 
 void kvmig_listener_close(struct kvmig_listener **l)

@@ -33,11 +33,15 @@ struct engine {
 	void (*refresh)(struct engine *e);
 };
 
-double kvmig_now(void);
-
 /* Copy @opts (or the defaults) into @e and check the values. Return 0 or -EINVAL. */
 int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts);
 void engine_fini(struct engine *e);
+
+/*
+ * The provider for @addr under transport @t: auto asks rdma_cm whether an
+ * RDMA device serves the address (@passive: to listen on it).
+ */
+const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive);
 
 /* Send what e->wb holds and empty it. */
 int engine_flush(struct engine *e);

@@ -103,8 +103,19 @@ struct xport_ops {
 };
 
 extern const struct xport_ops kvmig_xport_tcp;
+extern const struct xport_ops kvmig_xport_rdma;
 
+/* 1 when an RDMA device serves @addr (bound to it if @passive, else routed to it). */
+int kvmig_rdma_serves(const char *addr, int passive);
+
+/* transport/addr.c */
+struct addrinfo;
+struct sockaddr_storage;
 /* Split "host:port" / "[v6]:port" into its parts. Return 0 or -EINVAL. */
 int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
+/* getaddrinfo() for a stream socket (@passive: to bind). Return 0 or -EINVAL. */
+int kvmig_addr_resolve(const char *addr, int passive, struct addrinfo **res);
+/* Print @ss as "a.b.c.d:port" or "[v6]:port". */
+void kvmig_addr_format(const struct sockaddr_storage *ss, char *buf, size_t len);
 
 #endif

@@ -19,6 +19,7 @@
  * nothing. Reads land only inside the provider's progress(), so once the
  * loop stops nothing writes into the pages being freed.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -757,6 +758,8 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	r->p = p;
 	if ((ret = engine_init(&r->e, opts)) < 0)
 		goto out;
+	r->e.ops = l->ops;
+	r->e.ev.transport = l->ops->name;
 	r->e.ev.type = KVMIG_EVENT_LISTENING;
 	r->e.ev.addr = kvmig_listener_addr(l);
 	if (r->e.o.on_event)
@@ -800,6 +803,7 @@ fail:
 	}
 out:
 	st.rereads = r->rereads;
+	snprintf(st.transport, sizeof(st.transport), "%s", r->e.ops->name);
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	if (stats)
 		*stats = st;

@@ -17,6 +17,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -464,6 +465,8 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->efd = -1;
 	if ((ret = engine_init(&s->e, opts)) < 0)
 		goto out;
+	s->e.ops = engine_pick(s->e.o.transport, addr, 0);
+	s->e.ev.transport = s->e.ops->name;
 	engine_phase(&s->e, "connect");
 	if ((ret = s->e.ops->connect(addr, (int)s->e.o.timeout_ms, &s->e.c)) < 0)
 		goto out;
@@ -511,6 +514,7 @@ out:
 			ret = kvmig_err_prefix(rret, "cannot resume the source pager");
 	}
 	st.register_seconds = s->reg_seconds;
+	snprintf(st.transport, sizeof(st.transport), "%s", s->e.ops->name);
 	st.seconds = kvmig_now() - t0;
 	if (stats)
 		*stats = st;

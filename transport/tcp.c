@@ -77,71 +77,6 @@ static struct tcp_listener *to_listener(struct xport_listener *l)
 	return kvmig_container_of(l, struct tcp_listener, base);
 }
 
-int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *colon, *h = addr;
-	size_t hl;
-
-	if (!addr || !*addr)
-		return kvmig_err(-EINVAL, "address is empty (expected HOST:PORT)");
-	if (addr[0] == '[') {
-		const char *end = strchr(addr, ']');
-
-		if (!end || end[1] != ':')
-			return kvmig_err(-EINVAL, "address \"%s\" is not [IPV6]:PORT", addr);
-		h = addr + 1;
-		hl = (size_t)(end - h);
-		colon = end + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon || strchr(addr, ':') != colon)
-			return kvmig_err(-EINVAL, "address \"%s\" is not HOST:PORT", addr);
-		hl = (size_t)(colon - addr);
-	}
-	if (hl == 0 || hl >= hostlen || !colon[1] || strlen(colon + 1) >= portlen ||
-	    strspn(colon + 1, "0123456789") != strlen(colon + 1) || atol(colon + 1) > 65535)
-		return kvmig_err(-EINVAL, "address \"%s\" is not HOST:PORT with a port of 0-65535",
-				 addr);
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	strcpy(port, colon + 1);
-	return 0;
-}
-
-static int resolve(const char *addr, int passive, struct addrinfo **res)
-{
-	struct addrinfo hints = { 0 };
-	char host[256], port[8];
-	int ret = kvmig_addr_split(addr, host, sizeof(host), port, sizeof(port));
-
-	if (ret < 0)
-		return ret;
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = passive ? AI_PASSIVE : 0;
-	ret = getaddrinfo(host, port, &hints, res);
-	if (ret)
-		return kvmig_err(-EINVAL, "cannot resolve \"%s\": %s", addr, gai_strerror(ret));
-	return 0;
-}
-
-static void format_sockaddr(const struct sockaddr_storage *ss, char *buf, size_t len)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)ss;
-
-		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
-		snprintf(buf, len, "[%s]:%u", host, ntohs(s6->sin6_port));
-	} else {
-		const struct sockaddr_in *s4 = (const void *)ss;
-
-		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
-		snprintf(buf, len, "%s:%u", host, ntohs(s4->sin_port));
-	}
-}
-
 static void set_sock_timeouts(int fd, int timeout_ms)
 {
 	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
@@ -167,7 +102,7 @@ static int conn_new(int fd, int timeout_ms, struct xport_conn **ret)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	set_sock_timeouts(fd, timeout_ms);
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-		format_sockaddr(&ss, c->peer, sizeof(c->peer));
+		kvmig_addr_format(&ss, c->peer, sizeof(c->peer));
 	else
 		strcpy(c->peer, "peer");
 	*ret = &c->base;
@@ -182,7 +117,7 @@ static int tcp_listen(const char *addr, struct xport_listener **ret)
 	socklen_t sl = sizeof(ss);
 	int fd, err, one = 1;
 
-	if ((err = resolve(addr, 1, &res)) < 0)
+	if ((err = kvmig_addr_resolve(addr, 1, &res)) < 0)
 		return err;
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -206,7 +141,7 @@ static int tcp_listen(const char *addr, struct xport_listener **ret)
 	l->base.ops = &kvmig_xport_tcp;
 	l->fd = fd;
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	format_sockaddr(&ss, l->addr, sizeof(l->addr));
+	kvmig_addr_format(&ss, l->addr, sizeof(l->addr));
 	*ret = &l->base;
 	return 0;
 }
@@ -254,7 +189,7 @@ static int tcp_connect(const char *addr, int timeout_ms, struct xport_conn **ret
 	struct addrinfo *res = NULL, *ai;
 	int fd = -1, err = -ECONNREFUSED;
 
-	if ((err = resolve(addr, 0, &res)) < 0)
+	if ((err = kvmig_addr_resolve(addr, 0, &res)) < 0)
 		return err;
 	err = -EHOSTUNREACH;
 	for (ai = res; ai; ai = ai->ai_next) {

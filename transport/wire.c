@@ -319,7 +319,7 @@ int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h)
 	if (ver != KVMIG_WIRE_VERSION)
 		return kvmig_err(-EPROTO, "peer speaks protocol version %u; this is version %u",
 				 (unsigned)ver, KVMIG_WIRE_VERSION);
-	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_ABORT)
+	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_KEEPALIVE)
 		return kvmig_err(-EPROTO, "frame has unknown message type %u", (unsigned)type);
 	if (flags)
 		return kvmig_err(-EPROTO, "frame has reserved flags 0x%x set", (unsigned)flags);

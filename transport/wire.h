@@ -36,6 +36,7 @@ enum kvmig_msg_type {
 	KVMIG_MSG_COMMIT = 8,
 	KVMIG_MSG_COMMIT_ACK = 9,
 	KVMIG_MSG_ABORT = 10,
+	KVMIG_MSG_KEEPALIVE = 11, /* empty; the rdma provider's, never seen by the engine */
 };
 
 struct kvmig_wire_hdr {

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define KVMIG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define KVMIG_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -25,6 +26,15 @@ int kvmig_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 
 /* Prefix the existing last error with "@fmt: " (context from an outer layer); returns @code. */
 int kvmig_err_prefix(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Seconds on the monotonic clock. */
+static inline double kvmig_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* Overflow-checked arithmetic; return 0 on success, -EOVERFLOW otherwise. */
 static inline int kvmig_mul_u64(uint64_t a, uint64_t b, uint64_t *out)

@@ -19,6 +19,8 @@ extern "C" {
 
 enum kvmig_transport {
 	KVMIG_TRANSPORT_TCP = 0, /* any machine: reads become request / response over TCP */
+	KVMIG_TRANSPORT_RDMA,    /* verbs over librdmacm: the receiver RDMA READs the pages */
+	KVMIG_TRANSPORT_AUTO,    /* rdma when an RDMA device serves the address, else tcp */
 };
 
 enum kvmig_migrate_mode {
@@ -38,6 +40,7 @@ struct kvmig_event {
 	const char *phase;     /* "connect", "handshake", "pause", "register", "offer",
 				* "transfer", "verify", "install", "commit", "resume" */
 	const char *addr;      /* LISTENING: "host:port" actually bound */
+	const char *transport; /* "tcp" or "rdma" once chosen (LISTENING, PHASE connect on) */
 	uint32_t pages_done;   /* pages whose bytes arrived (receiver) or were served
 				* (sender, approximate: counts bytes / page size) */
 	uint32_t pages_total;  /* pages offered so far */
@@ -78,6 +81,7 @@ struct kvmig_migrate_stats {
 	double transfer_seconds; /* first offer to last page verified */
 	double pause_seconds;    /* sender: pause to resume */
 	double register_seconds; /* time spent registering page memory */
+	char transport[8];       /* "tcp" or "rdma": the provider used */
 };
 
 /*
@@ -113,6 +117,8 @@ KVMIG_API int kvmig_listener_open(const char *addr, const struct kvmig_migrate_o
 				  struct kvmig_listener **ret);
 /* kvmig_listener_addr() - the bound "host:port"; owned by the listener. */
 KVMIG_API const char *kvmig_listener_addr(const struct kvmig_listener *l);
+/* kvmig_listener_transport() - "tcp" or "rdma": what @l listens with. */
+KVMIG_API const char *kvmig_listener_transport(const struct kvmig_listener *l);
 /* kvmig_listener_close() - close and set *l NULL; NULL-safe. */
 KVMIG_API void kvmig_listener_close(struct kvmig_listener **l);
 

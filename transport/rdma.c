@@ -1,0 +1,1035 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/rdma.c - the verbs provider: librdmacm connection setup, one RC
+ * queue pair per connection, control frames as SEND / RECV, page bytes as
+ * IBV_WR_RDMA_READ straight from the sender's registered page memory into
+ * the receiver's registered destination pages. The sender's CPU takes no
+ * part in moving page bytes.
+ *
+ * Control channel. The engine's frames are a byte stream cut into SENDs of
+ * at most CTL_BUF bytes from a ring of N_SEND registered buffers; the peer
+ * has N_RECV buffers of CTL_BUF posted and reassembles the stream, so a frame
+ * may be any size the wire codec allows. A SEND that finds no posted RECV is
+ * retried by the NIC (rnr_retry 7); receive buffers are reposted as soon as
+ * their bytes are copied out.
+ *
+ * Reads. post_reads() chains one RDMA READ work request per read and asks
+ * for a completion only on every SIGNAL_EVERY-th and on the last of a batch
+ * (selective signaling). An RC send queue completes in order, so a signaled
+ * read's completion completes every read posted before it: the posted reads
+ * are a FIFO popped up to the signaled one.
+ *
+ * Liveness. The sender hears nothing while the receiver reads (one-sided),
+ * so each side sends an empty KEEPALIVE frame after KEEPALIVE_DIV-th of the
+ * timeout without sending anything; a peer unheard for the whole timeout is
+ * -ETIMEDOUT. A CM DISCONNECTED event is -ECONNRESET, DEVICE_REMOVAL -ENODEV,
+ * a failed completion the errno of wc_errno() (the table in docs/PROTOCOL.md).
+ *
+ * Registration. Sender: IBV_ACCESS_REMOTE_READ only, never remote write;
+ * the key is the MR's rkey and dies with ibv_dereg_mr() at commit or abort.
+ * Receiver: IBV_ACCESS_LOCAL_WRITE only.
+ */
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include "internal.h"
+#include "provider.h"
+
+#define CTL_BUF (64u << 10)     /* one control SEND / RECV buffer */
+#define N_RECV 32u              /* receive buffers posted */
+#define N_SEND 16u              /* send buffers in the ring */
+#define MAX_READS 1024u         /* reads outstanding (the engine's queue_depth limit) */
+#define SIGNAL_EVERY 16u        /* one signaled read per this many */
+#define KEEPALIVE_DIV 4         /* keepalive after timeout / this of our own silence */
+#define RESOLVE_MS 5000         /* address and route resolution */
+
+/* wr_id of control work requests; reads carry their xport_read pointer. */
+#define WRID_RECV(i) ((uint64_t)(i) + 1)
+#define WRID_SEND ((uint64_t)N_RECV + 1)
+#define WRID_IS_CTL(w) ((w) <= WRID_SEND)
+
+struct rdma_reg {
+	struct ibv_mr *mr;
+	struct rdma_reg *next;
+};
+
+struct rdma_conn {
+	struct xport_conn base;
+	struct rdma_event_channel *ch;
+	struct rdma_cm_id *id;
+	struct ibv_pd *pd;
+	struct ibv_comp_channel *cc;
+	struct ibv_cq *cq;
+	int qp_made;
+	uint8_t *ctl;               /* N_RECV receive then N_SEND send buffers */
+	struct ibv_mr *ctl_mr;
+	unsigned send_free, send_next;
+	uint8_t *stream;            /* control bytes received, not yet framed */
+	size_t stream_len, stream_cap;
+	struct xport_msg *ctl_head, *ctl_tail;
+	struct xport_read *pend_head, *pend_tail; /* posted, in order */
+	struct xport_read *done_head, *done_tail;
+	unsigned outstanding, unsignaled;
+	struct rdma_reg *local;     /* receiver's destination registrations */
+	int timeout_ms;
+	int broken;                 /* sticky -errno */
+	int heard;                  /* something came from the peer in this progress() */
+	double last_sent, last_heard;
+	uint8_t init_depth, resp_res;
+	char peer[64];
+	char dev[32];
+	struct xport_counters cnt;
+};
+
+struct rdma_listener {
+	struct xport_listener base;
+	struct rdma_event_channel *ch;
+	struct rdma_cm_id *id;
+	char addr[80];
+};
+
+static struct rdma_conn *to_conn(struct xport_conn *c)
+{
+	return kvmig_container_of(c, struct rdma_conn, base);
+}
+
+/*
+ * Completion status -> errno: the one table (docs/PROTOCOL.md repeats it).
+ * Anything not listed is -EIO.
+ */
+static int wc_errno(enum ibv_wc_status s)
+{
+	switch (s) {
+	case IBV_WC_SUCCESS:
+		return 0;
+	case IBV_WC_REM_ACCESS_ERR:     /* peer refused the address or key */
+	case IBV_WC_LOC_PROT_ERR:       /* our buffer is not registered */
+	case IBV_WC_LOC_ACCESS_ERR:
+		return -EFAULT;
+	case IBV_WC_RETRY_EXC_ERR:      /* peer does not answer: gone or unreachable */
+	case IBV_WC_RNR_RETRY_EXC_ERR:  /* peer posts no receive buffers */
+	case IBV_WC_RESP_TIMEOUT_ERR:
+		return -ETIMEDOUT;
+	case IBV_WC_REM_INV_REQ_ERR:    /* peer found our request malformed */
+	case IBV_WC_BAD_RESP_ERR:
+		return -EPROTO;
+	case IBV_WC_LOC_LEN_ERR:        /* message larger than the posted buffer */
+	case IBV_WC_REM_INV_RD_REQ_ERR:
+		return -EMSGSIZE;
+	case IBV_WC_WR_FLUSH_ERR:       /* queue pair already in error: see the first failure */
+		return -ECANCELED;
+	case IBV_WC_REM_ABORT_ERR:
+		return -ECONNABORTED;
+	default:                        /* LOC_QP_OP, REM_OP, FATAL, GENERAL, ... */
+		return -EIO;
+	}
+}
+
+static int broke(struct rdma_conn *c, int err)
+{
+	if (!c->broken)
+		c->broken = err;
+	return c->broken;
+}
+
+/* ---- CM events ---- */
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+static int cm_event_errno(const struct rdma_cm_event *ev)
+{
+	switch (ev->event) {
+	case RDMA_CM_EVENT_ADDR_ERROR:
+	case RDMA_CM_EVENT_UNREACHABLE:
+		return -EHOSTUNREACH;
+	case RDMA_CM_EVENT_ROUTE_ERROR:
+		return -ENETUNREACH;
+	case RDMA_CM_EVENT_REJECTED:
+		return -ECONNREFUSED;
+	case RDMA_CM_EVENT_DISCONNECTED:
+		return -ECONNRESET;
+	case RDMA_CM_EVENT_DEVICE_REMOVAL:
+		return -ENODEV;
+	default:
+		return -ECONNABORTED;
+	}
+}
+
+/*
+ * Wait up to @timeout_ms for the next event on @ch. Events other than
+ * @want are errors named after @what. On success *out is the event
+ * (caller acks).
+ */
+static int cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, int timeout_ms,
+		   const char *what, struct rdma_cm_event **out)
+{
+	struct pollfd pfd = { ch->fd, POLLIN, 0 };
+	struct rdma_cm_event *ev;
+	int r, err;
+
+	for (;;) {
+		if (rdma_get_cm_event(ch, &ev) == 0)
+			break;
+		if (errno != EAGAIN && errno != EINTR)
+			return kvmig_err(-errno, "%s: rdma_get_cm_event: %s", what, strerror(errno));
+		do
+			r = poll(&pfd, 1, timeout_ms);
+		while (r < 0 && errno == EINTR);
+		if (r == 0)
+			return kvmig_err(-ETIMEDOUT, "%s: no answer within %d ms", what, timeout_ms);
+		if (r < 0)
+			return kvmig_err(-errno, "%s: poll: %s", what, strerror(errno));
+	}
+	if (ev->event == want) {
+		*out = ev;
+		return 0;
+	}
+	err = cm_event_errno(ev);
+	if (ev->event == RDMA_CM_EVENT_ADDR_ERROR)
+		kvmig_err(err, "%s: no RDMA device serves this address (%s)", what,
+			  rdma_event_str(ev->event));
+	else
+		kvmig_err(err, "%s: %s (status %d)", what, rdma_event_str(ev->event), ev->status);
+	rdma_ack_cm_event(ev);
+	return err;
+}
+
+/* ---- connection resources ---- */
+
+static int post_recv(struct rdma_conn *c, unsigned i)
+{
+	struct ibv_sge sge = { (uintptr_t)(c->ctl + (size_t)i * CTL_BUF), CTL_BUF,
+			       c->ctl_mr->lkey };
+	struct ibv_recv_wr wr = { .wr_id = WRID_RECV(i), .sg_list = &sge, .num_sge = 1 }, *bad;
+	int ret = ibv_post_recv(c->id->qp, &wr, &bad);
+
+	return ret ? kvmig_err(-ret, "ibv_post_recv: %s", strerror(ret)) : 0;
+}
+
+/* PD, CQ with its channel, RC QP on @id, control buffers with RECVs posted. */
+static int conn_setup(struct rdma_conn *c, struct rdma_cm_id *id)
+{
+	struct ibv_qp_init_attr qa = { 0 };
+	struct ibv_device_attr da;
+	unsigned cqe = N_RECV + N_SEND + MAX_READS + 8;
+	int ret;
+
+	c->id = id;
+	id->context = c;
+	snprintf(c->dev, sizeof(c->dev), "%s", ibv_get_device_name(id->verbs->device));
+	if ((ret = ibv_query_device(id->verbs, &da)))
+		return kvmig_err(-ret, "cannot query RDMA device %s: %s", c->dev, strerror(ret));
+	c->init_depth = (uint8_t)KVMIG_MIN(da.max_qp_init_rd_atom, 255);
+	c->resp_res = (uint8_t)KVMIG_MIN(da.max_qp_rd_atom, 255);
+	if (!(c->pd = ibv_alloc_pd(id->verbs)))
+		return kvmig_err(-ENOMEM, "cannot allocate a protection domain on %s", c->dev);
+	if (!(c->cc = ibv_create_comp_channel(id->verbs)))
+		return kvmig_err(-errno, "cannot create a completion channel on %s", c->dev);
+	if ((ret = set_nonblock(c->cc->fd)) < 0)
+		return kvmig_err(ret, "completion channel: %s", strerror(-ret));
+	if (!(c->cq = ibv_create_cq(id->verbs, (int)KVMIG_MIN(cqe, (unsigned)da.max_cqe), NULL, c->cc, 0)))
+		return kvmig_err(-errno, "cannot create a completion queue on %s", c->dev);
+	qa.send_cq = c->cq;
+	qa.recv_cq = c->cq;
+	qa.qp_type = IBV_QPT_RC;
+	qa.cap.max_send_wr = KVMIG_MIN(N_SEND + MAX_READS + 4, (unsigned)da.max_qp_wr);
+	qa.cap.max_recv_wr = N_RECV;
+	qa.cap.max_send_sge = 1;
+	qa.cap.max_recv_sge = 1;
+	if (rdma_create_qp(id, c->pd, &qa))
+		return kvmig_err(-errno, "cannot create a queue pair on %s: %s", c->dev,
+				 strerror(errno));
+	c->qp_made = 1;
+	if (qa.cap.max_send_wr < N_SEND + MAX_READS)
+		return kvmig_err(-ENOMEM, "%s gives send queues of %u entries; kvmig needs %u",
+				 c->dev, qa.cap.max_send_wr, N_SEND + MAX_READS);
+	if (posix_memalign((void **)&c->ctl, 4096, (size_t)(N_RECV + N_SEND) * CTL_BUF))
+		return -ENOMEM;
+	c->ctl_mr = ibv_reg_mr(c->pd, c->ctl, (size_t)(N_RECV + N_SEND) * CTL_BUF,
+			       IBV_ACCESS_LOCAL_WRITE);
+	if (!c->ctl_mr)
+		return kvmig_err(-errno, "cannot register control buffers on %s: %s", c->dev,
+				 strerror(errno));
+	c->send_free = N_SEND;
+	for (unsigned i = 0; i < N_RECV; i++)
+		if ((ret = post_recv(c, i)) < 0)
+			return ret;
+	if ((ret = ibv_req_notify_cq(c->cq, 0)))
+		return kvmig_err(-ret, "ibv_req_notify_cq: %s", strerror(ret));
+	return 0;
+}
+
+static void conn_param(const struct rdma_conn *c, struct rdma_conn_param *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->initiator_depth = c->init_depth;
+	p->responder_resources = c->resp_res;
+	p->retry_count = 7;
+	p->rnr_retry_count = 7; /* infinite: the peer reposts its buffers promptly */
+}
+
+static struct rdma_conn *conn_alloc(void)
+{
+	struct rdma_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->base.ops = &kvmig_xport_rdma;
+	c->timeout_ms = 30000;
+	c->last_sent = c->last_heard = kvmig_now();
+	strcpy(c->peer, "peer");
+	return c;
+}
+
+static void free_msgs(struct xport_msg *m)
+{
+	while (m) {
+		struct xport_msg *n = m->next;
+
+		free(m->payload);
+		free(m);
+		m = n;
+	}
+}
+
+static void vb_close(struct xport_conn **xc)
+{
+	struct rdma_conn *c;
+
+	if (!xc || !*xc)
+		return;
+	c = to_conn(*xc);
+	if (c->id) {
+		if (c->qp_made)
+			rdma_disconnect(c->id);
+		while (c->local) {
+			struct rdma_reg *r = c->local;
+
+			c->local = r->next;
+			ibv_dereg_mr(r->mr);
+			free(r);
+		}
+		if (c->qp_made)
+			rdma_destroy_qp(c->id);
+		if (c->ctl_mr)
+			ibv_dereg_mr(c->ctl_mr);
+		if (c->cq)
+			ibv_destroy_cq(c->cq);
+		if (c->cc)
+			ibv_destroy_comp_channel(c->cc);
+		if (c->pd)
+			ibv_dealloc_pd(c->pd);
+		rdma_destroy_id(c->id);
+	}
+	if (c->ch)
+		rdma_destroy_event_channel(c->ch);
+	free(c->ctl);
+	free(c->stream);
+	free_msgs(c->ctl_head);
+	free(c);
+	*xc = NULL;
+}
+
+static void peer_name(struct rdma_conn *c)
+{
+	struct sockaddr *sa = rdma_get_peer_addr(c->id);
+	struct sockaddr_storage ss = { 0 };
+
+	if (!sa)
+		return;
+	memcpy(&ss, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+		   sizeof(struct sockaddr_in));
+	kvmig_addr_format(&ss, c->peer, sizeof(c->peer));
+}
+
+/* ---- listener ---- */
+
+static int vb_listen(const char *addr, struct xport_listener **ret)
+{
+	struct rdma_listener *l = calloc(1, sizeof(*l));
+	struct addrinfo *res = NULL;
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr *sa;
+	int err;
+
+	if (!l)
+		return -ENOMEM;
+	l->base.ops = &kvmig_xport_rdma;
+	if ((err = kvmig_addr_resolve(addr, 1, &res)) < 0)
+		goto fail;
+	if (!(l->ch = rdma_create_event_channel())) {
+		err = kvmig_err(-errno, "cannot open the RDMA connection manager (is rdma_ucm "
+				"loaded?): %s", strerror(errno));
+		goto fail;
+	}
+	if ((err = set_nonblock(l->ch->fd)) < 0 ||
+	    rdma_create_id(l->ch, &l->id, l, RDMA_PS_TCP)) {
+		err = kvmig_err(err < 0 ? err : -errno, "rdma_create_id: %s", strerror(errno));
+		goto fail;
+	}
+	if (rdma_bind_addr(l->id, res->ai_addr) || rdma_listen(l->id, 4)) {
+		err = kvmig_err(-errno, "cannot listen for RDMA on %s: %s", addr, strerror(errno));
+		goto fail;
+	}
+	sa = rdma_get_local_addr(l->id);
+	memcpy(&ss, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+		   sizeof(struct sockaddr_in));
+	kvmig_addr_format(&ss, l->addr, sizeof(l->addr));
+	freeaddrinfo(res);
+	*ret = &l->base;
+	return 0;
+fail:
+	if (res)
+		freeaddrinfo(res);
+	if (l->id)
+		rdma_destroy_id(l->id);
+	if (l->ch)
+		rdma_destroy_event_channel(l->ch);
+	free(l);
+	return err;
+}
+
+static const char *vb_listener_addr(const struct xport_listener *xl)
+{
+	return kvmig_container_of(xl, const struct rdma_listener, base)->addr;
+}
+
+static void vb_listener_close(struct xport_listener **xl)
+{
+	struct rdma_listener *l;
+
+	if (!xl || !*xl)
+		return;
+	l = kvmig_container_of(*xl, struct rdma_listener, base);
+	rdma_destroy_id(l->id);
+	rdma_destroy_event_channel(l->ch);
+	free(l);
+	*xl = NULL;
+}
+
+static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, struct xport_conn **ret)
+{
+	struct rdma_listener *l = kvmig_container_of(xl, struct rdma_listener, base);
+	struct rdma_conn *c = conn_alloc();
+	struct rdma_cm_event *ev;
+	struct rdma_cm_id *id;
+	struct rdma_conn_param p;
+	char what[128];
+	int err;
+
+	if (!c)
+		return -ENOMEM;
+	snprintf(what, sizeof(what), "waiting for a sender on %s", l->addr);
+	if ((err = cm_wait(l->ch, RDMA_CM_EVENT_CONNECT_REQUEST, timeout_ms, what, &ev)) < 0) {
+		if (err == -ETIMEDOUT)
+			kvmig_err(err, "no sender connected to %s within %d ms", l->addr, timeout_ms);
+		vb_close(&(struct xport_conn *){ &c->base });
+		return err;
+	}
+	id = ev->id;
+	rdma_ack_cm_event(ev);
+	/* The connection gets its own event channel: its events are its own. */
+	if (!(c->ch = rdma_create_event_channel()) || set_nonblock(c->ch->fd) < 0 ||
+	    rdma_migrate_id(id, c->ch)) {
+		err = kvmig_err(-errno, "cannot set up the accepted connection: %s", strerror(errno));
+		rdma_reject(id, NULL, 0);
+		rdma_destroy_id(id);
+		goto fail;
+	}
+	if ((err = conn_setup(c, id)) < 0) {
+		rdma_reject(id, NULL, 0);
+		goto fail;
+	}
+	peer_name(c);
+	conn_param(c, &p);
+	if (rdma_accept(id, &p)) {
+		err = kvmig_err(-errno, "rdma_accept from %s: %s", c->peer, strerror(errno));
+		goto fail;
+	}
+	snprintf(what, sizeof(what), "accepting %s", c->peer);
+	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ESTABLISHED, timeout_ms < 0 ? 30000 : timeout_ms,
+			   what, &ev)) < 0)
+		goto fail;
+	rdma_ack_cm_event(ev);
+	*ret = &c->base;
+	return 0;
+fail:
+	vb_close(&(struct xport_conn *){ &c->base });
+	return err;
+}
+
+static int vb_connect_conn(const char *addr, int timeout_ms, struct xport_conn **ret)
+{
+	struct rdma_conn *c = conn_alloc();
+	struct addrinfo *res = NULL;
+	struct rdma_cm_event *ev;
+	struct rdma_conn_param p;
+	char what[160];
+	int err;
+
+	if (!c)
+		return -ENOMEM;
+	if ((err = kvmig_addr_resolve(addr, 0, &res)) < 0)
+		goto fail;
+	if (!(c->ch = rdma_create_event_channel())) {
+		err = kvmig_err(-errno, "cannot open the RDMA connection manager (is rdma_ucm "
+				"loaded?): %s", strerror(errno));
+		goto fail;
+	}
+	if ((err = set_nonblock(c->ch->fd)) < 0 || rdma_create_id(c->ch, &c->id, c, RDMA_PS_TCP)) {
+		err = kvmig_err(err < 0 ? err : -errno, "rdma_create_id: %s", strerror(errno));
+		goto fail;
+	}
+	snprintf(what, sizeof(what), "resolving %s", addr);
+	if (rdma_resolve_addr(c->id, NULL, res->ai_addr, RESOLVE_MS)) {
+		err = kvmig_err(-errno, "%s: %s", what, strerror(errno));
+		goto fail;
+	}
+	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ADDR_RESOLVED, RESOLVE_MS + 1000, what, &ev)) < 0)
+		goto fail;
+	rdma_ack_cm_event(ev);
+	if (rdma_resolve_route(c->id, RESOLVE_MS)) {
+		err = kvmig_err(-errno, "%s: route: %s", what, strerror(errno));
+		goto fail;
+	}
+	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ROUTE_RESOLVED, RESOLVE_MS + 1000, what, &ev)) < 0)
+		goto fail;
+	rdma_ack_cm_event(ev);
+	if ((err = conn_setup(c, c->id)) < 0)
+		goto fail;
+	snprintf(c->peer, sizeof(c->peer), "%s", addr);
+	conn_param(c, &p);
+	if (rdma_connect(c->id, &p)) {
+		err = kvmig_err(-errno, "rdma_connect to %s: %s", addr, strerror(errno));
+		goto fail;
+	}
+	snprintf(what, sizeof(what), "cannot connect to %s", addr);
+	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ESTABLISHED, timeout_ms, what, &ev)) < 0)
+		goto fail;
+	rdma_ack_cm_event(ev);
+	freeaddrinfo(res);
+	*ret = &c->base;
+	return 0;
+fail:
+	if (res)
+		freeaddrinfo(res);
+	vb_close(&(struct xport_conn *){ &c->base });
+	return err;
+}
+
+static void vb_set_timeout(struct xport_conn *xc, int timeout_ms)
+{
+	to_conn(xc)->timeout_ms = timeout_ms;
+}
+
+/* ---- completions ---- */
+
+/* Cut complete frames out of the received stream into the control queue. */
+static int frame_stream(struct rdma_conn *c)
+{
+	size_t off = 0;
+	int ret = 0;
+
+	while (c->stream_len - off >= KVMIG_WIRE_HDR_LEN) {
+		struct kvmig_wire_hdr h;
+		struct xport_msg *m;
+
+		if ((ret = kvmig_wire_get_hdr(c->stream + off, &h)) < 0) {
+			ret = broke(c, kvmig_err_prefix(ret, "from %s", c->peer));
+			break;
+		}
+		if (c->stream_len - off - KVMIG_WIRE_HDR_LEN < h.len)
+			break; /* the rest of this frame is in later SENDs */
+		off += KVMIG_WIRE_HDR_LEN;
+		if (h.type == KVMIG_MSG_KEEPALIVE && !h.len)
+			continue;
+		if (!(m = calloc(1, sizeof(*m))) || !(m->payload = malloc(h.len ? h.len : 1))) {
+			free(m);
+			ret = broke(c, -ENOMEM);
+			break;
+		}
+		m->hdr = h;
+		memcpy(m->payload, c->stream + off, h.len);
+		off += h.len;
+		if (c->ctl_tail)
+			c->ctl_tail->next = m;
+		else
+			c->ctl_head = m;
+		c->ctl_tail = m;
+	}
+	memmove(c->stream, c->stream + off, c->stream_len - off);
+	c->stream_len -= off;
+	return ret;
+}
+
+static int take_recv(struct rdma_conn *c, unsigned slot, uint32_t len)
+{
+	int ret;
+
+	if (c->stream_len + len > c->stream_cap) {
+		size_t cap = KVMIG_MAX(c->stream_cap * 2, (size_t)4 * CTL_BUF);
+		uint8_t *p;
+
+		while (cap < c->stream_len + len)
+			cap *= 2;
+		/* A frame is at most KVMIG_WIRE_MAX_PAYLOAD: the header check
+		 * in frame_stream() bounds what can pile up here. */
+		if (!(p = realloc(c->stream, cap)))
+			return broke(c, -ENOMEM);
+		c->stream = p;
+		c->stream_cap = cap;
+	}
+	memcpy(c->stream + c->stream_len, c->ctl + (size_t)slot * CTL_BUF, len);
+	c->stream_len += len;
+	if ((ret = post_recv(c, slot)) < 0)
+		return broke(c, ret);
+	return frame_stream(c);
+}
+
+/* Every read up to and including @last is done. */
+static void complete_reads(struct rdma_conn *c, struct xport_read *last)
+{
+	struct xport_read *rd;
+
+	do {
+		rd = c->pend_head;
+		if (!rd)
+			return;
+		c->pend_head = rd->next;
+		if (!c->pend_head)
+			c->pend_tail = NULL;
+		rd->next = NULL;
+		rd->status = 0;
+		c->outstanding--;
+		if (c->done_tail)
+			c->done_tail->next = rd;
+		else
+			c->done_head = rd;
+		c->done_tail = rd;
+	} while (rd != last);
+}
+
+static int wc_failed(struct rdma_conn *c, const struct ibv_wc *wc)
+{
+	const char *what = wc->wr_id == WRID_SEND ? "a control SEND" :
+			   WRID_IS_CTL(wc->wr_id) ? "a control RECV" : "an RDMA READ";
+	int err = wc_errno(wc->status);
+
+	if (c->broken)
+		return c->broken; /* flushes after the first failure say nothing new */
+	if (err == -EFAULT && !WRID_IS_CTL(wc->wr_id))
+		return broke(c, kvmig_err(err, "%s from %s was refused: %s (the peer does not "
+					  "expose that range, or the key is stale)", what,
+					  c->peer, ibv_wc_status_str(wc->status)));
+	return broke(c, kvmig_err(err, "%s on %s with %s failed: %s (vendor error 0x%x)", what,
+				  c->dev, c->peer, ibv_wc_status_str(wc->status), wc->vendor_err));
+}
+
+/* Poll the CQ dry. Return the number of completions handled, or -errno. */
+static int drain_cq(struct rdma_conn *c)
+{
+	struct ibv_wc wc[32];
+	int n, total = 0, ret;
+
+	while ((n = ibv_poll_cq(c->cq, (int)KVMIG_ARRAY_SIZE(wc), wc)) > 0) {
+		for (int i = 0; i < n; i++) {
+			if (wc[i].status != IBV_WC_SUCCESS) {
+				wc_failed(c, &wc[i]);
+				continue;
+			}
+			if (wc[i].wr_id == WRID_SEND) {
+				c->send_free++;
+			} else if (WRID_IS_CTL(wc[i].wr_id)) {
+				c->heard = 1;
+				if ((ret = take_recv(c, (unsigned)(wc[i].wr_id - 1), wc[i].byte_len)) < 0)
+					return ret;
+			} else {
+				c->heard = 1;
+				complete_reads(c, (struct xport_read *)(uintptr_t)wc[i].wr_id);
+			}
+		}
+		total += n;
+	}
+	if (n < 0)
+		return broke(c, kvmig_err(-EIO, "ibv_poll_cq failed on %s", c->dev));
+	return c->broken ? c->broken : total;
+}
+
+/* Handle what the connection manager says: a disconnect or device removal breaks us. */
+static int cm_check(struct rdma_conn *c)
+{
+	struct rdma_cm_event *ev;
+
+	while (rdma_get_cm_event(c->ch, &ev) == 0) {
+		enum rdma_cm_event_type t = ev->event;
+
+		rdma_ack_cm_event(ev);
+		if (t == RDMA_CM_EVENT_DISCONNECTED)
+			broke(c, kvmig_err(-ECONNRESET, "peer %s disconnected", c->peer));
+		else if (t == RDMA_CM_EVENT_DEVICE_REMOVAL)
+			broke(c, kvmig_err(-ENODEV, "RDMA device %s was removed", c->dev));
+	}
+	return c->broken;
+}
+
+/*
+ * Wait for completions or CM events for at most @timeout_ms (and @wake_fd).
+ * Return completions handled (> 0), 0 if none arrived (time up or woken;
+ * *woken says which), or -errno.
+ */
+static int wait_events(struct rdma_conn *c, int timeout_ms, int wake_fd, int *woken)
+{
+	struct pollfd pfd[3] = { { c->cc->fd, POLLIN, 0 }, { c->ch->fd, POLLIN, 0 },
+				 { wake_fd, POLLIN, 0 } };
+	struct ibv_cq *cq;
+	void *ctx;
+	int n, r;
+
+	*woken = 0;
+	if ((n = drain_cq(c)) != 0)
+		return n;
+	do
+		r = poll(pfd, wake_fd >= 0 ? 3 : 2, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return kvmig_err(-errno, "poll: %s", strerror(errno));
+	if (pfd[1].revents && cm_check(c) < 0)
+		return c->broken;
+	if (pfd[0].revents && ibv_get_cq_event(c->cc, &cq, &ctx) == 0) {
+		ibv_ack_cq_events(cq, 1);
+		if ((r = ibv_req_notify_cq(c->cq, 0)))
+			return broke(c, kvmig_err(-r, "ibv_req_notify_cq: %s", strerror(r)));
+	}
+	if (wake_fd >= 0 && pfd[2].revents)
+		*woken = 1;
+	/* Armed again: completions from before the arming are polled here. */
+	return drain_cq(c);
+}
+
+/* ---- control messages ---- */
+
+static int post_send(struct rdma_conn *c, const uint8_t *p, uint32_t len)
+{
+	uint8_t *buf = c->ctl + (size_t)(N_RECV + c->send_next) * CTL_BUF;
+	struct ibv_sge sge = { (uintptr_t)buf, len, c->ctl_mr->lkey };
+	struct ibv_send_wr wr = { .wr_id = WRID_SEND, .sg_list = &sge, .num_sge = 1,
+				  .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
+	int ret;
+
+	memcpy(buf, p, len);
+	if ((ret = ibv_post_send(c->id->qp, &wr, &bad)))
+		return broke(c, kvmig_err(-ret, "ibv_post_send (control) to %s: %s", c->peer,
+					  strerror(ret)));
+	c->send_next = (c->send_next + 1) % N_SEND;
+	c->send_free--;
+	c->last_sent = kvmig_now();
+	return 0;
+}
+
+static int vb_send(struct xport_conn *xc, const void *frames, size_t len)
+{
+	struct rdma_conn *c = to_conn(xc);
+	const uint8_t *p = frames;
+	double deadline = kvmig_now() + c->timeout_ms / 1000.0;
+	int ret, woken;
+
+	if (c->broken)
+		return c->broken;
+	while (len) {
+		uint32_t n = (uint32_t)KVMIG_MIN(len, (size_t)CTL_BUF);
+
+		while (!c->send_free) { /* the ring is full: wait for a SEND to complete */
+			int left = (int)((deadline - kvmig_now()) * 1000.0);
+
+			if (left <= 0)
+				return broke(c, kvmig_err(-ETIMEDOUT, "peer %s took no control message "
+							  "for %d ms", c->peer, c->timeout_ms));
+			if ((ret = wait_events(c, left, -1, &woken)) < 0)
+				return ret;
+		}
+		if ((ret = post_send(c, p, n)) < 0)
+			return ret;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int send_keepalive(struct rdma_conn *c)
+{
+	uint8_t f[KVMIG_WIRE_HDR_LEN];
+	struct kvmig_wbuf b = { 0 };
+	int ret;
+
+	if (!c->send_free)
+		return 0; /* sends are in flight: the peer hears those */
+	if ((ret = kvmig_wire_put_empty(&b, KVMIG_MSG_KEEPALIVE)) < 0)
+		return ret;
+	memcpy(f, b.p, sizeof(f));
+	kvmig_wbuf_free(&b);
+	return post_send(c, f, sizeof(f));
+}
+
+static int vb_ctl_pop(struct xport_conn *xc, struct xport_msg **m)
+{
+	struct rdma_conn *c = to_conn(xc);
+
+	if (!c->ctl_head)
+		return c->broken ? c->broken : -EAGAIN;
+	*m = c->ctl_head;
+	c->ctl_head = (*m)->next;
+	if (!c->ctl_head)
+		c->ctl_tail = NULL;
+	(*m)->next = NULL;
+	return 0;
+}
+
+/* ---- registration ---- */
+
+static int vb_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32_t *key,
+			   void **handle)
+{
+	struct rdma_conn *c = to_conn(xc);
+	/* Remote READ only: the peer can never write here. */
+	struct ibv_mr *mr = ibv_reg_mr(c->pd, base, len, IBV_ACCESS_REMOTE_READ);
+
+	if (!mr)
+		return kvmig_err(-errno, "cannot register %llu bytes of page memory on %s for "
+				 "remote read: %s%s", (unsigned long long)len, c->dev,
+				 strerror(errno), errno == ENOMEM ? " (ulimit -l?)" : "");
+	*key = mr->rkey;
+	*handle = mr;
+	return 0;
+}
+
+static int vb_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **handle)
+{
+	struct rdma_conn *c = to_conn(xc);
+	struct rdma_reg *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	r->mr = ibv_reg_mr(c->pd, base, len, IBV_ACCESS_LOCAL_WRITE);
+	if (!r->mr) {
+		int err = -errno;
+
+		free(r);
+		return kvmig_err(err, "cannot register %llu bytes of destination memory on %s: %s%s",
+				 (unsigned long long)len, c->dev, strerror(-err),
+				 err == -ENOMEM ? " (ulimit -l?)" : "");
+	}
+	r->next = c->local;
+	c->local = r;
+	*handle = r;
+	return 0;
+}
+
+static void vb_dereg(struct xport_conn *xc, void **handle)
+{
+	struct rdma_conn *c = to_conn(xc);
+
+	if (!handle || !*handle)
+		return;
+	for (struct rdma_reg **pp = &c->local; *pp; pp = &(*pp)->next) {
+		if (*pp == *handle) {
+			struct rdma_reg *r = *pp;
+
+			*pp = r->next;
+			ibv_dereg_mr(r->mr);
+			free(r);
+			*handle = NULL;
+			return;
+		}
+	}
+	ibv_dereg_mr(*handle); /* a remote registration is the MR itself */
+	*handle = NULL;
+}
+
+/* ---- reads ---- */
+
+static uint32_t local_key(const struct rdma_conn *c, const void *p, uint32_t len)
+{
+	const uint8_t *b = p;
+
+	for (const struct rdma_reg *r = c->local; r; r = r->next) {
+		const uint8_t *base = r->mr->addr;
+
+		if (b >= base && b + len <= base + r->mr->length)
+			return r->mr->lkey;
+	}
+	return 0;
+}
+
+static int vb_post_reads(struct xport_conn *xc, struct xport_read **rds, unsigned n)
+{
+	struct rdma_conn *c = to_conn(xc);
+	struct ibv_send_wr wr[32], *bad;
+	struct ibv_sge sge[32];
+
+	if (c->broken)
+		return c->broken;
+	if (c->outstanding + n > MAX_READS)
+		return kvmig_err(-EINVAL, "%u reads outstanding; the rdma provider takes at most %u",
+				 c->outstanding + n, MAX_READS);
+	for (unsigned i = 0; i < n;) {
+		unsigned k = KVMIG_MIN(n - i, (unsigned)KVMIG_ARRAY_SIZE(wr));
+		int ret;
+
+		for (unsigned j = 0; j < k; j++) {
+			struct xport_read *rd = rds[i + j];
+			uint32_t lkey = local_key(c, rd->local, rd->len);
+
+			if (!lkey)
+				return broke(c, kvmig_err(-EFAULT, "read destination %p+%u is not in "
+							  "registered memory", rd->local, rd->len));
+			sge[j] = (struct ibv_sge){ (uintptr_t)rd->local, rd->len, lkey };
+			wr[j] = (struct ibv_send_wr){ .wr_id = (uintptr_t)rd, .sg_list = &sge[j],
+						      .num_sge = 1, .opcode = IBV_WR_RDMA_READ,
+						      .next = j + 1 < k ? &wr[j + 1] : NULL };
+			wr[j].wr.rdma.remote_addr = rd->remote;
+			wr[j].wr.rdma.rkey = rd->key;
+			if (++c->unsignaled >= SIGNAL_EVERY || i + j + 1 == n) {
+				wr[j].send_flags = IBV_SEND_SIGNALED;
+				c->unsignaled = 0;
+			}
+			rd->status = 0;
+			rd->next = NULL;
+			if (c->pend_tail)
+				c->pend_tail->next = rd;
+			else
+				c->pend_head = rd;
+			c->pend_tail = rd;
+			c->outstanding++;
+		}
+		if ((ret = ibv_post_send(c->id->qp, wr, &bad)))
+			return broke(c, kvmig_err(-ret, "ibv_post_send (RDMA READ) to %s: %s",
+						  c->peer, strerror(ret)));
+		i += k;
+	}
+	return 0;
+}
+
+static int vb_reap(struct xport_conn *xc, struct xport_read **out, unsigned max)
+{
+	struct rdma_conn *c = to_conn(xc);
+	unsigned n = 0;
+
+	while (n < max && c->done_head) {
+		struct xport_read *rd = c->done_head;
+
+		c->done_head = rd->next;
+		if (!c->done_head)
+			c->done_tail = NULL;
+		rd->next = NULL;
+		out[n++] = rd;
+	}
+	return (int)n;
+}
+
+static int vb_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
+{
+	struct rdma_conn *c = to_conn(xc);
+	double start = kvmig_now(), ka = c->timeout_ms / 1000.0 / KEEPALIVE_DIV;
+
+	if (c->broken)
+		return c->broken;
+	for (;;) {
+		double now = kvmig_now();
+		int left = timeout_ms < 0 ? c->timeout_ms : timeout_ms - (int)((now - start) * 1000.0);
+		int woken, ret, slice;
+
+		if (now - c->last_sent >= ka && (ret = send_keepalive(c)) < 0)
+			return ret;
+		if (left <= 0)
+			return broke(c, kvmig_err(-ETIMEDOUT, "peer %s was silent for %d ms", c->peer,
+						  c->timeout_ms));
+		slice = (int)KVMIG_MIN((double)left, (c->last_sent + ka - now) * 1000.0 + 1);
+		c->heard = 0;
+		if ((ret = wait_events(c, KVMIG_MAX(slice, 1), wake_fd, &woken)) < 0)
+			return ret;
+		if (c->heard) {
+			c->last_heard = kvmig_now();
+			return 1;
+		}
+		if (woken)
+			return 0;
+	}
+}
+
+static void vb_counters(const struct xport_conn *xc, struct xport_counters *out)
+{
+	/* One-sided reads: the sender's CPU never sees them. */
+	*out = kvmig_container_of(xc, const struct rdma_conn, base)->cnt;
+}
+
+int kvmig_rdma_serves(const char *addr, int passive)
+{
+	struct rdma_event_channel *ch = rdma_create_event_channel();
+	struct addrinfo *res = NULL;
+	struct rdma_cm_id *id = NULL;
+	struct rdma_cm_event *ev;
+	int serves = 0;
+
+	if (!ch)
+		return 0; /* no rdma_cm: no RDMA here */
+	if (set_nonblock(ch->fd) < 0 || kvmig_addr_resolve(addr, passive, &res) < 0 ||
+	    rdma_create_id(ch, &id, NULL, RDMA_PS_TCP))
+		goto out;
+	if (passive) {
+		/* Port 0: only asking which device owns the address. */
+		struct sockaddr_storage ss = { 0 };
+
+		memcpy(&ss, res->ai_addr, res->ai_addrlen);
+		if (ss.ss_family == AF_INET)
+			((struct sockaddr_in *)&ss)->sin_port = 0;
+		else
+			((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+		serves = rdma_bind_addr(id, (struct sockaddr *)&ss) == 0 && id->verbs;
+	} else if (rdma_resolve_addr(id, NULL, res->ai_addr, 2000) == 0 &&
+		   cm_wait(ch, RDMA_CM_EVENT_ADDR_RESOLVED, 3000, "probing", &ev) == 0) {
+		serves = id->verbs != NULL;
+		rdma_ack_cm_event(ev);
+	}
+out:
+	kvmig_clear_error();
+	if (res)
+		freeaddrinfo(res);
+	if (id)
+		rdma_destroy_id(id);
+	rdma_destroy_event_channel(ch);
+	return serves;
+}
+
+const struct xport_ops kvmig_xport_rdma = {
+	.name = "rdma",
+	.listen = vb_listen,
+	.listener_addr = vb_listener_addr,
+	.accept = vb_accept_conn,
+	.listener_close = vb_listener_close,
+	.connect = vb_connect_conn,
+	.set_timeout = vb_set_timeout,
+	.close = vb_close,
+	.send = vb_send,
+	.ctl_pop = vb_ctl_pop,
+	.reg_remote = vb_reg_remote,
+	.reg_local = vb_reg_local,
+	.dereg = vb_dereg,
+	.post_reads = vb_post_reads,
+	.reap = vb_reap,
+	.progress = vb_progress,
+	.counters = vb_counters,
+};
