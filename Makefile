@@ -4,12 +4,15 @@
 BUILD ?= build
 MESON_OPTS ?=
 
-.PHONY: all deps build demo check clean
+.PHONY: all deps test-deps build demo check clean
 
 all: build
 
 deps:
 	./scripts/install-deps.sh
+
+test-deps:
+	./scripts/install-deps.sh --tests
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) $(MESON_OPTS)
@@ -20,7 +23,7 @@ build: $(BUILD)/build.ninja
 demo: deps build
 	./$(BUILD)/tools/kvmig demo
 
-check: deps build
+check: test-deps build
 	./scripts/run-tests.sh $(BUILD)
 
 clean:

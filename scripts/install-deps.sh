@@ -1,11 +1,17 @@
 #!/bin/sh
-# Install the Debian packages kvmig builds and tests with, if any is missing.
+# Install the Debian packages kvmig builds with (and, with --tests, what the
+# test suites need: the soft-RoCE suite boots a qemu guest with the Debian
+# kernel and runs rdma_rxe in it), if any is missing.
 # Needs root (or sudo) only when something must be installed.
 set -eu
 
 PKGS="meson ninja-build pkg-config gcc libc6-dev \
 libibverbs-dev librdmacm-dev liburing-dev libxxhash-dev libjansson-dev libcmocka-dev \
 xxhash python3 python3-xxhash"
+if [ "${1:-}" = "--tests" ]; then
+	PKGS="$PKGS qemu-system-x86 linux-image-amd64 busybox-static cpio kmod iproute2 \
+rdma-core ibverbs-utils rdmacm-utils perftest"
+fi
 
 missing=""
 for p in $PKGS; do

@@ -51,6 +51,7 @@
 #define SIGNAL_EVERY 16u        /* one signaled read per this many */
 #define KEEPALIVE_DIV 4         /* keepalive after timeout / this of our own silence */
 #define RESOLVE_MS 5000         /* address and route resolution */
+#define LINGER_MS 2000          /* close: wait this long for our last SENDs */
 
 /* wr_id of control work requests; reads carry their xport_read pointer. */
 #define WRID_RECV(i) ((uint64_t)(i) + 1)
@@ -125,14 +126,19 @@ static int wc_errno(enum ibv_wc_status s)
 	case IBV_WC_LOC_LEN_ERR:        /* message larger than the posted buffer */
 	case IBV_WC_REM_INV_RD_REQ_ERR:
 		return -EMSGSIZE;
-	case IBV_WC_WR_FLUSH_ERR:       /* queue pair already in error: see the first failure */
-		return -ECANCELED;
+	case IBV_WC_WR_FLUSH_ERR:       /* our queue pair went to error without a failure of
+					 * ours: the peer's went first (it made an invalid
+					 * request, or it is gone) */
+		return -ECONNRESET;
 	case IBV_WC_REM_ABORT_ERR:
 		return -ECONNABORTED;
 	default:                        /* LOC_QP_OP, REM_OP, FATAL, GENERAL, ... */
 		return -EIO;
 	}
 }
+
+static int cm_check(struct rdma_conn *c);
+static int wait_events(struct rdma_conn *c, int timeout_ms, int wake_fd, int *woken);
 
 static int broke(struct rdma_conn *c, int err)
 {
@@ -313,6 +319,16 @@ static void vb_close(struct xport_conn **xc)
 	if (!xc || !*xc)
 		return;
 	c = to_conn(*xc);
+	if (c->id && c->qp_made) {
+		/* Linger until our last SENDs (an ABORT, a COMMIT_ACK) are
+		 * acknowledged: disconnecting flushes them otherwise. */
+		double until = kvmig_now() + LINGER_MS / 1000.0;
+		int woken;
+
+		while (!c->broken && c->send_free < N_SEND && kvmig_now() < until)
+			if (wait_events(c, LINGER_MS, -1, &woken) < 0)
+				break;
+	}
 	if (c->id) {
 		if (c->qp_made)
 			rdma_disconnect(c->id);
@@ -503,7 +519,8 @@ static int vb_connect_conn(const char *addr, int timeout_ms, struct xport_conn *
 		goto fail;
 	rdma_ack_cm_event(ev);
 	if (rdma_resolve_route(c->id, RESOLVE_MS)) {
-		err = kvmig_err(-errno, "%s: route: %s", what, strerror(errno));
+		err = kvmig_err(-errno, "%s: no RDMA route (%s): no RDMA device serves this "
+				"address", what, strerror(errno));
 		goto fail;
 	}
 	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ROUTE_RESOLVED, RESOLVE_MS + 1000, what, &ev)) < 0)
@@ -631,6 +648,11 @@ static int wc_failed(struct rdma_conn *c, const struct ibv_wc *wc)
 
 	if (c->broken)
 		return c->broken; /* flushes after the first failure say nothing new */
+	if (wc->status == IBV_WC_WR_FLUSH_ERR && cm_check(c) < 0)
+		return c->broken; /* a disconnect explains it better */
+	if (wc->status == IBV_WC_WR_FLUSH_ERR)
+		return broke(c, kvmig_err(err, "connection to %s broke: %s flushed (the peer's side "
+					  "failed first, or the peer is gone)", c->peer, what));
 	if (err == -EFAULT && !WRID_IS_CTL(wc->wr_id))
 		return broke(c, kvmig_err(err, "%s from %s was refused: %s (the peer does not "
 					  "expose that range, or the key is stale)", what,
@@ -666,7 +688,9 @@ static int drain_cq(struct rdma_conn *c)
 	}
 	if (n < 0)
 		return broke(c, kvmig_err(-EIO, "ibv_poll_cq failed on %s", c->dev));
-	return c->broken ? c->broken : total;
+	/* What arrived before a failure is handled first: the engine pops
+	 * queued messages before it calls progress() again. */
+	return total ? total : c->broken;
 }
 
 /* Handle what the connection manager says: a disconnect or device removal breaks us. */
@@ -707,8 +731,6 @@ static int wait_events(struct rdma_conn *c, int timeout_ms, int wake_fd, int *wo
 	while (r < 0 && errno == EINTR);
 	if (r < 0)
 		return kvmig_err(-errno, "poll: %s", strerror(errno));
-	if (pfd[1].revents && cm_check(c) < 0)
-		return c->broken;
 	if (pfd[0].revents && ibv_get_cq_event(c->cc, &cq, &ctx) == 0) {
 		ibv_ack_cq_events(cq, 1);
 		if ((r = ibv_req_notify_cq(c->cq, 0)))
@@ -716,8 +738,12 @@ static int wait_events(struct rdma_conn *c, int timeout_ms, int wake_fd, int *wo
 	}
 	if (wake_fd >= 0 && pfd[2].revents)
 		*woken = 1;
-	/* Armed again: completions from before the arming are polled here. */
-	return drain_cq(c);
+	/* Armed again: completions from before the arming are polled here,
+	 * before a disconnect, so a peer's last message (ABORT) is not lost. */
+	n = drain_cq(c);
+	if (pfd[1].revents)
+		cm_check(c);
+	return n != 0 ? n : c->broken;
 }
 
 /* ---- control messages ---- */
@@ -1001,8 +1027,14 @@ int kvmig_rdma_serves(const char *addr, int passive)
 		serves = rdma_bind_addr(id, (struct sockaddr *)&ss) == 0 && id->verbs;
 	} else if (rdma_resolve_addr(id, NULL, res->ai_addr, 2000) == 0 &&
 		   cm_wait(ch, RDMA_CM_EVENT_ADDR_RESOLVED, 3000, "probing", &ev) == 0) {
-		serves = id->verbs != NULL;
 		rdma_ack_cm_event(ev);
+		/* An address can resolve to a device yet have no RDMA route
+		 * (127.0.0.1 with rxe on another netdev): ask for the route too. */
+		if (id->verbs && rdma_resolve_route(id, 2000) == 0 &&
+		    cm_wait(ch, RDMA_CM_EVENT_ROUTE_RESOLVED, 3000, "probing", &ev) == 0) {
+			serves = 1;
+			rdma_ack_cm_event(ev);
+		}
 	}
 out:
 	kvmig_clear_error();

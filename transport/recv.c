@@ -229,6 +229,8 @@ static int fill_reads(struct receiver *r)
 		rd->remote = rx->addr + c->roff;
 		rd->len = (uint32_t)len;
 		rd->key = rx->key;
+		if (kvmig_fault("recv-bad-key", NULL))
+			rd->key ^= 0x5a5a;
 		rd->ctx = (void *)(uintptr_t)c->page;
 		r->batch[nb++] = rd;
 		pg->reads_left++;

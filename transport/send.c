@@ -245,8 +245,12 @@ static void *hasher_main(void *arg)
 		const struct kvmig_offer_page *pg = &s->pages[i];
 		uint32_t h = pg->n_ext / 2;
 
+		uint64_t bad;
+
 		hash_half(pg->ext, h, &s->dig[i].k);
 		hash_half(pg->ext + h, h, &s->dig[i].v);
+		if (kvmig_fault("send-bad-digest", &bad) && bad == pg->ix)
+			s->dig[i].v.b[0] ^= 1;
 		atomic_store(&s->hashed, i + 1);
 		/* An eventfd write only fails if the counter would overflow: the
 		 * main thread also re-reads s->hashed every time it wakes. */

@@ -27,6 +27,22 @@ int kvmig_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* Prefix the existing last error with "@fmt: " (context from an outer layer); returns @code. */
 int kvmig_err_prefix(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * kvmig_fault() - test-only fault injection: 1 when $KVMIG_FAULT names
+ * @point ("point" or "point:N", *arg = N when @arg). Compiled in only with
+ * -Dfault_injection=true outside release builds; otherwise always 0.
+ */
+#ifdef KVMIG_FAULT_INJECTION
+int kvmig_fault(const char *point, uint64_t *arg);
+#else
+static inline int kvmig_fault(const char *point, uint64_t *arg)
+{
+	(void)point;
+	(void)arg;
+	return 0;
+}
+#endif
+
 /* Seconds on the monotonic clock. */
 static inline double kvmig_now(void)
 {

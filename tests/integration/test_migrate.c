@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Two-process migrations over loopback TCP. The receiver and the sender run
+ * Two-process migrations, over loopback TCP by default, over the verbs
+ * provider with KVMIG_TEST_TRANSPORT=rdma KVMIG_TEST_LISTEN=ADDR:0 (the
+ * soft-RoCE suite, tests/softroce/, runs it so). The receiver and the sender run
  * in forked children on shared-memory pagers; the parent then inspects both
  * pagers: the destination against the source's manifest taken before the
  * migration, the source's digests and pause state, and what the destination
  * holds after a failure. Misbehaving peers (silent, bad range, wrong digests)
- * are played by the parent with the wire codec over a raw socket.
+ * are played by the parent with the wire codec over a raw socket (tcp only).
+ * Fault points ($KVMIG_FAULT, util/fault.c) make a real peer misbehave on
+ * either transport.
  */
 #include <errno.h>
 #include <poll.h>
@@ -29,6 +33,8 @@
 #include "wire.h"
 
 static char src_name[64], dst_name[64];
+static enum kvmig_transport xport = KVMIG_TRANSPORT_TCP;
+static const char *listen_addr = "127.0.0.1:0";
 static struct kvmig_pager *src, *dst;
 
 /* 4 layers x 4 heads x 64 dim x 16 tokens bf16: 32 KiB per half. */
@@ -129,12 +135,16 @@ struct side {
 	struct kvmig_migrate_opts o;
 	uint32_t kill_after_pages;   /* receiver: SIGKILL itself once this many landed */
 	uint64_t kill_after_bytes;   /* sender: SIGKILL itself once this much was served */
+	const char *kill_at_phase;   /* SIGKILL itself when this phase begins */
+	const char *fault;           /* $KVMIG_FAULT in this side only */
 };
 
 static void kill_on_progress(void *arg, const struct kvmig_event *ev)
 {
 	const struct side *s = arg;
 
+	if (ev->type == KVMIG_EVENT_PHASE && s->kill_at_phase && !strcmp(ev->phase, s->kill_at_phase))
+		raise(SIGKILL);
 	if (ev->type != KVMIG_EVENT_PROGRESS)
 		return;
 	if ((s->kill_after_pages && ev->pages_done >= s->kill_after_pages) ||
@@ -148,48 +158,92 @@ static void side_init(struct side *s)
 	kvmig_migrate_opts_init(&s->o);
 	s->o.queue_depth = 4;
 	s->o.max_read_bytes = 8192; /* several reads per 32 KiB extent */
-	s->o.timeout_ms = 3000;
+	s->o.timeout_ms = xport == KVMIG_TRANSPORT_TCP ? 3000 : 15000; /* emulated RDMA is slow */
+	s->o.transport = xport;
 	s->o.progress_interval_ms = 0;
 }
 
 /*
- * Run one side in a child: the receiver accepts on @l into the destination,
+ * A child's whole life: the receiver accepts on @l into the destination,
  * the sender (@l NULL) sends the source to @addr. Exit status: 0, or the
  * errno the migration failed with.
  */
-static pid_t fork_side(struct kvmig_listener *l, const char *addr, struct side *s)
+static void __attribute__((noreturn)) run_side(struct kvmig_listener *l, const char *addr,
+					       struct side *s)
+{
+	struct kvmig_pager *p = NULL;
+	int ret;
+
+	if (s->fault)
+		setenv("KVMIG_FAULT", s->fault, 1);
+	if (s->kill_after_pages || s->kill_after_bytes || s->kill_at_phase) {
+		s->o.on_event = kill_on_progress;
+		s->o.event_arg = s;
+	}
+	if (kvmig_synth_attach(l ? dst_name : src_name, &p) < 0)
+		_exit(100);
+	ret = l ? kvmig_migrate_accept(l, p, &s->o, NULL) : kvmig_migrate_send(p, addr, &s->o, NULL);
+	if (ret < 0)
+		fprintf(stderr, "%s: %s\n", l ? "receiver" : "sender", kvmig_last_error());
+	kvmig_pager_destroy(&p);
+	kvmig_listener_close(&l);
+	_exit(ret < 0 ? -ret : 0);
+}
+
+/* A receiver child accepting on the parent's listener @l (tcp). */
+static pid_t fork_receiver(struct kvmig_listener *l, struct side *s)
 {
 	pid_t pid = fork();
 
 	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct kvmig_pager *p = NULL;
-		int ret;
-
-		if (s->kill_after_pages || s->kill_after_bytes) {
-			s->o.on_event = kill_on_progress;
-			s->o.event_arg = s;
-		}
-		if (kvmig_synth_attach(l ? dst_name : src_name, &p) < 0)
-			_exit(100);
-		ret = l ? kvmig_migrate_accept(l, p, &s->o, NULL) :
-			  kvmig_migrate_send(p, addr, &s->o, NULL);
-		if (ret < 0)
-			fprintf(stderr, "%s: %s\n", l ? "receiver" : "sender", kvmig_last_error());
-		kvmig_pager_destroy(&p);
-		_exit(ret < 0 ? -ret : 0);
-	}
+	if (pid == 0)
+		run_side(l, NULL, s);
 	return pid;
 }
 
-static pid_t fork_receiver(struct kvmig_listener *l, struct side *s)
+/*
+ * A receiver child with its own listener on listen_addr (an rdma_cm
+ * listener cannot be handed to another process); its address comes back
+ * through a pipe into @addr.
+ */
+static pid_t fork_listening_receiver(struct side *s, char addr[96])
 {
-	return fork_side(l, NULL, s);
+	int fds[2];
+	ssize_t n;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvmig_listener *l = NULL;
+
+		close(fds[0]);
+		if (kvmig_listener_open(listen_addr, &s->o, &l) < 0) {
+			fprintf(stderr, "receiver: %s\n", kvmig_last_error());
+			_exit(101);
+		}
+		n = write(fds[1], kvmig_listener_addr(l), strlen(kvmig_listener_addr(l)));
+		close(fds[1]);
+		run_side(l, NULL, s);
+	}
+	close(fds[1]);
+	n = read(fds[0], addr, 95);
+	close(fds[0]);
+	if (n <= 0)
+		fail_msg("the receiver could not listen on %s", listen_addr);
+	addr[n] = '\0';
+	return pid;
 }
 
 static pid_t fork_sender(const char *addr, struct side *s)
 {
-	return fork_side(NULL, addr, s);
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		run_side(NULL, addr, s);
+	return pid;
 }
 
 /* Exit code of a child, or 1000 + signal if it was killed. */
@@ -203,13 +257,11 @@ static int reap(pid_t pid)
 
 static void migrate(struct side *rs, struct side *ss, int *rrc, int *src_rc)
 {
-	struct kvmig_listener *l = NULL;
+	char addr[96];
 	pid_t r, s;
 
-	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, &l), 0);
-	r = fork_receiver(l, rs);
-	s = fork_sender(kvmig_listener_addr(l), ss);
-	kvmig_listener_close(&l);
+	r = fork_listening_receiver(rs, addr);
+	s = fork_sender(addr, ss);
 	*src_rc = reap(s);
 	*rrc = reap(r);
 }
@@ -442,13 +494,72 @@ static void test_sender_killed_mid_transfer(void **state)
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
 	side_init(&rs);
 	side_init(&ss);
-	ss.kill_after_bytes = 64 * 1024; /* 1 of 18 pages served */
+	if (xport == KVMIG_TRANSPORT_TCP)
+		ss.kill_after_bytes = 64 * 1024; /* 1 of 18 pages served */
+	else
+		ss.kill_at_phase = "transfer"; /* one-sided reads: the sender cannot count them */
 	migrate(&rs, &ss, &rrc, &src_rc);
 	assert_int_equal(src_rc, 1000 + SIGKILL);
-	assert_int_equal(rrc, ECONNRESET);
+	if (xport == KVMIG_TRANSPORT_TCP)
+		assert_int_equal(rrc, ECONNRESET);
+	else if (rrc != ECONNRESET && rrc != ETIMEDOUT && rrc != EFAULT)
+		fail_msg("receiver exit %d (%s); expected ECONNRESET, ETIMEDOUT or EFAULT", rrc,
+			 strerror(rrc));
 	/* The receiver freed every page it had allocated. */
 	assert_int_equal(n_occupied(dst), 3);
 	assert_int_equal(n_seqs(dst), 0);
+	drop_pagers();
+}
+
+/* ---- a real peer misbehaves at a fault point ---- */
+
+/* Migrate with fault points set in the receiver and / or the sender. */
+static void faulted(const char *recv_fault, const char *send_fault, int *rrc, int *src_rc,
+		    struct kvmig_digest *d0)
+{
+	struct side rs, ss;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	digest_of(src, d0);
+	side_init(&rs);
+	side_init(&ss);
+	rs.fault = recv_fault;
+	ss.fault = send_fault;
+	migrate(&rs, &ss, rrc, src_rc);
+}
+
+/* The sender's digest of source page 9's V half is wrong: EIO after one re-read. */
+static void test_fault_bad_digest(void **state)
+{
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	faulted(NULL, "send-bad-digest:9", &rrc, &src_rc, &d0);
+	assert_int_equal(rrc, EIO);
+	assert_int_equal(src_rc, EIO);
+	check_untouched(&d0, 3, 0);
+	drop_pagers();
+}
+
+/* The receiver reads with a wrong key: the sender (tcp) or its NIC (rdma) refuses. */
+static void test_fault_bad_key(void **state)
+{
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	faulted("recv-bad-key", NULL, &rrc, &src_rc, &d0);
+	if (rrc != EFAULT && rrc != ECONNRESET)
+		fail_msg("receiver exit %d (%s); expected EFAULT or ECONNRESET", rrc, strerror(rrc));
+	if (src_rc != EFAULT && src_rc != ECONNRESET)
+		fail_msg("sender exit %d (%s); expected EFAULT or ECONNRESET", src_rc,
+			 strerror(src_rc));
+	check_untouched(&d0, 3, 0);
 	drop_pagers();
 }
 
@@ -773,6 +884,7 @@ static int unlink_pagers(void **state)
 
 int main(void)
 {
+	/* Every transport. */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_move_page_major),
 		cmocka_unit_test(test_full_copy_page_major),
@@ -784,6 +896,11 @@ int main(void)
 		cmocka_unit_test(test_unknown_sequence),
 		cmocka_unit_test(test_receiver_killed_mid_transfer),
 		cmocka_unit_test(test_sender_killed_mid_transfer),
+		cmocka_unit_test(test_fault_bad_digest),
+		cmocka_unit_test(test_fault_bad_key),
+	};
+	/* The parent speaks the wire protocol over a raw socket: tcp only. */
+	const struct CMUnitTest tcp_tests[] = {
 		cmocka_unit_test(test_silent_sender),
 		cmocka_unit_test(test_silent_receiver),
 		cmocka_unit_test(test_bad_range_request),
@@ -791,8 +908,27 @@ int main(void)
 		cmocka_unit_test(test_transient_corruption_reread),
 	};
 
+	const char *t = getenv("KVMIG_TEST_TRANSPORT");
+	int failed;
+
+	if (t && !strcmp(t, "rdma")) {
+		xport = KVMIG_TRANSPORT_RDMA;
+		listen_addr = getenv("KVMIG_TEST_LISTEN");
+		if (!listen_addr) {
+			fprintf(stderr, "KVMIG_TEST_TRANSPORT=rdma needs KVMIG_TEST_LISTEN=ADDR:0, the "
+				"address of an RDMA device\n");
+			return 2;
+		}
+	} else if (t && strcmp(t, "tcp")) {
+		fprintf(stderr, "KVMIG_TEST_TRANSPORT is tcp or rdma, not \"%s\"\n", t);
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(src_name, sizeof(src_name), "kvmig-it-src-%d", (int)getpid());
 	snprintf(dst_name, sizeof(dst_name), "kvmig-it-dst-%d", (int)getpid());
-	return cmocka_run_group_tests(tests, NULL, unlink_pagers);
+	failed = cmocka_run_group_tests_name(xport == KVMIG_TRANSPORT_TCP ? "migrate tcp" :
+					     "migrate rdma", tests, NULL, unlink_pagers);
+	if (xport == KVMIG_TRANSPORT_TCP)
+		failed += cmocka_run_group_tests_name("tcp provider", tcp_tests, NULL, unlink_pagers);
+	return failed ? 1 : 0;
 }

@@ -26,8 +26,7 @@ missing() {
 }
 command -v qemu-system-x86_64 > /dev/null || missing qemu-system-x86_64
 command -v cpio > /dev/null || missing cpio
-bb=$(command -v busybox || true)
-[ -n "$bb" ] && file -L "$bb" 2>/dev/null | grep -q 'statically linked' || bb=/bin/busybox
+bb=/bin/busybox # busybox-static's: the initramfs has no libc
 [ -x "$bb" ] || missing busybox
 kver=$(ls /lib/modules 2>/dev/null | sort -V | tail -n 1)
 [ -n "$kver" ] && [ -r "/boot/vmlinuz-$kver" ] || missing "a kernel in /boot"

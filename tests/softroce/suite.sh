@@ -1,0 +1,94 @@
+#!/bin/sh
+# tests/softroce/suite.sh BUILD - the soft-RoCE scenarios, run INSIDE the
+# guest by run.sh (through boot.sh): two rxe devices, rxa on 10.77.0.1 and
+# rxb on 10.77.0.2, in one network namespace.
+#
+# 1. tests/integration/test_migrate over the verbs provider: full cache,
+#    layer-major, move and copy, subset with a shared prefix, meta and layout
+#    mismatch, destination out of pages, unknown sequence, receiver and sender
+#    killed mid-transfer, a wrong digest (EIO after one re-read), a wrong
+#    key (the NIC refuses the read).
+# 2. The CLI: --transport auto picks rdma on 10.77.0.1 and tcp on 127.0.0.1,
+#    --transport rdma where no RDMA device serves the address is a clear error.
+set -u
+build=$1
+K=$build/tools/kvmig
+A=10.77.0.1
+fails=0
+tmp=$(mktemp -d)
+
+ok() { echo "ok - $1"; }
+no() { echo "not ok - $1"; fails=$((fails + 1)); }
+check() {
+	name=$1
+	shift
+	if "$@"; then ok "$name"; else no "$name"; fi
+}
+
+ibv_devices
+echo "== test_migrate over rdma"
+check "test_migrate (rdma)" env KVMIG_TEST_TRANSPORT=rdma KVMIG_TEST_LISTEN=$A:0 \
+	timeout 900 "$build/tests/test_migrate"
+
+echo "== cli"
+$K pager init shm:sr-a --preset tiny --seqs 4 --pages-per-seq 5 --shared-prefix 2 --capacity 64 > /dev/null
+$K pager init shm:sr-b --preset tiny --capacity 64 > /dev/null
+M=$($K capture --pager shm:sr-a --store "$tmp/store")
+
+# auto on an rxe address: rdma on both sides, the receiver's json says so.
+timeout 120 $K recv --transport auto --listen $A:7471 --pager shm:sr-b --json \
+	--accept-timeout 60000 > "$tmp/recv.json" 2> "$tmp/recv.err" &
+rp=$!
+sleep 1
+timeout 120 $K send --transport auto --to $A:7471 --pager shm:sr-a --mode copy --json \
+	> "$tmp/send.json" 2> "$tmp/send.err"
+src=$?
+wait $rp
+rrc=$?
+check "auto send/recv exit 0 (sender $src, receiver $rrc)" [ $src -eq 0 ] && [ $rrc -eq 0 ]
+cat "$tmp/send.err" "$tmp/recv.err"
+check "both sides report rdma, 4 sequences, every page verified" python3 - "$tmp" <<'PY'
+import json, sys
+d = sys.argv[1]
+ev = {side: [json.loads(l) for l in open(f"{d}/{side}.json")] for side in ("send", "recv")}
+assert ev["recv"][0] == {"event": "listening", "addr": "10.77.0.1:7471", "transport": "rdma"}, ev["recv"][0]
+assert ev["send"][0]["transport"] == "rdma", ev["send"][0]
+for side in ("send", "recv"):
+    r = ev[side][-1]
+    assert r["event"] == "result" and r["transport"] == "rdma", r
+    assert r["seqs"] == 4 and r["pages"] == 14 and r["pages_verified"] == 14, r
+PY
+check "destination holds the source's sequences byte for byte (kvmig verify)" \
+	$K verify --pager shm:sr-b --store "$tmp/store" --manifest "$M"
+
+# auto on loopback: no RDMA device serves 127.0.0.1, so tcp.
+timeout 60 $K recv --transport auto --listen 127.0.0.1:7472 --pager shm:sr-b --json \
+	--accept-timeout 30000 > "$tmp/recv2.json" 2>&1 &
+rp=$!
+sleep 1
+timeout 60 $K send --transport auto --to 127.0.0.1:7472 --pager shm:sr-a --mode copy --seqs seq-0 \
+	--json > "$tmp/send2.json" 2>&1
+src=$?
+wait $rp
+check "auto on 127.0.0.1 picks tcp (and seq-0, already there, is refused)" \
+	python3 - "$tmp" "$src" <<'PY'
+import json, sys
+d = sys.argv[1]
+s = [json.loads(l) for l in open(f"{d}/send2.json")]
+r = [json.loads(l) for l in open(f"{d}/recv2.json")]
+assert r[0]["transport"] == "tcp" and s[0]["transport"] == "tcp", (r[0], s[0])
+assert r[-1]["event"] == "error" and r[-1]["errno"] == "EEXIST", r[-1]
+PY
+
+# rdma where nothing serves the address: a clear error, not a hang.
+timeout 60 $K send --transport rdma --to 127.0.0.1:7473 --pager shm:sr-a > "$tmp/out3" 2>&1
+src=$?
+cat "$tmp/out3"
+check "send --transport rdma to 127.0.0.1 fails (exit $src) naming RDMA" \
+	sh -c "[ $src -ne 0 ] && [ $src -ne 124 ] && grep -q 'no RDMA device serves' '$tmp/out3'"
+
+$K pager rm shm:sr-a > /dev/null
+$K pager rm shm:sr-b > /dev/null
+rm -rf "$tmp"
+echo "softroce: $fails failed"
+[ $fails -eq 0 ]
