@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tools/cmd_bench.c - kvmig bench: migration throughput over loopback TCP
- * against iperf3's single-stream loopback throughput, measured in one run.
+ * against iperf3's single-stream loopback throughput, measured in one run;
+ * or, with --transport rdma --listen ADDR, over the verbs provider (the
+ * soft-RoCE bench script, tests/softroce/bench.sh, runs ib_read_bw beside it).
  *
  * Sender and receiver are two long-lived processes that each own their
  * pager in process memory, as an engine owns its KV arena; one untimed
@@ -25,11 +27,14 @@
 
 static const char bench_usage[] =
 	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3]\n"
+	"                   [--transport tcp|rdma --listen ADDR:PORT]\n"
 	"\n"
 	"Migrate a Llama-3-8B-shaped cache of N pages (2 MiB each; default 512 = 1 GiB)\n"
 	"between two processes over loopback TCP, R times with verification and R\n"
 	"times without (default 5), interleaved with R iperf3 runs of the same size,\n"
-	"and print medians, ratios and the receiver's peak RSS.\n";
+	"and print medians, ratios and the receiver's peak RSS. --transport rdma\n"
+	"migrates over the verbs provider to a receiver on ADDR (an RDMA device's\n"
+	"address) and runs no iperf3.\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -45,8 +50,10 @@ static double median(double *v, int n)
 }
 
 /* Receiver: one migration per round into the same pages, then reset. */
-static int receiver(struct kvmig_listener *l, uint32_t pages, int rounds, int out_fd)
+static int receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32_t pages,
+		    int rounds, int out_fd)
 {
+	struct kvmig_listener *l = NULL;
 	struct kvmig_synth_opts so;
 	struct kvmig_pager *p = NULL;
 	struct kvmig_migrate_opts mo;
@@ -54,11 +61,16 @@ static int receiver(struct kvmig_listener *l, uint32_t pages, int rounds, int ou
 	long rss_kib;
 	int ret;
 
+	/* The listener lives here: an rdma_cm one cannot change process. */
+	if ((ret = kvmig_listener_open(addr, lo, &l)) < 0)
+		return cli_fail("bench", ret, "cannot listen on %s", addr);
+	if (write(out_fd, kvmig_listener_addr(l), 80) != 80)
+		return EXIT_FAIL;
 	kvmig_synth_opts_init(&so);
 	so.capacity_pages = pages;
 	if ((ret = kvmig_synth_create(&so, &p)) < 0)
 		return cli_fail("bench", ret, "receiver: cannot create its pager");
-	kvmig_migrate_opts_init(&mo);
+	mo = *lo;
 	for (int r = 0; r < 1 + 2 * rounds; r++) {
 		struct kvmig_migrate_stats st;
 		struct kvmig_seq_list seqs = { 0 };
@@ -86,6 +98,7 @@ static int receiver(struct kvmig_listener *l, uint32_t pages, int rounds, int ou
 	if (write(out_fd, &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
 		return EXIT_FAIL;
 	kvmig_pager_destroy(&p);
+	kvmig_listener_close(&l);
 	return EXIT_OK;
 }
 
@@ -124,19 +137,22 @@ int cmd_bench(int argc, char **argv)
 		{ "rounds", required_argument, NULL, 'r' },
 		{ "iperf3", required_argument, NULL, 'i' },
 		{ "no-iperf3", no_argument, NULL, 'n' },
+		{ "transport", required_argument, NULL, 't' },
+		{ "listen", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *iperf3 = "iperf3";
+	const char *iperf3 = "iperf3", *listen_addr = "127.0.0.1:0";
+	char addr[80] = "";
 	uint32_t pages = 512;
 	int rounds = 5, c, ret, pipefd[2], status, port = 5201 + (int)(getpid() % 500);
 	double on[64], off[64], ip[64], t_on, t_off, ip_med = 0;
 	int n_ip = 0;
-	struct kvmig_listener *l = NULL;
 	struct kvmig_pager *src = NULL;
 	struct kvmig_synth_opts so;
 	struct kvmig_migrate_opts mo;
 	struct kvmig_migrate_stats st;
+	enum kvmig_transport transport = KVMIG_TRANSPORT_TCP;
 	uint64_t v, bytes;
 	long rss_kib = 0;
 	pid_t child;
@@ -159,6 +175,15 @@ int cmd_bench(int argc, char **argv)
 		case 'n':
 			iperf3 = NULL;
 			break;
+		case 't':
+			if (!strcmp(optarg, "rdma"))
+				transport = KVMIG_TRANSPORT_RDMA;
+			else if (strcmp(optarg, "tcp"))
+				return cli_usage_error("bench", "--transport is tcp or rdma");
+			break;
+		case 'l':
+			listen_addr = optarg;
+			break;
 		case 'h':
 			fputs(bench_usage, stdout);
 			return EXIT_OK;
@@ -166,8 +191,10 @@ int cmd_bench(int argc, char **argv)
 			return cli_usage_error("bench", "bad option");
 		}
 	}
-	if ((ret = kvmig_listener_open("127.0.0.1:0", NULL, &l)) < 0)
-		return cli_fail("bench", ret, "cannot listen on loopback");
+	if (transport == KVMIG_TRANSPORT_RDMA)
+		iperf3 = NULL; /* the soft-RoCE bench script measures ib_read_bw instead */
+	kvmig_migrate_opts_init(&mo);
+	mo.transport = transport;
 	if (pipe(pipefd) < 0)
 		return cli_fail("bench", -errno, "pipe");
 	/* Fork before the source exists, so the receiver's RSS is its own. */
@@ -176,9 +203,14 @@ int cmd_bench(int argc, char **argv)
 		return cli_fail("bench", -errno, "fork");
 	if (child == 0) {
 		close(pipefd[0]);
-		_exit(receiver(l, pages, rounds, pipefd[1]));
+		_exit(receiver(listen_addr, &mo, pages, rounds, pipefd[1]));
 	}
 	close(pipefd[1]);
+	if (read(pipefd[0], addr, sizeof(addr)) != (ssize_t)sizeof(addr)) {
+		ret = EXIT_FAIL;
+		goto out;
+	}
+	addr[sizeof(addr) - 1] = '\0';
 	kvmig_synth_opts_init(&so);
 	so.capacity_pages = pages;
 	so.n_seqs = pages >= 8 ? 8 : 1;
@@ -189,14 +221,13 @@ int cmd_bench(int argc, char **argv)
 		ret = cli_fail("bench", ret, "cannot create the source pager");
 		goto out;
 	}
-	kvmig_migrate_opts_init(&mo);
 	mo.mode = KVMIG_MODE_COPY;
 	printf("kvmig bench: %u pages (%.2f GiB), %d rounds with and %d without verification, "
-	       "loopback tcp %s\n", so.capacity_pages, (double)bytes / (1 << 30), rounds, rounds,
-	       kvmig_listener_addr(l));
+	       "%s to %s\n", so.capacity_pages, (double)bytes / (1 << 30), rounds, rounds,
+	       transport == KVMIG_TRANSPORT_RDMA ? "rdma" : "tcp", addr);
 	for (int r = 0; r < 1 + 2 * rounds; r++) {
 		mo.verify = r == 0 || r % 2;
-		if ((ret = kvmig_migrate_send(src, kvmig_listener_addr(l), &mo, &st)) < 0) {
+		if ((ret = kvmig_migrate_send(src, addr, &mo, &st)) < 0) {
 			ret = cli_fail("bench", ret, "round %d failed", r);
 			goto out;
 		}
@@ -254,7 +285,6 @@ out:
 		kill(child, 9);
 		waitpid(child, NULL, 0);
 	}
-	kvmig_listener_close(&l);
 	kvmig_pager_destroy(&src);
 	return ret;
 }

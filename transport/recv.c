@@ -90,7 +90,7 @@ struct receiver {
 	uint32_t n_free, inflight;
 	struct kvmig_seq_list final;
 	int have_final, installed;
-	uint32_t landed, verified, rereads;
+	uint32_t landed, verified, rereads, n_reads;
 	void *lreg[KVMIG_WIRE_MAX_REGIONS];
 	uint32_t n_lreg;
 };
@@ -202,7 +202,35 @@ static int start_page(struct receiver *r)
 	return 0;
 }
 
-/* Post reads until the queue depth is reached or nothing is left to read. */
+/*
+ * Bytes readable in one piece from remote extent @i at @off on: the rest
+ * of it plus the following extents that continue it in memory under the
+ * same key, up to @max.
+ */
+static uint64_t remote_run(const struct rext *x, uint32_t n, uint32_t i, uint64_t off, uint64_t max)
+{
+	uint64_t run = x[i].len - off;
+
+	while (run < max && i + 1 < n && x[i + 1].addr == x[i].addr + x[i].len &&
+	       x[i + 1].key == x[i].key)
+		run += x[++i].len;
+	return KVMIG_MIN(run, max);
+}
+
+/* The same for the destination's extents. */
+static uint64_t local_run(const struct kvmig_extent *x, uint32_t n, uint32_t i, uint64_t off,
+			  uint64_t max)
+{
+	uint64_t run = x[i].len - off;
+
+	while (run < max && i + 1 < n &&
+	       (const uint8_t *)x[i + 1].addr == (const uint8_t *)x[i].addr + x[i].len)
+		run += x[++i].len;
+	return KVMIG_MIN(run, max);
+}
+
+/* Post reads until the queue depth is reached or nothing is left to read.
+ * A read spans extents that are contiguous on both sides (coalescing). */
 static int fill_reads(struct receiver *r)
 {
 	struct cursor *c = &r->cur;
@@ -217,12 +245,12 @@ static int fill_reads(struct receiver *r)
 				return ret;
 		}
 		struct rpage *pg = &r->pg[c->page];
-		const struct rext *rx = &r->rx[pg->ext_off + c->ri];
+		const struct rext *rxs = &r->rx[pg->ext_off], *rx = &rxs[c->ri];
 		const struct kvmig_extent *lx = &c->local[c->li];
-		uint64_t len = KVMIG_MIN(rx->len - c->roff, lx->len - c->loff);
+		uint64_t len = remote_run(rxs, pg->n_ext, c->ri, c->roff, r->e.o.max_read_bytes);
 		struct xport_read *rd = r->free_reads[--r->n_free];
 
-		len = KVMIG_MIN(len, r->e.o.max_read_bytes);
+		len = local_run(c->local, c->n_local, c->li, c->loff, len);
 		kvmig_container_of(rd, struct rread, x)->off = c->poff;
 		c->poff += len;
 		rd->local = (uint8_t *)lx->addr + c->loff;
@@ -236,13 +264,13 @@ static int fill_reads(struct receiver *r)
 		pg->reads_left++;
 		c->roff += len;
 		c->loff += len;
-		if (c->roff == rx->len) {
+		while (c->ri < pg->n_ext && c->roff >= rxs[c->ri].len) {
+			c->roff -= rxs[c->ri].len;
 			c->ri++;
-			c->roff = 0;
 		}
-		if (c->loff == lx->len) {
+		while (c->li < c->n_local && c->loff >= c->local[c->li].len) {
+			c->loff -= c->local[c->li].len;
 			c->li++;
-			c->loff = 0;
 		}
 		if (c->ri == pg->n_ext || c->li == c->n_local)
 			c->active = 0; /* equal totals were checked: both end together */
@@ -250,6 +278,7 @@ static int fill_reads(struct receiver *r)
 	if (!nb)
 		return 0;
 	r->inflight += nb;
+	r->n_reads += nb;
 	return r->e.ops->post_reads(r->e.c, r->batch, nb);
 }
 
@@ -308,8 +337,15 @@ static void stream_read(struct receiver *r, struct rpage *pg, const struct xport
 		pg->in_order = 0; /* out of order: hash the whole page when it lands */
 		return;
 	}
-	kvmig_digest_stream_update(r->streams[2 * pg->stream + (off >= r->hello.half_bytes)],
-				   rd->local, rd->len);
+	/* A coalesced read may end the K half and begin the V half. */
+	uint64_t half = r->hello.half_bytes;
+	uint64_t k = off < half ? KVMIG_MIN((uint64_t)rd->len, half - off) : 0;
+
+	if (k)
+		kvmig_digest_stream_update(r->streams[2 * pg->stream], rd->local, k);
+	if (rd->len > k)
+		kvmig_digest_stream_update(r->streams[2 * pg->stream + 1], (const uint8_t *)rd->local + k,
+					   rd->len - k);
 	pg->next_off += rd->len;
 }
 
@@ -805,6 +841,7 @@ fail:
 	}
 out:
 	st.rereads = r->rereads;
+	st.reads = r->n_reads;
 	snprintf(st.transport, sizeof(st.transport), "%s", r->e.ops->name);
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	if (stats)

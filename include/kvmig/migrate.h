@@ -76,6 +76,8 @@ struct kvmig_migrate_stats {
 	uint64_t bytes;          /* page bytes moved (K + V), re-reads excluded */
 	uint32_t pages_verified; /* pages whose digests were compared and matched */
 	uint32_t rereads;        /* pages read a second time after a digest mismatch */
+	uint32_t reads;          /* receiver: reads posted (extents contiguous on both
+				  * sides are read in one piece, up to max_read_bytes) */
 	uint32_t pages_freed;    /* sender, move mode: source pages freed after commit */
 	double seconds;          /* connect / accept to commit */
 	double transfer_seconds; /* first offer to last page verified */

@@ -137,6 +137,7 @@ struct side {
 	uint64_t kill_after_bytes;   /* sender: SIGKILL itself once this much was served */
 	const char *kill_at_phase;   /* SIGKILL itself when this phase begins */
 	const char *fault;           /* $KVMIG_FAULT in this side only */
+	int stats_fd;                /* > 0: write the stats here before exiting */
 };
 
 static void kill_on_progress(void *arg, const struct kvmig_event *ev)
@@ -171,6 +172,7 @@ static void side_init(struct side *s)
 static void __attribute__((noreturn)) run_side(struct kvmig_listener *l, const char *addr,
 					       struct side *s)
 {
+	struct kvmig_migrate_stats st = { 0 };
 	struct kvmig_pager *p = NULL;
 	int ret;
 
@@ -182,7 +184,9 @@ static void __attribute__((noreturn)) run_side(struct kvmig_listener *l, const c
 	}
 	if (kvmig_synth_attach(l ? dst_name : src_name, &p) < 0)
 		_exit(100);
-	ret = l ? kvmig_migrate_accept(l, p, &s->o, NULL) : kvmig_migrate_send(p, addr, &s->o, NULL);
+	ret = l ? kvmig_migrate_accept(l, p, &s->o, &st) : kvmig_migrate_send(p, addr, &s->o, &st);
+	if (s->stats_fd > 0 && write(s->stats_fd, &st, sizeof(st)) != (ssize_t)sizeof(st))
+		ret = -EIO;
 	if (ret < 0)
 		fprintf(stderr, "%s: %s\n", l ? "receiver" : "sender", kvmig_last_error());
 	kvmig_pager_destroy(&p);
@@ -318,6 +322,44 @@ static void test_full_move_layer_major(void **state)
 }
 
 /* --seqs seq-1,seq-3: the shared prefix moves once and stays shared. */
+/*
+ * Extents contiguous on both sides are read in one piece: a page-major page
+ * is one 64 KiB run (K then V), a layer-major page 8 runs of 4 KiB (one per
+ * layer and half), whatever the extent boundaries.
+ */
+static void coalesced(enum kvmig_layout layout, uint32_t reads_per_page)
+{
+	struct kvmig_migrate_stats st;
+	struct kvmig_manifest *before;
+	struct side rs, ss;
+	int rrc, src_rc, fds[2];
+
+	make_pagers(layout, 64, 0);
+	before = snapshot(src);
+	side_init(&rs);
+	side_init(&ss);
+	rs.o.max_read_bytes = 1u << 20;
+	assert_int_equal(pipe(fds), 0);
+	rs.stats_fd = fds[1];
+	migrate(&rs, &ss, &rrc, &src_rc);
+	close(fds[1]);
+	assert_int_equal(src_rc, 0);
+	assert_int_equal(rrc, 0);
+	assert_int_equal(read(fds[0], &st, sizeof(st)), (ssize_t)sizeof(st));
+	close(fds[0]);
+	assert_int_equal(st.reads, 18 * reads_per_page);
+	assert_int_equal(st.pages_verified, 18);
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	kvmig_manifest_free(&before);
+	drop_pagers();
+}
+
+static void test_reads_coalesced(void **state)
+{
+	coalesced(KVMIG_LAYOUT_PAGE_MAJOR, 1);
+	coalesced(KVMIG_LAYOUT_LAYER_MAJOR, 8);
+}
+
 static void test_subset_shared_prefix(void **state)
 {
 	static const char *const ids[] = { "seq-1", "seq-3" };
@@ -890,6 +932,7 @@ int main(void)
 		cmocka_unit_test(test_full_copy_page_major),
 		cmocka_unit_test(test_full_move_layer_major),
 		cmocka_unit_test(test_subset_shared_prefix),
+		cmocka_unit_test(test_reads_coalesced),
 		cmocka_unit_test(test_meta_mismatch),
 		cmocka_unit_test(test_layout_mismatch),
 		cmocka_unit_test(test_destination_out_of_pages),
