@@ -57,6 +57,7 @@ int cli_exit_code(int err)
 	case -ECONNREFUSED:
 	case -ECONNABORTED:
 	case -EHOSTUNREACH:
+	case -ENODEV: /* the RDMA device went away */
 	case -ENETUNREACH:
 	case -EPIPE:
 	case -EFAULT:

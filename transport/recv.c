@@ -93,6 +93,7 @@ struct receiver {
 	uint32_t landed, verified, rereads, n_reads;
 	void *lreg[KVMIG_WIRE_MAX_REGIONS];
 	uint32_t n_lreg;
+	double reg_seconds;
 };
 
 /* ---- src ix -> page ---- */
@@ -677,6 +678,7 @@ static int setup(struct receiver *r)
 {
 	struct kvmig_region reg[KVMIG_WIRE_MAX_REGIONS];
 	uint32_t qd = r->e.o.queue_depth;
+	double t0;
 	int ret;
 
 	r->reads = calloc(qd, sizeof(*r->reads));
@@ -701,9 +703,11 @@ static int setup(struct receiver *r)
 	ret = kvmig_pager_regions(r->p, reg, KVMIG_WIRE_MAX_REGIONS, &r->n_lreg);
 	if (ret < 0)
 		return ret;
+	t0 = kvmig_now();
 	for (uint32_t i = 0; i < r->n_lreg; i++)
 		if ((ret = r->e.ops->reg_local(r->e.c, reg[i].base, reg[i].len, &r->lreg[i])) < 0)
 			return kvmig_err_prefix(ret, "cannot register destination memory");
+	r->reg_seconds = kvmig_now() - t0;
 	return 0;
 }
 
@@ -842,6 +846,7 @@ fail:
 out:
 	st.rereads = r->rereads;
 	st.reads = r->n_reads;
+	st.register_seconds = r->reg_seconds;
 	snprintf(st.transport, sizeof(st.transport), "%s", r->e.ops->name);
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	if (stats)

@@ -5,7 +5,8 @@
 #   boot.sh WORKDIR SCRIPT [TIMEOUT_S]
 #
 # WORKDIR (created; its initramfs is cached there) receives the guest's
-# output: log (SCRIPT's stdout and stderr), setup.log, console.log, rc.
+# output in out-<script name>/: log (SCRIPT's stdout and stderr), setup.log,
+# console.log, rc.
 # SCRIPT runs as root in the guest with the host's filesystem visible at the
 # same paths (read-only, writes go to a tmpfs overlay) and the RDMA setup
 # described in stage2.sh. Exit 77 when qemu, the kernel or busybox is
@@ -36,7 +37,7 @@ kver=$(ls /lib/modules 2>/dev/null | sort -V | tail -n 1)
 
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
-out=$work/out
+out=$work/out-$(basename "$script" .sh) # one per script: suite and bench may overlap
 rm -rf "$out"
 mkdir -p "$out"
 cp "$script" "$out/cmd"

@@ -9,7 +9,8 @@
 #    killed mid-transfer, a wrong digest (EIO after one re-read), a wrong
 #    key (the NIC refuses the read).
 # 2. The CLI: --transport auto picks rdma on 10.77.0.1 and tcp on 127.0.0.1,
-#    --transport rdma where no RDMA device serves the address is a clear error.
+#    --transport rdma where no RDMA device serves the address is a clear error,
+#    and the RDMA device removed mid-transfer aborts both sides cleanly.
 set -u
 build=$1
 K=$build/tools/kvmig
@@ -87,6 +88,40 @@ cat "$tmp/out3"
 check "send --transport rdma to 127.0.0.1 fails (exit $src) naming RDMA" \
 	sh -c "[ $src -ne 0 ] && [ $src -ne 124 ] && grep -q 'no RDMA device serves' '$tmp/out3'"
 
+# The RDMA device disappears mid-transfer: both sides abort, the source is
+# resumed with the same bytes, the destination frees what it allocated.
+$K pager init shm:dr-a --seqs 2 --pages-per-seq 24 --capacity 48 > /dev/null   # 96 MiB
+$K pager init shm:dr-b --capacity 48 > /dev/null
+M2=$($K capture --pager shm:dr-a --store "$tmp/store")
+timeout 120 $K recv --transport rdma --listen $A:7474 --pager shm:dr-b --json \
+	--accept-timeout 60000 --timeout 10000 > "$tmp/recv4.json" 2>&1 &
+rp=$!
+sleep 1
+timeout 120 $K send --transport rdma --to $A:7474 --pager shm:dr-a --timeout 10000 --json \
+	> "$tmp/send4.json" 2>&1 &
+sp=$!
+for i in $(seq 100); do
+	grep -q '"pages":[1-9]' "$tmp/recv4.json" 2> /dev/null && break
+	sleep 0.1
+done
+rdma link delete rxa
+wait $sp
+src=$?
+wait $rp
+rrc=$?
+tail -n 1 "$tmp/send4.json" "$tmp/recv4.json"
+check "device removed mid-transfer: both sides exit 6 (sender $src, receiver $rrc)" \
+	[ $src -eq 6 ] && [ $rrc -eq 6 ]
+check "device removed: the source holds the same bytes and sequences" \
+	$K verify --pager shm:dr-a --store "$tmp/store" --manifest "$M2"
+check "device removed: the destination freed every page it allocated" python3 -c '
+import json, subprocess, sys
+d = json.loads(subprocess.check_output([sys.argv[1], "pager", "show", "shm:dr-b", "--json"]))
+assert d["occupied_pages"] == 0 and not d["logical_seqs"], d' "$K"
+rdma link add rxa type rxe netdev va
+
+$K pager rm shm:dr-a > /dev/null
+$K pager rm shm:dr-b > /dev/null
 $K pager rm shm:sr-a > /dev/null
 $K pager rm shm:sr-b > /dev/null
 rm -rf "$tmp"
