@@ -156,6 +156,8 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 
 		json_object_set_new(o, "transport", json_string(st->transport));
 		json_object_set_new(o, "register_ms", json_real(st->register_seconds * 1e3));
+		if (!role_sender)
+			json_object_set_new(o, "regions_reused", json_integer(st->regions_reused));
 		if (role_sender) {
 			json_object_set_new(o, "mode", json_string(mode));
 			json_object_set_new(o, "pause_ms", json_real(st->pause_seconds * 1e3));

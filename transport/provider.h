@@ -63,6 +63,8 @@ struct xport_ops {
 	/* Wait at most @timeout_ms (-1 forever) for one peer. */
 	int (*accept)(struct xport_listener *l, int timeout_ms, struct xport_conn **ret);
 	void (*listener_close)(struct xport_listener **l);
+	/* Drop what the listener cached for its last pager (NULL: nothing cached). */
+	void (*listener_forget)(struct xport_listener *l);
 	int (*connect)(const char *addr, int timeout_ms, struct xport_conn **ret);
 	/* Every later wait on the peer gives up after @timeout_ms of silence. */
 	void (*set_timeout)(struct xport_conn *c, int timeout_ms);
@@ -80,7 +82,11 @@ struct xport_ops {
 	 */
 	int (*reg_remote)(struct xport_conn *c, void *base, uint64_t len, uint32_t *key,
 			  void **handle);
-	/* Register destination memory for local writes by reads (receiver). */
+	/*
+	 * Register destination memory for local writes by reads (receiver).
+	 * Return 0, 1 when a registration kept from an earlier migration on
+	 * the same listener was reused, or -errno.
+	 */
 	int (*reg_local)(struct xport_conn *c, void *base, uint64_t len, void **handle);
 	/* Revoke a registration; afterwards its key is refused. NULL-safe. */
 	void (*dereg)(struct xport_conn *c, void **handle);

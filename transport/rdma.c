@@ -27,7 +27,12 @@
  *
  * Registration. Sender: IBV_ACCESS_REMOTE_READ only, never remote write;
  * the key is the MR's rkey and dies with ibv_dereg_mr() at commit or abort.
- * Receiver: IBV_ACCESS_LOCAL_WRITE only.
+ * Receiver: IBV_ACCESS_LOCAL_WRITE only, and cached: a listener bound to a
+ * device keeps one protection domain for the connections it accepts, and
+ * the destination regions registered in it stay registered until the
+ * listener closes or the engine says the pager changed (listener_forget),
+ * so a receiver serving one pager registers it once. Nothing remote can
+ * use a local registration.
  */
 #include <fcntl.h>
 #include <netdb.h>
@@ -60,14 +65,27 @@
 
 struct rdma_reg {
 	struct ibv_mr *mr;
+	unsigned users;             /* connections using it now */
 	struct rdma_reg *next;
+};
+
+/*
+ * A protection domain and its destination registrations. Reference-counted:
+ * a listener's is shared by the connections it accepts (@cache: keep unused
+ * registrations for the next one); a sender's connection has its own.
+ */
+struct vb_domain {
+	unsigned refs;
+	int cache;
+	struct ibv_pd *pd;
+	struct rdma_reg *local;
 };
 
 struct rdma_conn {
 	struct xport_conn base;
 	struct rdma_event_channel *ch;
 	struct rdma_cm_id *id;
-	struct ibv_pd *pd;
+	struct vb_domain *dom;
 	struct ibv_comp_channel *cc;
 	struct ibv_cq *cq;
 	int qp_made;
@@ -80,7 +98,6 @@ struct rdma_conn {
 	struct xport_read *pend_head, *pend_tail; /* posted, in order */
 	struct xport_read *done_head, *done_tail;
 	unsigned outstanding, unsignaled;
-	struct rdma_reg *local;     /* receiver's destination registrations */
 	int timeout_ms;
 	int broken;                 /* sticky -errno */
 	int heard;                  /* something came from the peer in this progress() */
@@ -95,6 +112,7 @@ struct rdma_listener {
 	struct xport_listener base;
 	struct rdma_event_channel *ch;
 	struct rdma_cm_id *id;
+	struct vb_domain *dom;      /* made at the first accept */
 	char addr[80];
 };
 
@@ -214,6 +232,51 @@ static int cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, 
 	return err;
 }
 
+/* ---- protection domains ---- */
+
+static struct vb_domain *domain_new(struct ibv_context *ctx, int cache)
+{
+	struct vb_domain *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	if (!(d->pd = ibv_alloc_pd(ctx))) {
+		free(d);
+		return NULL;
+	}
+	d->refs = 1;
+	d->cache = cache;
+	return d;
+}
+
+/* Deregister what no connection uses (everything, when the domain goes). */
+static void domain_trim(struct vb_domain *d)
+{
+	for (struct rdma_reg **pp = &d->local; *pp;) {
+		struct rdma_reg *r = *pp;
+
+		if (r->users) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		ibv_dereg_mr(r->mr);
+		free(r);
+	}
+}
+
+static void domain_put(struct vb_domain **dp)
+{
+	struct vb_domain *d = *dp;
+
+	*dp = NULL;
+	if (!d || --d->refs)
+		return;
+	domain_trim(d);
+	ibv_dealloc_pd(d->pd);
+	free(d);
+}
+
 /* ---- connection resources ---- */
 
 static int post_recv(struct rdma_conn *c, unsigned i)
@@ -226,8 +289,12 @@ static int post_recv(struct rdma_conn *c, unsigned i)
 	return ret ? kvmig_err(-ret, "ibv_post_recv: %s", strerror(ret)) : 0;
 }
 
-/* PD, CQ with its channel, RC QP on @id, control buffers with RECVs posted. */
-static int conn_setup(struct rdma_conn *c, struct rdma_cm_id *id)
+/*
+ * CQ with its channel, RC QP on @id, control buffers with RECVs posted, in
+ * @dom's protection domain when it is on @id's device (a reference is
+ * taken), else in a new one of its own.
+ */
+static int conn_setup(struct rdma_conn *c, struct rdma_cm_id *id, struct vb_domain *dom)
 {
 	struct ibv_qp_init_attr qa = { 0 };
 	struct ibv_device_attr da;
@@ -241,8 +308,12 @@ static int conn_setup(struct rdma_conn *c, struct rdma_cm_id *id)
 		return kvmig_err(-ret, "cannot query RDMA device %s: %s", c->dev, strerror(ret));
 	c->init_depth = (uint8_t)KVMIG_MIN(da.max_qp_init_rd_atom, 255);
 	c->resp_res = (uint8_t)KVMIG_MIN(da.max_qp_rd_atom, 255);
-	if (!(c->pd = ibv_alloc_pd(id->verbs)))
+	if (dom && dom->pd->context == id->verbs) {
+		dom->refs++;
+		c->dom = dom;
+	} else if (!(c->dom = domain_new(id->verbs, 0))) {
 		return kvmig_err(-ENOMEM, "cannot allocate a protection domain on %s", c->dev);
+	}
 	if (!(c->cc = ibv_create_comp_channel(id->verbs)))
 		return kvmig_err(-errno, "cannot create a completion channel on %s", c->dev);
 	if ((ret = set_nonblock(c->cc->fd)) < 0)
@@ -256,7 +327,7 @@ static int conn_setup(struct rdma_conn *c, struct rdma_cm_id *id)
 	qa.cap.max_recv_wr = N_RECV;
 	qa.cap.max_send_sge = 1;
 	qa.cap.max_recv_sge = 1;
-	if (rdma_create_qp(id, c->pd, &qa))
+	if (rdma_create_qp(id, c->dom->pd, &qa))
 		return kvmig_err(-errno, "cannot create a queue pair on %s: %s", c->dev,
 				 strerror(errno));
 	c->qp_made = 1;
@@ -265,7 +336,7 @@ static int conn_setup(struct rdma_conn *c, struct rdma_cm_id *id)
 				 c->dev, qa.cap.max_send_wr, N_SEND + MAX_READS);
 	if (posix_memalign((void **)&c->ctl, 4096, (size_t)(N_RECV + N_SEND) * CTL_BUF))
 		return -ENOMEM;
-	c->ctl_mr = ibv_reg_mr(c->pd, c->ctl, (size_t)(N_RECV + N_SEND) * CTL_BUF,
+	c->ctl_mr = ibv_reg_mr(c->dom->pd, c->ctl, (size_t)(N_RECV + N_SEND) * CTL_BUF,
 			       IBV_ACCESS_LOCAL_WRITE);
 	if (!c->ctl_mr)
 		return kvmig_err(-errno, "cannot register control buffers on %s: %s", c->dev,
@@ -332,13 +403,6 @@ static void vb_close(struct xport_conn **xc)
 	if (c->id) {
 		if (c->qp_made)
 			rdma_disconnect(c->id);
-		while (c->local) {
-			struct rdma_reg *r = c->local;
-
-			c->local = r->next;
-			ibv_dereg_mr(r->mr);
-			free(r);
-		}
 		if (c->qp_made)
 			rdma_destroy_qp(c->id);
 		if (c->ctl_mr)
@@ -347,8 +411,7 @@ static void vb_close(struct xport_conn **xc)
 			ibv_destroy_cq(c->cq);
 		if (c->cc)
 			ibv_destroy_comp_channel(c->cc);
-		if (c->pd)
-			ibv_dealloc_pd(c->pd);
+		domain_put(&c->dom);
 		rdma_destroy_id(c->id);
 	}
 	if (c->ch)
@@ -431,6 +494,7 @@ static void vb_listener_close(struct xport_listener **xl)
 	if (!xl || !*xl)
 		return;
 	l = kvmig_container_of(*xl, struct rdma_listener, base);
+	domain_put(&l->dom);
 	rdma_destroy_id(l->id);
 	rdma_destroy_event_channel(l->ch);
 	free(l);
@@ -466,7 +530,9 @@ static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, struct xpor
 		rdma_destroy_id(id);
 		goto fail;
 	}
-	if ((err = conn_setup(c, id)) < 0) {
+	if (!l->dom)
+		l->dom = domain_new(id->verbs, 1); /* NULL: this connection goes uncached */
+	if ((err = conn_setup(c, id, l->dom)) < 0) {
 		rdma_reject(id, NULL, 0);
 		goto fail;
 	}
@@ -526,7 +592,7 @@ static int vb_connect_conn(const char *addr, int timeout_ms, struct xport_conn *
 	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ROUTE_RESOLVED, RESOLVE_MS + 1000, what, &ev)) < 0)
 		goto fail;
 	rdma_ack_cm_event(ev);
-	if ((err = conn_setup(c, c->id)) < 0)
+	if ((err = conn_setup(c, c->id, NULL)) < 0)
 		goto fail;
 	snprintf(c->peer, sizeof(c->peer), "%s", addr);
 	conn_param(c, &p);
@@ -831,7 +897,7 @@ static int vb_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32
 {
 	struct rdma_conn *c = to_conn(xc);
 	/* Remote READ only: the peer can never write here. */
-	struct ibv_mr *mr = ibv_reg_mr(c->pd, base, len, IBV_ACCESS_REMOTE_READ);
+	struct ibv_mr *mr = ibv_reg_mr(c->dom->pd, base, len, IBV_ACCESS_REMOTE_READ);
 
 	if (!mr)
 		return kvmig_err(-errno, "cannot register %llu bytes of page memory on %s for "
@@ -845,11 +911,19 @@ static int vb_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32
 static int vb_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **handle)
 {
 	struct rdma_conn *c = to_conn(xc);
-	struct rdma_reg *r = calloc(1, sizeof(*r));
+	struct vb_domain *d = c->dom;
+	struct rdma_reg *r;
 
-	if (!r)
+	for (r = d->local; r; r = r->next) {
+		if (r->mr->addr == base && r->mr->length == len) {
+			r->users++;
+			*handle = r;
+			return 1; /* registered by an earlier migration on this listener */
+		}
+	}
+	if (!(r = calloc(1, sizeof(*r))))
 		return -ENOMEM;
-	r->mr = ibv_reg_mr(c->pd, base, len, IBV_ACCESS_LOCAL_WRITE);
+	r->mr = ibv_reg_mr(d->pd, base, len, IBV_ACCESS_LOCAL_WRITE);
 	if (!r->mr) {
 		int err = -errno;
 
@@ -858,25 +932,24 @@ static int vb_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **
 				 (unsigned long long)len, c->dev, strerror(-err),
 				 err == -ENOMEM ? " (ulimit -l?)" : "");
 	}
-	r->next = c->local;
-	c->local = r;
+	r->users = 1;
+	r->next = d->local;
+	d->local = r;
 	*handle = r;
 	return 0;
 }
 
 static void vb_dereg(struct xport_conn *xc, void **handle)
 {
-	struct rdma_conn *c = to_conn(xc);
+	struct vb_domain *d = to_conn(xc)->dom;
 
 	if (!handle || !*handle)
 		return;
-	for (struct rdma_reg **pp = &c->local; *pp; pp = &(*pp)->next) {
-		if (*pp == *handle) {
-			struct rdma_reg *r = *pp;
-
-			*pp = r->next;
-			ibv_dereg_mr(r->mr);
-			free(r);
+	for (struct rdma_reg *r = d->local; r; r = r->next) {
+		if (r == *handle) {
+			r->users--;
+			if (!d->cache)
+				domain_trim(d);
 			*handle = NULL;
 			return;
 		}
@@ -885,13 +958,21 @@ static void vb_dereg(struct xport_conn *xc, void **handle)
 	*handle = NULL;
 }
 
+static void vb_listener_forget(struct xport_listener *xl)
+{
+	struct rdma_listener *l = kvmig_container_of(xl, struct rdma_listener, base);
+
+	if (l->dom)
+		domain_trim(l->dom);
+}
+
 /* ---- reads ---- */
 
 static uint32_t local_key(const struct rdma_conn *c, const void *p, uint32_t len)
 {
 	const uint8_t *b = p;
 
-	for (const struct rdma_reg *r = c->local; r; r = r->next) {
+	for (const struct rdma_reg *r = c->dom->local; r; r = r->next) {
 		const uint8_t *base = r->mr->addr;
 
 		if (b >= base && b + len <= base + r->mr->length)
@@ -1052,6 +1133,7 @@ const struct xport_ops kvmig_xport_rdma = {
 	.listener_addr = vb_listener_addr,
 	.accept = vb_accept_conn,
 	.listener_close = vb_listener_close,
+	.listener_forget = vb_listener_forget,
 	.connect = vb_connect_conn,
 	.set_timeout = vb_set_timeout,
 	.close = vb_close,

@@ -94,6 +94,7 @@ struct receiver {
 	void *lreg[KVMIG_WIRE_MAX_REGIONS];
 	uint32_t n_lreg;
 	double reg_seconds;
+	uint32_t reg_reused;
 };
 
 /* ---- src ix -> page ---- */
@@ -704,9 +705,11 @@ static int setup(struct receiver *r)
 	if (ret < 0)
 		return ret;
 	t0 = kvmig_now();
-	for (uint32_t i = 0; i < r->n_lreg; i++)
+	for (uint32_t i = 0; i < r->n_lreg; i++) {
 		if ((ret = r->e.ops->reg_local(r->e.c, reg[i].base, reg[i].len, &r->lreg[i])) < 0)
 			return kvmig_err_prefix(ret, "cannot register destination memory");
+		r->reg_reused += ret == 1;
+	}
 	r->reg_seconds = kvmig_now() - t0;
 	return 0;
 }
@@ -801,6 +804,10 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	if ((ret = engine_init(&r->e, opts)) < 0)
 		goto out;
 	r->e.ops = l->ops;
+	/* Registrations the provider kept belong to the last pager. */
+	if (l->pager != p && l->ops->listener_forget)
+		l->ops->listener_forget(l->impl);
+	l->pager = p;
 	r->e.ev.transport = l->ops->name;
 	r->e.ev.type = KVMIG_EVENT_LISTENING;
 	r->e.ev.addr = kvmig_listener_addr(l);
@@ -847,6 +854,7 @@ out:
 	st.rereads = r->rereads;
 	st.reads = r->n_reads;
 	st.register_seconds = r->reg_seconds;
+	st.regions_reused = r->reg_reused;
 	snprintf(st.transport, sizeof(st.transport), "%s", r->e.ops->name);
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	if (stats)

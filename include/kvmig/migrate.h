@@ -83,6 +83,8 @@ struct kvmig_migrate_stats {
 	double transfer_seconds; /* first offer to last page verified */
 	double pause_seconds;    /* sender: pause to resume */
 	double register_seconds; /* time spent registering page memory */
+	uint32_t regions_reused; /* receiver, rdma: destination regions still registered
+				  * from an earlier migration on the same listener */
 	char transport[8];       /* "tcp" or "rdma": the provider used */
 };
 

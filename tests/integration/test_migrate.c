@@ -138,6 +138,7 @@ struct side {
 	const char *kill_at_phase;   /* SIGKILL itself when this phase begins */
 	const char *fault;           /* $KVMIG_FAULT in this side only */
 	int stats_fd;                /* > 0: write the stats here before exiting */
+	int accepts;                 /* receiver: migrations to accept (0 means 1) */
 };
 
 static void kill_on_progress(void *arg, const struct kvmig_event *ev)
@@ -184,9 +185,14 @@ static void __attribute__((noreturn)) run_side(struct kvmig_listener *l, const c
 	}
 	if (kvmig_synth_attach(l ? dst_name : src_name, &p) < 0)
 		_exit(100);
-	ret = l ? kvmig_migrate_accept(l, p, &s->o, &st) : kvmig_migrate_send(p, addr, &s->o, &st);
-	if (s->stats_fd > 0 && write(s->stats_fd, &st, sizeof(st)) != (ssize_t)sizeof(st))
-		ret = -EIO;
+	for (int i = 0; i < (s->accepts > 1 ? s->accepts : 1); i++) {
+		ret = l ? kvmig_migrate_accept(l, p, &s->o, &st) :
+			  kvmig_migrate_send(p, addr, &s->o, &st);
+		if (s->stats_fd > 0 && write(s->stats_fd, &st, sizeof(st)) != (ssize_t)sizeof(st))
+			ret = -EIO;
+		if (ret < 0)
+			break;
+	}
 	if (ret < 0)
 		fprintf(stderr, "%s: %s\n", l ? "receiver" : "sender", kvmig_last_error());
 	kvmig_pager_destroy(&p);
@@ -358,6 +364,48 @@ static void test_reads_coalesced(void **state)
 {
 	coalesced(KVMIG_LAYOUT_PAGE_MAJOR, 1);
 	coalesced(KVMIG_LAYOUT_LAYER_MAJOR, 8);
+}
+
+/*
+ * One listener, two migrations into the same pager: the second finds the
+ * destination still registered (rdma keeps the receiver's local
+ * registrations per listener; tcp has nothing to register) and both land.
+ */
+static void test_two_migrations_one_listener(void **state)
+{
+	static const char *const first[] = { "seq-0", "seq-1" }, *const second[] = { "seq-2", "seq-3" };
+	struct kvmig_migrate_stats st[2];
+	struct kvmig_manifest *before;
+	struct side rs, ss;
+	char addr[96];
+	int fds[2];
+	pid_t r;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	before = snapshot(src);
+	side_init(&rs);
+	side_init(&ss);
+	ss.o.mode = KVMIG_MODE_COPY;
+	rs.accepts = 2;
+	assert_int_equal(pipe(fds), 0);
+	rs.stats_fd = fds[1];
+	r = fork_listening_receiver(&rs, addr);
+	close(fds[1]);
+	ss.o.seq_ids = first;
+	ss.o.n_seq_ids = 2;
+	assert_int_equal(reap(fork_sender(addr, &ss)), 0);
+	ss.o.seq_ids = second;
+	assert_int_equal(reap(fork_sender(addr, &ss)), 0);
+	assert_int_equal(reap(r), 0);
+	assert_int_equal(read(fds[0], st, sizeof(st)), (ssize_t)sizeof(st));
+	close(fds[0]);
+	assert_int_equal(st[0].regions_reused, 0);
+	assert_int_equal(st[1].regions_reused, xport == KVMIG_TRANSPORT_RDMA ? 1 : 0);
+	assert_int_equal(st[0].pages_verified + st[1].pages_verified, 2 * (2 + 2 * 4));
+	assert_int_equal(n_seqs(dst), 4);
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	kvmig_manifest_free(&before);
+	drop_pagers();
 }
 
 static void test_subset_shared_prefix(void **state)
@@ -933,6 +981,7 @@ int main(void)
 		cmocka_unit_test(test_full_move_layer_major),
 		cmocka_unit_test(test_subset_shared_prefix),
 		cmocka_unit_test(test_reads_coalesced),
+		cmocka_unit_test(test_two_migrations_one_listener),
 		cmocka_unit_test(test_meta_mismatch),
 		cmocka_unit_test(test_layout_mismatch),
 		cmocka_unit_test(test_destination_out_of_pages),
