@@ -76,7 +76,28 @@ int engine_flush(struct engine *e)
 	}
 	ret = e->ops->send(e->c, e->wb.p, e->wb.len);
 	e->wb.len = 0;
+	if (ret == -ECONNRESET || ret == -EPIPE)
+		ret = engine_salvage_abort(e, ret);
 	return ret;
+}
+
+int engine_salvage_abort(struct engine *e, int err)
+{
+	struct xport_msg *m = NULL;
+
+	/* The peer may have said why before it went (an ABORT, then close):
+	 * that reason beats "connection reset". */
+	if (e->ops->drain)
+		e->ops->drain(e->c);
+	while (e->ops->ctl_pop(e->c, &m) == 0) {
+		if (m->hdr.type == KVMIG_MSG_ABORT) {
+			err = engine_peer_abort(e, m);
+			engine_msg_free(&m);
+			return err;
+		}
+		engine_msg_free(&m);
+	}
+	return err;
 }
 
 void engine_msg_free(struct xport_msg **m)

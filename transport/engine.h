@@ -44,8 +44,13 @@ void engine_fini(struct engine *e);
  */
 const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive);
 
-/* Send what e->wb holds and empty it. */
+/* Send what e->wb holds and empty it. A connection the peer closed is
+ * reported with the peer's ABORT reason when one arrived (engine_salvage_abort). */
 int engine_flush(struct engine *e);
+
+/* After @err (peer gone): return the peer's ABORT as -errno if it sent one
+ * before going, else @err. Discards other queued messages. */
+int engine_salvage_abort(struct engine *e, int err);
 
 /*
  * Wait for the next control message, making provider progress meanwhile

@@ -106,6 +106,12 @@ struct xport_ops {
 	 */
 	int (*progress)(struct xport_conn *c, int timeout_ms, int wake_fd);
 	void (*counters)(const struct xport_conn *c, struct xport_counters *out);
+	/*
+	 * After the connection broke: queue the control messages the peer sent
+	 * before it went that were not read yet, without waiting (NULL: the
+	 * provider queues them as they arrive anyway).
+	 */
+	void (*drain)(struct xport_conn *c);
 };
 
 extern const struct xport_ops kvmig_xport_tcp;

@@ -592,6 +592,24 @@ static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 	return 1;
 }
 
+static void tcp_drain(struct xport_conn *xc)
+{
+	struct tcp_conn *c = to_conn(xc);
+	struct pollfd pfd = { c->fd, POLLIN, 0 };
+	int broken = c->broken;
+
+	/* Bytes received before a reset stay readable: frame them. */
+	for (int i = 0; i < FRAMES_PER_PROGRESS; i++) {
+		pfd.revents = 0;
+		if (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & POLLIN))
+			break;
+		c->broken = 0;
+		if (handle_frame(c) < 0)
+			break;
+	}
+	c->broken = broken;
+}
+
 static void tcp_counters(const struct xport_conn *xc, struct xport_counters *out)
 {
 	*out = kvmig_container_of(xc, const struct tcp_conn, base)->cnt;
@@ -615,4 +633,5 @@ const struct xport_ops kvmig_xport_tcp = {
 	.reap = tcp_reap,
 	.progress = tcp_progress,
 	.counters = tcp_counters,
+	.drain = tcp_drain,
 };
