@@ -6,6 +6,10 @@ MESON_OPTS ?=
 # The unit and integration suites run a second time under AddressSanitizer +
 # UndefinedBehaviorSanitizer from this build directory.
 ASAN_BUILD ?= $(BUILD)-asan
+# The libFuzzer targets (clang, ASan + UBSan) run from this one, each for
+# FUZZ_SECONDS.
+FUZZ_BUILD ?= $(BUILD)-fuzz
+FUZZ_SECONDS ?= 20
 
 .PHONY: all deps test-deps build demo check clean
 
@@ -23,15 +27,20 @@ $(BUILD)/build.ninja:
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false
 
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) $(MESON_OPTS) -Dfuzz=true -Dfuzz_seconds=$(FUZZ_SECONDS) \
+		-Db_sanitize=address,undefined -Db_lundef=false
+
 build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 demo: deps build
 	./$(BUILD)/tools/kvmig demo
 
-check: test-deps build $(ASAN_BUILD)/build.ninja
+check: test-deps build $(ASAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
-	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
+	ninja -C $(FUZZ_BUILD)
+	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

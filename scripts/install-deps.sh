@@ -10,7 +10,7 @@ libibverbs-dev librdmacm-dev liburing-dev libxxhash-dev libjansson-dev libcmocka
 xxhash python3 python3-xxhash"
 if [ "${1:-}" = "--tests" ]; then
 	PKGS="$PKGS qemu-system-x86 linux-image-amd64 busybox-static cpio kmod iproute2 \
-rdma-core ibverbs-utils rdmacm-utils perftest valgrind"
+rdma-core ibverbs-utils rdmacm-utils perftest valgrind clang libclang-rt-14-dev"
 fi
 
 missing=""

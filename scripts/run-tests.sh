@@ -1,11 +1,12 @@
 #!/bin/sh
 # Run every meson suite of BUILD, then (if given) the unit, headers and
-# integration suites of the sanitizer build ASAN_BUILD; end with one plain
-# summary line per build.
-#   run-tests.sh BUILD [ASAN_BUILD]
+# integration suites of the sanitizer build ASAN_BUILD and the fuzz suite of
+# FUZZ_BUILD; end with one plain summary line per build.
+#   run-tests.sh BUILD [ASAN_BUILD [FUZZ_BUILD]]
 set -u
 build=${1:-build}
 asan=${2:-}
+fuzz=${3:-}
 summary() {
 	/usr/bin/python3 - "$1/meson-logs/testlog.json" "$2" <<'PY'
 import json, sys
@@ -27,6 +28,14 @@ if [ -n "$asan" ]; then
 	rc2=$?
 	s2=$(summary "$asan" "tests under ASan+UBSan")
 fi
+rc3=0
+if [ -n "$fuzz" ]; then
+	meson test -C "$fuzz" --print-errorlogs --suite fuzz
+	rc3=$?
+	s3=$(summary "$fuzz" "fuzz targets (libFuzzer, ASan+UBSan)")
+	execs=$(grep -ho 'fuzz_[a-z]*: [0-9?]* executions' "$fuzz/meson-logs/testlog.txt" | tr '\n' ';')
+fi
 echo "$s1"
 [ -n "$asan" ] && echo "$s2"
-[ $rc -eq 0 ] && [ $rc2 -eq 0 ]
+[ -n "$fuzz" ] && echo "$s3: $execs"
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ]
