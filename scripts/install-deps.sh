@@ -6,7 +6,7 @@
 set -eu
 
 PKGS="meson ninja-build pkg-config gcc libc6-dev \
-libibverbs-dev librdmacm-dev liburing-dev libxxhash-dev libjansson-dev libcmocka-dev \
+libibverbs-dev librdmacm-dev liburing-dev libxxhash-dev libjansson-dev libsodium-dev libcmocka-dev \
 xxhash python3 python3-xxhash"
 if [ "${1:-}" = "--tests" ]; then
 	PKGS="$PKGS qemu-system-x86 linux-image-amd64 busybox-static cpio kmod iproute2 \

@@ -17,6 +17,7 @@ enum {
 	EXIT_NOSPACE = 5,  /* destination pager out of pages */
 	EXIT_PEER = 6,     /* the peer refused, vanished, went silent, misbehaved or aborted */
 	EXIT_INDOUBT = 7,  /* receiver: commit outcome unknown; the sequences stay installed */
+	EXIT_AUTH = 8,     /* the peer did not prove the shared secret (or only one side has one) */
 };
 
 /* The exit code for a library error. */

@@ -5,10 +5,12 @@
  * (--json) for schedulers.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -25,18 +27,23 @@ static const char send_usage[] =
 	"  --transport T      tcp (default), rdma, or auto: rdma when an RDMA device\n"
 	"                     serves HOST, else tcp (the choice is printed)\n"
 	"  --timeout MS       give up when the receiver is silent this long (default 30000)\n"
+	"  --token-file PATH  shared secret (>= 16 bytes, mode 0600): the receiver must\n"
+	"                     prove it holds the same before anything is registered\n"
 	"  --no-verify        send no digests (benchmarks only; the receiver must agree)\n"
 	"  --json             one JSON object per line on stdout: phases, progress, result\n"
 	"  --quiet            no progress bar and no summary\n";
 
 static const char recv_usage[] =
-	"usage: kvmig recv --listen HOST:PORT --pager SPEC [options]\n"
+	"usage: kvmig recv [--listen HOST:PORT] --pager SPEC [options]\n"
 	"\n"
 	"Receive one migration into a pager: allocate pages, read the sender's pages\n"
 	"straight into them, verify every page, install the sequences, commit. On\n"
 	"failure every page allocated here is freed and nothing is installed.\n"
 	"\n"
-	"  --listen HOST:PORT   address to bind (port 0: any free port, printed)\n"
+	"  --listen HOST:PORT   address to bind (default 127.0.0.1:7400, loopback only;\n"
+	"                       port 0: any free port, printed)\n"
+	"  --token-file PATH    shared secret (>= 16 bytes, mode 0600): the sender must\n"
+	"                       prove it holds the same before anything is read\n"
 	"  --transport T        tcp (default), rdma, or auto: rdma when HOST is the address\n"
 	"                       of an RDMA device, else tcp (the choice is printed)\n"
 	"  --queue-depth N      reads in flight (default 32)\n"
@@ -195,7 +202,32 @@ static int split_ids(char *list, const char ***ids, uint32_t *n)
 }
 
 enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOUT, O_QD,
-       O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT };
+       O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT, O_TOKEN_FILE };
+
+/* The secret in @path: owner-only, 16 bytes to 4 KiB, trailing newline dropped. */
+static int read_token(const char *cmd, const char *path, char *buf, size_t cap, size_t *len)
+{
+	struct stat st;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return cli_usage_error(cmd, "cannot open token file %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || (st.st_mode & 077)) {
+		close(fd);
+		return cli_usage_error(cmd, "token file %s is open to group or others (mode %03o); "
+				       "chmod 600 it", path, (unsigned)(st.st_mode & 0777));
+	}
+	n = read(fd, buf, cap);
+	close(fd);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	if (n < 16 || (size_t)n >= cap)
+		return cli_usage_error(cmd, "token file %s must hold 16 bytes to 4 KiB (it has %zd)",
+				       path, n < 0 ? (ssize_t)0 : n);
+	*len = (size_t)n;
+	return 0;
+}
 
 static int run(int argc, char **argv, int sender)
 {
@@ -211,6 +243,7 @@ static int run(int argc, char **argv, int sender)
 		{ "read-size", required_argument, NULL, O_READ_SIZE },
 		{ "no-verify", no_argument, NULL, O_NO_VERIFY },
 		{ "transport", required_argument, NULL, O_TRANSPORT },
+		{ "token-file", required_argument, NULL, O_TOKEN_FILE },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
@@ -221,7 +254,9 @@ static int run(int argc, char **argv, int sender)
 	struct kvmig_migrate_stats st = { 0 };
 	struct kvmig_pager *p = NULL;
 	struct ui u = { cmd, 0, 0, 0, 0 };
-	const char **ids = NULL;
+	const char **ids = NULL, *token_file = NULL;
+	static char token[4097];
+	size_t token_len = 0;
 	uint64_t v;
 	int c, ret;
 
@@ -279,6 +314,9 @@ static int run(int argc, char **argv, int sender)
 		case O_NO_VERIFY:
 			mo.verify = 0;
 			break;
+		case O_TOKEN_FILE:
+			token_file = optarg;
+			break;
 		case O_TRANSPORT:
 			if (!strcmp(optarg, "tcp"))
 				mo.transport = KVMIG_TRANSPORT_TCP;
@@ -305,9 +343,19 @@ static int run(int argc, char **argv, int sender)
 			return cli_usage_error(cmd, "bad option");
 		}
 	}
+	if (!sender && !addr)
+		addr = "127.0.0.1:7400"; /* loopback unless told otherwise */
 	if (optind < argc || !addr || !spec) {
 		free(ids);
-		return cli_usage_error(cmd, "needs %s and --pager", sender ? "--to" : "--listen");
+		return cli_usage_error(cmd, "needs %s--pager", sender ? "--to and " : "");
+	}
+	if (token_file) {
+		if ((ret = read_token(cmd, token_file, token, sizeof(token), &token_len)) != 0) {
+			free(ids);
+			return ret;
+		}
+		mo.token = token;
+		mo.token_len = token_len;
 	}
 	u.bar = !u.json && !u.quiet && isatty(STDERR_FILENO);
 	mo.on_event = on_event;
@@ -323,6 +371,7 @@ static int run(int argc, char **argv, int sender)
 	else
 		ret = kvmig_migrate_recv(p, addr, &mo, &st);
 	ret = report(&u, sender, ret, &st, mode);
+	explicit_bzero(token, sizeof(token));
 	kvmig_pager_destroy(&p);
 	free(ids);
 	return ret;

@@ -64,6 +64,8 @@ int cli_exit_code(int err)
 		return EXIT_PEER;
 	case -ENOTCONN:
 		return EXIT_INDOUBT;
+	case -EACCES:
+		return EXIT_AUTH;
 	default:
 		return EXIT_FAIL;
 	}

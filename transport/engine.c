@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "engine.h"
 #include "internal.h"
 
@@ -44,6 +46,17 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
 		return kvmig_err(-EINVAL, "timeout %u ms is outside 1 ms..1 h", e->o.timeout_ms);
 	if (e->o.n_seq_ids && !e->o.seq_ids)
 		return kvmig_err(-EINVAL, "%u sequence ids but no array", e->o.n_seq_ids);
+	if (e->o.token) {
+		if (e->o.token_len < 16)
+			return kvmig_err(-EINVAL, "the shared secret is %zu bytes; it needs at least 16",
+					 e->o.token_len);
+		if (sodium_init() < 0)
+			return kvmig_err(-EIO, "libsodium failed to initialise");
+		/* The MAC key: a hash of the secret, whatever its length. */
+		crypto_generichash(e->key, sizeof(e->key), e->o.token, e->o.token_len, NULL, 0);
+		e->auth = 1;
+	}
+	e->o.token = NULL; /* only the key is kept */
 	e->ops = &kvmig_xport_tcp; /* until engine_pick() */
 	return 0;
 }
@@ -59,6 +72,7 @@ const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, in
 
 void engine_fini(struct engine *e)
 {
+	sodium_memzero(e->key, sizeof(e->key));
 	if (e->c)
 		e->ops->close(&e->c);
 	kvmig_wbuf_free(&e->wb);
@@ -113,7 +127,8 @@ static const char *msg_name(uint8_t type)
 {
 	static const char *const names[] = { "?", "HELLO", "REGIONS", "OFFER", "READ_REQ",
 					     "READ_RESP", "DIGESTS", "FINAL", "COMMIT",
-					     "COMMIT_ACK", "ABORT", "KEEPALIVE" };
+					     "COMMIT_ACK", "ABORT", "KEEPALIVE",
+					     "AUTH_CHALLENGE", "AUTH_PROOF" };
 
 	return type < KVMIG_ARRAY_SIZE(names) ? names[type] : "?";
 }
@@ -142,6 +157,7 @@ int engine_peer_abort(struct engine *e, const struct xport_msg *m)
 	case EFAULT:
 	case EINVAL:
 	case ECONNRESET:
+	case EACCES:
 		ret = -a.err;
 		break;
 	default:
@@ -198,6 +214,85 @@ int engine_abort(struct engine *e, int err)
 	/* Put the message back: sending may have recorded its own. */
 	kvmig_err(err, "%s", text);
 	return err;
+}
+
+/* ---- authentication ---- */
+
+int engine_auth_agree(struct engine *e, const struct kvmig_msg_hello *peer)
+{
+	int theirs = !!(peer->flags & KVMIG_HELLO_AUTH);
+
+	if (theirs == e->auth)
+		return 0;
+	return kvmig_err(-EACCES, "the peer %s a shared secret but this side %s: both need the "
+			 "same --token-file, or neither", theirs ? "uses" : "does not use",
+			 e->auth ? "has one" : "has none");
+}
+
+int engine_auth_challenge(struct engine *e)
+{
+	randombytes_buf(e->nonce, sizeof(e->nonce));
+	return kvmig_wire_put_auth(&e->wb, KVMIG_MSG_AUTH_CHALLENGE, e->nonce);
+}
+
+int engine_auth_take_challenge(struct engine *e)
+{
+	struct xport_msg *m = NULL;
+	int ret = engine_wait_msg(e, -1, &m);
+
+	if (ret < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_AUTH_CHALLENGE)
+		ret = engine_unexpected(m, "AUTH_CHALLENGE");
+	else
+		ret = kvmig_wire_get_auth(m->payload, m->hdr.len, e->peer_nonce);
+	engine_msg_free(&m);
+	return ret;
+}
+
+/* HMAC-SHA-256(key, role label || the challenged side's nonce || the other's). */
+static void proof_of(const struct engine *e, int role, const uint8_t *challenged,
+		     const uint8_t *other, uint8_t out[KVMIG_AUTH_LEN])
+{
+	static const char *const label[2] = { "kvmig-v1 sender proof", "kvmig-v1 receiver proof" };
+	crypto_auth_hmacsha256_state st;
+
+	crypto_auth_hmacsha256_init(&st, e->key, sizeof(e->key));
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)label[role], strlen(label[role]) + 1);
+	crypto_auth_hmacsha256_update(&st, challenged, KVMIG_AUTH_LEN);
+	crypto_auth_hmacsha256_update(&st, other, KVMIG_AUTH_LEN);
+	crypto_auth_hmacsha256_final(&st, out);
+}
+
+int engine_auth_prove(struct engine *e, int role)
+{
+	uint8_t p[KVMIG_AUTH_LEN];
+
+	/* Over the nonce the peer chose, so it cannot be replayed elsewhere. */
+	proof_of(e, role, e->peer_nonce, e->nonce, p);
+	return kvmig_wire_put_auth(&e->wb, KVMIG_MSG_AUTH_PROOF, p);
+}
+
+int engine_auth_check(struct engine *e, int peer_role)
+{
+	uint8_t want[KVMIG_AUTH_LEN], got[KVMIG_AUTH_LEN];
+	struct xport_msg *m = NULL;
+	int ret = engine_wait_msg(e, -1, &m);
+
+	if (ret < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_AUTH_PROOF)
+		ret = engine_unexpected(m, "AUTH_PROOF");
+	else
+		ret = kvmig_wire_get_auth(m->payload, m->hdr.len, got);
+	engine_msg_free(&m);
+	if (ret < 0)
+		return ret;
+	proof_of(e, peer_role, e->nonce, e->peer_nonce, want);
+	if (crypto_verify_32(want, got) != 0)
+		return kvmig_err(-EACCES, "the %s did not prove it holds the shared secret (wrong "
+				 "--token-file)", peer_role ? "receiver" : "sender");
+	return 0;
 }
 
 int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, struct kvmig_msg_hello *h)

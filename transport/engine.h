@@ -32,6 +32,9 @@ struct engine {
 	int peer_aborted;         /* the peer sent ABORT: do not answer with one */
 	/* Refresh e->ev's counters before a PROGRESS event (may be NULL). */
 	void (*refresh)(struct engine *e);
+	/* Authentication (opts.token): the MAC key and both sides' nonces. */
+	int auth;
+	uint8_t key[32], nonce[KVMIG_AUTH_LEN], peer_nonce[KVMIG_AUTH_LEN];
 };
 
 /* Copy @opts (or the defaults) into @e and check the values. Return 0 or -EINVAL. */
@@ -74,6 +77,25 @@ int engine_unexpected(const struct xport_msg *m, const char *expected);
  * the peer aborted first or the connection is gone. Returns @err.
  */
 int engine_abort(struct engine *e, int err);
+
+/*
+ * Authentication, when e->auth (docs/SECURITY.md). The sender sends HELLO +
+ * CHALLENGE; the receiver answers HELLO + CHALLENGE + PROOF; the sender checks
+ * that PROOF before it pauses or registers anything and sends its own; the
+ * receiver checks it before it reads anything else.
+ *
+ * engine_auth_agree(): both HELLOs say whether their side has a secret;
+ * they must agree, else -EACCES naming the side that lacks one.
+ * engine_auth_challenge(): a fresh nonce into e->wb.
+ * engine_auth_take_challenge(): wait for the peer's CHALLENGE.
+ * engine_auth_prove(): our PROOF for @role (0 sender, 1 receiver) into e->wb.
+ * engine_auth_check(): wait for the peer's PROOF and check it (-EACCES).
+ */
+int engine_auth_agree(struct engine *e, const struct kvmig_msg_hello *peer);
+int engine_auth_challenge(struct engine *e);
+int engine_auth_take_challenge(struct engine *e);
+int engine_auth_prove(struct engine *e, int role);
+int engine_auth_check(struct engine *e, int peer_role);
 
 /* Build our HELLO from the pager. */
 int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, struct kvmig_msg_hello *h);

@@ -647,13 +647,15 @@ static int handshake(struct receiver *r)
 	int ret;
 
 	engine_phase(&r->e, "handshake");
-	if ((ret = engine_hello(r->p, 1, r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY, &r->hello)) < 0)
+	if ((ret = engine_hello(r->p, 1, (r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
+				(r->e.auth ? KVMIG_HELLO_AUTH : 0), &r->hello)) < 0)
 		return ret;
 	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_HELLO)
 		ret = engine_unexpected(m, "HELLO");
-	else if ((ret = kvmig_wire_get_hello(m->payload, m->hdr.len, &peer)) == 0)
+	else if ((ret = kvmig_wire_get_hello(m->payload, m->hdr.len, &peer)) == 0 &&
+		 (ret = engine_auth_agree(&r->e, &peer)) == 0)
 		ret = engine_hello_match(&r->hello, &peer);
 	engine_msg_free(&m);
 	if (ret < 0)
@@ -663,7 +665,15 @@ static int handshake(struct receiver *r)
 				 "need the same --no-verify setting",
 				 r->hello.flags & KVMIG_HELLO_NO_VERIFY ? "sends" : "does not send",
 				 r->e.o.verify ? "verifies" : "does not verify");
-	if ((ret = kvmig_wire_put_hello(&r->e.wb, &r->hello)) < 0 || (ret = engine_flush(&r->e)) < 0)
+	if (r->e.auth && (ret = engine_auth_take_challenge(&r->e)) < 0)
+		return ret;
+	if ((ret = kvmig_wire_put_hello(&r->e.wb, &r->hello)) < 0 ||
+	    (r->e.auth && ((ret = engine_auth_challenge(&r->e)) < 0 ||
+			   (ret = engine_auth_prove(&r->e, 1)) < 0)) ||
+	    (ret = engine_flush(&r->e)) < 0)
+		return ret;
+	/* Nothing from an unproven sender is read beyond this point. */
+	if (r->e.auth && (ret = engine_auth_check(&r->e, 0)) < 0)
 		return ret;
 	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
 		return ret;

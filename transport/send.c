@@ -441,18 +441,28 @@ static int handshake(struct sender *s)
 	int ret;
 
 	engine_phase(&s->e, "handshake");
-	ret = engine_hello(s->p, 0, s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY, &s->hello);
+	ret = engine_hello(s->p, 0, (s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
+			   (s->e.auth ? KVMIG_HELLO_AUTH : 0), &s->hello);
 	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->e.wb, &s->hello)) < 0 ||
+	    (s->e.auth && (ret = engine_auth_challenge(&s->e)) < 0) ||
 	    (ret = engine_flush(&s->e)) < 0)
 		return ret;
 	if ((ret = engine_wait_msg(&s->e, -1, &m)) < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_HELLO)
 		ret = engine_unexpected(m, "HELLO");
-	else if ((ret = kvmig_wire_get_hello(m->payload, m->hdr.len, &peer)) == 0)
+	else if ((ret = kvmig_wire_get_hello(m->payload, m->hdr.len, &peer)) == 0 &&
+		 (ret = engine_auth_agree(&s->e, &peer)) == 0)
 		ret = engine_hello_match(&s->hello, &peer);
 	engine_msg_free(&m);
-	return ret;
+	if (ret < 0 || !s->e.auth)
+		return ret;
+	/* The receiver proves the secret before anything here is paused or
+	 * registered, then we prove it in turn. */
+	if ((ret = engine_auth_take_challenge(&s->e)) < 0 || (ret = engine_auth_check(&s->e, 1)) < 0 ||
+	    (ret = engine_auth_prove(&s->e, 0)) < 0)
+		return ret;
+	return engine_flush(&s->e);
 }
 
 int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,

@@ -226,6 +226,15 @@ int kvmig_wire_put_empty(struct kvmig_wbuf *b, enum kvmig_msg_type type)
 	return finish(b, begin(b, type));
 }
 
+int kvmig_wire_put_auth(struct kvmig_wbuf *b, enum kvmig_msg_type type,
+			const uint8_t v[KVMIG_AUTH_LEN])
+{
+	size_t at = begin(b, type);
+
+	put_bytes(b, v, KVMIG_AUTH_LEN);
+	return finish(b, at);
+}
+
 int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text)
 {
 	size_t tlen = text ? strlen(text) : 0, at;
@@ -319,7 +328,7 @@ int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h)
 	if (ver != KVMIG_WIRE_VERSION)
 		return kvmig_err(-EPROTO, "peer speaks protocol version %u; this is version %u",
 				 (unsigned)ver, KVMIG_WIRE_VERSION);
-	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_KEEPALIVE)
+	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_AUTH_PROOF)
 		return kvmig_err(-EPROTO, "frame has unknown message type %u", (unsigned)type);
 	if (flags)
 		return kvmig_err(-EPROTO, "frame has reserved flags 0x%x set", (unsigned)flags);
@@ -587,5 +596,15 @@ int kvmig_wire_get_abort(const uint8_t *p, size_t len, struct kvmig_msg_abort *m
 		if ((unsigned char)m->text[i] < 0x20 || (unsigned char)m->text[i] > 0x7e)
 			m->text[i] = '?';
 	m->err = (int32_t)err;
+	return done(&r);
+}
+
+int kvmig_wire_get_auth(const uint8_t *p, size_t len, uint8_t v[KVMIG_AUTH_LEN])
+{
+	struct rd r = { p, len, "AUTH" };
+	int ret;
+
+	if ((ret = get_raw(&r, v, KVMIG_AUTH_LEN, "value")))
+		return ret;
 	return done(&r);
 }

@@ -37,6 +37,8 @@ enum kvmig_msg_type {
 	KVMIG_MSG_COMMIT_ACK = 9,
 	KVMIG_MSG_ABORT = 10,
 	KVMIG_MSG_KEEPALIVE = 11, /* empty; the rdma provider's, never seen by the engine */
+	KVMIG_MSG_AUTH_CHALLENGE = 12, /* 32-byte random nonce */
+	KVMIG_MSG_AUTH_PROOF = 13,     /* 32-byte HMAC-SHA-256 over the nonces */
 };
 
 struct kvmig_wire_hdr {
@@ -45,7 +47,9 @@ struct kvmig_wire_hdr {
 };
 
 #define KVMIG_HELLO_NO_VERIFY 0x01u /* the sender sends no digests (benchmarks only) */
-#define KVMIG_HELLO_FLAGS_KNOWN KVMIG_HELLO_NO_VERIFY
+#define KVMIG_HELLO_AUTH 0x02u      /* this side has a shared secret: challenge-response follows */
+#define KVMIG_HELLO_FLAGS_KNOWN (KVMIG_HELLO_NO_VERIFY | KVMIG_HELLO_AUTH)
+#define KVMIG_AUTH_LEN 32u          /* nonce and proof bytes */
 
 struct kvmig_msg_hello {
 	uint8_t role; /* 0 sender, 1 receiver */
@@ -113,6 +117,9 @@ int kvmig_wire_put_digests(struct kvmig_wbuf *b, const struct kvmig_manifest_pag
 int kvmig_wire_put_final(struct kvmig_wbuf *b, const struct kvmig_seq *seqs, uint32_t n);
 int kvmig_wire_put_empty(struct kvmig_wbuf *b, enum kvmig_msg_type type);
 int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text);
+/* AUTH_CHALLENGE or AUTH_PROOF carrying @v. */
+int kvmig_wire_put_auth(struct kvmig_wbuf *b, enum kvmig_msg_type type,
+			const uint8_t v[KVMIG_AUTH_LEN]);
 
 /*
  * READ_RESP is never built in a wbuf: its bytes are sent straight from page
@@ -140,6 +147,8 @@ int kvmig_wire_get_digests(const uint8_t *p, size_t len, struct kvmig_manifest_p
 /* Sequences in a kvmig_seq_list (caller frees with kvmig_seq_list_free). */
 int kvmig_wire_get_final(const uint8_t *p, size_t len, struct kvmig_seq_list *out);
 int kvmig_wire_get_abort(const uint8_t *p, size_t len, struct kvmig_msg_abort *m);
+/* The payload of AUTH_CHALLENGE / AUTH_PROOF: exactly KVMIG_AUTH_LEN bytes. */
+int kvmig_wire_get_auth(const uint8_t *p, size_t len, uint8_t v[KVMIG_AUTH_LEN]);
 
 void kvmig_msg_offer_free(struct kvmig_msg_offer *m);
 

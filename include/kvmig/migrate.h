@@ -65,6 +65,12 @@ struct kvmig_migrate_opts {
 	void (*on_event)(void *arg, const struct kvmig_event *ev);
 	void *event_arg;
 	uint32_t progress_interval_ms; /* minimum gap between PROGRESS events; default 100 */
+	/* Shared secret (kvmig's --token-file), at least 16 bytes, or NULL.
+	 * Both sides need the same one, or neither: each proves it has it
+	 * (HMAC-SHA-256 challenge-response, docs/SECURITY.md) before the sender
+	 * pauses, registers memory or sends a key; else -EACCES. */
+	const void *token;
+	size_t token_len;
 };
 
 /* kvmig_migrate_opts_init() - set the defaults documented above. */

@@ -206,6 +206,32 @@ expect_err 6 "cannot connect" "nobody listening" "$KVMIG" send --to "$ADDR" --pa
 	--timeout 1000
 expect_err 2 "move or copy" "bad --mode" "$KVMIG" send --to 127.0.0.1:1 --pager shm:$MA --mode fast
 expect_err 1 "HOST:PORT" "bad address" "$KVMIG" send --to nowhere --pager shm:$MA
+
+# Shared secret: owner-only files of 16+ bytes; a wrong one is exit 8 on both
+# sides before anything moves; the same one migrates.
+printf 'correct horse battery staple\n' > "$T/tok"
+printf 'correct horse battery stapler\n' > "$T/tok2"
+printf 'too short\n' > "$T/tok3"
+chmod 644 "$T/tok"
+chmod 600 "$T/tok2" "$T/tok3"
+expect_err 2 "chmod 600" "token file open to others" "$KVMIG" send --to 127.0.0.1:1 \
+	--pager shm:$MD --token-file "$T/tok"
+chmod 600 "$T/tok"
+expect_err 2 "16 bytes" "token too short" "$KVMIG" send --to 127.0.0.1:1 --pager shm:$MD \
+	--token-file "$T/tok3"
+start_recv $MA --token-file "$T/tok"
+expect_err 8 "shared secret" "wrong token: send" "$KVMIG" send --to "$ADDR" --pager shm:$MD \
+	--token-file "$T/tok2"
+wait $RPID
+rc=$?
+[ $rc -eq 8 ] && ok "wrong token: recv exit 8" || bad "wrong token: recv exit $rc"
+"$KVMIG" pager show shm:$MA | grep -q "0 pages occupied" && ok "wrong token: nothing received" \
+	|| bad "wrong token: nothing received"
+start_recv $MA --token-file "$T/tok"
+expect 0 "same token: send" "$KVMIG" send --to "$ADDR" --pager shm:$MD --token-file "$T/tok" --quiet
+wait $RPID
+rc=$?
+[ $rc -eq 0 ] && ok "same token: recv exit 0" || bad "same token: recv exit $rc"
 for p in $MA $MB $MC $MD; do "$KVMIG" pager rm shm:$p >/dev/null; done
 
 echo "$passes passed, $fails failed"

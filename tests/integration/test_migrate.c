@@ -653,6 +653,79 @@ static void test_fault_bad_key(void **state)
 	drop_pagers();
 }
 
+/* ---- shared secret ---- */
+
+static void set_token(struct side *s, const char *t)
+{
+	s->o.token = t;
+	s->o.token_len = t ? strlen(t) : 0;
+}
+
+/*
+ * Migrate with these secrets (NULL: none). Returns the sender's stats, so
+ * a refusal can be shown to come before the pause and the registration.
+ */
+static void with_tokens(const char *recv_token, const char *send_token, int *rrc, int *src_rc,
+			struct kvmig_migrate_stats *sst)
+{
+	struct side rs, ss;
+	int fds[2];
+
+	side_init(&rs);
+	side_init(&ss);
+	set_token(&rs, recv_token);
+	set_token(&ss, send_token);
+	assert_int_equal(pipe(fds), 0);
+	ss.stats_fd = fds[1];
+	migrate(&rs, &ss, rrc, src_rc);
+	close(fds[1]);
+	assert_int_equal(read(fds[0], sst, sizeof(*sst)), (ssize_t)sizeof(*sst));
+	close(fds[0]);
+}
+
+static void test_auth_same_secret(void **state)
+{
+	struct kvmig_migrate_stats st;
+	struct kvmig_manifest *before;
+	int rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	before = snapshot(src);
+	with_tokens("correct horse battery staple", "correct horse battery staple", &rrc, &src_rc, &st);
+	assert_int_equal(src_rc, 0);
+	assert_int_equal(rrc, 0);
+	assert_int_equal(st.pages, 18);
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	kvmig_manifest_free(&before);
+	drop_pagers();
+}
+
+/* Wrong secret, or only one side has one: EACCES on both sides, and the
+ * sender never paused its pager or registered memory. */
+static void test_auth_refused(void **state)
+{
+	static const char *const cases[][2] = {
+		{ "correct horse battery staple", "correct horse battery stapler" },
+		{ "correct horse battery staple", NULL },
+		{ NULL, "correct horse battery staple" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct kvmig_migrate_stats st;
+		struct kvmig_digest d0;
+		int rrc, src_rc;
+
+		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+		digest_of(src, &d0);
+		with_tokens(cases[i][0], cases[i][1], &rrc, &src_rc, &st);
+		assert_int_equal(rrc, EACCES);
+		assert_int_equal(src_rc, EACCES);
+		assert_true(st.pause_seconds == 0.0 && st.register_seconds == 0.0);
+		check_untouched(&d0, 3, 0);
+		drop_pagers();
+	}
+}
+
 /* ---- the parent plays a misbehaving peer ---- */
 
 static int raw_connect(const char *addr)
@@ -990,6 +1063,8 @@ int main(void)
 		cmocka_unit_test(test_sender_killed_mid_transfer),
 		cmocka_unit_test(test_fault_bad_digest),
 		cmocka_unit_test(test_fault_bad_key),
+		cmocka_unit_test(test_auth_same_secret),
+		cmocka_unit_test(test_auth_refused),
 	};
 	/* The parent speaks the wire protocol over a raw socket: tcp only. */
 	const struct CMUnitTest tcp_tests[] = {

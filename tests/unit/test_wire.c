@@ -217,7 +217,7 @@ static void test_header_violations(void **state)
 	memcpy(f, b.p, sizeof(f));
 	f[5] = 0;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
-	f[5] = 12;
+	f[5] = 14;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
 	assert_non_null(strstr(kvmig_last_error(), "unknown message type"));
 	memcpy(f, b.p, sizeof(f));
