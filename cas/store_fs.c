@@ -149,6 +149,13 @@ static int put_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n,
 		snprintf(tmpnames[i], sizeof(tmpnames[i]), "%d.%llu", (int)getpid(),
 			 (unsigned long long)f->tmp_counter++);
 		fds[i] = openat(f->tmp_fd, tmpnames[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fds[i] >= 0 && i == n / 2 && kvmig_fault("store-write", NULL)) {
+			/* Test-only: a write that fails after its file exists. */
+			close(fds[i]);
+			unlinkat(f->tmp_fd, tmpnames[i], 0);
+			fds[i] = -1;
+			errno = EIO;
+		}
 		if (fds[i] < 0) {
 			ios[i].result = -errno;
 			continue;

@@ -21,6 +21,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <kvmig/cas.h>
@@ -310,7 +311,10 @@ static int check_page(struct receiver *r, uint32_t idx)
 {
 	struct rpage *pg = &r->pg[idx];
 	int k_ok = kvmig_digest_equal(&pg->rk, &pg->sk), v_ok = kvmig_digest_equal(&pg->rv, &pg->sv);
+	int ret;
 
+	if ((ret = KVMIG_FAULT_FAIL("recv-verify")) < 0)
+		return ret;
 	if (k_ok && v_ok) {
 		pg->verified = 1;
 		r->verified++;
@@ -382,6 +386,8 @@ static int on_read_done(struct receiver *r, struct xport_read *rd)
 		stream_read(r, pg, rd);
 	if (--pg->reads_left || (r->cur.active && r->cur.page == idx))
 		return 0;
+	if (r->landed == 1 && (ret = KVMIG_FAULT_FAIL("recv-transfer")) < 0)
+		return ret;
 	if (pg->attempts == 1) {
 		r->landed++;
 		r->e.ev.pages_done = r->landed;
@@ -419,6 +425,8 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 
 	if (r->have_final)
 		return kvmig_err(-EPROTO, "sender sent an OFFER after FINAL");
+	if ((ret = KVMIG_FAULT_FAIL("recv-alloc")) < 0)
+		return ret;
 	if ((ret = kvmig_wire_get_offer(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
 	if (m.round != 0) {
@@ -612,8 +620,12 @@ static int transfer(struct receiver *r)
 	int ret;
 
 	engine_phase(&r->e, "transfer");
-	for (;;) {
+	for (int round = 0;; round++) {
 		struct xport_msg *m = NULL;
+		uint64_t stall_ms;
+
+		if (round == 1 && kvmig_fault("recv-stall", &stall_ms))
+			usleep((useconds_t)(stall_ms * 1000)); /* test-only: go silent */
 
 		while ((ret = r->e.ops->ctl_pop(r->e.c, &m)) == 0) {
 			ret = take_msg(r, m);
@@ -647,6 +659,8 @@ static int handshake(struct receiver *r)
 	int ret;
 
 	engine_phase(&r->e, "handshake");
+	if ((ret = KVMIG_FAULT_FAIL("recv-handshake")) < 0)
+		return ret;
 	if ((ret = engine_hello(r->p, 1, (r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
 				(r->e.auth ? KVMIG_HELLO_AUTH : 0), &r->hello)) < 0)
 		return ret;
@@ -733,6 +747,10 @@ static int install(struct receiver *r)
 	engine_phase(&r->e, "install");
 	if (!q)
 		return ret;
+	if ((ret = KVMIG_FAULT_FAIL("recv-install")) < 0) {
+		free(q);
+		return ret;
+	}
 	for (uint32_t i = 0; i < r->final.n; i++) {
 		const struct kvmig_seq *f = &r->final.seqs[i];
 
@@ -776,6 +794,8 @@ static int commit(struct receiver *r)
 	int ret;
 
 	engine_phase(&r->e, "commit");
+	if ((ret = KVMIG_FAULT_FAIL("recv-commit-send")) < 0)
+		return ret;
 	if ((ret = kvmig_wire_put_empty(&r->e.wb, KVMIG_MSG_COMMIT)) < 0)
 		return ret;
 	ret = engine_flush(&r->e);

@@ -129,6 +129,8 @@ static int register_memory(struct sender *s)
 	double t0 = kvmig_now();
 	int ret;
 
+	if ((ret = KVMIG_FAULT_FAIL("send-register")) < 0)
+		return ret;
 	ret = kvmig_pager_regions(s->p, s->regions, KVMIG_WIRE_MAX_REGIONS, &s->n_regions);
 	if (ret == -ENOBUFS)
 		return kvmig_err(-ENOBUFS, "pager has %u memory regions; at most %u can be "
@@ -211,6 +213,8 @@ static int send_offers(struct sender *s)
 {
 	int ret;
 
+	if ((ret = KVMIG_FAULT_FAIL("send-offer")) < 0)
+		return ret;
 	for (uint32_t at = 0; at < s->n || (at == 0 && s->n == 0); at += KVMIG_OFFER_CHUNK) {
 		struct kvmig_msg_offer m = { 0 };
 
@@ -351,6 +355,8 @@ static int send_digests_ready(struct sender *s, uint32_t *sent)
 	while (*sent < ready) {
 		uint32_t k = KVMIG_MIN(KVMIG_OFFER_CHUNK, ready - *sent);
 
+		if ((ret = KVMIG_FAULT_FAIL("send-digests")) < 0)
+			return ret;
 		if ((ret = kvmig_wire_put_digests(&s->e.wb, s->dig + *sent, k)) < 0 ||
 		    (ret = engine_flush(&s->e)) < 0)
 			return ret;
@@ -371,6 +377,24 @@ static void refresh_served(struct engine *e)
 		(uint32_t)KVMIG_MIN(cnt.bytes_served / (2 * s->hello.half_bytes), s->n) : 0;
 }
 
+/* Test-only: fail, cut the connection or go silent while the receiver
+ * reads (every page offered, FINAL not yet sent). */
+static int transfer_faults(struct sender *s)
+{
+	uint64_t stall_ms;
+	int ret;
+
+	if ((ret = KVMIG_FAULT_FAIL("send-transfer")) < 0)
+		return ret;
+	if (kvmig_fault("send-cut", NULL)) {
+		s->e.ops->close(&s->e.c);
+		return kvmig_err(-ECONNRESET, "fault injected at send-cut");
+	}
+	if (kvmig_fault("send-stall", &stall_ms))
+		usleep((useconds_t)(stall_ms * 1000));
+	return 0;
+}
+
 /* Serve reads and send digests until the receiver commits or gives up. */
 static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 {
@@ -385,6 +409,8 @@ static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 		if ((ret = send_digests_ready(s, &sent)) < 0)
 			return ret;
 		if (sent == s->n && !final_sent) {
+			if ((ret = transfer_faults(s)) < 0)
+				return ret;
 			if ((ret = kvmig_wire_put_final(&s->e.wb, s->seqs.seqs, s->seqs.n)) < 0 ||
 			    (ret = engine_flush(&s->e)) < 0)
 				return ret;
@@ -441,6 +467,8 @@ static int handshake(struct sender *s)
 	int ret;
 
 	engine_phase(&s->e, "handshake");
+	if ((ret = KVMIG_FAULT_FAIL("send-handshake")) < 0)
+		return ret;
 	ret = engine_hello(s->p, 0, (s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
 			   (s->e.auth ? KVMIG_HELLO_AUTH : 0), &s->hello);
 	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->e.wb, &s->hello)) < 0 ||

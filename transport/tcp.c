@@ -306,7 +306,18 @@ static int send_iov(struct tcp_conn *c, struct iovec *iov, int n, const char *wh
 	mh.msg_iov = iov;
 	mh.msg_iovlen = (size_t)n;
 	while (mh.msg_iovlen) {
+		/* Test-only: at most 1000 bytes per call, as a full socket would. */
+		size_t keep = mh.msg_iov->iov_len, cap = kvmig_fault("tcp-short-write", NULL) ? 1000 : 0;
+		size_t keep_n = mh.msg_iovlen;
+
+		if (cap && keep > cap) {
+			mh.msg_iov->iov_len = cap;
+			mh.msg_iovlen = 1;
+		}
 		ssize_t r = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+
+		mh.msg_iov->iov_len = keep;
+		mh.msg_iovlen = keep_n;
 
 		if (r < 0) {
 			if (errno == EINTR)

@@ -43,6 +43,10 @@ static inline int kvmig_fault(const char *point, uint64_t *arg)
 }
 #endif
 
+/* -EIO "fault injected at @point" when $KVMIG_FAULT names it, else 0. */
+#define KVMIG_FAULT_FAIL(point) \
+	(kvmig_fault((point), NULL) ? kvmig_err(-EIO, "fault injected at %s", (point)) : 0)
+
 /* Seconds on the monotonic clock. */
 static inline double kvmig_now(void)
 {

@@ -653,6 +653,90 @@ static void test_fault_bad_key(void **state)
 	drop_pagers();
 }
 
+/*
+ * The fault matrix: every protocol step on each side fails once (or the
+ * connection is cut, or a side goes silent past the peer's timeout, or
+ * every write is short). After each: the source is resumed with the same
+ * digests, the destination installed nothing and freed what it allocated —
+ * and the same migration retried without the fault succeeds. Short writes
+ * must not fail at all.
+ */
+struct fault_case {
+	char side;          /* 'r' receiver, 's' sender */
+	const char *fault;  /* $KVMIG_FAULT */
+	int rrc, src_rc;    /* exit codes; -1: any failure */
+};
+
+static const struct fault_case fault_matrix[] = {
+	{ 's', "send-handshake", -1, EIO },
+	{ 's', "send-register", EIO, EIO },
+	{ 's', "send-offer", EIO, EIO },
+	{ 's', "send-digests", EIO, EIO },
+	{ 's', "send-transfer", EIO, EIO },
+	{ 's', "send-cut", -1, ECONNRESET },
+	{ 's', "send-stall", ETIMEDOUT, -1 }, /* silent for 1.5 x the timeout */
+	{ 'r', "recv-handshake", EIO, -1 },
+	{ 'r', "recv-alloc", EIO, EIO },
+	{ 'r', "recv-transfer", EIO, EIO },
+	{ 'r', "recv-verify", EIO, EIO },
+	{ 'r', "recv-install", EIO, EIO },
+	{ 'r', "recv-commit-send", EIO, EIO },
+	{ 'r', "recv-stall", -1, ETIMEDOUT },
+	{ 's', "tcp-short-write", 0, 0 },
+	{ 'r', "tcp-short-write", 0, 0 },
+};
+
+static void test_fault_matrix(void **state)
+{
+	unsigned passed = 0;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	for (size_t i = 0; i < sizeof(fault_matrix) / sizeof(fault_matrix[0]); i++) {
+		const struct fault_case *fc = &fault_matrix[i];
+		/* Short timeouts keep the stalls short; emulated RDMA needs more. */
+		uint32_t timeout = xport == KVMIG_TRANSPORT_TCP ? 1000 : 5000;
+		struct kvmig_manifest *before;
+		struct kvmig_digest d0;
+		struct side rs, ss;
+		char fault[64];
+		int rrc, src_rc;
+
+		snprintf(fault, sizeof(fault), strstr(fc->fault, "stall") ? "%s:%u" : "%s", fc->fault,
+			 timeout * 3 / 2);
+		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+		before = snapshot(src);
+		digest_of(src, &d0);
+		side_init(&rs);
+		side_init(&ss);
+		rs.o.timeout_ms = ss.o.timeout_ms = timeout;
+		(fc->side == 'r' ? &rs : &ss)->fault = fault;
+		migrate(&rs, &ss, &rrc, &src_rc);
+		if ((fc->rrc >= 0 ? rrc != fc->rrc : (rrc == 0 || rrc >= 1000)) ||
+		    (fc->src_rc >= 0 ? src_rc != fc->src_rc : (src_rc == 0 || src_rc >= 1000)))
+			fail_msg("fault %s (%s): receiver exit %d, sender exit %d", fc->fault,
+				 fc->side == 'r' ? "receiver" : "sender", rrc, src_rc);
+		if (fc->rrc != 0) {
+			check_untouched(&d0, 3, 0);
+			/* Retried without the fault, the same migration succeeds. */
+			side_init(&rs);
+			side_init(&ss);
+			migrate(&rs, &ss, &rrc, &src_rc);
+			assert_int_equal(src_rc, 0);
+			assert_int_equal(rrc, 0);
+		}
+		assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+		assert_int_equal(n_seqs(dst), 4);
+		assert_int_equal(pause_depth(src), 0);
+		kvmig_manifest_free(&before);
+		drop_pagers();
+		passed++;
+	}
+	printf("fault matrix: %u of %zu fault points passed (each then retried)\n", passed,
+	       sizeof(fault_matrix) / sizeof(fault_matrix[0]));
+}
+
 /* ---- shared secret ---- */
 
 static void set_token(struct side *s, const char *t)
@@ -1063,6 +1147,7 @@ int main(void)
 		cmocka_unit_test(test_sender_killed_mid_transfer),
 		cmocka_unit_test(test_fault_bad_digest),
 		cmocka_unit_test(test_fault_bad_key),
+		cmocka_unit_test(test_fault_matrix),
 		cmocka_unit_test(test_auth_same_secret),
 		cmocka_unit_test(test_auth_refused),
 	};

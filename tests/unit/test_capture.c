@@ -195,6 +195,29 @@ static void test_dedup_twelve_identical(void **state)
 	rmstore(&s, dir);
 }
 
+/* A blob write fails (fault point store-write): the capture fails with EIO
+ * naming the blob, leaves nothing in tmp/, and a retry succeeds. */
+static void test_failing_blob_write(void **state)
+{
+	struct kvmig_pager *p = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 3, 2, 16);
+	struct kvmig_store *s;
+	struct kvmig_digest d;
+	char *dir = mkstore(&s), cmd[160];
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	setenv("KVMIG_FAULT", "store-write", 1);
+	assert_int_equal(kvmig_capture(p, s, &d, NULL), -EIO);
+	unsetenv("KVMIG_FAULT");
+	assert_non_null(strstr(kvmig_last_error(), "cannot write blob"));
+	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s/tmp)\"", dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(kvmig_capture(p, s, &d, NULL), 0);
+	kvmig_pager_destroy(&p);
+	rmstore(&s, dir);
+}
+
 static void test_one_page_differs(void **state)
 {
 	struct kvmig_pager *a = make("llama3-8b", KVMIG_LAYOUT_PAGE_MAJOR, 5, 2, 16);
@@ -362,6 +385,7 @@ int main(void)
 		cmocka_unit_test(test_malformed_manifest_installs_nothing),
 		cmocka_unit_test(test_enospc_and_eexist),
 		cmocka_unit_test(test_verify_detects_difference),
+		cmocka_unit_test(test_failing_blob_write),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
