@@ -11,9 +11,13 @@ static const char pager_usage[] =
 	"usage: kvmig pager init shm:NAME [options]\n"
 	"       kvmig pager show shm:NAME [--json]\n"
 	"       kvmig pager rm shm:NAME\n"
+	"       kvmig pager resolve shm:NAME --commit|--abort\n"
 	"\n"
 	"Create, describe or remove a synthetic pager in shared memory, which other\n"
-	"kvmig processes open with --pager shm:NAME.\n"
+	"kvmig processes open with --pager shm:NAME. resolve settles the sequences a\n"
+	"receiver held (ids \"?ID\") after its sender vanished during commit (recv exit\n"
+	"7): --commit installs them under their own ids (the sender exited 0),\n"
+	"--abort removes them and frees their pages (the sender failed).\n"
 	"\n"
 	"init options:\n"
 	"  --preset NAME        llama3-8b (default: 32 layers, 8 heads, dim 128, bf16,\n"
@@ -215,10 +219,30 @@ static int pager_rm(int argc, char **argv)
 	return EXIT_OK;
 }
 
+static int pager_resolve(int argc, char **argv)
+{
+	struct kvmig_pager *p = NULL;
+	uint32_t n = 0;
+	int commit, ret;
+
+	if (argc != 3 || strncmp(argv[1], "shm:", 4) ||
+	    (strcmp(argv[2], "--commit") && strcmp(argv[2], "--abort")))
+		return cli_usage_error("pager resolve", "expected shm:NAME --commit or --abort");
+	commit = !strcmp(argv[2], "--commit");
+	if ((ret = kvmig_pager_open(argv[1], &p)) < 0)
+		return cli_fail("pager resolve", ret, "cannot open pager %s", argv[1]);
+	ret = kvmig_migrate_resolve(p, commit, &n);
+	kvmig_pager_destroy(&p);
+	if (ret < 0)
+		return cli_fail("pager resolve", ret, "cannot resolve the held sequences");
+	printf("%s %u held sequences\n", commit ? "installed" : "removed", n);
+	return EXIT_OK;
+}
+
 int cmd_pager(int argc, char **argv)
 {
 	if (argc < 2)
-		return cli_usage_error("pager", "expected init, show or rm");
+		return cli_usage_error("pager", "expected init, show, rm or resolve");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(pager_usage, stdout);
 		return EXIT_OK;
@@ -229,6 +253,8 @@ int cmd_pager(int argc, char **argv)
 		return pager_show(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "rm"))
 		return pager_rm(argc - 1, argv + 1);
-	return cli_usage_error("pager", "unknown subcommand \"%s\" (expected init, show or rm)",
-			       argv[1]);
+	if (!strcmp(argv[1], "resolve"))
+		return pager_resolve(argc - 1, argv + 1);
+	return cli_usage_error("pager", "unknown subcommand \"%s\" (expected init, show, rm or "
+			       "resolve)", argv[1]);
 }

@@ -578,6 +578,11 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 		return ret;
 	r->have_final = 1;
 	for (uint32_t i = 0; i < r->final.n; i++)
+		if (r->final.seqs[i].id[0] == KVMIG_HELD_PREFIX[0])
+			return kvmig_err(-EPROTO, "FINAL: sequence id \"%s\" begins with '%s', which "
+					 "marks held sequences", r->final.seqs[i].id,
+					 KVMIG_HELD_PREFIX);
+	for (uint32_t i = 0; i < r->final.n; i++)
 		for (uint32_t j = 0; j < r->final.seqs[i].n_pages; j++)
 			if (slot_find(r, r->final.seqs[i].page_ixs[j]) < 0)
 				return kvmig_err(-EPROTO, "FINAL: sequence \"%s\" uses page %u, "
@@ -738,40 +743,77 @@ static int setup(struct receiver *r)
 	return 0;
 }
 
+/* The FINAL sequences with our page indices, ids prefixed with @prefix. */
+static int remap_final(struct receiver *r, const char *prefix, struct kvmig_seq *q)
+{
+	for (uint32_t i = 0; i < r->final.n; i++) {
+		const struct kvmig_seq *f = &r->final.seqs[i];
+		size_t len = strlen(prefix) + strlen(f->id) + 1;
+
+		q[i] = *f;
+		q[i].id = malloc(len);
+		q[i].page_ixs = malloc(sizeof(uint32_t) * (f->n_pages ? f->n_pages : 1));
+		if (!q[i].id || !q[i].page_ixs)
+			return -ENOMEM;
+		snprintf(q[i].id, len, "%s%s", prefix, f->id);
+		for (uint32_t j = 0; j < f->n_pages; j++)
+			q[i].page_ixs[j] = r->pg[slot_find(r, f->page_ixs[j])].dst_ix;
+	}
+	return 0;
+}
+
+static void free_remapped(struct receiver *r, struct kvmig_seq *q)
+{
+	for (uint32_t i = 0; q && i < r->final.n; i++) {
+		free(q[i].id);
+		free(q[i].page_ixs);
+	}
+	free(q);
+}
+
+static void uninstall(struct receiver *r);
+
 /* Install the FINAL sequences, remapped to our page indices. */
 static int install(struct receiver *r)
 {
 	struct kvmig_seq *q = calloc(r->final.n ? r->final.n : 1, sizeof(*q));
-	int ret = -ENOMEM;
+	int ret;
 
 	engine_phase(&r->e, "install");
 	if (!q)
-		return ret;
+		return -ENOMEM;
 	if ((ret = KVMIG_FAULT_FAIL("recv-install")) < 0) {
 		free(q);
 		return ret;
 	}
-	for (uint32_t i = 0; i < r->final.n; i++) {
-		const struct kvmig_seq *f = &r->final.seqs[i];
-
-		q[i] = *f;
-		q[i].page_ixs = malloc(sizeof(uint32_t) * (f->n_pages ? f->n_pages : 1));
-		if (!q[i].page_ixs)
-			goto out;
-		for (uint32_t j = 0; j < f->n_pages; j++)
-			q[i].page_ixs[j] = r->pg[slot_find(r, f->page_ixs[j])].dst_ix;
-	}
-	ret = kvmig_pager_install(r->p, q, r->final.n);
+	if ((ret = remap_final(r, "", q)) == 0)
+		ret = kvmig_pager_install(r->p, q, r->final.n);
 	if (ret == -EINVAL)
 		ret = kvmig_err_prefix(-EPROTO, "sender's sequences do not fit this pager");
 	else if (ret < 0)
 		kvmig_err_prefix(ret, "cannot install the sequences");
 	else
 		r->installed = 1;
-out:
-	for (uint32_t i = 0; i < r->final.n; i++)
-		free(q[i].page_ixs);
-	free(q);
+	free_remapped(r, q);
+	return ret;
+}
+
+/*
+ * In doubt: install the sequences again under held ids ("?" + id) and remove
+ * the originals, so the pages and the sequences stay here but nothing runs
+ * them until kvmig_migrate_resolve() says which side won. Return 0, or
+ * -errno with the originals still installed.
+ */
+static int hold(struct receiver *r)
+{
+	struct kvmig_seq *q = calloc(r->final.n ? r->final.n : 1, sizeof(*q));
+	int ret = q ? remap_final(r, KVMIG_HELD_PREFIX, q) : -ENOMEM;
+
+	if (ret == 0 && (ret = kvmig_pager_install(r->p, q, r->final.n)) == 0) {
+		uninstall(r);
+		r->installed = 2;
+	}
+	free_remapped(r, q);
 	return ret;
 }
 
@@ -798,7 +840,14 @@ static int commit(struct receiver *r)
 		return ret;
 	if ((ret = kvmig_wire_put_empty(&r->e.wb, KVMIG_MSG_COMMIT)) < 0)
 		return ret;
-	ret = engine_flush(&r->e);
+	if (kvmig_fault("recv-commit-lost", NULL)) {
+		/* Test-only: the COMMIT and the connection are lost together. */
+		r->e.wb.len = 0;
+		r->e.ops->close(&r->e.c);
+		ret = kvmig_err(-ECONNRESET, "fault injected at recv-commit-lost");
+	} else {
+		ret = engine_flush(&r->e);
+	}
 	if (ret == 0)
 		ret = engine_wait_msg(&r->e, -1, &m);
 	if (ret > 0 && m->hdr.type == KVMIG_MSG_COMMIT_ACK) {
@@ -812,12 +861,19 @@ static int commit(struct receiver *r)
 	if (r->e.peer_aborted)
 		return ret; /* the sender gave up before our COMMIT: it still owns them */
 	/*
-	 * In doubt: the sender may have received COMMIT and removed its copy,
-	 * so keeping ours is the only choice that never loses a sequence.
+	 * In doubt: the sender may have received COMMIT and removed its copy
+	 * (keep ours), or never seen it and resumed with its own (do not run
+	 * ours). So hold them: here, not running, until resolved.
 	 */
-	r->installed = 2;
-	return kvmig_err_prefix(-ENOTCONN, "commit outcome unknown (the sender may or may not "
-				"have released the sequences; they stay installed here)");
+	if (hold(r) < 0) {
+		r->installed = 2; /* could not hold: keeping them beats losing them */
+		return kvmig_err_prefix(-ENOTCONN, "commit outcome unknown, and the sequences "
+					"could not be held, so they stay installed here");
+	}
+	return kvmig_err(-ENOTCONN, "commit outcome unknown: the sender vanished after our "
+			 "COMMIT. The %u sequences are held here as \"%sID\" (not running); if "
+			 "the sender reported success run `kvmig pager resolve --commit`, else "
+			 "`--abort`", r->final.n, KVMIG_HELD_PREFIX);
 }
 
 int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
@@ -905,5 +961,75 @@ out:
 	free(r->free_reads);
 	free(r->batch);
 	free(r);
+	return ret;
+}
+
+/* ---- held sequences ---- */
+
+int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolved)
+{
+	struct kvmig_seq_list all = { 0 }, rest = { 0 };
+	struct kvmig_seq *own = NULL;
+	const char **held = NULL;
+	uint32_t *pages = NULL, n = 0, np = 0, nfree = 0;
+	size_t pl = strlen(KVMIG_HELD_PREFIX);
+	int ret;
+
+	if ((ret = kvmig_pager_seqs(p, &all)) < 0)
+		return ret;
+	own = calloc(all.n ? all.n : 1, sizeof(*own));
+	held = calloc(all.n ? all.n : 1, sizeof(*held));
+	if (!own || !held) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < all.n; i++) {
+		if (strncmp(all.seqs[i].id, KVMIG_HELD_PREFIX, pl))
+			continue;
+		held[n] = all.seqs[i].id;
+		own[n] = all.seqs[i];
+		own[n].id = all.seqs[i].id + pl;
+		np += all.seqs[i].n_pages;
+		n++;
+	}
+	if (commit) {
+		/* All or nothing: the pager installs every one or none. */
+		if (n && (ret = kvmig_pager_install(p, own, n)) < 0) {
+			kvmig_err_prefix(ret, "cannot install the held sequences under their own ids");
+			goto out;
+		}
+		ret = n ? kvmig_pager_remove(p, held, n) : 0;
+		goto out;
+	}
+	/* Abort: drop them, then free the pages no remaining sequence uses. */
+	if (n && (ret = kvmig_pager_remove(p, held, n)) < 0)
+		goto out;
+	if ((ret = kvmig_pager_seqs(p, &rest)) < 0 || !(pages = malloc(sizeof(*pages) * (np + 1)))) {
+		ret = ret < 0 ? ret : -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		for (uint32_t j = 0; j < own[i].n_pages; j++) {
+			uint32_t ix = own[i].page_ixs[j];
+			int used = 0;
+
+			for (uint32_t k = 0; k < nfree && !used; k++)
+				used = pages[k] == ix;
+			for (uint32_t s = 0; s < rest.n && !used; s++)
+				for (uint32_t k = 0; k < rest.seqs[s].n_pages && !used; k++)
+					used = rest.seqs[s].page_ixs[k] == ix;
+			if (!used)
+				pages[nfree++] = ix;
+		}
+	}
+	ret = nfree ? kvmig_pager_free(p, pages, nfree) : 0;
+out:
+	if (ret == 0 && n_resolved)
+		*n_resolved = n;
+	free(pages);
+	free(own);
+	free(held);
+	kvmig_seq_list_free(&all);
+	kvmig_seq_list_free(&rest);
 	return ret;
 }

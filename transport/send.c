@@ -454,7 +454,9 @@ static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 				 "source could not release them");
 	deregister_memory(s);
 	/* A lost ACK changes nothing here: the receiver owns the sequences. */
-	if (kvmig_wire_put_empty(&s->e.wb, KVMIG_MSG_COMMIT_ACK) == 0)
+	if (kvmig_fault("send-ack-lost", NULL))
+		s->e.ops->close(&s->e.c); /* test-only: the ACK and the connection are lost */
+	else if (kvmig_wire_put_empty(&s->e.wb, KVMIG_MSG_COMMIT_ACK) == 0)
 		s->e.ops->send(s->e.c, s->e.wb.p, s->e.wb.len);
 	s->e.wb.len = 0;
 	return ret;

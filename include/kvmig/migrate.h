@@ -127,6 +127,20 @@ KVMIG_API int kvmig_listener_open(const char *addr, const struct kvmig_migrate_o
 				  struct kvmig_listener **ret);
 /* kvmig_listener_addr() - the bound "host:port"; owned by the listener. */
 KVMIG_API const char *kvmig_listener_addr(const struct kvmig_listener *l);
+/*
+ * Held sequences. A receiver whose sender vanished after the receiver's
+ * COMMIT (kvmig_migrate_accept() returned -ENOTCONN) cannot know whether the
+ * sender committed. It keeps the pages and the sequences, but under held ids
+ * (KVMIG_HELD_PREFIX + id) that no engine runs, so a sequence is never lost
+ * and never runs on both sides. Once the sender's outcome is known (its exit
+ * status: 0 = committed), kvmig_migrate_resolve() with @commit 1 installs
+ * them under their own ids, with @commit 0 removes them and frees their pages.
+ * Return: 0 and *n_resolved (may be NULL) the number of sequences, -EEXIST if
+ * an own id is already installed (nothing changed), or a pager error.
+ */
+#define KVMIG_HELD_PREFIX "?"
+KVMIG_API int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolved);
+
 /* kvmig_listener_transport() - "tcp" or "rdma": what @l listens with. */
 KVMIG_API const char *kvmig_listener_transport(const struct kvmig_listener *l);
 /* kvmig_listener_close() - close and set *l NULL; NULL-safe. */

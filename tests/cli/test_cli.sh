@@ -232,7 +232,30 @@ expect 0 "same token: send" "$KVMIG" send --to "$ADDR" --pager shm:$MD --token-f
 wait $RPID
 rc=$?
 [ $rc -eq 0 ] && ok "same token: recv exit 0" || bad "same token: recv exit $rc"
-for p in $MA $MB $MC $MD; do "$KVMIG" pager rm shm:$p >/dev/null; done
+
+# The sender vanishes after the receiver's COMMIT (its ACK lost, fault
+# point): the receiver exits 7 holding the sequences as "?ID", which
+# `pager resolve --commit` installs under their own ids.
+ME=kvmig-cli-me-$$
+MF=kvmig-cli-mf-$$
+"$KVMIG" pager init shm:$ME --preset tiny --seqs 2 --pages-per-seq 3 --capacity 16 >/dev/null
+"$KVMIG" pager init shm:$MF --preset tiny --capacity 16 >/dev/null
+start_recv $MF
+KVMIG_FAULT=send-ack-lost "$KVMIG" send --to "$ADDR" --pager shm:$ME --quiet > "$T/out" 2>&1
+src=$?
+wait $RPID
+rc=$?
+[ $src -eq 0 ] && [ $rc -eq 7 ] && ok "ACK lost: sender 0, receiver 7" \
+	|| bad "ACK lost: sender $src, receiver $rc"
+"$KVMIG" pager show shm:$MF | grep -q '?seq-1' && ok "ACK lost: held as ?seq-1" \
+	|| bad "ACK lost: held as ?seq-1"
+expect 0 "pager resolve --commit" "$KVMIG" pager resolve shm:$MF --commit
+grep -q "installed 2 held sequences" "$T/out" && ok "resolve reports 2" || bad "resolve reports 2"
+"$KVMIG" pager show shm:$MF | grep -q ' seq-1 ' && ok "resolved: seq-1 installed" \
+	|| bad "resolved: seq-1 installed"
+expect_err 2 "--commit or --abort" "pager resolve without a decision" "$KVMIG" pager resolve \
+	shm:$MF
+for p in $MA $MB $MC $MD $ME $MF; do "$KVMIG" pager rm shm:$p >/dev/null; done
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
