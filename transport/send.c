@@ -439,6 +439,9 @@ static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 			return ret;
 		}
 		engine_msg_free(&m);
+		/* Test-only: fail on receiving COMMIT, before the commit point. */
+		if ((ret = KVMIG_FAULT_FAIL("send-commit-recv")) < 0)
+			return ret;
 		break;
 	}
 	/*

@@ -675,6 +675,7 @@ static const struct fault_case fault_matrix[] = {
 	{ 's', "send-transfer", EIO, EIO },
 	{ 's', "send-cut", -1, ECONNRESET },
 	{ 's', "send-stall", ETIMEDOUT, -1 }, /* silent for 1.5 x the timeout */
+	{ 's', "send-commit-recv", EIO, EIO },
 	{ 'r', "recv-handshake", EIO, -1 },
 	{ 'r', "recv-alloc", EIO, EIO },
 	{ 'r', "recv-transfer", EIO, EIO },
