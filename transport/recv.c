@@ -262,6 +262,13 @@ static int fill_reads(struct receiver *r)
 		rd->key = rx->key;
 		if (kvmig_fault("recv-bad-key", NULL))
 			rd->key ^= 0x5a5a;
+		if (kvmig_fault("recv-read-unoffered", NULL)) {
+			/* Test-only: the bytes right after the last offered run. */
+			const struct kvmig_wire_region *g = &r->regions.r[r->regions.n - 1];
+
+			rd->remote = g->addr + g->len;
+			rd->key = g->key;
+		}
 		rd->ctx = (void *)(uintptr_t)c->page;
 		r->batch[nb++] = rd;
 		pg->reads_left++;
@@ -403,15 +410,43 @@ static int on_read_done(struct receiver *r, struct xport_read *rd)
 
 /* ---- control messages ---- */
 
+static int cmp_region(const void *a, const void *b)
+{
+	const struct kvmig_wire_region *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/* The sender's registrations, sorted by address for find_region(). */
+static int take_regions(struct receiver *r, const struct xport_msg *m)
+{
+	int ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &r->regions);
+
+	if (ret == 0)
+		qsort(r->regions.r, r->regions.n, sizeof(*r->regions.r), cmp_region);
+	return ret;
+}
+
+/* The registration holding [addr, addr + len): 0 and its key, or -1. */
 static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, uint32_t *key)
 {
-	for (uint32_t i = 0; i < r->regions.n; i++) {
-		const struct kvmig_wire_region *g = &r->regions.r[i];
+	uint32_t lo = 0, hi = r->regions.n;
 
-		if (addr >= g->addr && len <= g->len && addr - g->addr <= g->len - len) {
-			*key = g->key;
-			return 0;
-		}
+	while (lo < hi) { /* the last region starting at or before addr */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (r->regions.r[mid].addr <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -1;
+	const struct kvmig_wire_region *g = &r->regions.r[lo - 1];
+
+	if (len <= g->len && addr - g->addr <= g->len - len) {
+		*key = g->key;
+		return 0;
 	}
 	return -1;
 }
@@ -699,7 +734,7 @@ static int handshake(struct receiver *r)
 	if (m->hdr.type != KVMIG_MSG_REGIONS)
 		ret = engine_unexpected(m, "REGIONS");
 	else
-		ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &r->regions);
+		ret = take_regions(r, m);
 	engine_msg_free(&m);
 	return ret;
 }
@@ -951,6 +986,7 @@ out:
 	kvmig_seq_list_free(&r->final);
 	free(r->pg);
 	free(r->rx);
+	kvmig_msg_regions_free(&r->regions);
 	free(r->slot);
 	free(r->queue);
 	for (uint32_t i = 0; r->streams && i < 2 * r->n_streams; i++)

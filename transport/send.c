@@ -41,9 +41,9 @@ struct sender {
 	struct kvmig_offer_page *pages;
 	struct kvmig_wire_extent *ext; /* every page's extents, K then V */
 	struct kvmig_manifest_page *dig;
-	struct kvmig_region regions[KVMIG_WIRE_MAX_REGIONS];
-	void *reg[KVMIG_WIRE_MAX_REGIONS];
-	uint32_t n_regions;
+	struct kvmig_wire_region *runs; /* offered memory, one registration each */
+	void **reg;
+	uint32_t n_runs;
 	/* hasher thread */
 	pthread_t hasher;
 	int hasher_running;
@@ -123,30 +123,66 @@ out:
 	return ret;
 }
 
+static int cmp_run(const void *a, const void *b)
+{
+	const struct kvmig_wire_region *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/*
+ * The offered pages' extents, sorted and merged where they touch: the
+ * memory the receiver may read, and nothing else of the pager.
+ */
+static int build_runs(struct sender *s)
+{
+	uint64_t n = 0;
+
+	for (uint32_t i = 0; i < s->n; i++)
+		n += s->pages[i].n_ext;
+	if (!(s->runs = malloc(sizeof(*s->runs) * (n ? n : 1))))
+		return -ENOMEM;
+	for (uint64_t i = 0; i < n; i++)
+		s->runs[i] = (struct kvmig_wire_region){ s->ext[i].addr, s->ext[i].len, 0 };
+	qsort(s->runs, n, sizeof(*s->runs), cmp_run);
+	s->n_runs = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		struct kvmig_wire_region *last = s->n_runs ? &s->runs[s->n_runs - 1] : NULL;
+
+		if (last && last->addr + last->len >= s->runs[i].addr) {
+			uint64_t end = KVMIG_MAX(last->addr + last->len, s->runs[i].addr + s->runs[i].len);
+
+			last->len = end - last->addr;
+		} else {
+			s->runs[s->n_runs++] = s->runs[i];
+		}
+	}
+	if (s->n_runs > KVMIG_WIRE_MAX_REGIONS)
+		return kvmig_err(-ENOBUFS, "the offered pages lie in %u separate memory runs; at "
+				 "most %u can be registered", s->n_runs, KVMIG_WIRE_MAX_REGIONS);
+	return 0;
+}
+
+/* Register each run for remote read, for this migration only, and send REGIONS. */
 static int register_memory(struct sender *s)
 {
-	struct kvmig_msg_regions rm = { 0 };
+	struct kvmig_msg_regions rm;
 	double t0 = kvmig_now();
 	int ret;
 
-	if ((ret = KVMIG_FAULT_FAIL("send-register")) < 0)
+	if ((ret = KVMIG_FAULT_FAIL("send-register")) < 0 || (ret = build_runs(s)) < 0)
 		return ret;
-	ret = kvmig_pager_regions(s->p, s->regions, KVMIG_WIRE_MAX_REGIONS, &s->n_regions);
-	if (ret == -ENOBUFS)
-		return kvmig_err(-ENOBUFS, "pager has %u memory regions; at most %u can be "
-				 "registered", s->n_regions, KVMIG_WIRE_MAX_REGIONS);
-	if (ret < 0)
-		return ret;
-	for (uint32_t i = 0; i < s->n_regions; i++) {
-		ret = s->e.ops->reg_remote(s->e.c, s->regions[i].base, s->regions[i].len,
-					   &rm.r[i].key, &s->reg[i]);
+	if (!(s->reg = calloc(s->n_runs ? s->n_runs : 1, sizeof(*s->reg))))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < s->n_runs; i++) {
+		ret = s->e.ops->reg_remote(s->e.c, (void *)(uintptr_t)s->runs[i].addr,
+					   s->runs[i].len, &s->runs[i].key, &s->reg[i]);
 		if (ret < 0)
 			return kvmig_err_prefix(ret, "cannot register page memory");
-		rm.r[i].addr = (uint64_t)(uintptr_t)s->regions[i].base;
-		rm.r[i].len = s->regions[i].len;
 	}
-	rm.n = s->n_regions;
 	s->reg_seconds = kvmig_now() - t0;
+	rm.n = s->n_runs;
+	rm.r = s->runs;
 	if ((ret = kvmig_wire_put_regions(&s->e.wb, &rm)) < 0)
 		return ret;
 	return engine_flush(&s->e);
@@ -154,7 +190,7 @@ static int register_memory(struct sender *s)
 
 static void deregister_memory(struct sender *s)
 {
-	for (uint32_t i = 0; i < s->n_regions; i++)
+	for (uint32_t i = 0; s->reg && i < s->n_runs; i++)
 		s->e.ops->dereg(s->e.c, &s->reg[i]);
 }
 
@@ -571,6 +607,8 @@ out:
 	free(s->pages);
 	free(s->ext);
 	free(s->dig);
+	free(s->runs);
+	free(s->reg);
 	free(s);
 	return ret;
 }

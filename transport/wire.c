@@ -379,22 +379,41 @@ int kvmig_wire_get_regions(const uint8_t *p, size_t len, struct kvmig_msg_region
 	struct rd r = { p, len, "REGIONS" };
 	int ret;
 
+	m->r = NULL;
 	if ((ret = get_u32(&r, &m->n, "count")) ||
 	    (ret = check_count(&r, m->n, KVMIG_WIRE_MAX_REGIONS, 24, "count")))
 		return ret;
+	/* The count was checked against the bytes present: allocate now. */
+	if (!(m->r = malloc(sizeof(*m->r) * (m->n ? m->n : 1))))
+		return -ENOMEM;
 	for (uint32_t i = 0; i < m->n; i++) {
 		uint32_t pad;
 
 		if ((ret = get_be(&r, 8, &m->r[i].addr, "addr")) ||
 		    (ret = get_be(&r, 8, &m->r[i].len, "len")) ||
 		    (ret = get_u32(&r, &m->r[i].key, "key")) || (ret = get_u32(&r, &pad, "pad")))
-			return ret;
-		if (m->r[i].addr + m->r[i].len < m->r[i].addr)
-			return kvmig_err(-EPROTO, "REGIONS message: region %u wraps the address space",
-					 i);
+			break;
+		if (m->r[i].addr + m->r[i].len < m->r[i].addr) {
+			ret = kvmig_err(-EPROTO, "REGIONS message: region %u wraps the address space",
+					i);
+			break;
+		}
 	}
-	return done(&r);
+	if (ret == 0)
+		ret = done(&r);
+	if (ret < 0)
+		kvmig_msg_regions_free(m);
+	return ret;
 }
+
+void kvmig_msg_regions_free(struct kvmig_msg_regions *m)
+{
+	free(m->r);
+	m->r = NULL;
+	m->n = 0;
+}
+
+
 
 void kvmig_msg_offer_free(struct kvmig_msg_offer *m)
 {

@@ -20,7 +20,7 @@
 #define KVMIG_WIRE_VERSION 1u
 #define KVMIG_WIRE_HDR_LEN 12u
 #define KVMIG_WIRE_MAX_PAYLOAD (64u << 20) /* one control message */
-#define KVMIG_WIRE_MAX_REGIONS 64u
+#define KVMIG_WIRE_MAX_REGIONS 65536u /* registrations: one per run of offered pages */
 #define KVMIG_WIRE_MAX_OFFER_PAGES 65536u  /* pages in one OFFER / DIGESTS message */
 #define KVMIG_WIRE_MAX_EXTENTS (2u * KVMIG_MAX_LAYERS) /* per page, K and V */
 #define KVMIG_WIRE_MAX_TEXT 512u
@@ -66,7 +66,7 @@ struct kvmig_wire_region {
 
 struct kvmig_msg_regions {
 	uint32_t n;
-	struct kvmig_wire_region r[KVMIG_WIRE_MAX_REGIONS];
+	struct kvmig_wire_region *r; /* decoded: malloc'd, kvmig_msg_regions_free() */
 };
 
 struct kvmig_wire_extent {
@@ -151,5 +151,6 @@ int kvmig_wire_get_abort(const uint8_t *p, size_t len, struct kvmig_msg_abort *m
 int kvmig_wire_get_auth(const uint8_t *p, size_t len, uint8_t v[KVMIG_AUTH_LEN]);
 
 void kvmig_msg_offer_free(struct kvmig_msg_offer *m);
+void kvmig_msg_regions_free(struct kvmig_msg_regions *m);
 
 #endif

@@ -38,11 +38,17 @@ static void payload(uint8_t type, const uint8_t *p, size_t len)
 		break;
 	}
 	case KVMIG_MSG_REGIONS: {
-		struct kvmig_msg_regions *r = malloc(sizeof(*r));
+		struct kvmig_msg_regions r;
 
-		if (r)
-			check(kvmig_wire_get_regions(p, len, r));
-		free(r);
+		check(kvmig_wire_get_regions(p, len, &r));
+		kvmig_msg_regions_free(&r);
+		break;
+	}
+	case KVMIG_MSG_AUTH_CHALLENGE:
+	case KVMIG_MSG_AUTH_PROOF: {
+		uint8_t v[KVMIG_AUTH_LEN];
+
+		check(kvmig_wire_get_auth(p, len, v));
 		break;
 	}
 	case KVMIG_MSG_OFFER: {

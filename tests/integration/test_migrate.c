@@ -605,6 +605,33 @@ static void test_sender_killed_mid_transfer(void **state)
 
 /* Migrate with fault points set in the receiver and / or the sender. */
 static void faulted(const char *recv_fault, const char *send_fault, int *rrc, int *src_rc,
+		    struct kvmig_digest *d0);
+
+/*
+ * The receiver reads the page right after the last offered one (it exists:
+ * the source has 64 pages, 18 offered). The sender registered only the
+ * offered pages, so the read is refused (by the sender on tcp, by its NIC on
+ * rdma) instead of returning a page that is not part of the migration.
+ */
+static void test_fault_read_unoffered(void **state)
+{
+	struct kvmig_digest d0;
+	int rrc, src_rc;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	faulted("recv-read-unoffered", NULL, &rrc, &src_rc, &d0);
+	if (rrc != EFAULT && rrc != ECONNRESET)
+		fail_msg("receiver exit %d (%s); expected EFAULT or ECONNRESET", rrc, strerror(rrc));
+	if (src_rc != EFAULT && src_rc != ECONNRESET)
+		fail_msg("sender exit %d (%s); expected EFAULT or ECONNRESET", src_rc,
+			 strerror(src_rc));
+	check_untouched(&d0, 3, 0);
+	drop_pagers();
+}
+
+static void faulted(const char *recv_fault, const char *send_fault, int *rrc, int *src_rc,
 		    struct kvmig_digest *d0)
 {
 	struct side rs, ss;
@@ -1023,6 +1050,7 @@ static void test_bad_range_request(void **state)
 	/* A wrong key is refused the same way. */
 	close(fd);
 	kvmig_msg_offer_free(&of);
+	kvmig_msg_regions_free(&rg);
 	fd = fake_receiver_start(&l, &s, &ss, &rg, &of);
 	q = (struct kvmig_msg_read_req){ 0, of.pages[0].ext[0].addr, 4096, rg.r[0].key ^ 1 };
 	assert_int_equal(kvmig_wire_put_read_req(&b, &q), 0);
@@ -1031,6 +1059,7 @@ static void test_bad_range_request(void **state)
 	check_untouched(&d0, 3, 0);
 	close(fd);
 	kvmig_msg_offer_free(&of);
+	kvmig_msg_regions_free(&rg);
 	kvmig_wbuf_free(&b);
 	drop_pagers();
 }
@@ -1055,6 +1084,7 @@ static void test_silent_receiver(void **state)
 	check_untouched(&d0, 3, 0);
 	close(fd);
 	kvmig_msg_offer_free(&of);
+	kvmig_msg_regions_free(&rg);
 	drop_pagers();
 }
 
@@ -1097,8 +1127,10 @@ static int fake_sender(int bad_digest, int corrupt_first, int *page9_reads, char
 	raw_send(fd, &b);
 	assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_HELLO);
 	free(p);
+	struct kvmig_wire_region one = { (uint64_t)(uintptr_t)buf, sizeof(buf), 42 };
+
 	rg.n = 1;
-	rg.r[0] = (struct kvmig_wire_region){ (uint64_t)(uintptr_t)buf, sizeof(buf), 42 };
+	rg.r = &one;
 	for (int i = 0; i < 4; i++)
 		ext[i] = (struct kvmig_wire_extent){ (uint64_t)(uintptr_t)(buf + i * HALF), HALF };
 	for (int i = 0; i < 2; i++) {
@@ -1223,6 +1255,7 @@ int main(void)
 		cmocka_unit_test(test_sender_killed_mid_transfer),
 		cmocka_unit_test(test_fault_bad_digest),
 		cmocka_unit_test(test_fault_bad_key),
+		cmocka_unit_test(test_fault_read_unoffered),
 		cmocka_unit_test(test_fault_matrix),
 		cmocka_unit_test(test_commit_message_lost),
 		cmocka_unit_test(test_auth_same_secret),

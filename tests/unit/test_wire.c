@@ -30,7 +30,9 @@ static int decode(uint8_t type, const uint8_t *p, size_t len)
 	case KVMIG_MSG_HELLO:
 		return kvmig_wire_get_hello(p, len, &h);
 	case KVMIG_MSG_REGIONS:
-		return kvmig_wire_get_regions(p, len, &rg);
+		ret = kvmig_wire_get_regions(p, len, &rg);
+		kvmig_msg_regions_free(&rg);
+		return ret;
 	case KVMIG_MSG_OFFER:
 		ret = kvmig_wire_get_offer(p, len, &of);
 		kvmig_msg_offer_free(&of);
@@ -59,7 +61,8 @@ static struct kvmig_wire_extent ext[4] = {
 static int all_messages(struct kvmig_wbuf *b)
 {
 	struct kvmig_msg_hello h = { 1, KVMIG_HELLO_NO_VERIFY, KVMIG_LAYOUT_LAYER_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 512 };
-	struct kvmig_msg_regions rg = { .n = 2, .r = { { 0x1000, 1 << 20, 7 }, { 1ull << 40, 4096, 9 } } };
+	struct kvmig_wire_region regions[2] = { { 0x1000, 1 << 20, 7 }, { 1ull << 40, 4096, 9 } };
+	struct kvmig_msg_regions rg = { 2, regions };
 	struct kvmig_offer_page pages[2] = { { 3, 2, 11, ext }, { 9, 2, 12, ext + 2 } };
 	struct kvmig_msg_offer of = { 5, 2, pages, NULL };
 	struct kvmig_msg_read_req rq = { 77, 0x1000, 256, 7 };
@@ -106,6 +109,7 @@ static void test_round_trip(void **state)
 			assert_int_equal(m.n, 2);
 			assert_true(m.r[1].addr == 1ull << 40);
 			assert_int_equal(m.r[1].key, 9);
+			kvmig_msg_regions_free(&m);
 			break;
 		}
 		case KVMIG_MSG_OFFER: {
