@@ -603,6 +603,19 @@ static void test_sender_killed_mid_transfer(void **state)
 
 /* ---- a real peer misbehaves at a fault point ---- */
 
+/* A refused read (EFAULT, or the connection it broke) on both sides, source
+ * unchanged, destination empty. */
+static void expect_refused(int rrc, int src_rc, const struct kvmig_digest *d0)
+{
+	if (rrc != EFAULT && rrc != ECONNRESET)
+		fail_msg("receiver exit %d (%s); expected EFAULT or ECONNRESET", rrc, strerror(rrc));
+	if (src_rc != EFAULT && src_rc != ECONNRESET)
+		fail_msg("sender exit %d (%s); expected EFAULT or ECONNRESET", src_rc,
+			 strerror(src_rc));
+	check_untouched(d0, 3, 0);
+	drop_pagers();
+}
+
 /* Migrate with fault points set in the receiver and / or the sender. */
 static void faulted(const char *recv_fault, const char *send_fault, int *rrc, int *src_rc,
 		    struct kvmig_digest *d0);
@@ -622,13 +635,7 @@ static void test_fault_read_unoffered(void **state)
 	skip();
 #endif
 	faulted("recv-read-unoffered", NULL, &rrc, &src_rc, &d0);
-	if (rrc != EFAULT && rrc != ECONNRESET)
-		fail_msg("receiver exit %d (%s); expected EFAULT or ECONNRESET", rrc, strerror(rrc));
-	if (src_rc != EFAULT && src_rc != ECONNRESET)
-		fail_msg("sender exit %d (%s); expected EFAULT or ECONNRESET", src_rc,
-			 strerror(src_rc));
-	check_untouched(&d0, 3, 0);
-	drop_pagers();
+	expect_refused(rrc, src_rc, &d0);
 }
 
 static void faulted(const char *recv_fault, const char *send_fault, int *rrc, int *src_rc,
@@ -671,13 +678,7 @@ static void test_fault_bad_key(void **state)
 	skip();
 #endif
 	faulted("recv-bad-key", NULL, &rrc, &src_rc, &d0);
-	if (rrc != EFAULT && rrc != ECONNRESET)
-		fail_msg("receiver exit %d (%s); expected EFAULT or ECONNRESET", rrc, strerror(rrc));
-	if (src_rc != EFAULT && src_rc != ECONNRESET)
-		fail_msg("sender exit %d (%s); expected EFAULT or ECONNRESET", src_rc,
-			 strerror(src_rc));
-	check_untouched(&d0, 3, 0);
-	drop_pagers();
+	expect_refused(rrc, src_rc, &d0);
 }
 
 /*
