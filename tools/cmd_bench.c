@@ -15,6 +15,7 @@
  * Reported: medians, ratios, verification overhead, receiver peak RSS.
  */
 #include <errno.h>
+#include <sched.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@
 #include "cli.h"
 
 static const char bench_usage[] =
-	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3]\n"
+	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3] [--pin]\n"
 	"                   [--transport tcp|rdma --listen ADDR:PORT]\n"
 	"\n"
 	"Migrate a Llama-3-8B-shaped cache of N pages (2 MiB each; default 512 = 1 GiB)\n"
@@ -34,7 +35,9 @@ static const char bench_usage[] =
 	"times without (default 5), interleaved with R iperf3 runs of the same size,\n"
 	"and print medians, ratios and the receiver's peak RSS. --transport rdma\n"
 	"migrates over the verbs provider to a receiver on ADDR (an RDMA device's\n"
-	"address) and runs no iperf3.\n";
+	"address) and runs no iperf3. --pin runs the receiver on CPU 0 and the sender\n"
+	"on CPU 1 (iperf3's server and client likewise), as two hosts would: each end\n"
+	"hashes on its own core.\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -102,8 +105,19 @@ static int receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint3
 	return EXIT_OK;
 }
 
+/* Run this process (all its threads to come) on CPU @cpu only. */
+static void pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) < 0)
+		fprintf(stderr, "kvmig bench: cannot pin to CPU %d: %s\n", cpu, strerror(errno));
+}
+
 /* One iperf3 client run of @bytes against a one-shot server; GB/s or < 0. */
-static double iperf3_gbps(const char *iperf3, uint64_t bytes, int port)
+static double iperf3_gbps(const char *iperf3, uint64_t bytes, int port, int pin)
 {
 	char cmd[512], buf[1 << 16];
 	size_t len = 0;
@@ -112,9 +126,10 @@ static double iperf3_gbps(const char *iperf3, uint64_t bytes, int port)
 	double gbps = -1;
 	FILE *f;
 
-	snprintf(cmd, sizeof(cmd), "%s -s -1 -p %d -D >/dev/null 2>&1 && sleep 0.3 && "
-		 "%s -c 127.0.0.1 -p %d -n %llu -J 2>/dev/null", iperf3, port, iperf3, port,
-		 (unsigned long long)bytes);
+	/* --pin: iperf3's ends on the same CPUs as kvmig's (server 0, client 1). */
+	snprintf(cmd, sizeof(cmd), "%s -s -1 -p %d -D %s >/dev/null 2>&1 && sleep 0.3 && "
+		 "%s -c 127.0.0.1 -p %d -n %llu -J %s 2>/dev/null", iperf3, port,
+		 pin ? "-A 0" : "", iperf3, port, (unsigned long long)bytes, pin ? "-A 1" : "");
 	f = popen(cmd, "r");
 	if (!f)
 		return -1;
@@ -139,6 +154,7 @@ int cmd_bench(int argc, char **argv)
 		{ "no-iperf3", no_argument, NULL, 'n' },
 		{ "transport", required_argument, NULL, 't' },
 		{ "listen", required_argument, NULL, 'l' },
+		{ "pin", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -153,6 +169,7 @@ int cmd_bench(int argc, char **argv)
 	struct kvmig_migrate_opts mo;
 	struct kvmig_migrate_stats st;
 	enum kvmig_transport transport = KVMIG_TRANSPORT_TCP;
+	int pin = 0;
 	uint64_t v, bytes;
 	long rss_kib = 0;
 	pid_t child;
@@ -184,6 +201,9 @@ int cmd_bench(int argc, char **argv)
 		case 'l':
 			listen_addr = optarg;
 			break;
+		case 'P':
+			pin = 1;
+			break;
 		case 'h':
 			fputs(bench_usage, stdout);
 			return EXIT_OK;
@@ -203,9 +223,13 @@ int cmd_bench(int argc, char **argv)
 		return cli_fail("bench", -errno, "fork");
 	if (child == 0) {
 		close(pipefd[0]);
+		if (pin)
+			pin_to(0);
 		_exit(receiver(listen_addr, &mo, pages, rounds, pipefd[1]));
 	}
 	close(pipefd[1]);
+	if (pin)
+		pin_to(1);
 	if (read(pipefd[0], addr, sizeof(addr)) != (ssize_t)sizeof(addr)) {
 		ret = EXIT_FAIL;
 		goto out;
@@ -223,8 +247,9 @@ int cmd_bench(int argc, char **argv)
 	}
 	mo.mode = KVMIG_MODE_COPY;
 	printf("kvmig bench: %u pages (%.2f GiB), %d rounds with and %d without verification, "
-	       "%s to %s\n", so.capacity_pages, (double)bytes / (1 << 30), rounds, rounds,
-	       transport == KVMIG_TRANSPORT_RDMA ? "rdma" : "tcp", addr);
+	       "%s to %s%s\n", so.capacity_pages, (double)bytes / (1 << 30), rounds, rounds,
+	       transport == KVMIG_TRANSPORT_RDMA ? "rdma" : "tcp", addr,
+	       pin ? ", receiver on CPU 0, sender on CPU 1" : "");
 	for (int r = 0; r < 1 + 2 * rounds; r++) {
 		mo.verify = r == 0 || r % 2;
 		if ((ret = kvmig_migrate_send(src, addr, &mo, &st)) < 0) {
@@ -238,7 +263,7 @@ int cmd_bench(int argc, char **argv)
 		       mo.verify ? "on" : "off", st.transfer_seconds,
 		       (double)bytes / st.transfer_seconds / 1e9);
 		if (iperf3 && !mo.verify) {
-			double g = iperf3_gbps(iperf3, bytes, port);
+			double g = iperf3_gbps(iperf3, bytes, port, pin);
 
 			if (g > 0) {
 				ip[n_ip++] = g;
