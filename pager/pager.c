@@ -3,6 +3,7 @@
  * pager/pager.c - the pager handle: a thin, checked wrapper over an
  * implementation's ops table, plus the pause guard and spec parsing.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,9 @@
 
 #include "internal.h"
 #include "pager_internal.h"
+
+/* Handles get serials that never repeat, unlike addresses after a free. */
+static _Atomic uint64_t next_serial = 1;
 
 int kvmig_pager_create(const struct kvmig_pager_ops *ops, void *impl, struct kvmig_pager **ret)
 {
@@ -24,8 +28,14 @@ int kvmig_pager_create(const struct kvmig_pager_ops *ops, void *impl, struct kvm
 		return -ENOMEM;
 	p->ops = ops;
 	p->impl = impl;
+	p->serial = atomic_fetch_add(&next_serial, 1);
 	*ret = p;
 	return 0;
+}
+
+uint64_t kvmig_pager_serial(const struct kvmig_pager *p)
+{
+	return p->serial;
 }
 
 void kvmig_pager_destroy(struct kvmig_pager **pp)

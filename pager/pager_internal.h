@@ -8,6 +8,7 @@
 struct kvmig_pager {
 	const struct kvmig_pager_ops *ops;
 	void *impl;
+	uint64_t serial; /* unique per handle in this process (kvmig_pager_serial) */
 };
 
 #endif

@@ -189,6 +189,8 @@ int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
 		if (left <= 0)
 			return kvmig_err(-ETIMEDOUT, "peer was silent for %u ms", e->o.timeout_ms);
 		ret = e->ops->progress(e->c, left, wake_fd);
+		if (ret == -ECONNRESET || ret == -EPIPE)
+			return engine_salvage_abort(e, ret); /* it may have said why first */
 		if (ret < 0)
 			return ret;
 		if (ret == 0)

@@ -19,7 +19,7 @@
 struct kvmig_listener {
 	const struct xport_ops *ops;
 	struct xport_listener *impl;
-	const struct kvmig_pager *pager; /* the last one received into */
+	uint64_t pager_serial; /* kvmig_pager_serial() of the last one received into */
 };
 
 struct engine {

@@ -66,6 +66,7 @@
 struct rdma_reg {
 	struct ibv_mr *mr;
 	unsigned users;             /* connections using it now */
+	int remote;                 /* the sender's REMOTE_READ registration */
 	struct rdma_reg *next;
 };
 
@@ -249,13 +250,13 @@ static struct vb_domain *domain_new(struct ibv_context *ctx, int cache)
 	return d;
 }
 
-/* Deregister what no connection uses (everything, when the domain goes). */
-static void domain_trim(struct vb_domain *d)
+/* Deregister what no connection uses (@all: everything, the domain goes). */
+static void domain_trim(struct vb_domain *d, int all)
 {
 	for (struct rdma_reg **pp = &d->local; *pp;) {
 		struct rdma_reg *r = *pp;
 
-		if (r->users) {
+		if (r->users && !all) {
 			pp = &r->next;
 			continue;
 		}
@@ -272,7 +273,9 @@ static void domain_put(struct vb_domain **dp)
 	*dp = NULL;
 	if (!d || --d->refs)
 		return;
-	domain_trim(d);
+	/* No connection is left: registrations a closed connection never
+	 * returned (it broke first) go too, or the PD could not be freed. */
+	domain_trim(d, 1);
 	ibv_dealloc_pd(d->pd);
 	free(d);
 }
@@ -341,7 +344,6 @@ static int conn_setup(struct rdma_conn *c, struct rdma_cm_id *id, struct vb_doma
 	if (!c->ctl_mr)
 		return kvmig_err(-errno, "cannot register control buffers on %s: %s", c->dev,
 				 strerror(errno));
-	c->send_free = N_SEND;
 	for (unsigned i = 0; i < N_RECV; i++)
 		if ((ret = post_recv(c, i)) < 0)
 			return ret;
@@ -367,6 +369,7 @@ static struct rdma_conn *conn_alloc(void)
 		return NULL;
 	c->base.ops = &kvmig_xport_rdma;
 	c->timeout_ms = 30000;
+	c->send_free = N_SEND; /* nothing in flight: close need not linger */
 	c->last_sent = c->last_heard = kvmig_now();
 	strcpy(c->peer, "peer");
 	return c;
@@ -507,7 +510,7 @@ static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, struct xpor
 	struct rdma_conn *c = conn_alloc();
 	struct rdma_cm_event *ev;
 	struct rdma_cm_id *id;
-	struct rdma_conn_param p;
+	struct rdma_conn_param p, req;
 	char what[128];
 	int err;
 
@@ -521,6 +524,7 @@ static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, struct xpor
 		return err;
 	}
 	id = ev->id;
+	req = ev->param.conn; /* the sender's limits, before the ack frees them */
 	rdma_ack_cm_event(ev);
 	/* The connection gets its own event channel: its events are its own. */
 	if (!(c->ch = rdma_create_event_channel()) || set_nonblock(c->ch->fd) < 0 ||
@@ -538,6 +542,9 @@ static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, struct xpor
 	}
 	peer_name(c);
 	conn_param(c, &p);
+	/* Never more reads in flight than the peer can answer, and the reverse. */
+	p.initiator_depth = (uint8_t)KVMIG_MIN(p.initiator_depth, req.responder_resources);
+	p.responder_resources = (uint8_t)KVMIG_MIN(p.responder_resources, req.initiator_depth);
 	if (rdma_accept(id, &p)) {
 		err = kvmig_err(-errno, "rdma_accept from %s: %s", c->peer, strerror(errno));
 		goto fail;
@@ -896,15 +903,26 @@ static int vb_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32
 			   void **handle)
 {
 	struct rdma_conn *c = to_conn(xc);
-	/* Remote READ only: the peer can never write here. */
-	struct ibv_mr *mr = ibv_reg_mr(c->dom->pd, base, len, IBV_ACCESS_REMOTE_READ);
+	struct rdma_reg *r = calloc(1, sizeof(*r));
 
-	if (!mr)
-		return kvmig_err(-errno, "cannot register %llu bytes of page memory on %s for "
+	if (!r)
+		return -ENOMEM;
+	/* Remote READ only: the peer can never write here. */
+	r->mr = ibv_reg_mr(c->dom->pd, base, len, IBV_ACCESS_REMOTE_READ);
+	if (!r->mr) {
+		int err = -errno;
+
+		free(r);
+		return kvmig_err(err, "cannot register %llu bytes of page memory on %s for "
 				 "remote read: %s%s", (unsigned long long)len, c->dev,
-				 strerror(errno), errno == ENOMEM ? " (ulimit -l?)" : "");
-	*key = mr->rkey;
-	*handle = mr;
+				 strerror(-err), err == -ENOMEM ? " (ulimit -l?)" : "");
+	}
+	r->remote = 1;
+	r->users = 1;
+	r->next = c->dom->local;
+	c->dom->local = r;
+	*key = r->mr->rkey;
+	*handle = r;
 	return 0;
 }
 
@@ -915,7 +933,7 @@ static int vb_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **
 	struct rdma_reg *r;
 
 	for (r = d->local; r; r = r->next) {
-		if (r->mr->addr == base && r->mr->length == len) {
+		if (!r->remote && r->mr->addr == base && r->mr->length == len) {
 			r->users++;
 			*handle = r;
 			return 1; /* registered by an earlier migration on this listener */
@@ -948,14 +966,13 @@ static void vb_dereg(struct xport_conn *xc, void **handle)
 	for (struct rdma_reg *r = d->local; r; r = r->next) {
 		if (r == *handle) {
 			r->users--;
-			if (!d->cache)
-				domain_trim(d);
+			if (!d->cache || r->remote)
+				domain_trim(d, 0);
 			*handle = NULL;
 			return;
 		}
 	}
-	ibv_dereg_mr(*handle); /* a remote registration is the MR itself */
-	*handle = NULL;
+	*handle = NULL; /* not ours: already gone with its domain */
 }
 
 static void vb_listener_forget(struct xport_listener *xl)
@@ -963,7 +980,7 @@ static void vb_listener_forget(struct xport_listener *xl)
 	struct rdma_listener *l = kvmig_container_of(xl, struct rdma_listener, base);
 
 	if (l->dom)
-		domain_trim(l->dom);
+		domain_trim(l->dom, 0);
 }
 
 /* ---- reads ---- */
@@ -975,6 +992,8 @@ static uint32_t local_key(const struct rdma_conn *c, const void *p, uint32_t len
 	for (const struct rdma_reg *r = c->dom->local; r; r = r->next) {
 		const uint8_t *base = r->mr->addr;
 
+		if (r->remote)
+			continue;
 		if (b >= base && b + len <= base + r->mr->length)
 			return r->mr->lkey;
 	}
@@ -1064,7 +1083,10 @@ static int vb_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 		if (left <= 0)
 			return broke(c, kvmig_err(-ETIMEDOUT, "peer %s was silent for %d ms", c->peer,
 						  c->timeout_ms));
-		slice = (int)KVMIG_MIN((double)left, (c->last_sent + ka - now) * 1000.0 + 1);
+		/* Wake for the next keepalive, unless the send ring is full (its
+		 * completions wake us, and the peer hears those sends). */
+		slice = !c->send_free ? left :
+			(int)KVMIG_MIN((double)left, (c->last_sent + ka - now) * 1000.0 + 1);
 		c->heard = 0;
 		if ((ret = wait_events(c, KVMIG_MAX(slice, 1), wake_fd, &woken)) < 0)
 			return ret;

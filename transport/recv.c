@@ -16,8 +16,9 @@
  *     wait for COMMIT_ACK
  *
  * Any failure before COMMIT frees every page allocated here and installs
- * nothing. Reads land only inside the provider's progress(), so once the
- * loop stops nothing writes into the pages being freed.
+ * nothing. With tcp, reads land only inside progress(); with RDMA the NIC
+ * writes on its own, so after a failure the connection (its queue pair) is
+ * closed before any page is freed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,8 @@ struct rpage {
 	struct kvmig_digest sk, sv; /* the sender's */
 	struct kvmig_digest rk, rv; /* ours, of the bytes that landed */
 };
+
+#define MAX_LOCAL_REGIONS 64u /* memory regions of the destination pager */
 
 struct rext {
 	uint64_t addr, len;
@@ -92,7 +95,8 @@ struct receiver {
 	struct kvmig_seq_list final;
 	int have_final, installed;
 	uint32_t landed, verified, rereads, n_reads;
-	void *lreg[KVMIG_WIRE_MAX_REGIONS];
+	struct kvmig_region lregion[MAX_LOCAL_REGIONS]; /* this pager's memory */
+	void *lreg[MAX_LOCAL_REGIONS];
 	uint32_t n_lreg;
 	double reg_seconds;
 	uint32_t reg_reused;
@@ -220,16 +224,25 @@ static uint64_t remote_run(const struct rext *x, uint32_t n, uint32_t i, uint64_
 	return KVMIG_MIN(run, max);
 }
 
-/* The same for the destination's extents. */
-static uint64_t local_run(const struct kvmig_extent *x, uint32_t n, uint32_t i, uint64_t off,
-			  uint64_t max)
+/* The same for the destination's extents, never past the end of the
+ * destination region the run starts in (one registration per region). */
+static uint64_t local_run(const struct receiver *r, const struct kvmig_extent *x, uint32_t n,
+			  uint32_t i, uint64_t off, uint64_t max)
 {
+	const uint8_t *start = (const uint8_t *)x[i].addr + off, *end = NULL;
 	uint64_t run = x[i].len - off;
 
+	for (uint32_t k = 0; k < r->n_lreg && !end; k++) {
+		const uint8_t *b = r->lregion[k].base;
+
+		if (start >= b && start < b + r->lregion[k].len)
+			end = b + r->lregion[k].len;
+	}
 	while (run < max && i + 1 < n &&
 	       (const uint8_t *)x[i + 1].addr == (const uint8_t *)x[i].addr + x[i].len)
 		run += x[++i].len;
-	return KVMIG_MIN(run, max);
+	run = KVMIG_MIN(run, max);
+	return end ? KVMIG_MIN(run, (uint64_t)(end - start)) : run;
 }
 
 /* Post reads until the queue depth is reached or nothing is left to read.
@@ -253,7 +266,7 @@ static int fill_reads(struct receiver *r)
 		uint64_t len = remote_run(rxs, pg->n_ext, c->ri, c->roff, r->e.o.max_read_bytes);
 		struct xport_read *rd = r->free_reads[--r->n_free];
 
-		len = local_run(c->local, c->n_local, c->li, c->loff, len);
+		len = local_run(r, c->local, c->n_local, c->li, c->loff, len);
 		kvmig_container_of(rd, struct rread, x)->off = c->poff;
 		c->poff += len;
 		rd->local = (uint8_t *)lx->addr + c->loff;
@@ -741,7 +754,6 @@ static int handshake(struct receiver *r)
 
 static int setup(struct receiver *r)
 {
-	struct kvmig_region reg[KVMIG_WIRE_MAX_REGIONS];
 	uint32_t qd = r->e.o.queue_depth;
 	double t0;
 	int ret;
@@ -765,12 +777,16 @@ static int setup(struct receiver *r)
 			return -ENOMEM;
 	for (uint32_t i = 0; i < r->n_streams; i++)
 		r->free_streams[r->n_free_streams++] = (int32_t)i;
-	ret = kvmig_pager_regions(r->p, reg, KVMIG_WIRE_MAX_REGIONS, &r->n_lreg);
+	ret = kvmig_pager_regions(r->p, r->lregion, MAX_LOCAL_REGIONS, &r->n_lreg);
+	if (ret == -ENOBUFS)
+		return kvmig_err(-ENOBUFS, "destination pager has %u memory regions; at most %u",
+				 r->n_lreg, MAX_LOCAL_REGIONS);
 	if (ret < 0)
 		return ret;
 	t0 = kvmig_now();
 	for (uint32_t i = 0; i < r->n_lreg; i++) {
-		if ((ret = r->e.ops->reg_local(r->e.c, reg[i].base, reg[i].len, &r->lreg[i])) < 0)
+		if ((ret = r->e.ops->reg_local(r->e.c, r->lregion[i].base, r->lregion[i].len,
+					       &r->lreg[i])) < 0)
 			return kvmig_err_prefix(ret, "cannot register destination memory");
 		r->reg_reused += ret == 1;
 	}
@@ -806,7 +822,8 @@ static void free_remapped(struct receiver *r, struct kvmig_seq *q)
 	free(q);
 }
 
-static void uninstall(struct receiver *r);
+static int uninstall(struct receiver *r);
+static int remove_seqs(struct receiver *r, const char *prefix);
 
 /* Install the FINAL sequences, remapped to our page indices. */
 static int install(struct receiver *r)
@@ -845,24 +862,44 @@ static int hold(struct receiver *r)
 	int ret = q ? remap_final(r, KVMIG_HELD_PREFIX, q) : -ENOMEM;
 
 	if (ret == 0 && (ret = kvmig_pager_install(r->p, q, r->final.n)) == 0) {
-		uninstall(r);
-		r->installed = 2;
+		if ((ret = uninstall(r)) < 0)
+			remove_seqs(r, KVMIG_HELD_PREFIX); /* originals stay: back to one copy */
+		else
+			r->installed = 2;
 	}
 	free_remapped(r, q);
 	return ret;
 }
 
-static void uninstall(struct receiver *r)
+/* Remove the sequences installed under @prefix + their ids. */
+static int remove_seqs(struct receiver *r, const char *prefix)
 {
-	const char **ids = malloc(sizeof(*ids) * (r->final.n ? r->final.n : 1));
+	char **ids = calloc(r->final.n ? r->final.n : 1, sizeof(*ids));
+	int ret = ids ? 0 : -ENOMEM;
 
-	if (!ids)
-		return;
-	for (uint32_t i = 0; i < r->final.n; i++)
-		ids[i] = r->final.seqs[i].id;
-	if (kvmig_pager_remove(r->p, ids, r->final.n) == 0)
-		r->installed = 0;
+	for (uint32_t i = 0; ret == 0 && i < r->final.n; i++) {
+		size_t len = strlen(prefix) + strlen(r->final.seqs[i].id) + 1;
+
+		if (!(ids[i] = malloc(len)))
+			ret = -ENOMEM;
+		else
+			snprintf(ids[i], len, "%s%s", prefix, r->final.seqs[i].id);
+	}
+	if (ret == 0)
+		ret = kvmig_pager_remove(r->p, (const char *const *)ids, r->final.n);
+	for (uint32_t i = 0; ids && i < r->final.n; i++)
+		free(ids[i]);
 	free(ids);
+	return ret;
+}
+
+static int uninstall(struct receiver *r)
+{
+	int ret = remove_seqs(r, "");
+
+	if (ret == 0)
+		r->installed = 0;
+	return ret;
 }
 
 static int commit(struct receiver *r)
@@ -926,9 +963,9 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 		goto out;
 	r->e.ops = l->ops;
 	/* Registrations the provider kept belong to the last pager. */
-	if (l->pager != p && l->ops->listener_forget)
+	if (l->pager_serial != kvmig_pager_serial(p) && l->ops->listener_forget)
 		l->ops->listener_forget(l->impl);
-	l->pager = p;
+	l->pager_serial = kvmig_pager_serial(p);
 	r->e.ev.transport = l->ops->name;
 	r->e.ev.type = KVMIG_EVENT_LISTENING;
 	r->e.ev.addr = kvmig_listener_addr(l);
@@ -960,6 +997,12 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	goto out;
 fail:
 	engine_abort(&r->e, ret);
+	/* Close first: an RDMA NIC writes into the pages on its own until its
+	 * queue pair is gone, so no page may be freed while reads are posted. */
+	for (uint32_t i = 0; r->e.c && i < r->n_lreg; i++)
+		r->e.ops->dereg(r->e.c, &r->lreg[i]);
+	if (r->e.c)
+		r->e.ops->close(&r->e.c);
 	if (r->installed == 1)
 		uninstall(r);
 	if (!r->installed) {

@@ -238,6 +238,28 @@ static void tcp_set_timeout(struct xport_conn *xc, int timeout_ms)
 	set_sock_timeouts(c->fd, timeout_ms);
 }
 
+/*
+ * Before close: send FIN after what is queued (our last message, e.g. an
+ * ABORT) and read what the peer still sends, briefly. Closing with unread
+ * bytes makes the kernel reset the connection and drop data not yet sent,
+ * and the peer would see "reset" instead of our reason.
+ */
+static void linger_close(int fd)
+{
+	struct pollfd pfd = { fd, POLLIN, 0 };
+	double until = kvmig_now() + 0.2;
+	char sink[65536];
+
+	if (shutdown(fd, SHUT_WR) < 0)
+		return;
+	while (kvmig_now() < until && poll(&pfd, 1, 20) > 0) {
+		ssize_t r = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+			break; /* the peer closed too */
+	}
+}
+
 static void tcp_close(struct xport_conn **xc)
 {
 	struct tcp_conn *c;
@@ -259,6 +281,8 @@ static void tcp_close(struct xport_conn **xc)
 		free(r);
 	}
 	kvmig_wbuf_free(&c->wb);
+	if (!c->broken)
+		linger_close(c->fd);
 	close(c->fd);
 	free(c);
 	*xc = NULL;

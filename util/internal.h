@@ -47,6 +47,11 @@ static inline int kvmig_fault(const char *point, uint64_t *arg)
 #define KVMIG_FAULT_FAIL(point) \
 	(kvmig_fault((point), NULL) ? kvmig_err(-EIO, "fault injected at %s", (point)) : 0)
 
+struct kvmig_pager;
+/* pager/pager.c: a number unique to this pager handle in this process, never
+ * reused (a handle's address can be, after it is freed). */
+uint64_t kvmig_pager_serial(const struct kvmig_pager *p);
+
 /* Seconds on the monotonic clock. */
 static inline double kvmig_now(void)
 {
