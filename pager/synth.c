@@ -15,6 +15,7 @@
  *   slots[max_seqs] struct synth_slot | refs[ref_cap] u32 | page data
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,7 +31,8 @@
 #include "pager_internal.h"
 
 #define SYNTH_MAGIC 0x31595347494d564bull /* "KVMIGSY1" little-endian */
-#define SYNTH_VERSION 1u
+#define SYNTH_VERSION 2u
+#define MAX_PAUSERS 32u /* processes holding a pause at the same time */
 #define DATA_ALIGN (2u << 20)
 
 struct synth_slot {
@@ -54,6 +56,10 @@ struct synth_hdr {
 	pthread_mutex_t lock;
 	/* Guarded by lock. */
 	uint32_t pause_depth;
+	/* Who holds the pauses: a process that dies paused (a SIGKILLed
+	 * sender) has its pauses dropped by the next look (reap_pausers). */
+	int32_t pauser_pid[MAX_PAUSERS];
+	uint32_t pauser_depth[MAX_PAUSERS];
 	uint32_t n_seqs;
 	uint32_t refs_used;
 	uint32_t n_allocated;
@@ -227,26 +233,71 @@ static int synth_meta(void *impl, struct kvmig_cache_meta *meta, enum kvmig_layo
 	return 0;
 }
 
+/* Under the lock: drop the pauses of processes that no longer exist. */
+static void reap_pausers(struct synth *s)
+{
+	struct synth_hdr *h = s->hdr;
+
+	for (uint32_t i = 0; i < MAX_PAUSERS; i++) {
+		if (!h->pauser_depth[i] || h->pauser_pid[i] == (int32_t)getpid())
+			continue;
+		if (kill(h->pauser_pid[i], 0) < 0 && errno == ESRCH) {
+			h->pause_depth -= h->pauser_depth[i];
+			h->pauser_depth[i] = 0;
+		}
+	}
+}
+
+/* Under the lock: this process's pause slot (a free one if @make), or NULL. */
+static uint32_t *pauser_slot(struct synth *s, int make)
+{
+	struct synth_hdr *h = s->hdr;
+	int32_t me = (int32_t)getpid();
+
+	for (uint32_t i = 0; i < MAX_PAUSERS; i++)
+		if (h->pauser_depth[i] && h->pauser_pid[i] == me)
+			return &h->pauser_depth[i];
+	for (uint32_t i = 0; make && i < MAX_PAUSERS; i++) {
+		if (!h->pauser_depth[i]) {
+			h->pauser_pid[i] = me;
+			return &h->pauser_depth[i];
+		}
+	}
+	return NULL;
+}
+
 static int synth_pause(void *impl)
 {
 	struct synth *s = impl;
+	uint32_t *mine;
+	int ret = 0;
 
 	lock(s);
-	s->hdr->pause_depth++;
+	reap_pausers(s);
+	if (!(mine = pauser_slot(s, 1))) {
+		ret = kvmig_err(-EBUSY, "%u processes hold pauses of this pager already",
+				MAX_PAUSERS);
+	} else {
+		(*mine)++;
+		s->hdr->pause_depth++;
+	}
 	unlock(s);
-	return 0;
+	return ret;
 }
 
 static int synth_resume(void *impl)
 {
 	struct synth *s = impl;
+	uint32_t *mine;
 	int ret = 0;
 
 	lock(s);
-	if (s->hdr->pause_depth == 0)
-		ret = kvmig_err(-EINVAL, "resume of a pager that is not paused");
-	else
+	if (!(mine = pauser_slot(s, 0))) {
+		ret = kvmig_err(-EINVAL, "resume of a pager this process has not paused");
+	} else {
+		(*mine)--;
 		s->hdr->pause_depth--;
+	}
 	unlock(s);
 	return ret;
 }
@@ -766,6 +817,7 @@ int kvmig_synth_pause_depth(struct kvmig_pager *p, uint32_t *depth)
 		return kvmig_err(-EINVAL, "not a synthetic pager");
 	s = p->impl;
 	lock(s);
+	reap_pausers(s);
 	*depth = s->hdr->pause_depth;
 	unlock(s);
 	return 0;

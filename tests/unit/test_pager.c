@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -276,6 +277,52 @@ static void test_shm_attach_other_process(void **state)
 	assert_int_equal(kvmig_pager_open("file:/x", &q), -EINVAL);
 }
 
+/* A process killed while it holds a pause (a SIGKILLed sender) does not
+ * leave the pager paused: the next look drops its pauses. */
+static void test_pause_of_dead_process_dropped(void **state)
+{
+	char name[64];
+	struct kvmig_synth_opts o;
+	struct kvmig_pager *p = NULL;
+	uint32_t depth;
+	int status;
+	pid_t pid;
+
+	snprintf(name, sizeof(name), "kvmig-test-pause-%d", (int)getpid());
+	kvmig_synth_unlink(name);
+	kvmig_synth_opts_init(&o);
+	o.shm_name = name;
+	o.capacity_pages = 4;
+	assert_int_equal(kvmig_synth_create(&o, &p), 0);
+	assert_int_equal(kvmig_pager_pause(p), 0); /* ours stays */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvmig_pager *c = NULL;
+
+		if (kvmig_synth_attach(name, &c) < 0 || kvmig_pager_pause(c) < 0 ||
+		    kvmig_pager_pause(c) < 0)
+			_exit(11);
+		raise(SIGKILL);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(kvmig_synth_pause_depth(p, &depth), 0);
+	assert_int_equal(depth, 1); /* the child's two are gone, ours is not */
+	/* Only the process that paused can resume. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(kvmig_pager_resume(p) == -EINVAL ? 0 : 12);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(kvmig_pager_resume(p), 0);
+	assert_int_equal(kvmig_synth_pause_depth(p, &depth), 0);
+	assert_int_equal(depth, 0);
+	kvmig_pager_destroy(&p);
+	assert_int_equal(kvmig_synth_unlink(name), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -286,6 +333,7 @@ int main(void)
 		cmocka_unit_test(test_allocate_install_remove_free),
 		cmocka_unit_test(test_pause_guard_resumes_on_failure),
 		cmocka_unit_test(test_shm_attach_other_process),
+		cmocka_unit_test(test_pause_of_dead_process_dropped),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
