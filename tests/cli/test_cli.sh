@@ -205,7 +205,8 @@ wait $RPID
 expect_err 6 "cannot connect" "nobody listening" "$KVMIG" send --to "$ADDR" --pager shm:$MA \
 	--timeout 1000
 expect_err 2 "move or copy" "bad --mode" "$KVMIG" send --to 127.0.0.1:1 --pager shm:$MA --mode fast
-expect_err 1 "HOST:PORT" "bad address" "$KVMIG" send --to nowhere --pager shm:$MA
+expect_err 2 "HOST:PORT" "bad address" "$KVMIG" send --to nowhere --pager shm:$MA
+expect_err 2 "HOST:PORT" "bad port" "$KVMIG" recv --listen 127.0.0.1:99999 --pager shm:$MA
 
 # Shared secret: owner-only files of 16+ bytes; a wrong one is exit 8 on both
 # sides before anything moves; the same one migrates.
