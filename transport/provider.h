@@ -16,8 +16,10 @@
 #ifndef KVMIG_PROVIDER_H
 #define KVMIG_PROVIDER_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "wire.h"
 
@@ -49,6 +51,84 @@ struct xport_msg {
 	uint8_t *payload;
 	struct xport_msg *next;
 };
+
+/* FIFOs the providers keep: received control messages, posted and completed
+ * reads, linked through their next fields. */
+struct xport_msgq {
+	struct xport_msg *head, *tail;
+};
+
+struct xport_readq {
+	struct xport_read *head, *tail;
+};
+
+static inline void xport_msgq_push(struct xport_msgq *q, struct xport_msg *m)
+{
+	m->next = NULL;
+	if (q->tail)
+		q->tail->next = m;
+	else
+		q->head = m;
+	q->tail = m;
+}
+
+/* The ctl_pop op: the oldest message, else @broken (sticky -errno) or -EAGAIN. */
+static inline int xport_msgq_pop(struct xport_msgq *q, int broken, struct xport_msg **m)
+{
+	if (!q->head)
+		return broken ? broken : -EAGAIN;
+	*m = q->head;
+	q->head = (*m)->next;
+	if (!q->head)
+		q->tail = NULL;
+	(*m)->next = NULL;
+	return 0;
+}
+
+static inline void xport_msgq_free(struct xport_msgq *q)
+{
+	while (q->head) {
+		struct xport_msg *m = q->head;
+
+		q->head = m->next;
+		free(m->payload);
+		free(m);
+	}
+	q->tail = NULL;
+}
+
+static inline void xport_readq_push(struct xport_readq *q, struct xport_read *rd)
+{
+	rd->next = NULL;
+	if (q->tail)
+		q->tail->next = rd;
+	else
+		q->head = rd;
+	q->tail = rd;
+}
+
+static inline struct xport_read *xport_readq_pop(struct xport_readq *q)
+{
+	struct xport_read *rd = q->head;
+
+	if (rd) {
+		q->head = rd->next;
+		if (!q->head)
+			q->tail = NULL;
+		rd->next = NULL;
+	}
+	return rd;
+}
+
+/* The reap op: up to @max completed reads. */
+static inline int xport_readq_reap(struct xport_readq *done, struct xport_read **out, unsigned max)
+{
+	unsigned n = 0;
+
+	while (n < max && done->head)
+		out[n++] = xport_readq_pop(done);
+	return (int)n;
+}
 
 /* Counters a provider keeps for reports. */
 struct xport_counters {

@@ -95,9 +95,9 @@ struct rdma_conn {
 	unsigned send_free, send_next;
 	uint8_t *stream;            /* control bytes received, not yet framed */
 	size_t stream_len, stream_cap;
-	struct xport_msg *ctl_head, *ctl_tail;
-	struct xport_read *pend_head, *pend_tail; /* posted, in order */
-	struct xport_read *done_head, *done_tail;
+	struct xport_msgq msgs;    /* control messages received */
+	struct xport_readq pend; /* posted, in order */
+	struct xport_readq done;
 	unsigned outstanding, unsignaled;
 	int timeout_ms;
 	int broken;                 /* sticky -errno */
@@ -375,17 +375,6 @@ static struct rdma_conn *conn_alloc(void)
 	return c;
 }
 
-static void free_msgs(struct xport_msg *m)
-{
-	while (m) {
-		struct xport_msg *n = m->next;
-
-		free(m->payload);
-		free(m);
-		m = n;
-	}
-}
-
 static void vb_close(struct xport_conn **xc)
 {
 	struct rdma_conn *c;
@@ -421,7 +410,7 @@ static void vb_close(struct xport_conn **xc)
 		rdma_destroy_event_channel(c->ch);
 	free(c->ctl);
 	free(c->stream);
-	free_msgs(c->ctl_head);
+	xport_msgq_free(&c->msgs);
 	free(c);
 	*xc = NULL;
 }
@@ -655,11 +644,7 @@ static int frame_stream(struct rdma_conn *c)
 		m->hdr = h;
 		memcpy(m->payload, c->stream + off, h.len);
 		off += h.len;
-		if (c->ctl_tail)
-			c->ctl_tail->next = m;
-		else
-			c->ctl_head = m;
-		c->ctl_tail = m;
+		xport_msgq_push(&c->msgs, m);
 	}
 	memmove(c->stream, c->stream + off, c->stream_len - off);
 	c->stream_len -= off;
@@ -696,20 +681,11 @@ static void complete_reads(struct rdma_conn *c, struct xport_read *last)
 	struct xport_read *rd;
 
 	do {
-		rd = c->pend_head;
-		if (!rd)
+		if (!(rd = xport_readq_pop(&c->pend)))
 			return;
-		c->pend_head = rd->next;
-		if (!c->pend_head)
-			c->pend_tail = NULL;
-		rd->next = NULL;
 		rd->status = 0;
 		c->outstanding--;
-		if (c->done_tail)
-			c->done_tail->next = rd;
-		else
-			c->done_head = rd;
-		c->done_tail = rd;
+		xport_readq_push(&c->done, rd);
 	} while (rd != last);
 }
 
@@ -887,14 +863,7 @@ static int vb_ctl_pop(struct xport_conn *xc, struct xport_msg **m)
 {
 	struct rdma_conn *c = to_conn(xc);
 
-	if (!c->ctl_head)
-		return c->broken ? c->broken : -EAGAIN;
-	*m = c->ctl_head;
-	c->ctl_head = (*m)->next;
-	if (!c->ctl_head)
-		c->ctl_tail = NULL;
-	(*m)->next = NULL;
-	return 0;
+	return xport_msgq_pop(&c->msgs, c->broken, m);
 }
 
 /* ---- registration ---- */
@@ -1033,12 +1002,7 @@ static int vb_post_reads(struct xport_conn *xc, struct xport_read **rds, unsigne
 				c->unsignaled = 0;
 			}
 			rd->status = 0;
-			rd->next = NULL;
-			if (c->pend_tail)
-				c->pend_tail->next = rd;
-			else
-				c->pend_head = rd;
-			c->pend_tail = rd;
+			xport_readq_push(&c->pend, rd);
 			c->outstanding++;
 		}
 		if ((ret = ibv_post_send(c->id->qp, wr, &bad)))
@@ -1051,19 +1015,7 @@ static int vb_post_reads(struct xport_conn *xc, struct xport_read **rds, unsigne
 
 static int vb_reap(struct xport_conn *xc, struct xport_read **out, unsigned max)
 {
-	struct rdma_conn *c = to_conn(xc);
-	unsigned n = 0;
-
-	while (n < max && c->done_head) {
-		struct xport_read *rd = c->done_head;
-
-		c->done_head = rd->next;
-		if (!c->done_head)
-			c->done_tail = NULL;
-		rd->next = NULL;
-		out[n++] = rd;
-	}
-	return (int)n;
+	return xport_readq_reap(&to_conn(xc)->done, out, max);
 }
 
 static int vb_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)

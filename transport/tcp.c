@@ -52,10 +52,10 @@ struct tcp_conn {
 	int broken; /* sticky -errno once the byte stream cannot be trusted */
 	char peer[64];
 	uint64_t next_id;  /* id of the next read posted */
-	uint64_t head_id;  /* id of pend_head: responses come in request order */
-	struct xport_read *pend_head, *pend_tail; /* posted, awaiting READ_RESP */
-	struct xport_read *done_head, *done_tail; /* completed, not yet reaped */
-	struct xport_msg *ctl_head, *ctl_tail;
+	uint64_t head_id;  /* id of pend's head: responses come in request order */
+	struct xport_readq pend; /* posted, awaiting READ_RESP */
+	struct xport_readq done; /* completed, not yet reaped */
+	struct xport_msgq ctl;
 	struct tcp_reg *regs;
 	struct kvmig_wbuf wb;
 	struct xport_counters cnt;
@@ -267,13 +267,7 @@ static void tcp_close(struct xport_conn **xc)
 	if (!xc || !*xc)
 		return;
 	c = to_conn(*xc);
-	while (c->ctl_head) {
-		struct xport_msg *m = c->ctl_head;
-
-		c->ctl_head = m->next;
-		free(m->payload);
-		free(m);
-	}
+	xport_msgq_free(&c->ctl);
 	while (c->regs) {
 		struct tcp_reg *r = c->regs;
 
@@ -375,14 +369,7 @@ static int tcp_ctl_pop(struct xport_conn *xc, struct xport_msg **m)
 {
 	struct tcp_conn *c = to_conn(xc);
 
-	if (!c->ctl_head)
-		return c->broken ? c->broken : -EAGAIN;
-	*m = c->ctl_head;
-	c->ctl_head = (*m)->next;
-	if (!c->ctl_head)
-		c->ctl_tail = NULL;
-	(*m)->next = NULL;
-	return 0;
+	return xport_msgq_pop(&c->ctl, c->broken, m);
 }
 
 static int tcp_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32_t *key,
@@ -449,13 +436,8 @@ static int tcp_post_reads(struct xport_conn *xc, struct xport_read **rds, unsign
 		return ret;
 	/* Queue before sending: a response can only follow its request. */
 	for (unsigned i = 0; i < n; i++) {
-		rds[i]->next = NULL;
 		rds[i]->status = 0;
-		if (c->pend_tail)
-			c->pend_tail->next = rds[i];
-		else
-			c->pend_head = rds[i];
-		c->pend_tail = rds[i];
+		xport_readq_push(&c->pend, rds[i]);
 	}
 	struct iovec iov = { c->wb.p, c->wb.len };
 
@@ -464,16 +446,7 @@ static int tcp_post_reads(struct xport_conn *xc, struct xport_read **rds, unsign
 
 static int tcp_reap(struct xport_conn *xc, struct xport_read **out, unsigned max)
 {
-	struct tcp_conn *c = to_conn(xc);
-	unsigned n = 0;
-
-	while (n < max && c->done_head) {
-		out[n++] = c->done_head;
-		c->done_head = c->done_head->next;
-	}
-	if (!c->done_head)
-		c->done_tail = NULL;
-	return (int)n;
+	return xport_readq_reap(&to_conn(xc)->done, out, max);
 }
 
 /* Sender side: answer one READ_REQ from registered memory, or refuse it. */
@@ -507,7 +480,7 @@ static int serve_read(struct tcp_conn *c, const struct kvmig_msg_read_req *q)
 /* Receiver side: the head read's bytes go straight into its destination. */
 static int take_response(struct tcp_conn *c, uint32_t plen)
 {
-	struct xport_read *rd = c->pend_head;
+	struct xport_read *rd = c->pend.head;
 	uint8_t sub[12] = { 0 };
 	uint64_t id;
 	uint32_t len;
@@ -530,15 +503,7 @@ static int take_response(struct tcp_conn *c, uint32_t plen)
 	if ((ret = recv_full(c, rd->local, len, "receiving page bytes")) < 0)
 		return ret;
 	c->head_id++;
-	c->pend_head = rd->next;
-	if (!c->pend_head)
-		c->pend_tail = NULL;
-	rd->next = NULL;
-	if (c->done_tail)
-		c->done_tail->next = rd;
-	else
-		c->done_head = rd;
-	c->done_tail = rd;
+	xport_readq_push(&c->done, xport_readq_pop(&c->pend));
 	return 0;
 }
 
@@ -561,11 +526,7 @@ static int queue_ctl(struct tcp_conn *c, const struct kvmig_wire_hdr *h)
 		free(m);
 		return ret;
 	}
-	if (c->ctl_tail)
-		c->ctl_tail->next = m;
-	else
-		c->ctl_head = m;
-	c->ctl_tail = m;
+	xport_msgq_push(&c->ctl, m);
 	return 0;
 }
 
