@@ -10,6 +10,11 @@
  * page bytes are written only by the owner of the pages (the engine, or a
  * migration into freshly allocated pages).
  *
+ * kvmig_synth_decode() is one step of a decoding engine: it writes a
+ * token's K and V slots in a sequence's last page (a new page when that one
+ * is full) under the lock, so a pause never lands inside a token, and bumps
+ * the page generation after the bytes (pager/decode.c runs it in a thread).
+ *
  * Mapping layout (each part 64-byte aligned, data 2 MiB aligned):
  *   struct synth_hdr | alloc[capacity] u8 | gen[capacity] u64 |
  *   slots[max_seqs] struct synth_slot | refs[ref_cap] u32 | page data
@@ -188,6 +193,23 @@ static int synth_regions(void *impl, struct kvmig_region *r, uint32_t max, uint3
 	return 0;
 }
 
+/* @len bytes of the SplitMix64 stream starting at state @st. */
+static void splitmix_fill(uint8_t *dst, uint64_t len, uint64_t st)
+{
+	uint64_t i;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		uint64_t v = kvmig_splitmix64(&st);
+
+		memcpy(dst + i, &v, 8);
+	}
+	if (i < len) {
+		uint64_t v = kvmig_splitmix64(&st);
+
+		memcpy(dst + i, &v, len - i);
+	}
+}
+
 /*
  * Fill one page from SplitMix64. Each (half, layer) slab has its own stream
  * so the logical bytes of a half are the same in both layouts.
@@ -202,22 +224,12 @@ static void fill_page(struct synth *s, uint32_t ix, uint64_t seed, uint64_t stre
 			uint64_t st = seed ^ (stream * 0xd1b54a32d192ed03ull) ^
 				      ((uint64_t)half << 62) ^ ((uint64_t)l * 0x8cb92ba72f3d8dd7ull);
 			uint8_t *dst;
-			uint64_t i;
 
 			if (h->layout == KVMIG_LAYOUT_PAGE_MAJOR)
 				dst = slab_addr(s, ix, half, 0) + l * slab;
 			else
 				dst = slab_addr(s, ix, half, l);
-			for (i = 0; i + 8 <= slab; i += 8) {
-				uint64_t v = kvmig_splitmix64(&st);
-
-				memcpy(dst + i, &v, 8);
-			}
-			if (i < slab) {
-				uint64_t v = kvmig_splitmix64(&st);
-
-				memcpy(dst + i, &v, slab - i);
-			}
+			splitmix_fill(dst, slab, st);
 		}
 	}
 }
@@ -806,6 +818,92 @@ int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t seed, uin
 		return kvmig_err(-EINVAL, "page %u is not allocated", ix);
 	fill_page(s, ix, seed, stream);
 	__atomic_add_fetch(&s->gen[ix], 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void kvmig_synth_token_bytes(uint64_t seed, const char *seq_id, uint64_t token,
+			     enum kvmig_half half, uint32_t layer, void *dst, uint64_t len)
+{
+	uint64_t st = seed ^ 0x9e3779b97f4a7c15ull;
+
+	for (const char *c = seq_id; *c; c++) /* FNV-1a of the id */
+		st = (st ^ (uint8_t)*c) * 0x100000001b3ull;
+	st ^= token * 0xd1b54a32d192ed03ull ^ ((uint64_t)half << 62) ^
+	      ((uint64_t)layer * 0x8cb92ba72f3d8dd7ull);
+	splitmix_fill(dst, len, st);
+}
+
+/* Under the lock: give sequence @sl one more page, allocated here. */
+static int append_page(struct synth *s, struct synth_slot *sl)
+{
+	struct synth_hdr *h = s->hdr;
+	uint32_t ix, at = sl->ref_off + sl->n_pages, idx = (uint32_t)(sl - s->slots);
+
+	if (h->n_allocated == h->capacity)
+		return kvmig_err(-ENOSPC, "sequence \"%s\" needs a page but all %u are allocated",
+				 sl->id, h->capacity);
+	if (h->refs_used == h->ref_cap)
+		return kvmig_err(-ENOSPC, "pager's page tables are full (%u entries)", h->ref_cap);
+	for (ix = 0; s->alloc[ix]; ix++)
+		;
+	s->alloc[ix] = 1;
+	h->n_allocated++;
+	/* Page tables lie in refs[] in slot order: open a hole after this one's. */
+	memmove(&s->refs[at + 1], &s->refs[at], sizeof(uint32_t) * (h->refs_used - at));
+	s->refs[at] = ix;
+	h->refs_used++;
+	for (uint32_t j = idx + 1; j < h->n_seqs; j++)
+		s->slots[j].ref_off++;
+	sl->n_pages++;
+	return 0;
+}
+
+int kvmig_synth_decode(struct kvmig_pager *p, const char *seq_id, uint64_t seed,
+		       uint64_t *token)
+{
+	struct synth *s;
+	struct synth_slot *sl;
+	uint64_t slab, tb, t;
+	uint32_t ix, slot;
+	int ret = 0;
+
+	if (!p || p->ops != &synth_ops)
+		return kvmig_err(-EINVAL, "not a synthetic pager");
+	s = p->impl;
+	slab = s->hdr->half_bytes / s->hdr->meta.n_layers;
+	tb = slab / s->hdr->meta.page_size_tokens;
+	lock(s);
+	if (s->hdr->pause_depth) {
+		reap_pausers(s);
+		if (s->hdr->pause_depth) {
+			unlock(s);
+			return -EAGAIN;
+		}
+	}
+	if (!(sl = find_slot(s, seq_id))) {
+		unlock(s);
+		return kvmig_err(-ENOENT, "sequence \"%s\" is not installed", seq_id);
+	}
+	if ((sl->n_pages == 0 || sl->fill == 0) && (ret = append_page(s, sl)) < 0) {
+		unlock(s);
+		return ret;
+	}
+	slot = sl->fill;
+	ix = s->refs[sl->ref_off + sl->n_pages - 1];
+	t = (uint64_t)(sl->n_pages - 1) * s->hdr->meta.page_size_tokens + slot;
+	for (uint32_t half = 0; half < 2; half++)
+		for (uint32_t l = 0; l < s->hdr->meta.n_layers; l++) {
+			uint8_t *dst = s->hdr->layout == KVMIG_LAYOUT_PAGE_MAJOR ?
+				slab_addr(s, ix, half, 0) + l * slab : slab_addr(s, ix, half, l);
+
+			kvmig_synth_token_bytes(seed, seq_id, t, (enum kvmig_half)half, l,
+						dst + slot * tb, tb);
+		}
+	__atomic_add_fetch(&s->gen[ix], 1, __ATOMIC_RELEASE);
+	sl->fill = (slot + 1) % s->hdr->meta.page_size_tokens;
+	unlock(s);
+	if (token)
+		*token = t;
 	return 0;
 }
 

@@ -29,6 +29,8 @@ int cli_fail(const char *cmd, int err, const char *fmt, ...) __attribute__((form
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parse an unsigned decimal that must fit @max; 0 or -EINVAL. */
 int cli_parse_u64(const char *s, uint64_t max, uint64_t *out);
+/* Seconds on the monotonic clock. */
+double cli_now(void);
 /* Open a store directory, printing an error. */
 int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s);
 /* Print a byte count as "1.00 GiB". */

@@ -19,7 +19,8 @@ static const char send_usage[] =
 	"usage: kvmig send --to HOST:PORT --pager SPEC [options]\n"
 	"\n"
 	"Migrate a pager's pages and sequences to a receiver (kvmig recv). The pager is\n"
-	"paused for the migration and resumed afterwards, unchanged if it fails.\n"
+	"paused for the migration (with --live: only for its last round) and resumed\n"
+	"afterwards, unchanged if it fails.\n"
 	"\n"
 	"  --seqs ID,...      only these sequences and their pages (default: everything)\n"
 	"  --mode move|copy   move (default): after commit remove the sequences here and\n"
@@ -29,6 +30,12 @@ static const char send_usage[] =
 	"  --timeout MS       give up when the receiver is silent this long (default 30000)\n"
 	"  --token-file PATH  shared secret (>= 16 bytes, mode 0600): the receiver must\n"
 	"                     prove it holds the same before anything is registered\n"
+	"  --live             pre-copy while the engine keeps decoding: round 0 sends every\n"
+	"                     page of the sequences, later rounds what changed; then pause\n"
+	"                     only for the rest (default: stop-and-copy, paused throughout)\n"
+	"  --max-downtime-ms N  live: pause once the dirty pages would move within N ms at\n"
+	"                     the last round's bandwidth (default 20)\n"
+	"  --max-rounds K     live: pause after at most K pre-copy rounds (default 8, 1-64)\n"
 	"  --no-verify        send no digests (benchmarks only; the receiver must agree)\n"
 	"  --json             one JSON object per line on stdout: phases, progress, result\n"
 	"  --quiet            no progress bar and no summary\n";
@@ -166,9 +173,19 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 		if (!role_sender)
 			json_object_set_new(o, "regions_reused", json_integer(st->regions_reused));
 		if (role_sender) {
+			json_t *rounds = json_array();
+
 			json_object_set_new(o, "mode", json_string(mode));
 			json_object_set_new(o, "pause_ms", json_real(st->pause_seconds * 1e3));
 			json_object_set_new(o, "pages_freed", json_integer(st->pages_freed));
+			json_object_set_new(o, "bytes_sent", json_integer((json_int_t)st->bytes_sent));
+			for (uint32_t i = 0; i < st->n_rounds; i++)
+				json_array_append_new(rounds, json_pack(
+					"{s:i,s:b,s:i,s:I,s:f}", "round", (int)i, "paused",
+					i + 1 == st->n_rounds, "pages", (int)st->round[i].pages,
+					"bytes", (json_int_t)st->round[i].bytes, "seconds",
+					st->round[i].seconds));
+			json_object_set_new(o, "rounds", rounds);
 		}
 		emit(o);
 		return EXIT_OK;
@@ -179,9 +196,17 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 	printf("%s %u pages (%s) and %u sequences in %.3f s (%.2f GB/s over %s)\n",
 	       role_sender ? "sent" : "received", st->pages, b, st->seqs, st->transfer_seconds, gbps,
 	       st->transport);
-	if (role_sender)
-		printf("paused %.1f ms; %s mode: %u source pages freed\n", st->pause_seconds * 1e3,
-		       mode, st->pages_freed);
+	for (uint32_t i = 0; role_sender && st->n_rounds > 1 && i < st->n_rounds; i++) {
+		cli_fmt_bytes(st->round[i].bytes, b, sizeof(b));
+		printf("  round %u%s: %u pages (%s) in %.1f ms\n", i,
+		       i + 1 == st->n_rounds ? " (paused)" : "", st->round[i].pages, b,
+		       st->round[i].seconds * 1e3);
+	}
+	if (role_sender) {
+		cli_fmt_bytes(st->bytes_sent, b, sizeof(b));
+		printf("paused %.1f ms of %.3f s; %s sent in all; %s mode: %u source pages freed\n",
+		       st->pause_seconds * 1e3, st->seconds, b, mode, st->pages_freed);
+	}
 	printf("verified %u pages by XXH3-128 (%u re-read)\n", st->pages_verified, st->rereads);
 	return EXIT_OK;
 }
@@ -202,7 +227,8 @@ static int split_ids(char *list, const char ***ids, uint32_t *n)
 }
 
 enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOUT, O_QD,
-       O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT, O_TOKEN_FILE };
+       O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT, O_TOKEN_FILE, O_LIVE,
+       O_MAX_DOWNTIME, O_MAX_ROUNDS };
 
 /* HOST:PORT or [V6]:PORT with a port of 0-65535: a usage error otherwise. */
 static int addr_ok(const char *a)
@@ -255,6 +281,9 @@ static int run(int argc, char **argv, int sender)
 		{ "no-verify", no_argument, NULL, O_NO_VERIFY },
 		{ "transport", required_argument, NULL, O_TRANSPORT },
 		{ "token-file", required_argument, NULL, O_TOKEN_FILE },
+		{ "live", no_argument, NULL, O_LIVE },
+		{ "max-downtime-ms", required_argument, NULL, O_MAX_DOWNTIME },
+		{ "max-rounds", required_argument, NULL, O_MAX_ROUNDS },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
@@ -324,6 +353,22 @@ static int run(int argc, char **argv, int sender)
 			break;
 		case O_NO_VERIFY:
 			mo.verify = 0;
+			break;
+		case O_LIVE:
+		case O_MAX_DOWNTIME:
+		case O_MAX_ROUNDS:
+			if (!sender)
+				return cli_usage_error(cmd, "--live and its options are options of send");
+			if (c == O_LIVE)
+				mo.live = 1;
+			else if (c == O_MAX_DOWNTIME && cli_parse_u64(optarg, 3600000, &v) == 0)
+				mo.max_downtime_ms = (uint32_t)v;
+			else if (c == O_MAX_ROUNDS && cli_parse_u64(optarg, KVMIG_MAX_ROUNDS, &v) == 0 && v)
+				mo.max_rounds = (uint32_t)v;
+			else
+				return cli_usage_error(cmd, "\"%s\" is not a valid %s", optarg,
+						       c == O_MAX_DOWNTIME ? "downtime (0 to 3600000 ms)" :
+						       "round count (1 to 64)");
 			break;
 		case O_TOKEN_FILE:
 			token_file = optarg;

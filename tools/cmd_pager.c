@@ -2,6 +2,9 @@
 /* tools/cmd_pager.c - kvmig pager init | show | rm: shared-memory synthetic pagers. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,12 +15,20 @@ static const char pager_usage[] =
 	"       kvmig pager show shm:NAME [--json]\n"
 	"       kvmig pager rm shm:NAME\n"
 	"       kvmig pager resolve shm:NAME --commit|--abort\n"
+	"       kvmig pager run shm:NAME [--rate TOKENS/S] [--seconds S] [--max-tokens N]\n"
+	"                                [--seed N] [--json]\n"
 	"\n"
 	"Create, describe or remove a synthetic pager in shared memory, which other\n"
 	"kvmig processes open with --pager shm:NAME. resolve settles the sequences a\n"
 	"receiver held (ids \"?ID\") after its sender vanished during commit (recv exit\n"
 	"7): --commit installs them under their own ids (the sender exited 0),\n"
 	"--abort removes them and frees their pages (the sender failed).\n"
+	"run is a decoding engine: it appends tokens to the pager's sequences, round\n"
+	"robin at --rate tokens per second in all (default 400), each token writing its\n"
+	"slot of every layer in the sequence's last page and growing the sequence by a\n"
+	"page when that one is full; it waits while the pager is paused. It stops after\n"
+	"--seconds (default: on SIGINT / SIGTERM) and prints what it wrote; a sequence\n"
+	"stops after --max-tokens tokens (default: never) or when it is moved away.\n"
 	"\n"
 	"init options:\n"
 	"  --preset NAME        llama3-8b (default: 32 layers, 8 heads, dim 128, bf16,\n"
@@ -239,10 +250,101 @@ static int pager_resolve(int argc, char **argv)
 	return EXIT_OK;
 }
 
+static volatile sig_atomic_t run_stop;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	run_stop = 1;
+}
+
+static int pager_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "rate", required_argument, NULL, 'r' },
+		{ "seconds", required_argument, NULL, 's' },
+		{ "max-tokens", required_argument, NULL, 'm' },
+		{ "seed", required_argument, NULL, 'S' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct kvmig_synth_engine_opts eo;
+	struct kvmig_synth_engine_stats st;
+	struct kvmig_synth_engine *e = NULL;
+	struct kvmig_pager *p = NULL;
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	double seconds = 0, t0;
+	int c, json = 0, ret;
+	uint64_t v;
+	char *end;
+
+	kvmig_synth_engine_opts_init(&eo);
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+		case 's':
+			errno = 0;
+			*(c == 'r' ? &eo.tokens_per_second : &seconds) = strtod(optarg, &end);
+			if (errno || *end || end == optarg || !(*(c == 'r' ? &eo.tokens_per_second :
+								  &seconds) > 0))
+				return cli_usage_error("pager run", "--%s needs a positive number, "
+						       "not \"%s\"", c == 'r' ? "rate" : "seconds",
+						       optarg);
+			break;
+		case 'm':
+		case 'S':
+			if (cli_parse_u64(optarg, UINT64_MAX, &v) < 0)
+				return cli_usage_error("pager run", "\"%s\" is not a number", optarg);
+			*(c == 'm' ? &eo.max_tokens : &eo.seed) = v;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(pager_usage, stdout);
+			return EXIT_OK;
+		default:
+			return cli_usage_error("pager run", "bad option");
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage_error("pager run", "expected one pager shm:NAME");
+	if ((ret = kvmig_pager_open(argv[optind], &p)) < 0)
+		return cli_fail("pager run", ret, "cannot open pager %s", argv[optind]);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	t0 = cli_now();
+	if ((ret = kvmig_synth_engine_start(p, &eo, &e)) < 0) {
+		kvmig_pager_destroy(&p);
+		return cli_fail("pager run", ret, "cannot start the decoding engine");
+	}
+	if (!json)
+		printf("decoding %s at %.0f tokens/s\n", argv[optind], eo.tokens_per_second);
+	fflush(stdout);
+	while (!run_stop && (!seconds || cli_now() - t0 < seconds))
+		usleep(10000);
+	kvmig_synth_engine_stats(e, &st);
+	kvmig_synth_engine_stop(&e);
+	kvmig_pager_destroy(&p);
+	if (json)
+		printf("{\"tokens\":%llu,\"pages_added\":%llu,\"seconds\":%.3f,\"paused_s\":%.3f,"
+		       "\"seqs\":%u,\"finished\":%u,\"gone\":%u,\"stopped\":%u}\n",
+		       (unsigned long long)st.tokens, (unsigned long long)st.pages_added,
+		       cli_now() - t0, st.paused_seconds, st.n_seqs, st.finished, st.gone,
+		       st.stopped);
+	else
+		printf("wrote %llu tokens (%llu new pages) to %u sequences in %.1f s, %.1f s of it "
+		       "paused; %u finished, %u moved away, %u stopped\n",
+		       (unsigned long long)st.tokens, (unsigned long long)st.pages_added, st.n_seqs,
+		       cli_now() - t0, st.paused_seconds, st.finished, st.gone, st.stopped);
+	return EXIT_OK;
+}
+
 int cmd_pager(int argc, char **argv)
 {
 	if (argc < 2)
-		return cli_usage_error("pager", "expected init, show, rm or resolve");
+		return cli_usage_error("pager", "expected init, show, rm, resolve or run");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(pager_usage, stdout);
 		return EXIT_OK;
@@ -255,6 +357,8 @@ int cmd_pager(int argc, char **argv)
 		return pager_rm(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "resolve"))
 		return pager_resolve(argc - 1, argv + 1);
-	return cli_usage_error("pager", "unknown subcommand \"%s\" (expected init, show, rm or "
-			       "resolve)", argv[1]);
+	if (!strcmp(argv[1], "run"))
+		return pager_run(argc - 1, argv + 1);
+	return cli_usage_error("pager", "unknown subcommand \"%s\" (expected init, show, rm, "
+			       "resolve or run)", argv[1]);
 }

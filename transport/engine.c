@@ -23,6 +23,8 @@ void kvmig_migrate_opts_init(struct kvmig_migrate_opts *o)
 	o->timeout_ms = 30000;
 	o->verify = 1;
 	o->progress_interval_ms = 100;
+	o->max_downtime_ms = 20;
+	o->max_rounds = 8;
 }
 
 int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
@@ -44,6 +46,9 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
 				 e->o.max_read_bytes);
 	if (e->o.timeout_ms < 1 || e->o.timeout_ms > 3600u * 1000)
 		return kvmig_err(-EINVAL, "timeout %u ms is outside 1 ms..1 h", e->o.timeout_ms);
+	if (e->o.live && (e->o.max_rounds < 1 || e->o.max_rounds > KVMIG_MAX_ROUNDS))
+		return kvmig_err(-EINVAL, "max rounds %u is outside 1..%u", e->o.max_rounds,
+				 KVMIG_MAX_ROUNDS);
 	if (e->o.n_seq_ids && !e->o.seq_ids)
 		return kvmig_err(-EINVAL, "%u sequence ids but no array", e->o.n_seq_ids);
 	if (e->o.token) {

@@ -39,6 +39,8 @@ struct rpage {
 	uint32_t n_ext;
 	uint32_t reads_left;
 	uint8_t has_digest, landed, verified, attempts;
+	uint8_t dropped;    /* live: no final sequence uses it; freed after install */
+	uint32_t round;     /* round it was last offered in */
 	uint8_t in_order;   /* every read so far landed at next_off */
 	int32_t stream;     /* pair of digest streams hashing reads as they land, or -1 */
 	uint64_t next_off;  /* page-relative offset (K then V) the next read must have */
@@ -94,6 +96,11 @@ struct receiver {
 	uint32_t n_free, inflight;
 	struct kvmig_seq_list final;
 	int have_final, installed;
+	/* Live (HELLO flag): offers come in rounds; each ROUND is answered once
+	 * every page offered so far has landed. */
+	int live, round_pending, have_digests, dropped_freed;
+	struct kvmig_msg_round round;
+	uint32_t n_dropped;
 	uint32_t landed, verified, rereads, n_reads;
 	struct kvmig_region lregion[MAX_LOCAL_REGIONS]; /* this pager's memory */
 	void *lreg[MAX_LOCAL_REGIONS];
@@ -430,14 +437,39 @@ static int cmp_region(const void *a, const void *b)
 	return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
-/* The sender's registrations, sorted by address for find_region(). */
+/* The sender's registrations (a live sender adds some each round), sorted
+ * by address for find_region(). */
 static int take_regions(struct receiver *r, const struct xport_msg *m)
 {
-	int ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &r->regions);
+	struct kvmig_msg_regions add;
+	struct kvmig_wire_region *nr;
+	int ret;
 
-	if (ret == 0)
-		qsort(r->regions.r, r->regions.n, sizeof(*r->regions.r), cmp_region);
-	return ret;
+	if (r->have_final || r->have_digests)
+		return kvmig_err(-EPROTO, "sender sent REGIONS after its %s",
+				 r->have_final ? "FINAL" : "DIGESTS");
+	if ((ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &add)) < 0)
+		return ret;
+	if (r->regions.n + add.n > KVMIG_WIRE_MAX_REGIONS) {
+		kvmig_msg_regions_free(&add);
+		return kvmig_err(-EPROTO, "sender registered more than %u regions",
+				 KVMIG_WIRE_MAX_REGIONS);
+	}
+	if (!r->regions.n) {
+		r->regions = add;
+	} else {
+		nr = realloc(r->regions.r, sizeof(*nr) * (r->regions.n + add.n + 1));
+		if (!nr) {
+			kvmig_msg_regions_free(&add);
+			return -ENOMEM;
+		}
+		memcpy(nr + r->regions.n, add.r, sizeof(*nr) * add.n);
+		r->regions.r = nr;
+		r->regions.n += add.n;
+		kvmig_msg_regions_free(&add);
+	}
+	qsort(r->regions.r, r->regions.n, sizeof(*r->regions.r), cmp_region);
+	return 0;
 }
 
 /* The registration holding [addr, addr + len): 0 and its key, or -1. */
@@ -467,7 +499,7 @@ static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, ui
 static int take_offer(struct receiver *r, const struct xport_msg *msg)
 {
 	struct kvmig_msg_offer m;
-	uint32_t *dst = NULL;
+	uint32_t *dst = NULL, n_new = 0, k = 0;
 	uint64_t ext_total = 0;
 	int ret;
 
@@ -477,20 +509,31 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 		return ret;
 	if ((ret = kvmig_wire_get_offer(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
-	if (m.round != 0) {
-		ret = kvmig_err(-EPROTO, "OFFER of round %u in a stop-and-copy migration", m.round);
+	if ((m.round != 0 && !r->live) || m.round < r->round.round || r->have_digests ||
+	    r->round_pending) {
+		ret = kvmig_err(-EPROTO, "OFFER of round %u %s", m.round,
+				!r->live ? "in a stop-and-copy migration" :
+				r->have_digests ? "after DIGESTS" :
+				r->round_pending ? "before the last ROUND was answered" :
+				"after a later round");
 		goto out;
 	}
+	r->round.round = m.round;
 	/* Check everything before allocating a page. */
 	for (uint32_t i = 0; i < m.n; i++) {
 		const struct kvmig_offer_page *op = &m.pages[i];
 		uint64_t sum[2] = { 0, 0 };
 		uint32_t key;
+		int known = slot_find(r, op->ix);
 
-		if (slot_find(r, op->ix) >= 0) {
-			ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", op->ix);
+		/* A live sender offers a page again once it changed; by then the
+		 * last copy must have landed (the round was answered). */
+		if (known >= 0 && (r->pg[known].round == m.round || !r->pg[known].landed)) {
+			ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice in round %u",
+					op->ix, m.round);
 			goto out;
 		}
+		n_new += known < 0;
 		for (uint32_t j = 0; j < i; j++) {
 			if (m.pages[j].ix == op->ix) {
 				ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", op->ix);
@@ -514,13 +557,13 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 		}
 		ext_total += op->n_ext;
 	}
-	if (r->n + m.n > KVMIG_MAX_PAGES) {
+	if (r->n + n_new > KVMIG_MAX_PAGES) {
 		ret = kvmig_err(-EPROTO, "sender offers more than %u pages", KVMIG_MAX_PAGES);
 		goto out;
 	}
 	ret = -ENOMEM;
-	if (r->n + m.n > r->cap) {
-		uint32_t cap = KVMIG_MAX(r->cap * 2, r->n + m.n);
+	if (r->n + n_new > r->cap) {
+		uint32_t cap = KVMIG_MAX(r->cap * 2, r->n + n_new);
 		struct rpage *np = realloc(r->pg, sizeof(*np) * cap);
 
 		if (!np)
@@ -537,14 +580,14 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 		r->rx = nx;
 		r->cap_rx = cap;
 	}
-	if ((ret = slot_grow(r, r->n + m.n)) < 0)
+	if ((ret = slot_grow(r, r->n + n_new)) < 0)
 		goto out;
-	dst = malloc(sizeof(*dst) * (m.n ? m.n : 1));
+	dst = malloc(sizeof(*dst) * (n_new ? n_new : 1));
 	if (!dst) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	if ((ret = kvmig_pager_allocate(r->p, m.n, dst)) < 0) {
+	if (n_new && (ret = kvmig_pager_allocate(r->p, n_new, dst)) < 0) {
 		if (ret == -ENOSPC)
 			kvmig_err_prefix(ret, "destination pager is out of pages (%u already "
 					 "allocated for this migration)", r->n);
@@ -552,11 +595,23 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 	}
 	for (uint32_t i = 0; i < m.n; i++) {
 		const struct kvmig_offer_page *op = &m.pages[i];
-		struct rpage *pg = &r->pg[r->n];
+		int idx = slot_find(r, op->ix);
+		struct rpage *pg;
 
-		memset(pg, 0, sizeof(*pg));
-		pg->src_ix = op->ix;
-		pg->dst_ix = dst[i];
+		if (idx < 0) {
+			pg = &r->pg[r->n];
+			memset(pg, 0, sizeof(*pg));
+			pg->src_ix = op->ix;
+			pg->dst_ix = dst[k++];
+			slot_add(r, r->n);
+			idx = (int)r->n++;
+		} else {
+			/* Changed since its last offer: read it again. */
+			pg = &r->pg[idx];
+			pg->landed = 0;
+			r->landed--;
+		}
+		pg->round = m.round;
 		pg->ext_off = r->n_rx;
 		pg->n_ext = op->n_ext;
 		pg->attempts = 1;
@@ -567,18 +622,49 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 			x->len = op->ext[j].len;
 			find_region(r, x->addr, x->len, &x->key);
 		}
-		slot_add(r, r->n);
-		r->n++;
-		if ((ret = enqueue(r, r->n - 1)) < 0)
+		if ((ret = enqueue(r, (uint32_t)idx)) < 0)
 			goto out;
 	}
-	r->e.ev.pages_total = r->n;
-	r->e.ev.bytes_total = (uint64_t)r->n * 2 * r->hello.half_bytes;
+	r->e.ev.pages_total += m.n;
+	r->e.ev.bytes_total += (uint64_t)m.n * 2 * r->hello.half_bytes;
 	ret = 0;
 out:
 	free(dst);
 	kvmig_msg_offer_free(&m);
 	return ret;
+}
+
+/* Live: the sender's round ended; answered once its pages landed. */
+static int take_round(struct receiver *r, const struct xport_msg *msg)
+{
+	struct kvmig_msg_round m;
+	int ret;
+
+	if ((ret = kvmig_wire_get_round(msg->payload, msg->hdr.len, &m)) < 0)
+		return ret;
+	if (!r->live || r->round_pending || m.round != r->round.round || r->have_digests)
+		return kvmig_err(-EPROTO, "ROUND %u %s", m.round,
+				 !r->live ? "in a stop-and-copy migration" :
+				 r->round_pending ? "before the last one was answered" :
+				 r->have_digests ? "after DIGESTS" : "is not the round being offered");
+	r->round = m;
+	r->round_pending = 1;
+	return 0;
+}
+
+/* Answer a pending ROUND when nothing is left to read. */
+static int answer_round(struct receiver *r)
+{
+	int ret;
+
+	if (!r->round_pending || r->q_len || r->cur.active || r->inflight || r->landed != r->n)
+		return 0;
+	if (r->round.round == 0 && (ret = KVMIG_FAULT_FAIL("recv-round")) < 0)
+		return ret;
+	r->round_pending = 0;
+	if ((ret = kvmig_wire_put_round(&r->e.wb, &r->round)) < 0)
+		return ret;
+	return engine_flush(&r->e);
 }
 
 static int take_digests(struct receiver *r, const struct xport_msg *msg)
@@ -592,6 +678,7 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 				 r->have_final ? "after FINAL" : "although it said it would not");
 	if ((ret = kvmig_wire_get_digests(msg->payload, msg->hdr.len, &d, &n)) < 0)
 		return ret;
+	r->have_digests = 1;
 	for (uint32_t i = 0; i < n && !ret; i++) {
 		int idx = slot_find(r, d[i].ix);
 		struct rpage *pg;
@@ -616,6 +703,35 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 	return ret;
 }
 
+/*
+ * Live: pages offered in an earlier round that no final sequence uses (their
+ * sequence ended or moved elsewhere meanwhile) are not migrated: they need no
+ * digest and are freed once the sequences are installed.
+ */
+static int drop_unused(struct receiver *r)
+{
+	uint8_t *used = calloc(r->n ? r->n : 1, 1);
+
+	if (!used)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < r->final.n; i++)
+		for (uint32_t j = 0; j < r->final.seqs[i].n_pages; j++)
+			used[slot_find(r, r->final.seqs[i].page_ixs[j])] = 1;
+	for (uint32_t i = 0; i < r->n; i++) {
+		if (used[i])
+			continue;
+		if (r->pg[i].has_digest) {
+			free(used);
+			return kvmig_err(-EPROTO, "FINAL: page %u has a digest but no sequence uses "
+					 "it", r->pg[i].src_ix);
+		}
+		r->pg[i].dropped = 1;
+		r->n_dropped++;
+	}
+	free(used);
+	return 0;
+}
+
 static int take_final(struct receiver *r, const struct xport_msg *msg)
 {
 	int ret;
@@ -625,6 +741,8 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 	if ((ret = kvmig_wire_get_final(msg->payload, msg->hdr.len, &r->final)) < 0)
 		return ret;
 	r->have_final = 1;
+	if (r->round_pending)
+		return kvmig_err(-EPROTO, "FINAL before the last ROUND was answered");
 	for (uint32_t i = 0; i < r->final.n; i++)
 		if (r->final.seqs[i].id[0] == KVMIG_HELD_PREFIX[0])
 			return kvmig_err(-EPROTO, "FINAL: sequence id \"%s\" begins with '%s', which "
@@ -636,8 +754,10 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 				return kvmig_err(-EPROTO, "FINAL: sequence \"%s\" uses page %u, "
 						 "which was not offered", r->final.seqs[i].id,
 						 r->final.seqs[i].page_ixs[j]);
+	if (r->live && (ret = drop_unused(r)) < 0)
+		return ret;
 	for (uint32_t i = 0; r->e.o.verify && i < r->n; i++)
-		if (!r->pg[i].has_digest)
+		if (!r->pg[i].has_digest && !r->pg[i].dropped)
 			return kvmig_err(-EPROTO, "FINAL arrived before the digest of page %u",
 					 r->pg[i].src_ix);
 	engine_phase(&r->e, "verify");
@@ -653,17 +773,21 @@ static int take_msg(struct receiver *r, struct xport_msg *m)
 		return take_digests(r, m);
 	case KVMIG_MSG_FINAL:
 		return take_final(r, m);
+	case KVMIG_MSG_ROUND:
+		return take_round(r, m);
+	case KVMIG_MSG_REGIONS:
+		return take_regions(r, m);
 	case KVMIG_MSG_ABORT:
 		return engine_peer_abort(&r->e, m);
 	default:
-		return engine_unexpected(m, "OFFER, DIGESTS or FINAL");
+		return engine_unexpected(m, "OFFER, DIGESTS, FINAL, ROUND or REGIONS");
 	}
 }
 
 static int finished(const struct receiver *r)
 {
 	return r->have_final && !r->q_len && !r->cur.active && !r->inflight &&
-	       (r->e.o.verify ? r->verified : r->landed) == r->n;
+	       (r->e.o.verify ? r->verified + r->n_dropped : r->landed) == r->n;
 }
 
 /* Pull every page, verify it, until FINAL has come and all is checked. */
@@ -690,7 +814,7 @@ static int transfer(struct receiver *r)
 			return ret;
 		if (finished(r))
 			return 0;
-		if ((ret = fill_reads(r)) < 0)
+		if ((ret = answer_round(r)) < 0 || (ret = fill_reads(r)) < 0)
 			return ret;
 		if ((ret = r->e.ops->progress(r->e.c, (int)r->e.o.timeout_ms, -1)) < 0)
 			return ret;
@@ -727,6 +851,7 @@ static int handshake(struct receiver *r)
 	engine_msg_free(&m);
 	if (ret < 0)
 		return ret;
+	r->live = !!(peer.flags & KVMIG_HELLO_LIVE);
 	if ((peer.flags ^ r->hello.flags) & KVMIG_HELLO_NO_VERIFY)
 		return kvmig_err(-EPROTO, "the sender %s digests but this receiver %s: both sides "
 				 "need the same --no-verify setting",
@@ -902,6 +1027,27 @@ static int uninstall(struct receiver *r)
 	return ret;
 }
 
+/* Live: free the pages no installed sequence uses (drop_unused). */
+static int free_dropped(struct receiver *r)
+{
+	uint32_t *ixs, k = 0;
+	int ret;
+
+	if (!r->n_dropped)
+		return 0;
+	if (!(ixs = malloc(sizeof(*ixs) * r->n_dropped)))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < r->n; i++)
+		if (r->pg[i].dropped)
+			ixs[k++] = r->pg[i].dst_ix;
+	ret = kvmig_pager_free(r->p, ixs, k);
+	free(ixs);
+	if (ret < 0)
+		return kvmig_err_prefix(ret, "cannot free the pages no sequence uses");
+	r->dropped_freed = 1;
+	return 0;
+}
+
 static int commit(struct receiver *r)
 {
 	struct xport_msg *m = NULL;
@@ -985,14 +1131,15 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 		goto fail;
 	st.transfer_seconds = kvmig_now() - tx;
 	engine_progress(&r->e, 1);
-	if ((ret = install(r)) < 0)
+	if ((ret = install(r)) < 0 || (ret = free_dropped(r)) < 0)
 		goto fail;
 	ret = commit(r);
 	if (ret < 0 && r->installed != 2)
 		goto fail;
-	st.pages = r->n;
+	st.pages = r->n - r->n_dropped;
 	st.seqs = r->final.n;
-	st.bytes = (uint64_t)r->n * 2 * r->hello.half_bytes;
+	st.bytes = (uint64_t)st.pages * 2 * r->hello.half_bytes;
+	st.n_rounds = r->round.round + 1;
 	st.pages_verified = r->verified;
 	goto out;
 fail:
@@ -1008,10 +1155,13 @@ fail:
 	if (!r->installed) {
 		uint32_t *ixs = malloc(sizeof(*ixs) * (r->n ? r->n : 1));
 
+		uint32_t k = 0;
+
 		for (uint32_t i = 0; ixs && i < r->n; i++)
-			ixs[i] = r->pg[i].dst_ix;
-		if (ixs && r->n)
-			kvmig_pager_free(p, ixs, r->n);
+			if (!r->pg[i].dropped || !r->dropped_freed)
+				ixs[k++] = r->pg[i].dst_ix;
+		if (ixs && k)
+			kvmig_pager_free(p, ixs, k);
 		free(ixs);
 	}
 out:

@@ -31,28 +31,52 @@
 #define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
 #define HASH_SIGNAL_EVERY 64u
 
+/* A page this migration has offered (or is about to), by source index. */
+struct spage {
+	uint32_t ix;
+	uint32_t n_ext;        /* K extents then V extents, at ext_off in the pool */
+	uint64_t ext_off;
+	uint64_t offered_gen;  /* generation read before its last offer */
+	uint64_t hashed_gen;   /* generation read before k, v were hashed */
+	uint8_t offered, hashed;
+	struct kvmig_digest k, v;
+};
+
 struct sender {
 	struct engine e;
 	struct kvmig_pager *p;
 	struct kvmig_msg_hello hello;
-	uint32_t *ixs;                 /* offered pages, ascending */
+	uint64_t page_bytes;
+	/* The selection of the current round: sequences and their pages. */
+	struct kvmig_seq_list seqs;
+	uint32_t *ixs;                 /* ascending */
 	uint32_t n;
-	struct kvmig_seq_list seqs;    /* the sequences that move */
-	struct kvmig_offer_page *pages;
-	struct kvmig_wire_extent *ext; /* every page's extents, K then V */
-	struct kvmig_manifest_page *dig;
-	struct kvmig_wire_region *runs; /* offered memory, one registration each */
+	/* Every page offered so far, sorted by ix; their extents in one pool. */
+	struct spage *pg;
+	uint32_t n_pg, cap_pg;
+	struct kvmig_wire_extent *ext;
+	uint64_t n_ext, cap_ext;
+	/* The round being planned / offered: pages (pg indices) and generations. */
+	uint32_t *r_idx;
+	uint64_t *r_gen;
+	uint32_t r_n, n_fresh;         /* n_fresh: pages new to this migration */
+	/* Registrations, one per run of offered memory. */
+	struct kvmig_wire_region *runs;
 	void **reg;
-	uint32_t n_runs;
-	/* hasher thread */
+	uint32_t n_runs, cap_runs;
+	/* Hasher thread: digests pg[jobs[i]] for i < n_jobs. */
 	pthread_t hasher;
 	int hasher_running;
 	int efd;
+	uint32_t *jobs, n_jobs;
 	atomic_uint hashed;
 	atomic_int stop;
+	/* Final round: the order digests go out in (ready ones first). */
+	uint32_t *dig_order, n_ready;
 	int paused;
 	int committed; /* the receiver's COMMIT arrived: never ABORT after it */
 	double reg_seconds;
+	struct kvmig_migrate_stats *st;
 };
 
 static int cmp_u32(const void *a, const void *b)
@@ -62,7 +86,11 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Keep only the sequences named in the options; their pages, each once. */
+/*
+ * The sequences that move (all, or those named in the options) and their
+ * pages, each once. Stop-and-copy of the whole pager takes every occupied
+ * page; a live migration only the sequences' pages.
+ */
 static int select_pages(struct sender *s)
 {
 	const struct kvmig_migrate_opts *o = &s->e.o;
@@ -71,31 +99,37 @@ static int select_pages(struct sender *s)
 	uint32_t k = 0;
 	int ret;
 
+	kvmig_seq_list_free(&s->seqs);
+	free(s->ixs);
+	s->ixs = NULL;
+	s->n = 0;
 	if ((ret = kvmig_pager_seqs(s->p, &all)) < 0)
 		return ret;
-	if (!o->seq_ids) {
+	if (!o->seq_ids && !o->live) {
 		s->seqs = all;
 		return kvmig_pager_occupied(s->p, &s->ixs, &s->n);
 	}
-	s->seqs.seqs = calloc(o->n_seq_ids ? o->n_seq_ids : 1, sizeof(*s->seqs.seqs));
+	s->seqs.seqs = calloc(all.n ? all.n : 1, sizeof(*s->seqs.seqs));
 	if (!s->seqs.seqs) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (uint32_t i = 0; i < o->n_seq_ids; i++) {
-		uint32_t j;
+	for (uint32_t i = 0, want = o->seq_ids ? o->n_seq_ids : all.n; i < want; i++) {
+		uint32_t j = 0; /* every sequence: always the first one left */
 
-		for (j = 0; j < all.n && strcmp(all.seqs[j].id, o->seq_ids[i]); j++)
-			;
-		if (j == all.n) {
-			ret = kvmig_err(-ENOENT, "sequence \"%s\" is not in the source pager",
-					o->seq_ids[i]);
-			goto out;
+		if (o->seq_ids) {
+			for (; j < all.n && strcmp(all.seqs[j].id, o->seq_ids[i]); j++)
+				;
+			if (j == all.n) {
+				ret = kvmig_err(-ENOENT, "sequence \"%s\" is not in the source pager",
+						o->seq_ids[i]);
+				goto out;
+			}
 		}
 		for (uint32_t q = 0; q < s->seqs.n; q++) {
-			if (!strcmp(s->seqs.seqs[q].id, o->seq_ids[i])) {
+			if (!strcmp(s->seqs.seqs[q].id, all.seqs[j].id)) {
 				ret = kvmig_err(-EINVAL, "sequence \"%s\" is named twice",
-						o->seq_ids[i]);
+						all.seqs[j].id);
 				goto out;
 			}
 		}
@@ -113,7 +147,6 @@ static int select_pages(struct sender *s)
 		for (uint32_t j = 0; j < s->seqs.seqs[i].n_pages; j++)
 			s->ixs[k++] = s->seqs.seqs[i].page_ixs[j];
 	qsort(s->ixs, k, sizeof(*s->ixs), cmp_u32);
-	s->n = 0;
 	for (uint32_t i = 0; i < k; i++)
 		if (s->n == 0 || s->ixs[s->n - 1] != s->ixs[i])
 			s->ixs[s->n++] = s->ixs[i];
@@ -121,6 +154,104 @@ static int select_pages(struct sender *s)
 out:
 	kvmig_seq_list_free(&all);
 	return ret;
+}
+
+static int cmp_spage(const void *a, const void *b)
+{
+	const struct spage *x = a, *y = b;
+
+	return x->ix < y->ix ? -1 : x->ix > y->ix;
+}
+
+static struct spage *find_page(const struct sender *s, uint32_t ix)
+{
+	struct spage key = { .ix = ix };
+
+	return bsearch(&key, s->pg, s->n_pg, sizeof(*s->pg), cmp_spage);
+}
+
+/* Append page @ix and its extents (addresses here) to the table. */
+static int add_page(struct sender *s, uint32_t ix)
+{
+	struct kvmig_extent tmp[MAX_HALF_EXTENTS];
+	struct spage *pg;
+	int ret;
+
+	if (s->n_pg == s->cap_pg) {
+		uint32_t cap = s->cap_pg ? s->cap_pg * 2 : 1024;
+		struct spage *np = realloc(s->pg, sizeof(*np) * cap);
+
+		if (!np)
+			return -ENOMEM;
+		s->pg = np;
+		s->cap_pg = cap;
+	}
+	pg = &s->pg[s->n_pg];
+	memset(pg, 0, sizeof(*pg));
+	pg->ix = ix;
+	pg->ext_off = s->n_ext;
+	for (int half = 0; half < 2; half++) {
+		uint32_t ne = 0;
+
+		ret = kvmig_pager_extents(s->p, ix, (enum kvmig_half)half, tmp, MAX_HALF_EXTENTS, &ne);
+		if (ret < 0)
+			return kvmig_err_prefix(ret, "page %u", ix);
+		if (s->n_ext + ne > s->cap_ext) {
+			uint64_t cap = KVMIG_MAX(s->cap_ext * 2, s->n_ext + ne);
+			struct kvmig_wire_extent *nx = realloc(s->ext, sizeof(*nx) * cap);
+
+			if (!nx)
+				return -ENOMEM;
+			s->ext = nx;
+			s->cap_ext = cap;
+		}
+		for (uint32_t j = 0; j < ne; j++)
+			s->ext[s->n_ext++] = (struct kvmig_wire_extent){
+				(uint64_t)(uintptr_t)tmp[j].addr, tmp[j].len };
+		pg->n_ext += ne;
+	}
+	s->n_pg++;
+	return 0;
+}
+
+/*
+ * Plan the next round from the current selection: pages new to this
+ * migration, and pages whose generation moved since their last offer. Each
+ * generation is read now, before the offer, so a write after it shows up
+ * as a change in the next round.
+ */
+static int plan_round(struct sender *s)
+{
+	uint32_t known = s->n_pg;
+	int ret;
+
+	if ((ret = select_pages(s)) < 0)
+		return ret;
+	for (uint32_t i = 0; i < s->n; i++)
+		if (!find_page(s, s->ixs[i]) && (ret = add_page(s, s->ixs[i])) < 0)
+			return ret;
+	s->n_fresh = s->n_pg - known;
+	if (s->n_fresh)
+		qsort(s->pg, s->n_pg, sizeof(*s->pg), cmp_spage);
+	free(s->r_idx);
+	free(s->r_gen);
+	s->r_idx = malloc(sizeof(*s->r_idx) * (s->n ? s->n : 1));
+	s->r_gen = malloc(sizeof(*s->r_gen) * (s->n ? s->n : 1));
+	if (!s->r_idx || !s->r_gen)
+		return -ENOMEM;
+	s->r_n = 0;
+	for (uint32_t i = 0; i < s->n; i++) {
+		struct spage *pg = find_page(s, s->ixs[i]);
+		uint64_t gen;
+
+		if ((ret = kvmig_pager_generation(s->p, pg->ix, &gen)) < 0)
+			return ret;
+		if (pg->offered && gen == pg->offered_gen)
+			continue;
+		s->r_idx[s->r_n] = (uint32_t)(pg - s->pg);
+		s->r_gen[s->r_n++] = gen;
+	}
+	return 0;
 }
 
 static int cmp_run(const void *a, const void *b)
@@ -131,23 +262,48 @@ static int cmp_run(const void *a, const void *b)
 }
 
 /*
- * The offered pages' extents, sorted and merged where they touch: the
- * memory the receiver may read, and nothing else of the pager.
+ * Register the memory of the planned round's pages not offered before (the
+ * offered pages' extents, sorted and merged where they touch: what the
+ * receiver may read, and nothing else of the pager) and send REGIONS. The
+ * first round always sends it, even empty.
  */
-static int build_runs(struct sender *s)
+static int register_memory(struct sender *s, int first)
 {
+	struct kvmig_msg_regions rm;
+	uint32_t base = s->n_runs, k;
 	uint64_t n = 0;
+	double t0 = kvmig_now();
+	int ret;
 
-	for (uint32_t i = 0; i < s->n; i++)
-		n += s->pages[i].n_ext;
-	if (!(s->runs = malloc(sizeof(*s->runs) * (n ? n : 1))))
-		return -ENOMEM;
-	for (uint64_t i = 0; i < n; i++)
-		s->runs[i] = (struct kvmig_wire_region){ s->ext[i].addr, s->ext[i].len, 0 };
-	qsort(s->runs, n, sizeof(*s->runs), cmp_run);
-	s->n_runs = 0;
-	for (uint64_t i = 0; i < n; i++) {
-		struct kvmig_wire_region *last = s->n_runs ? &s->runs[s->n_runs - 1] : NULL;
+	if ((ret = KVMIG_FAULT_FAIL("send-register")) < 0)
+		return ret;
+	for (uint32_t i = 0; i < s->r_n; i++)
+		if (!s->pg[s->r_idx[i]].offered)
+			n += s->pg[s->r_idx[i]].n_ext;
+	if (s->n_runs + n > s->cap_runs) {
+		uint32_t cap = (uint32_t)KVMIG_MIN(KVMIG_MAX(s->cap_runs * 2, s->n_runs + n),
+						  (uint64_t)UINT32_MAX);
+		struct kvmig_wire_region *nr = realloc(s->runs, sizeof(*nr) * cap);
+		void **ng = nr ? realloc(s->reg, sizeof(*ng) * cap) : NULL;
+
+		if (nr)
+			s->runs = nr;
+		if (!nr || !ng)
+			return -ENOMEM;
+		s->reg = ng;
+		s->cap_runs = cap;
+	}
+	k = base;
+	for (uint32_t i = 0; i < s->r_n; i++) {
+		const struct spage *pg = &s->pg[s->r_idx[i]];
+
+		for (uint32_t j = 0; !pg->offered && j < pg->n_ext; j++)
+			s->runs[k++] = (struct kvmig_wire_region){ s->ext[pg->ext_off + j].addr,
+								   s->ext[pg->ext_off + j].len, 0 };
+	}
+	qsort(s->runs + base, k - base, sizeof(*s->runs), cmp_run);
+	for (uint32_t i = base; i < k; i++) {
+		struct kvmig_wire_region *last = s->n_runs > base ? &s->runs[s->n_runs - 1] : NULL;
 
 		if (last && last->addr + last->len >= s->runs[i].addr) {
 			uint64_t end = KVMIG_MAX(last->addr + last->len, s->runs[i].addr + s->runs[i].len);
@@ -160,29 +316,20 @@ static int build_runs(struct sender *s)
 	if (s->n_runs > KVMIG_WIRE_MAX_REGIONS)
 		return kvmig_err(-ENOBUFS, "the offered pages lie in %u separate memory runs; at "
 				 "most %u can be registered", s->n_runs, KVMIG_WIRE_MAX_REGIONS);
-	return 0;
-}
-
-/* Register each run for remote read, for this migration only, and send REGIONS. */
-static int register_memory(struct sender *s)
-{
-	struct kvmig_msg_regions rm;
-	double t0 = kvmig_now();
-	int ret;
-
-	if ((ret = KVMIG_FAULT_FAIL("send-register")) < 0 || (ret = build_runs(s)) < 0)
-		return ret;
-	if (!(s->reg = calloc(s->n_runs ? s->n_runs : 1, sizeof(*s->reg))))
-		return -ENOMEM;
-	for (uint32_t i = 0; i < s->n_runs; i++) {
+	for (uint32_t i = base; i < s->n_runs; i++) {
+		s->reg[i] = NULL;
 		ret = s->e.ops->reg_remote(s->e.c, (void *)(uintptr_t)s->runs[i].addr,
 					   s->runs[i].len, &s->runs[i].key, &s->reg[i]);
-		if (ret < 0)
+		if (ret < 0) {
+			s->n_runs = i; /* deregister_memory() undoes the ones before */
 			return kvmig_err_prefix(ret, "cannot register page memory");
+		}
 	}
-	s->reg_seconds = kvmig_now() - t0;
-	rm.n = s->n_runs;
-	rm.r = s->runs;
+	s->reg_seconds += kvmig_now() - t0;
+	if (!first && s->n_runs == base)
+		return 0;
+	rm.n = s->n_runs - base;
+	rm.r = s->runs + base;
 	if ((ret = kvmig_wire_put_regions(&s->e.wb, &rm)) < 0)
 		return ret;
 	return engine_flush(&s->e);
@@ -194,76 +341,41 @@ static void deregister_memory(struct sender *s)
 		s->e.ops->dereg(s->e.c, &s->reg[i]);
 }
 
-/* Collect every offered page's extents and generation. */
-static int gather_extents(struct sender *s)
+/* Send the planned round's OFFERs; the pages' offered generations move on. */
+static int send_offers(struct sender *s, uint32_t round)
 {
-	struct kvmig_extent tmp[MAX_HALF_EXTENTS];
-	uint64_t used = 0, cap = (uint64_t)s->n * 2 + 2;
-	int ret;
-
-	s->pages = calloc(s->n ? s->n : 1, sizeof(*s->pages));
-	s->ext = malloc(sizeof(*s->ext) * cap);
-	s->dig = calloc(s->n ? s->n : 1, sizeof(*s->dig));
-	if (!s->pages || !s->ext || !s->dig)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < s->n; i++) {
-		struct kvmig_offer_page *pg = &s->pages[i];
-
-		pg->ix = s->ixs[i];
-		s->dig[i].ix = s->ixs[i];
-		if ((ret = kvmig_pager_generation(s->p, pg->ix, &pg->generation)) < 0)
-			return ret;
-		for (int half = 0; half < 2; half++) {
-			uint32_t ne = 0;
-
-			ret = kvmig_pager_extents(s->p, pg->ix, (enum kvmig_half)half, tmp,
-						  MAX_HALF_EXTENTS, &ne);
-			if (ret < 0)
-				return kvmig_err_prefix(ret, "page %u", pg->ix);
-			if (used + ne > cap) {
-				struct kvmig_wire_extent *ne_ext;
-
-				cap = (used + ne) * 2;
-				ne_ext = realloc(s->ext, sizeof(*s->ext) * cap);
-				if (!ne_ext)
-					return -ENOMEM;
-				s->ext = ne_ext;
-			}
-			for (uint32_t j = 0; j < ne; j++)
-				s->ext[used + j] = (struct kvmig_wire_extent){
-					(uint64_t)(uintptr_t)tmp[j].addr, tmp[j].len };
-			used += ne;
-			pg->n_ext += ne;
-		}
-	}
-	/* Pointers only now: the pool may have moved while it grew. */
-	used = 0;
-	for (uint32_t i = 0; i < s->n; i++) {
-		s->pages[i].ext = s->ext + used;
-		used += s->pages[i].n_ext;
-	}
-	return 0;
-}
-
-static int send_offers(struct sender *s)
-{
+	struct kvmig_offer_page *op;
+	struct kvmig_round_stats *rs = &s->st->round[s->st->n_rounds];
 	int ret;
 
 	if ((ret = KVMIG_FAULT_FAIL("send-offer")) < 0)
 		return ret;
-	for (uint32_t at = 0; at < s->n || (at == 0 && s->n == 0); at += KVMIG_OFFER_CHUNK) {
-		struct kvmig_msg_offer m = { 0 };
+	if (!(op = calloc(KVMIG_OFFER_CHUNK, sizeof(*op))))
+		return -ENOMEM;
+	for (uint32_t at = 0; at < s->r_n || (at == 0 && s->r_n == 0); at += KVMIG_OFFER_CHUNK) {
+		struct kvmig_msg_offer m = { round, KVMIG_MIN(KVMIG_OFFER_CHUNK, s->r_n - at), op, NULL };
 
-		m.round = 0;
-		m.n = KVMIG_MIN(KVMIG_OFFER_CHUNK, s->n - at);
-		m.pages = s->pages + at;
+		for (uint32_t i = 0; i < m.n; i++) {
+			struct spage *pg = &s->pg[s->r_idx[at + i]];
+
+			op[i] = (struct kvmig_offer_page){ pg->ix, pg->n_ext, s->r_gen[at + i],
+							   s->ext + pg->ext_off };
+			pg->offered = 1;
+			pg->offered_gen = s->r_gen[at + i];
+		}
 		if ((ret = kvmig_wire_put_offer(&s->e.wb, &m)) < 0 || (ret = engine_flush(&s->e)) < 0)
-			return ret;
-		if (s->n == 0)
+			break;
+		if (s->r_n == 0)
 			break;
 	}
-	s->e.ev.pages_total = s->n;
-	s->e.ev.bytes_total = (uint64_t)s->n * 2 * s->hello.half_bytes;
+	free(op);
+	if (ret < 0)
+		return ret;
+	rs->pages = s->r_n;
+	rs->bytes = (uint64_t)s->r_n * s->page_bytes;
+	s->st->bytes_sent += rs->bytes;
+	s->e.ev.pages_total += s->r_n;
+	s->e.ev.bytes_total += rs->bytes;
 	return 0;
 }
 
@@ -276,21 +388,28 @@ static void hash_half(const struct kvmig_wire_extent *ext, uint32_t n, struct kv
 	kvmig_digest_computev(iov, (int)n, d);
 }
 
+/*
+ * Hash the job pages. The generation is read BEFORE the bytes: if it is
+ * the same once the pager is paused, no write overlapped the hashing (a
+ * write bumps it when done, and pause waits for a write in progress).
+ */
 static void *hasher_main(void *arg)
 {
 	struct sender *s = arg;
 	uint64_t one = 1;
 
-	for (uint32_t i = 0; i < s->n && !atomic_load(&s->stop); i++) {
-		const struct kvmig_offer_page *pg = &s->pages[i];
+	for (uint32_t i = 0; i < s->n_jobs && !atomic_load(&s->stop); i++) {
+		struct spage *pg = &s->pg[s->jobs[i]];
+		const struct kvmig_wire_extent *ext = s->ext + pg->ext_off;
 		uint32_t h = pg->n_ext / 2;
-
 		uint64_t bad;
 
-		hash_half(pg->ext, h, &s->dig[i].k);
-		hash_half(pg->ext + h, h, &s->dig[i].v);
+		kvmig_pager_generation(s->p, pg->ix, &pg->hashed_gen);
+		hash_half(ext, h, &pg->k);
+		hash_half(ext + h, h, &pg->v);
 		if (kvmig_fault("send-bad-digest", &bad) && bad == pg->ix)
-			s->dig[i].v.b[0] ^= 1;
+			pg->v.b[0] ^= 1;
+		pg->hashed = 1;
 		atomic_store(&s->hashed, i + 1);
 		/* An eventfd write only fails if the counter would overflow: the
 		 * main thread also re-reads s->hashed every time it wakes. */
@@ -301,15 +420,22 @@ static void *hasher_main(void *arg)
 	return NULL;
 }
 
-static int start_hasher(struct sender *s)
+/* Hash @n pages (indices into s->pg) in the background. */
+static int start_hasher(struct sender *s, const uint32_t *idx, uint32_t n)
 {
 	int ret;
 
-	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->efd < 0)
+	free(s->jobs);
+	if (!(s->jobs = malloc(sizeof(*s->jobs) * (n ? n : 1))))
+		return -ENOMEM;
+	memcpy(s->jobs, idx, sizeof(*idx) * n);
+	s->n_jobs = n;
+	atomic_store(&s->hashed, 0);
+	atomic_store(&s->stop, 0);
+	if (s->efd < 0 && (s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return kvmig_err(-errno, "eventfd: %s", strerror(errno));
 	if (!s->e.o.verify) {
-		atomic_store(&s->hashed, s->n); /* nothing to hash, nothing to send */
+		atomic_store(&s->hashed, n); /* nothing to hash, nothing to send */
 		return 0;
 	}
 	ret = pthread_create(&s->hasher, NULL, hasher_main, s);
@@ -319,16 +445,15 @@ static int start_hasher(struct sender *s)
 	return 0;
 }
 
-static void stop_hasher(struct sender *s)
+/* @finish: let it hash every job; else stop it early. */
+static void stop_hasher(struct sender *s, int finish)
 {
 	if (s->hasher_running) {
-		atomic_store(&s->stop, 1);
+		if (!finish)
+			atomic_store(&s->stop, 1);
 		pthread_join(s->hasher, NULL);
 		s->hasher_running = 0;
 	}
-	if (s->efd >= 0)
-		close(s->efd);
-	s->efd = -1;
 }
 
 /* Move mode: drop the migrated sequences and the pages nobody else uses. */
@@ -379,9 +504,11 @@ out:
 	return ret;
 }
 
+/* Send the digests that are ready, in dig_order. */
 static int send_digests_ready(struct sender *s, uint32_t *sent)
 {
-	uint32_t ready = atomic_load(&s->hashed);
+	struct kvmig_manifest_page chunk[64];
+	uint32_t ready = s->n_ready + atomic_load(&s->hashed);
 	int ret;
 
 	if (!s->e.o.verify) {
@@ -389,16 +516,62 @@ static int send_digests_ready(struct sender *s, uint32_t *sent)
 		return 0;
 	}
 	while (*sent < ready) {
-		uint32_t k = KVMIG_MIN(KVMIG_OFFER_CHUNK, ready - *sent);
+		uint32_t k = KVMIG_MIN(KVMIG_ARRAY_SIZE(chunk), ready - *sent);
 
 		if ((ret = KVMIG_FAULT_FAIL("send-digests")) < 0)
 			return ret;
-		if ((ret = kvmig_wire_put_digests(&s->e.wb, s->dig + *sent, k)) < 0 ||
-		    (ret = engine_flush(&s->e)) < 0)
+		for (uint32_t i = 0; i < k; i++) {
+			const struct spage *pg = &s->pg[s->dig_order[*sent + i]];
+
+			chunk[i] = (struct kvmig_manifest_page){ pg->ix, pg->k, pg->v };
+		}
+		if ((ret = kvmig_wire_put_digests(&s->e.wb, chunk, k)) < 0)
 			return ret;
 		*sent += k;
+		if (s->e.wb.len >= (256u << 10) && (ret = engine_flush(&s->e)) < 0)
+			return ret;
 	}
-	return 0;
+	return s->e.wb.len ? engine_flush(&s->e) : 0;
+}
+
+/*
+ * Paused: every selected page needs a digest of its bytes as they are now.
+ * One hashed earlier stands if its generation has not moved since (read
+ * before the hashing); the others go to the hasher. Digests go out in that
+ * order: the ready ones first.
+ */
+static int plan_digests(struct sender *s)
+{
+	uint32_t *jobs;
+	int ret;
+
+	free(s->dig_order);
+	s->dig_order = malloc(sizeof(*s->dig_order) * (s->n ? s->n : 1));
+	jobs = malloc(sizeof(*jobs) * (s->n ? s->n : 1));
+	if (!s->dig_order || !jobs) {
+		free(jobs);
+		return -ENOMEM;
+	}
+	uint32_t nj = 0;
+
+	s->n_ready = 0;
+	for (uint32_t i = 0; i < s->n; i++) {
+		struct spage *pg = find_page(s, s->ixs[i]);
+		uint64_t gen;
+
+		if ((ret = kvmig_pager_generation(s->p, pg->ix, &gen)) < 0) {
+			free(jobs);
+			return ret;
+		}
+		if (s->e.o.verify && pg->hashed && pg->hashed_gen == gen)
+			s->dig_order[s->n_ready++] = (uint32_t)(pg - s->pg);
+		else
+			jobs[nj++] = (uint32_t)(pg - s->pg);
+	}
+	memcpy(s->dig_order + s->n_ready, jobs, sizeof(*jobs) * nj);
+	ret = start_hasher(s, jobs, nj);
+	free(jobs);
+	return ret;
 }
 
 /* Pages served so far, for PROGRESS events: bytes read / page size. */
@@ -409,8 +582,8 @@ static void refresh_served(struct engine *e)
 
 	e->ops->counters(e->c, &cnt);
 	e->ev.bytes_done = cnt.bytes_served;
-	e->ev.pages_done = s->hello.half_bytes ?
-		(uint32_t)KVMIG_MIN(cnt.bytes_served / (2 * s->hello.half_bytes), s->n) : 0;
+	e->ev.pages_done = s->page_bytes ?
+		(uint32_t)KVMIG_MIN(cnt.bytes_served / s->page_bytes, e->ev.pages_total) : 0;
 }
 
 /* Test-only: fail, cut the connection or go silent while the receiver
@@ -432,13 +605,12 @@ static int transfer_faults(struct sender *s)
 }
 
 /* Serve reads and send digests until the receiver commits or gives up. */
-static int serve(struct sender *s, struct kvmig_migrate_stats *st)
+static int serve(struct sender *s)
 {
 	uint32_t sent = 0;
 	int final_sent = 0, ret;
 
 	engine_phase(&s->e, "transfer");
-	s->e.refresh = refresh_served;
 	for (;;) {
 		struct xport_msg *m = NULL;
 
@@ -488,7 +660,7 @@ static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 	engine_phase(&s->e, "commit");
 	engine_progress(&s->e, 1);
 	ret = 0;
-	if (s->e.o.mode == KVMIG_MODE_MOVE && (ret = release_source(s, st)) < 0)
+	if (s->e.o.mode == KVMIG_MODE_MOVE && (ret = release_source(s, s->st)) < 0)
 		kvmig_err_prefix(ret, "committed (the destination owns the sequences), but the "
 				 "source could not release them");
 	deregister_memory(s);
@@ -501,6 +673,67 @@ static int serve(struct sender *s, struct kvmig_migrate_stats *st)
 	return ret;
 }
 
+/* Live: wait until the receiver has every page of @round (ROUND back). */
+static int wait_round(struct sender *s, uint32_t round)
+{
+	struct kvmig_msg_round mr;
+	struct xport_msg *m = NULL;
+	int ret;
+
+	if ((ret = kvmig_wire_put_round(&s->e.wb, &(struct kvmig_msg_round){ round, s->r_n })) < 0 ||
+	    (ret = engine_flush(&s->e)) < 0)
+		return ret;
+	uint64_t fail_round;
+
+	if (kvmig_fault("send-round", &fail_round) && fail_round == round)
+		return kvmig_err(-EIO, "fault injected at send-round:%u", round);
+	if ((ret = engine_wait_msg(&s->e, -1, &m)) < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_ROUND)
+		ret = engine_unexpected(m, "ROUND");
+	else if ((ret = kvmig_wire_get_round(m->payload, m->hdr.len, &mr)) == 0 &&
+		 (mr.round != round || mr.pages != s->r_n))
+		ret = kvmig_err(-EPROTO, "receiver finished round %u of %u pages; this was round "
+				"%u of %u", mr.round, mr.pages, round, s->r_n);
+	engine_msg_free(&m);
+	return ret;
+}
+
+/*
+ * Live pre-copy: rounds while the engine runs, until what is dirty would
+ * move within the downtime budget at the last round's bandwidth, or
+ * max_rounds rounds ran. Returns the number of rounds run.
+ */
+static int precopy(struct sender *s)
+{
+	double budget = s->e.o.max_downtime_ms / 1000.0, bw = 0;
+	uint32_t round;
+	int ret;
+
+	for (round = 0; round < s->e.o.max_rounds; round++) {
+		struct kvmig_round_stats *rs = &s->st->round[s->st->n_rounds];
+		double t0 = kvmig_now();
+
+		if ((ret = plan_round(s)) < 0)
+			return ret;
+		if (round > 0 && (double)s->r_n * s->page_bytes <= bw * budget)
+			break; /* the rest fits in the pause */
+		engine_phase(&s->e, round == 0 ? "offer" : "round");
+		if ((ret = register_memory(s, round == 0)) < 0 || (ret = send_offers(s, round)) < 0 ||
+		    (ret = start_hasher(s, s->r_idx, s->r_n)) < 0)
+			return ret;
+		ret = wait_round(s, round);
+		stop_hasher(s, ret == 0);
+		if (ret < 0)
+			return ret;
+		rs->seconds = kvmig_now() - t0;
+		bw = rs->seconds > 0 ? (double)rs->bytes / rs->seconds : 0;
+		s->st->n_rounds++;
+		engine_progress(&s->e, 1);
+	}
+	return (int)round;
+}
+
 static int handshake(struct sender *s)
 {
 	struct kvmig_msg_hello peer;
@@ -511,7 +744,8 @@ static int handshake(struct sender *s)
 	if ((ret = KVMIG_FAULT_FAIL("send-handshake")) < 0)
 		return ret;
 	ret = engine_hello(s->p, 0, (s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
-			   (s->e.auth ? KVMIG_HELLO_AUTH : 0), &s->hello);
+			   (s->e.auth ? KVMIG_HELLO_AUTH : 0) | (s->e.o.live ? KVMIG_HELLO_LIVE : 0),
+			   &s->hello);
 	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->e.wb, &s->hello)) < 0 ||
 	    (s->e.auth && (ret = engine_auth_challenge(&s->e)) < 0) ||
 	    (ret = engine_flush(&s->e)) < 0)
@@ -540,12 +774,13 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	struct kvmig_migrate_stats st = { 0 };
 	struct sender *s = calloc(1, sizeof(*s));
 	double t0 = kvmig_now(), tp = 0, tx = 0;
-	int ret, rret;
+	int ret, rret, round = 0;
 
 	if (!s)
 		return -ENOMEM;
 	s->p = p;
 	s->efd = -1;
+	s->st = &st;
 	if ((ret = engine_init(&s->e, opts)) < 0)
 		goto out;
 	s->e.ops = engine_pick(s->e.o.transport, addr, 0);
@@ -556,6 +791,13 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->e.ops->set_timeout(s->e.c, (int)s->e.o.timeout_ms);
 	if ((ret = handshake(s)) < 0)
 		goto fail;
+	s->page_bytes = 2 * s->hello.half_bytes;
+	s->e.refresh = refresh_served;
+	tx = kvmig_now();
+	if (s->e.o.live && (round = precopy(s)) < 0) {
+		ret = round;
+		goto fail;
+	}
 
 	engine_phase(&s->e, "pause");
 	if ((ret = kvmig_pager_pause(p)) < 0) {
@@ -564,21 +806,21 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	}
 	s->paused = 1;
 	tp = kvmig_now();
-	if ((ret = select_pages(s)) < 0 || (ret = gather_extents(s)) < 0)
+	/* The final round: what is still dirty, then digests of the paused state. */
+	if ((ret = plan_round(s)) < 0)
 		goto fail;
 	engine_phase(&s->e, "register");
-	if ((ret = register_memory(s)) < 0)
+	if ((ret = register_memory(s, round == 0)) < 0)
 		goto fail;
 	engine_phase(&s->e, "offer");
-	tx = kvmig_now();
-	if ((ret = start_hasher(s)) < 0 || (ret = send_offers(s)) < 0)
+	if ((ret = send_offers(s, (uint32_t)round)) < 0 || (ret = plan_digests(s)) < 0 ||
+	    (ret = serve(s)) < 0)
 		goto fail;
-	if ((ret = serve(s, &st)) < 0)
-		goto fail;
+	st.round[st.n_rounds++].seconds = kvmig_now() - tp;
 	st.transfer_seconds = kvmig_now() - tx;
 	st.pages = s->n;
 	st.seqs = s->seqs.n;
-	st.bytes = (uint64_t)s->n * 2 * s->hello.half_bytes;
+	st.bytes = (uint64_t)s->n * s->page_bytes;
 	st.pages_verified = s->e.o.verify ? s->n : 0;
 	ret = 0;
 	goto out;
@@ -586,7 +828,9 @@ fail:
 	if (!s->committed)
 		engine_abort(&s->e, ret);
 out:
-	stop_hasher(s);
+	stop_hasher(s, 0);
+	if (s->efd >= 0)
+		close(s->efd);
 	if (s->e.c)
 		deregister_memory(s);
 	if (s->paused) {
@@ -604,11 +848,14 @@ out:
 	engine_fini(&s->e);
 	kvmig_seq_list_free(&s->seqs);
 	free(s->ixs);
-	free(s->pages);
+	free(s->pg);
 	free(s->ext);
-	free(s->dig);
+	free(s->r_idx);
+	free(s->r_gen);
 	free(s->runs);
 	free(s->reg);
+	free(s->jobs);
+	free(s->dig_order);
 	free(s);
 	return ret;
 }

@@ -153,6 +153,15 @@ int kvmig_wire_put_offer(struct kvmig_wbuf *b, const struct kvmig_msg_offer *m)
 	return finish(b, at);
 }
 
+int kvmig_wire_put_round(struct kvmig_wbuf *b, const struct kvmig_msg_round *m)
+{
+	size_t at = begin(b, KVMIG_MSG_ROUND);
+
+	put_u32(b, m->round);
+	put_u32(b, m->pages);
+	return finish(b, at);
+}
+
 int kvmig_wire_put_read_req(struct kvmig_wbuf *b, const struct kvmig_msg_read_req *m)
 {
 	size_t at = begin(b, KVMIG_MSG_READ_REQ);
@@ -328,7 +337,7 @@ int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h)
 	if (ver != KVMIG_WIRE_VERSION)
 		return kvmig_err(-EPROTO, "peer speaks protocol version %u; this is version %u",
 				 (unsigned)ver, KVMIG_WIRE_VERSION);
-	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_AUTH_PROOF)
+	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_ROUND)
 		return kvmig_err(-EPROTO, "frame has unknown message type %u", (unsigned)type);
 	if (flags)
 		return kvmig_err(-EPROTO, "frame has reserved flags 0x%x set", (unsigned)flags);
@@ -485,6 +494,16 @@ int kvmig_wire_get_read_req(const uint8_t *p, size_t len, struct kvmig_msg_read_
 
 	if ((ret = get_be(&r, 8, &m->id, "id")) || (ret = get_be(&r, 8, &m->addr, "addr")) ||
 	    (ret = get_u32(&r, &m->len, "len")) || (ret = get_u32(&r, &m->key, "key")))
+		return ret;
+	return done(&r);
+}
+
+int kvmig_wire_get_round(const uint8_t *p, size_t len, struct kvmig_msg_round *m)
+{
+	struct rd r = { p, len, "ROUND" };
+	int ret;
+
+	if ((ret = get_u32(&r, &m->round, "round")) || (ret = get_u32(&r, &m->pages, "pages")))
 		return ret;
 	return done(&r);
 }

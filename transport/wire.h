@@ -39,6 +39,7 @@ enum kvmig_msg_type {
 	KVMIG_MSG_KEEPALIVE = 11, /* empty; the rdma provider's, never seen by the engine */
 	KVMIG_MSG_AUTH_CHALLENGE = 12, /* 32-byte random nonce */
 	KVMIG_MSG_AUTH_PROOF = 13,     /* 32-byte HMAC-SHA-256 over the nonces */
+	KVMIG_MSG_ROUND = 14,          /* live: a pre-copy round's offers end / its pages landed */
 };
 
 struct kvmig_wire_hdr {
@@ -48,7 +49,8 @@ struct kvmig_wire_hdr {
 
 #define KVMIG_HELLO_NO_VERIFY 0x01u /* the sender sends no digests (benchmarks only) */
 #define KVMIG_HELLO_AUTH 0x02u      /* this side has a shared secret: challenge-response follows */
-#define KVMIG_HELLO_FLAGS_KNOWN (KVMIG_HELLO_NO_VERIFY | KVMIG_HELLO_AUTH)
+#define KVMIG_HELLO_LIVE 0x04u      /* the sender pre-copies in rounds (OFFER round > 0, ROUND) */
+#define KVMIG_HELLO_FLAGS_KNOWN (KVMIG_HELLO_NO_VERIFY | KVMIG_HELLO_AUTH | KVMIG_HELLO_LIVE)
 #define KVMIG_AUTH_LEN 32u          /* nonce and proof bytes */
 
 struct kvmig_msg_hello {
@@ -93,6 +95,12 @@ struct kvmig_msg_read_req {
 	uint32_t len, key;
 };
 
+/* Sender: round @round's OFFERs are all sent, @pages pages in them.
+ * Receiver: every page offered so far has landed (echoes both values). */
+struct kvmig_msg_round {
+	uint32_t round, pages;
+};
+
 struct kvmig_msg_abort {
 	int32_t err; /* positive errno */
 	char text[KVMIG_WIRE_MAX_TEXT + 1];
@@ -117,6 +125,7 @@ int kvmig_wire_put_digests(struct kvmig_wbuf *b, const struct kvmig_manifest_pag
 int kvmig_wire_put_final(struct kvmig_wbuf *b, const struct kvmig_seq *seqs, uint32_t n);
 int kvmig_wire_put_empty(struct kvmig_wbuf *b, enum kvmig_msg_type type);
 int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text);
+int kvmig_wire_put_round(struct kvmig_wbuf *b, const struct kvmig_msg_round *m);
 /* AUTH_CHALLENGE or AUTH_PROOF carrying @v. */
 int kvmig_wire_put_auth(struct kvmig_wbuf *b, enum kvmig_msg_type type,
 			const uint8_t v[KVMIG_AUTH_LEN]);
@@ -147,6 +156,7 @@ int kvmig_wire_get_digests(const uint8_t *p, size_t len, struct kvmig_manifest_p
 /* Sequences in a kvmig_seq_list (caller frees with kvmig_seq_list_free). */
 int kvmig_wire_get_final(const uint8_t *p, size_t len, struct kvmig_seq_list *out);
 int kvmig_wire_get_abort(const uint8_t *p, size_t len, struct kvmig_msg_abort *m);
+int kvmig_wire_get_round(const uint8_t *p, size_t len, struct kvmig_msg_round *m);
 /* The payload of AUTH_CHALLENGE / AUTH_PROOF: exactly KVMIG_AUTH_LEN bytes. */
 int kvmig_wire_get_auth(const uint8_t *p, size_t len, uint8_t v[KVMIG_AUTH_LEN]);
 

@@ -71,6 +71,28 @@ struct kvmig_migrate_opts {
 	 * pauses, registers memory or sends a key; else -EACCES. */
 	const void *token;
 	size_t token_len;
+	/*
+	 * Sender only: live migration (docs/PROTOCOL.md, "Live"). Pre-copy
+	 * rounds run while the engine keeps decoding: round 0 offers every page
+	 * of the sequences, each later round the pages whose generation changed
+	 * since their last offer and the new ones. Once the dirty bytes would
+	 * move within max_downtime_ms at the last round's bandwidth, or after
+	 * max_rounds pre-copy rounds, the pager is paused for a final round with
+	 * what is still dirty, the digests of the paused state and the
+	 * sequences. Only pages of the sequences move (not unreferenced ones).
+	 */
+	int live;                  /* default 0: stop-and-copy */
+	uint32_t max_downtime_ms;  /* default 20 */
+	uint32_t max_rounds;       /* pre-copy rounds, 1..KVMIG_MAX_ROUNDS; default 8 */
+};
+
+#define KVMIG_MAX_ROUNDS 64u
+
+/* One round of a migration: what was offered and how long it took. */
+struct kvmig_round_stats {
+	uint32_t pages;
+	uint64_t bytes;
+	double seconds; /* first OFFER to the receiver's ROUND (final round: to COMMIT) */
 };
 
 /* kvmig_migrate_opts_init() - set the defaults documented above. */
@@ -92,6 +114,11 @@ struct kvmig_migrate_stats {
 	uint32_t regions_reused; /* receiver, rdma: destination regions still registered
 				  * from an earlier migration on the same listener */
 	char transport[8];       /* "tcp" or "rdma": the provider used */
+	/* Sender: the rounds, the last one the final (paused) round. A
+	 * stop-and-copy migration has one. */
+	uint32_t n_rounds;
+	struct kvmig_round_stats round[KVMIG_MAX_ROUNDS + 1];
+	uint64_t bytes_sent;     /* sender: page bytes offered over every round */
 };
 
 /*

@@ -190,6 +190,77 @@ KVMIG_API int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t
  */
 KVMIG_API int kvmig_synth_pause_depth(struct kvmig_pager *p, uint32_t *depth);
 
+/*
+ * kvmig_synth_decode() - one decoding step of the synthetic engine: append a
+ * token to sequence @seq_id, writing its slot of every layer in both halves
+ * of the sequence's last page (allocating and appending a new page when the
+ * last one is full) with kvmig_synth_token_bytes(@seed, @seq_id, position),
+ * then bump that page's generation. Atomic with respect to pause: a pause
+ * never sees half a token. *token (may be NULL) gets the token's position.
+ * Return: 0; -EAGAIN while the pager is paused (nothing written); -ENOENT
+ * (not installed); -ENOSPC (no free page or page-table entry); -EINVAL (not
+ * a synthetic pager).
+ */
+KVMIG_API int kvmig_synth_decode(struct kvmig_pager *p, const char *seq_id, uint64_t seed,
+				 uint64_t *token);
+
+/*
+ * kvmig_synth_token_bytes() - the bytes the synthetic engine writes for token
+ * @token (position in the sequence) of @seq_id in one layer of one half:
+ * @len bytes of a SplitMix64 stream of (@seed, id, token, half, layer). Lets a
+ * test check a decoded sequence without trusting any digest.
+ */
+KVMIG_API void kvmig_synth_token_bytes(uint64_t seed, const char *seq_id, uint64_t token,
+				       enum kvmig_half half, uint32_t layer, void *dst,
+				       uint64_t len);
+
+/* ---- synthetic decoding engine (a thread calling kvmig_synth_decode) ---- */
+
+struct kvmig_synth_engine;
+
+struct kvmig_synth_engine_opts {
+	double tokens_per_second;  /* all sequences together, round robin; default 400 */
+	uint64_t seed;             /* token contents; default 7 */
+	uint64_t max_tokens;       /* a sequence finishes after this many; 0 (default) never */
+	/* Decode these sequences; NULL: every sequence installed at start. */
+	const char *const *seq_ids;
+	uint32_t n_seq_ids;
+};
+
+struct kvmig_synth_engine_stats {
+	uint64_t tokens;          /* tokens written */
+	uint64_t pages_added;     /* pages the sequences grew by */
+	double paused_seconds;    /* time the engine waited on a paused pager */
+	uint32_t n_seqs;          /* sequences decoded */
+	uint32_t finished;        /* reached max_tokens */
+	uint32_t gone;            /* removed from the pager (moved away) */
+	uint32_t stopped;         /* stopped on an error (no free page, ...) */
+};
+
+/* kvmig_synth_engine_opts_init() - set the defaults documented above. */
+KVMIG_API void kvmig_synth_engine_opts_init(struct kvmig_synth_engine_opts *o);
+
+/*
+ * kvmig_synth_engine_start() - start a thread that decodes the sequences of
+ * the synthetic pager @p at the given rate: each token is one
+ * kvmig_synth_decode(); while @p is paused the engine waits (and does not
+ * catch up afterwards). A sequence stops when it finishes, is removed, or
+ * cannot grow. @p must outlive the engine.
+ * Return: 0 and *ret; -EINVAL (bad options, not a synthetic pager, unknown
+ * sequence), -ENOMEM, or a pthread error.
+ */
+KVMIG_API int kvmig_synth_engine_start(struct kvmig_pager *p,
+				       const struct kvmig_synth_engine_opts *o,
+				       struct kvmig_synth_engine **ret);
+/* Counters so far; safe while the engine runs. */
+KVMIG_API void kvmig_synth_engine_stats(const struct kvmig_synth_engine *e,
+					struct kvmig_synth_engine_stats *st);
+/* Tokens the engine wrote to @seq_id: 0 and *n, or -ENOENT if it does not decode it. */
+KVMIG_API int kvmig_synth_engine_seq_tokens(const struct kvmig_synth_engine *e,
+					    const char *seq_id, uint64_t *n);
+/* kvmig_synth_engine_stop() - stop and join the thread, free, set *e NULL; NULL-safe. */
+KVMIG_API void kvmig_synth_engine_stop(struct kvmig_synth_engine **e);
+
 #ifdef __cplusplus
 }
 #endif

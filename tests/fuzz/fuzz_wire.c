@@ -44,6 +44,12 @@ static void payload(uint8_t type, const uint8_t *p, size_t len)
 		kvmig_msg_regions_free(&r);
 		break;
 	}
+	case KVMIG_MSG_ROUND: {
+		struct kvmig_msg_round m;
+
+		check(kvmig_wire_get_round(p, len, &m));
+		break;
+	}
 	case KVMIG_MSG_AUTH_CHALLENGE:
 	case KVMIG_MSG_AUTH_PROOF: {
 		uint8_t v[KVMIG_AUTH_LEN];

@@ -36,6 +36,7 @@ static char src_name[64], dst_name[64];
 static enum kvmig_transport xport = KVMIG_TRANSPORT_TCP;
 static const char *listen_addr = "127.0.0.1:0";
 static struct kvmig_pager *src, *dst;
+static uint32_t src_capacity = 64;
 
 /* 4 layers x 4 heads x 64 dim x 16 tokens bf16: 32 KiB per half. */
 static void small_meta(struct kvmig_cache_meta *m)
@@ -53,7 +54,7 @@ static void make_pagers(enum kvmig_layout layout, uint32_t dst_capacity, int dst
 	kvmig_synth_opts_init(&o);
 	small_meta(&o.meta);
 	o.layout = layout;
-	o.capacity_pages = 64;
+	o.capacity_pages = src_capacity;
 	o.n_seqs = 4;
 	o.pages_per_seq = 6;
 	o.shared_prefix_pages = 2; /* 2 + 4 x 4 = 18 pages */
@@ -140,14 +141,19 @@ struct side {
 	int stats_fd;                /* > 0: write the stats here before exiting */
 	int accepts;                 /* receiver: migrations to accept (0 means 1) */
 	int reattach;                /* receiver: a fresh pager handle for each accept */
+	const char *remove_at_round; /* sender: remove this sequence when round 1 begins */
+	struct kvmig_pager *p;       /* the child's pager */
 };
 
 static void kill_on_progress(void *arg, const struct kvmig_event *ev)
 {
-	const struct side *s = arg;
+	struct side *s = arg;
 
 	if (ev->type == KVMIG_EVENT_PHASE && s->kill_at_phase && !strcmp(ev->phase, s->kill_at_phase))
 		raise(SIGKILL);
+	if (ev->type == KVMIG_EVENT_PHASE && s->remove_at_round && !strcmp(ev->phase, "round") &&
+	    kvmig_pager_remove(s->p, &s->remove_at_round, 1) == 0)
+		s->remove_at_round = NULL; /* the engine's sequence ended meanwhile */
 	if (ev->type != KVMIG_EVENT_PROGRESS)
 		return;
 	if ((s->kill_after_pages && ev->pages_done >= s->kill_after_pages) ||
@@ -180,12 +186,13 @@ static void __attribute__((noreturn)) run_side(struct kvmig_listener *l, const c
 
 	if (s->fault)
 		setenv("KVMIG_FAULT", s->fault, 1);
-	if (s->kill_after_pages || s->kill_after_bytes || s->kill_at_phase) {
+	if (s->kill_after_pages || s->kill_after_bytes || s->kill_at_phase || s->remove_at_round) {
 		s->o.on_event = kill_on_progress;
 		s->o.event_arg = s;
 	}
 	if (kvmig_synth_attach(l ? dst_name : src_name, &p) < 0)
 		_exit(100);
+	s->p = p;
 	for (int i = 0; i < (s->accepts > 1 ? s->accepts : 1); i++) {
 		ret = l ? kvmig_migrate_accept(l, p, &s->o, &st) :
 			  kvmig_migrate_send(p, addr, &s->o, &st);
@@ -1245,6 +1252,285 @@ static void test_transient_corruption_reread(void **state)
 	drop_pagers();
 }
 
+/* ---- live migration while a decoding engine writes ---- */
+
+#define LIVE_SEED 4242u
+
+/* The bytes of token slot @slot of one layer of one half of page @ix. */
+static const uint8_t *slot_bytes(struct kvmig_pager *p, uint32_t ix, enum kvmig_half half,
+				 uint32_t layer, uint32_t slot)
+{
+	struct kvmig_cache_meta m;
+	struct kvmig_extent ext[64];
+	uint64_t half_bytes, slab, tb, off;
+	uint32_t n = 0;
+
+	assert_int_equal(kvmig_pager_meta(p, &m, NULL), 0);
+	assert_int_equal(kvmig_meta_half_bytes(&m, &half_bytes), 0);
+	slab = half_bytes / m.n_layers;
+	tb = slab / m.page_size_tokens;
+	off = layer * slab + slot * tb; /* a half is layer by layer, token by token */
+	assert_int_equal(kvmig_pager_extents(p, ix, half, ext, 64, &n), 0);
+	for (uint32_t i = 0; i < n; off -= ext[i].len, i++)
+		if (off < ext[i].len)
+			return (const uint8_t *)ext[i].addr + off;
+	fail_msg("slot outside page %u", ix);
+	return NULL;
+}
+
+static uint64_t seq_tokens(const struct kvmig_seq *q, uint32_t page_tokens)
+{
+	return q->n_pages ? (uint64_t)(q->n_pages - 1) * page_tokens +
+			    (q->fill_in_last_page ? q->fill_in_last_page : page_tokens) : 0;
+}
+
+/*
+ * Independent of every digest: each token of each sequence of @p holds
+ * either what the synthetic pager put there at creation (the same slot of
+ * @ref, a fresh pager made with the same options) or, past the sequence's
+ * initial length, what the engine writes for that token. Returns the
+ * tokens the engine appended, per sequence of @ref (in @ref's order), or
+ * UINT64_MAX for a sequence @p does not have.
+ */
+static void check_decoded(struct kvmig_pager *p, struct kvmig_pager *ref, uint64_t *added)
+{
+	struct kvmig_seq_list got, init;
+	struct kvmig_cache_meta m;
+	uint64_t half_bytes;
+
+	assert_int_equal(kvmig_pager_meta(p, &m, NULL), 0);
+	assert_int_equal(kvmig_meta_half_bytes(&m, &half_bytes), 0);
+	assert_int_equal(kvmig_pager_seqs(p, &got), 0);
+	assert_int_equal(kvmig_pager_seqs(ref, &init), 0);
+	uint64_t tb = half_bytes / m.n_layers / m.page_size_tokens;
+	uint8_t *want = malloc(tb);
+
+	for (uint32_t i = 0; i < init.n; i++) {
+		const struct kvmig_seq *r = &init.seqs[i], *q = NULL;
+		uint64_t t0 = seq_tokens(r, m.page_size_tokens), t;
+
+		for (uint32_t j = 0; j < got.n; j++)
+			if (!strcmp(got.seqs[j].id, r->id))
+				q = &got.seqs[j];
+		added[i] = UINT64_MAX;
+		if (!q)
+			continue;
+		t = seq_tokens(q, m.page_size_tokens);
+		assert_true(t >= t0);
+		added[i] = t - t0;
+		for (uint64_t k = 0; k < t; k++) {
+			uint32_t pg = (uint32_t)(k / m.page_size_tokens);
+			uint32_t slot = (uint32_t)(k % m.page_size_tokens);
+
+			for (int half = 0; half < 2; half++) {
+				for (uint32_t l = 0; l < m.n_layers; l++) {
+					const uint8_t *have = slot_bytes(p, q->page_ixs[pg], half, l, slot);
+
+					if (k < t0)
+						memcpy(want, slot_bytes(ref, r->page_ixs[pg], half, l, slot), tb);
+					else
+						kvmig_synth_token_bytes(LIVE_SEED, r->id, k, half, l, want, tb);
+					if (memcmp(have, want, tb))
+						fail_msg("%s: token %llu (%s, layer %u) differs", r->id,
+							 (unsigned long long)k, k < t0 ? "initial" : "decoded", l);
+				}
+			}
+		}
+	}
+	free(want);
+	kvmig_seq_list_free(&got);
+	kvmig_seq_list_free(&init);
+}
+
+/* A pager like make_pagers()' initial source, in process memory. */
+static struct kvmig_pager *reference_pager(void)
+{
+	struct kvmig_synth_opts o;
+	struct kvmig_pager *p = NULL;
+
+	kvmig_synth_opts_init(&o);
+	small_meta(&o.meta);
+	o.capacity_pages = src_capacity;
+	o.n_seqs = 4;
+	o.pages_per_seq = 6;
+	o.shared_prefix_pages = 2;
+	assert_int_equal(kvmig_synth_create(&o, &p), 0);
+	return p;
+}
+
+/* Two engines on the source: seq-0 finishes after 5 tokens, the rest grow. */
+static void start_engines(struct kvmig_synth_engine *e[2])
+{
+	static const char *const first[] = { "seq-0" };
+	static const char *const rest[] = { "seq-1", "seq-2", "seq-3" };
+	struct kvmig_synth_engine_opts eo;
+
+	kvmig_synth_engine_opts_init(&eo);
+	eo.seed = LIVE_SEED;
+	eo.tokens_per_second = 100;
+	eo.max_tokens = 5;
+	eo.seq_ids = first;
+	eo.n_seq_ids = 1;
+	assert_int_equal(kvmig_synth_engine_start(src, &eo, &e[0]), 0);
+	eo.tokens_per_second = xport == KVMIG_TRANSPORT_TCP ? 3000 : 600;
+	eo.max_tokens = 0;
+	eo.seq_ids = rest;
+	eo.n_seq_ids = 3;
+	assert_int_equal(kvmig_synth_engine_start(src, &eo, &e[1]), 0);
+}
+
+/* Live, move mode, max_downtime 0 so every pre-copy round runs. */
+static void live_side_init(struct side *ss, int stats_fd)
+{
+	side_init(ss);
+	ss->o.live = 1;
+	ss->o.max_rounds = 4;
+	ss->o.max_downtime_ms = 0;
+	ss->stats_fd = stats_fd;
+}
+
+static void live(const char *remove_at_round)
+{
+	static const char *const ids[] = { "seq-0", "seq-1", "seq-2", "seq-3" };
+	struct kvmig_synth_engine *e[2];
+	struct kvmig_migrate_stats st;
+	struct kvmig_pager *ref;
+	struct kvmig_synth_engine_stats es;
+	uint64_t added[4], moved;
+	struct side rs, ss;
+	int rrc, src_rc, fds[2];
+
+	src_capacity = 1024;
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 1024, 0);
+	ref = reference_pager();
+	start_engines(e);
+	usleep(20000);
+	assert_int_equal(pipe(fds), 0);
+	side_init(&rs);
+	live_side_init(&ss, fds[1]);
+	ss.remove_at_round = remove_at_round;
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(read(fds[0], &st, sizeof(st)), (ssize_t)sizeof(st));
+	close(fds[0]);
+	close(fds[1]);
+	kvmig_synth_engine_stats(e[1], &es);
+	kvmig_synth_engine_stop(&e[0]);
+	assert_int_equal(src_rc, 0);
+	assert_int_equal(rrc, 0);
+	/* Four pre-copy rounds while the engine wrote, then the paused one. */
+	assert_int_equal(st.n_rounds, 5);
+	assert_true(st.round[0].pages >= 18); /* the sequences grew before it began */
+	assert_true(st.round[1].pages > 0);
+	assert_true(st.bytes_sent > st.bytes);
+	assert_true(es.pages_added > 0); /* sequences grew during the rounds */
+	/* Moved: the engine found its sequences gone after the pause. */
+	assert_int_equal(n_seqs(src), 0);
+	assert_int_equal(pause_depth(src), 0);
+	check_decoded(dst, ref, added);
+	assert_int_equal(added[0], 5); /* seq-0 finished, in its final state */
+	for (int i = 1; i < 4; i++) {
+		if (remove_at_round && i == 3) {
+			assert_true(added[i] == UINT64_MAX); /* ended during the rounds */
+			continue;
+		}
+		/* Exactly the tokens written up to the pause: none was lost. */
+		assert_int_equal(kvmig_synth_engine_seq_tokens(e[1], ids[i], &moved), 0);
+		assert_int_equal(added[i], moved);
+		assert_true(moved > 0);
+	}
+	kvmig_synth_engine_stop(&e[1]);
+	/* Nothing else stayed allocated: the 3 busy pages and the sequences'. */
+	{
+		struct kvmig_seq_list l;
+		uint8_t *seen = calloc(1024, 1);
+		uint32_t uniq = 0;
+
+		assert_int_equal(kvmig_pager_seqs(dst, &l), 0);
+		assert_int_equal(l.n, remove_at_round ? 3 : 4);
+		for (uint32_t i = 0; i < l.n; i++)
+			for (uint32_t j = 0; j < l.seqs[i].n_pages; j++)
+				uniq += !seen[l.seqs[i].page_ixs[j]]++;
+		assert_int_equal(n_occupied(dst), 3 + uniq);
+		free(seen);
+		kvmig_seq_list_free(&l);
+	}
+	kvmig_pager_destroy(&ref);
+	drop_pagers();
+	src_capacity = 64;
+}
+
+static void test_live_while_decoding(void **state)
+{
+	live(NULL);
+}
+
+/* A sequence the engine ends during the rounds is not migrated; the pages
+ * the destination already pulled for it are freed there. */
+static void test_live_sequence_ends_during_rounds(void **state)
+{
+	live("seq-3");
+}
+
+/*
+ * Abort in a pre-copy round, on either side, or (send-cut) in the paused
+ * final round: the source keeps running (the engine goes on decoding into
+ * every sequence) and is intact; the destination has nothing. Then the same
+ * live migration succeeds.
+ */
+static void test_live_abort_in_rounds(void **state)
+{
+	static const struct { char side; const char *fault; } cases[] = {
+		{ 's', "send-round:0" }, { 's', "send-round:2" }, { 'r', "recv-round" },
+		{ 's', "send-cut" },
+	};
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct kvmig_synth_engine *e[2];
+		struct kvmig_synth_engine_stats es0, es1;
+		struct kvmig_pager *ref;
+		uint64_t added[4];
+		struct side rs, ss;
+		int rrc, src_rc;
+
+		src_capacity = 1024;
+		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 1024, 0);
+		ref = reference_pager();
+		start_engines(e);
+		side_init(&rs);
+		live_side_init(&ss, 0);
+		rs.o.timeout_ms = ss.o.timeout_ms = 2000;
+		(cases[c].side == 'r' ? &rs : &ss)->fault = cases[c].fault;
+		migrate(&rs, &ss, &rrc, &src_rc);
+		if (rrc == 0 || src_rc == 0 || rrc >= 1000 || src_rc >= 1000)
+			fail_msg("%s: receiver exit %d, sender exit %d", cases[c].fault, rrc, src_rc);
+		assert_int_equal(n_seqs(dst), 0);
+		assert_int_equal(n_occupied(dst), 3);
+		assert_int_equal(pause_depth(src), 0);
+		/* Still decoding after the abort. */
+		kvmig_synth_engine_stats(e[1], &es0);
+		usleep(50000);
+		kvmig_synth_engine_stats(e[1], &es1);
+		assert_true(es1.tokens > es0.tokens);
+		/* Retried without the fault, it goes through. */
+		side_init(&rs);
+		live_side_init(&ss, 0);
+		migrate(&rs, &ss, &rrc, &src_rc);
+		assert_int_equal(src_rc, 0);
+		assert_int_equal(rrc, 0);
+		kvmig_synth_engine_stop(&e[0]);
+		kvmig_synth_engine_stop(&e[1]);
+		check_decoded(dst, ref, added);
+		for (int i = 0; i < 4; i++)
+			assert_true(added[i] != UINT64_MAX);
+		kvmig_pager_destroy(&ref);
+		drop_pagers();
+		src_capacity = 64;
+	}
+}
+
 /* Also after a failed assertion skipped a test's own cleanup. */
 static int unlink_pagers(void **state)
 {
@@ -1276,6 +1562,9 @@ int main(void)
 		cmocka_unit_test(test_commit_message_lost),
 		cmocka_unit_test(test_auth_same_secret),
 		cmocka_unit_test(test_auth_refused),
+		cmocka_unit_test(test_live_while_decoding),
+		cmocka_unit_test(test_live_sequence_ends_during_rounds),
+		cmocka_unit_test(test_live_abort_in_rounds),
 	};
 	/* The parent speaks the wire protocol over a raw socket: tcp only. */
 	const struct CMUnitTest tcp_tests[] = {

@@ -21,6 +21,7 @@ static int decode(uint8_t type, const uint8_t *p, size_t len)
 	struct kvmig_msg_offer of;
 	struct kvmig_msg_read_req rq;
 	struct kvmig_msg_abort ab;
+	struct kvmig_msg_round rd;
 	struct kvmig_manifest_page *pg = NULL;
 	struct kvmig_seq_list l = { 0 };
 	uint32_t n;
@@ -49,6 +50,8 @@ static int decode(uint8_t type, const uint8_t *p, size_t len)
 		return ret;
 	case KVMIG_MSG_ABORT:
 		return kvmig_wire_get_abort(p, len, &ab);
+	case KVMIG_MSG_ROUND:
+		return kvmig_wire_get_round(p, len, &rd);
 	default:
 		return len == 0 ? 0 : -EPROTO;
 	}
@@ -78,7 +81,8 @@ static int all_messages(struct kvmig_wbuf *b)
 	assert_int_equal(kvmig_wire_put_final(b, seqs, 2), 0);
 	assert_int_equal(kvmig_wire_put_empty(b, KVMIG_MSG_COMMIT), 0);
 	assert_int_equal(kvmig_wire_put_abort(b, -ENOSPC, "destination out of pages"), 0);
-	return 8;
+	assert_int_equal(kvmig_wire_put_round(b, &(struct kvmig_msg_round){ 3, 70000 }), 0);
+	return 9;
 }
 
 static void test_round_trip(void **state)
@@ -161,6 +165,13 @@ static void test_round_trip(void **state)
 			assert_string_equal(m.text, "destination out of pages");
 			break;
 		}
+		case KVMIG_MSG_ROUND: {
+			struct kvmig_msg_round m;
+			assert_int_equal(kvmig_wire_get_round(p, h.len, &m), 0);
+			assert_int_equal(m.round, 3);
+			assert_int_equal(m.pages, 70000);
+			break;
+		}
 		default:
 			fail();
 		}
@@ -221,7 +232,7 @@ static void test_header_violations(void **state)
 	memcpy(f, b.p, sizeof(f));
 	f[5] = 0;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
-	f[5] = 14;
+	f[5] = 15;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
 	assert_non_null(strstr(kvmig_last_error(), "unknown message type"));
 	memcpy(f, b.p, sizeof(f));
