@@ -705,7 +705,7 @@ int kvmig_synth_create(const struct kvmig_synth_opts *o, struct kvmig_pager **re
 			   fd, 0);
 	} else {
 		map = mmap(NULL, h.total_bytes, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE, -1, 0);
 	}
 	if (map == MAP_FAILED) {
 		err = -errno;

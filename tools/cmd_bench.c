@@ -24,11 +24,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cli.h"
 
 static const char bench_usage[] =
 	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3] [--pin]\n"
 	"                   [--transport tcp|rdma --listen ADDR:PORT]\n"
+	"       kvmig bench --live [--sizes LIST] [--rounds R] [--rate TOKENS/S] [--json]\n"
 	"\n"
 	"Migrate a Llama-3-8B-shaped cache of N pages (2 MiB each; default 512 = 1 GiB)\n"
 	"between two processes over loopback TCP, R times with verification and R\n"
@@ -37,7 +39,10 @@ static const char bench_usage[] =
 	"migrates over the verbs provider to a receiver on ADDR (an RDMA device's\n"
 	"address) and runs no iperf3. --pin runs the receiver on CPU 0 and the sender\n"
 	"on CPU 1 (iperf3's server and client likewise), as two hosts would: each end\n"
-	"hashes on its own core.\n";
+	"hashes on its own core.\n"
+	"\n"
+	"--live: stop-and-copy against live migration while a decoding engine writes\n"
+	"(kvmig bench --live --help).\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -46,15 +51,14 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double median(double *v, int n)
+double bench_median(double *v, int n)
 {
 	qsort(v, (size_t)n, sizeof(*v), cmp_double);
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* Receiver: one migration per round into the same pages, then reset. */
-static int receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32_t pages,
-		    int rounds, int out_fd)
+int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32_t pages,
+		   int migrations, int alternate_verify, int out_fd)
 {
 	struct kvmig_listener *l = NULL;
 	struct kvmig_synth_opts so;
@@ -74,12 +78,13 @@ static int receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint3
 	if ((ret = kvmig_synth_create(&so, &p)) < 0)
 		return cli_fail("bench", ret, "receiver: cannot create its pager");
 	mo = *lo;
-	for (int r = 0; r < 1 + 2 * rounds; r++) {
+	for (int r = 0; r < migrations; r++) {
 		struct kvmig_migrate_stats st;
 		struct kvmig_seq_list seqs = { 0 };
 		uint32_t *ixs = NULL, n = 0;
 
-		mo.verify = r == 0 || r % 2; /* warm-up verifies; then on, off, on, ... */
+		/* The warm-up verifies; then on, off, on, ... */
+		mo.verify = !alternate_verify || r == 0 || r % 2;
 		if ((ret = kvmig_migrate_accept(l, p, &mo, &st)) < 0)
 			return cli_fail("bench", ret, "receiver: round %d failed", r);
 		if (kvmig_pager_seqs(p, &seqs) == 0) {
@@ -105,8 +110,7 @@ static int receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint3
 	return EXIT_OK;
 }
 
-/* Run this process (all its threads to come) on CPU @cpu only. */
-static void pin_to(int cpu)
+void bench_pin_to(int cpu)
 {
 	cpu_set_t set;
 
@@ -174,6 +178,9 @@ int cmd_bench(int argc, char **argv)
 	long rss_kib = 0;
 	pid_t child;
 
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--live"))
+			return bench_live(argc, argv);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
@@ -224,12 +231,12 @@ int cmd_bench(int argc, char **argv)
 	if (child == 0) {
 		close(pipefd[0]);
 		if (pin)
-			pin_to(0);
-		_exit(receiver(listen_addr, &mo, pages, rounds, pipefd[1]));
+			bench_pin_to(0);
+		_exit(bench_receiver(listen_addr, &mo, pages, 1 + 2 * rounds, 1, pipefd[1]));
 	}
 	close(pipefd[1]);
 	if (pin)
-		pin_to(1);
+		bench_pin_to(1);
 	if (read(pipefd[0], addr, sizeof(addr)) != (ssize_t)sizeof(addr)) {
 		ret = EXIT_FAIL;
 		goto out;
@@ -277,12 +284,12 @@ int cmd_bench(int argc, char **argv)
 	child = -1;
 	if (read(pipefd[0], &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
 		rss_kib = 0;
-	t_on = median(on, rounds);
-	t_off = median(off, rounds);
+	t_on = bench_median(on, rounds);
+	t_off = bench_median(off, rounds);
 	printf("median    verify on  %.3f s  %.2f GB/s\n", t_on, (double)bytes / t_on / 1e9);
 	printf("median    verify off %.3f s  %.2f GB/s\n", t_off, (double)bytes / t_off / 1e9);
 	if (n_ip) {
-		ip_med = median(ip, n_ip);
+		ip_med = bench_median(ip, n_ip);
 		printf("median    iperf3     %.2f GB/s (%d runs, -n %llu)\n", ip_med, n_ip,
 		       (unsigned long long)bytes);
 		printf("ratio     kvmig (verify on) / iperf3 = %.2fx   (target >= 0.85x)\n",
@@ -299,7 +306,7 @@ int cmd_bench(int argc, char **argv)
 			pair[i] = on[i] / off[i];
 		printf("verify    adds %.1f%% to the transfer time (median of %d adjacent on/off "
 		       "pairs; ratio of medians %.1f%%)   (target <= 10%%)\n",
-		       (median(pair, rounds) - 1) * 100, rounds, (t_on / t_off - 1) * 100);
+		       (bench_median(pair, rounds) - 1) * 100, rounds, (t_on / t_off - 1) * 100);
 	}
 	printf("receiver  peak RSS %.1f MiB for a %.1f MiB arena: arena + %.1f MiB   "
 	       "(target <= arena + 64 MiB)\n", rss_kib / 1024.0, (double)bytes / (1 << 20),

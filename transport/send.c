@@ -701,7 +701,8 @@ static int wait_round(struct sender *s, uint32_t round)
 
 /*
  * Live pre-copy: rounds while the engine runs, until what is dirty would
- * move within the downtime budget at the last round's bandwidth, or
+ * move within the downtime budget at the last round's rate (bytes over the
+ * round's whole time, fixed costs included) and stopped shrinking, or
  * max_rounds rounds ran. Returns the number of rounds run.
  */
 static int precopy(struct sender *s)
@@ -716,8 +717,19 @@ static int precopy(struct sender *s)
 
 		if ((ret = plan_round(s)) < 0)
 			return ret;
-		if (round > 0 && (double)s->r_n * s->page_bytes <= bw * budget)
-			break; /* the rest fits in the pause */
+		/*
+		 * Round 0 moves everything and streams at full speed; a round of a
+		 * few pages does not. So the rate that predicts the pause is the
+		 * one of a small round: at least round 1 runs before deciding.
+		 * Pause once nothing is dirty, or once the rest fits the budget and
+		 * stopped shrinking: the dirty set then is what the engine writes
+		 * during one short round, whatever the size of the cache.
+		 */
+		if (round > 0 && s->r_n == 0)
+			break;
+		if (round > 1 && (double)s->r_n * s->page_bytes <= bw * budget &&
+		    s->r_n >= s->st->round[s->st->n_rounds - 1].pages)
+			break;
 		engine_phase(&s->e, round == 0 ? "offer" : "round");
 		if ((ret = register_memory(s, round == 0)) < 0 || (ret = send_offers(s, round)) < 0 ||
 		    (ret = start_hasher(s, s->r_idx, s->r_n)) < 0)

@@ -17,7 +17,7 @@ cleanup() {
 	"$KVMIG" pager rm shm:$SRC 2>/dev/null
 	"$KVMIG" pager rm shm:$DST 2>/dev/null
 	"$KVMIG" pager rm shm:$BIG 2>/dev/null
-	for p in ma mb mc md; do "$KVMIG" pager rm shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
+	for p in ma mb mc md me mf mg mh; do "$KVMIG" pager rm shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -257,6 +257,45 @@ grep -q "installed 2 held sequences" "$T/out" && ok "resolve reports 2" || bad "
 expect_err 2 "--commit or --abort" "pager resolve without a decision" "$KVMIG" pager resolve \
 	shm:$MF
 for p in $MA $MB $MC $MD $ME $MF; do "$KVMIG" pager rm shm:$p >/dev/null; done
+
+# Live: `pager run` decodes into the source while `send --live` pre-copies;
+# the JSON result lists the rounds (the last one paused), the engine saw its
+# sequences moved away, and the destination verifies against a capture of it.
+MG=kvmig-cli-mg-$$
+MH=kvmig-cli-mh-$$
+"$KVMIG" pager init shm:$MG --preset tiny --seqs 3 --pages-per-seq 4 --capacity 4096 >/dev/null
+"$KVMIG" pager init shm:$MH --preset tiny --capacity 4096 >/dev/null
+"$KVMIG" pager run shm:$MG --rate 2000 --seconds 3 --json > "$T/run.json" 2>"$T/run.err" &
+EPID=$!
+sleep 0.2
+start_recv $MH
+expect 0 "send --live" "$KVMIG" send --to "$ADDR" --pager shm:$MG --live --max-rounds 3 \
+	--max-downtime-ms 0 --json
+wait $RPID
+rc=$?
+[ $rc -eq 0 ] && ok "live: recv exit 0" || { bad "live: recv exit $rc"; cat "$T/recv.err"; }
+wait $EPID
+$PY - "$T/out" "$T/run.json" <<'PY' && ok "live: rounds in json, engine saw them moved" \
+	|| { bad "live: rounds in json, engine saw them moved"; cat "$T/out" "$T/run.json"; }
+import json, sys
+res = [json.loads(l) for l in open(sys.argv[1])][-1]
+run = json.loads(open(sys.argv[2]).read())
+r = res["rounds"]
+assert res["event"] == "result" and len(r) == 4, r
+assert [x["paused"] for x in r] == [False, False, False, True], r
+assert r[0]["pages"] >= 12 and res["bytes_sent"] >= res["bytes"], res
+assert run["gone"] == 3 and run["tokens"] > 0, run
+PY
+"$KVMIG" pager show shm:$MG | grep -q "0 pages occupied" && ok "live move frees the source" \
+	|| bad "live move frees the source"
+M=$("$KVMIG" capture --pager shm:$MH --store "$T/live" 2>/dev/null)
+expect 0 "live: destination verifies" "$KVMIG" verify --pager shm:$MH --store "$T/live" \
+	--manifest "$M"
+expect_err 2 "options of send" "recv --live" "$KVMIG" recv --pager shm:$MH --live
+expect_err 2 "round count" "bad --max-rounds" "$KVMIG" send --to 127.0.0.1:1 --pager shm:$MH \
+	--live --max-rounds 0
+expect_err 2 "positive number" "pager run bad rate" "$KVMIG" pager run shm:$MH --rate -1
+for p in $MG $MH; do "$KVMIG" pager rm shm:$p >/dev/null; done
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* tools/bench.h - what kvmig bench (cmd_bench.c) and kvmig bench --live
+ * (cmd_bench_live.c) share. */
+#ifndef KVMIG_BENCH_H
+#define KVMIG_BENCH_H
+
+#include <kvmig/kvmig.h>
+
+/* Median of @n values (sorts @v). */
+double bench_median(double *v, int n);
+
+/* Run this process (all its threads to come) on CPU @cpu only. */
+void bench_pin_to(int cpu);
+
+/*
+ * The receiving process: listen on @addr, write the bound address (80
+ * bytes) to @out_fd, then accept @migrations migrations into one pager of
+ * @pages pages, emptying it after each (remove every sequence, free every
+ * page), with verification alternating on / off after the first when
+ * @alternate_verify; finally write its peak RSS in KiB (a long) to @out_fd.
+ * Returns an exit code.
+ */
+int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32_t pages,
+		   int migrations, int alternate_verify, int out_fd);
+
+/* kvmig bench --live (argv as given to kvmig bench). */
+int bench_live(int argc, char **argv);
+
+#endif
