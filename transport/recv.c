@@ -333,6 +333,16 @@ static int hash_page(struct receiver *r, struct rpage *pg)
 	return 0;
 }
 
+/*
+ * Whether a page's bytes and digest are compared as soon as both are here.
+ * Live: only after FINAL, since a page may still be written at the source
+ * during the rounds (it is then offered again, which voids its digest).
+ */
+static int comparing(const struct receiver *r)
+{
+	return !r->live || r->have_final;
+}
+
 /* Both the bytes and the sender's digest are here: compare. */
 static int check_page(struct receiver *r, uint32_t idx)
 {
@@ -425,7 +435,7 @@ static int on_read_done(struct receiver *r, struct xport_read *rd)
 		return 0;
 	if ((ret = finish_hash(r, pg)) < 0)
 		return ret;
-	return pg->has_digest ? check_page(r, idx) : 0;
+	return pg->has_digest && comparing(r) ? check_page(r, idx) : 0;
 }
 
 /* ---- control messages ---- */
@@ -445,7 +455,7 @@ static int take_regions(struct receiver *r, const struct xport_msg *m)
 	struct kvmig_wire_region *nr;
 	int ret;
 
-	if (r->have_final || r->have_digests)
+	if (r->have_final || (r->have_digests && !r->live))
 		return kvmig_err(-EPROTO, "sender sent REGIONS after its %s",
 				 r->have_final ? "FINAL" : "DIGESTS");
 	if ((ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &add)) < 0)
@@ -509,8 +519,8 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 		return ret;
 	if ((ret = kvmig_wire_get_offer(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
-	if ((m.round != 0 && !r->live) || m.round < r->round.round || r->have_digests ||
-	    r->round_pending) {
+	if ((m.round != 0 && !r->live) || m.round < r->round.round ||
+	    (r->have_digests && !r->live) || r->round_pending) {
 		ret = kvmig_err(-EPROTO, "OFFER of round %u %s", m.round,
 				!r->live ? "in a stop-and-copy migration" :
 				r->have_digests ? "after DIGESTS" :
@@ -606,9 +616,11 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 			slot_add(r, r->n);
 			idx = (int)r->n++;
 		} else {
-			/* Changed since its last offer: read it again. */
+			/* Changed since its last offer: read it again; a digest
+			 * sent for the old bytes no longer holds. */
 			pg = &r->pg[idx];
 			pg->landed = 0;
+			pg->has_digest = 0;
 			r->landed--;
 		}
 		pg->round = m.round;
@@ -642,11 +654,11 @@ static int take_round(struct receiver *r, const struct xport_msg *msg)
 
 	if ((ret = kvmig_wire_get_round(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
-	if (!r->live || r->round_pending || m.round != r->round.round || r->have_digests)
+	if (!r->live || r->round_pending || m.round != r->round.round)
 		return kvmig_err(-EPROTO, "ROUND %u %s", m.round,
 				 !r->live ? "in a stop-and-copy migration" :
 				 r->round_pending ? "before the last one was answered" :
-				 r->have_digests ? "after DIGESTS" : "is not the round being offered");
+				 "is not the round being offered");
 	r->round = m;
 	r->round_pending = 1;
 	return 0;
@@ -696,7 +708,7 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 		pg->sk = d[i].k;
 		pg->sv = d[i].v;
 		pg->has_digest = 1;
-		if (pg->landed)
+		if (pg->landed && comparing(r))
 			ret = check_page(r, (uint32_t)idx);
 	}
 	free(d);
@@ -705,8 +717,9 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 
 /*
  * Live: pages offered in an earlier round that no final sequence uses (their
- * sequence ended or moved elsewhere meanwhile) are not migrated: they need no
- * digest and are freed once the sequences are installed.
+ * sequence ended or moved elsewhere meanwhile) are not migrated: their digest
+ * (if one came) is ignored and they are freed once the sequences are
+ * installed.
  */
 static int drop_unused(struct receiver *r)
 {
@@ -720,12 +733,8 @@ static int drop_unused(struct receiver *r)
 	for (uint32_t i = 0; i < r->n; i++) {
 		if (used[i])
 			continue;
-		if (r->pg[i].has_digest) {
-			free(used);
-			return kvmig_err(-EPROTO, "FINAL: page %u has a digest but no sequence uses "
-					 "it", r->pg[i].src_ix);
-		}
 		r->pg[i].dropped = 1;
+		r->pg[i].has_digest = 0;
 		r->n_dropped++;
 	}
 	free(used);
@@ -761,6 +770,11 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 			return kvmig_err(-EPROTO, "FINAL arrived before the digest of page %u",
 					 r->pg[i].src_ix);
 	engine_phase(&r->e, "verify");
+	/* Live: the digests that came during the rounds are compared now. */
+	for (uint32_t i = 0; r->live && r->e.o.verify && i < r->n; i++)
+		if (r->pg[i].landed && r->pg[i].has_digest && !r->pg[i].verified &&
+		    (ret = check_page(r, i)) < 0)
+			return ret;
 	return 0;
 }
 

@@ -38,7 +38,9 @@ struct spage {
 	uint64_t ext_off;
 	uint64_t offered_gen;  /* generation read before its last offer */
 	uint64_t hashed_gen;   /* generation read before k, v were hashed */
+	uint64_t plan_gen;     /* generation read when the last round was planned */
 	uint8_t offered, hashed;
+	uint8_t digest_sent;   /* live: k, v went out after a round (an offer voids it) */
 	struct kvmig_digest k, v;
 };
 
@@ -56,9 +58,9 @@ struct sender {
 	uint32_t n_pg, cap_pg;
 	struct kvmig_wire_extent *ext;
 	uint64_t n_ext, cap_ext;
-	/* The round being planned / offered: pages (pg indices) and generations. */
+	uint32_t *sel;                 /* the selection's pages as pg indices */
+	/* The round being planned / offered: pages (pg indices). */
 	uint32_t *r_idx;
-	uint64_t *r_gen;
 	uint32_t r_n, n_fresh;         /* n_fresh: pages new to this migration */
 	/* Registrations, one per run of offered memory. */
 	struct kvmig_wire_region *runs;
@@ -71,10 +73,11 @@ struct sender {
 	uint32_t *jobs, n_jobs;
 	atomic_uint hashed;
 	atomic_int stop;
-	/* Final round: the order digests go out in (ready ones first). */
-	uint32_t *dig_order, n_ready;
+	/* Final round: the pages whose digests go out, ready ones first. */
+	uint32_t *dig_order, n_ready, n_dig;
 	int paused;
 	int committed; /* the receiver's COMMIT arrived: never ABORT after it */
+	double commit_at;
 	double reg_seconds;
 	struct kvmig_migrate_stats *st;
 };
@@ -163,13 +166,6 @@ static int cmp_spage(const void *a, const void *b)
 	return x->ix < y->ix ? -1 : x->ix > y->ix;
 }
 
-static struct spage *find_page(const struct sender *s, uint32_t ix)
-{
-	struct spage key = { .ix = ix };
-
-	return bsearch(&key, s->pg, s->n_pg, sizeof(*s->pg), cmp_spage);
-}
-
 /* Append page @ix and its extents (addresses here) to the table. */
 static int add_page(struct sender *s, uint32_t ix)
 {
@@ -222,34 +218,40 @@ static int add_page(struct sender *s, uint32_t ix)
  */
 static int plan_round(struct sender *s)
 {
-	uint32_t known = s->n_pg;
+	uint32_t known = s->n_pg, j = 0;
 	int ret;
 
 	if ((ret = select_pages(s)) < 0)
 		return ret;
-	for (uint32_t i = 0; i < s->n; i++)
-		if (!find_page(s, s->ixs[i]) && (ret = add_page(s, s->ixs[i])) < 0)
+	/* Both lists are sorted by ix: one merge pass finds the new pages. */
+	for (uint32_t i = 0; i < s->n; i++) {
+		while (j < known && s->pg[j].ix < s->ixs[i])
+			j++;
+		if ((j == known || s->pg[j].ix != s->ixs[i]) && (ret = add_page(s, s->ixs[i])) < 0)
 			return ret;
+	}
 	s->n_fresh = s->n_pg - known;
 	if (s->n_fresh)
 		qsort(s->pg, s->n_pg, sizeof(*s->pg), cmp_spage);
 	free(s->r_idx);
-	free(s->r_gen);
+	free(s->sel);
 	s->r_idx = malloc(sizeof(*s->r_idx) * (s->n ? s->n : 1));
-	s->r_gen = malloc(sizeof(*s->r_gen) * (s->n ? s->n : 1));
-	if (!s->r_idx || !s->r_gen)
+	s->sel = malloc(sizeof(*s->sel) * (s->n ? s->n : 1));
+	if (!s->r_idx || !s->sel)
 		return -ENOMEM;
 	s->r_n = 0;
+	j = 0;
 	for (uint32_t i = 0; i < s->n; i++) {
-		struct spage *pg = find_page(s, s->ixs[i]);
-		uint64_t gen;
+		struct spage *pg;
 
-		if ((ret = kvmig_pager_generation(s->p, pg->ix, &gen)) < 0)
+		while (s->pg[j].ix < s->ixs[i])
+			j++;
+		pg = &s->pg[j];
+		s->sel[i] = j;
+		if ((ret = kvmig_pager_generation(s->p, pg->ix, &pg->plan_gen)) < 0)
 			return ret;
-		if (pg->offered && gen == pg->offered_gen)
-			continue;
-		s->r_idx[s->r_n] = (uint32_t)(pg - s->pg);
-		s->r_gen[s->r_n++] = gen;
+		if (!pg->offered || pg->plan_gen != pg->offered_gen)
+			s->r_idx[s->r_n++] = j;
 	}
 	return 0;
 }
@@ -358,10 +360,11 @@ static int send_offers(struct sender *s, uint32_t round)
 		for (uint32_t i = 0; i < m.n; i++) {
 			struct spage *pg = &s->pg[s->r_idx[at + i]];
 
-			op[i] = (struct kvmig_offer_page){ pg->ix, pg->n_ext, s->r_gen[at + i],
+			op[i] = (struct kvmig_offer_page){ pg->ix, pg->n_ext, pg->plan_gen,
 							   s->ext + pg->ext_off };
 			pg->offered = 1;
-			pg->offered_gen = s->r_gen[at + i];
+			pg->offered_gen = pg->plan_gen;
+			pg->digest_sent = 0; /* the receiver drops it: new bytes coming */
 		}
 		if ((ret = kvmig_wire_put_offer(&s->e.wb, &m)) < 0 || (ret = engine_flush(&s->e)) < 0)
 			break;
@@ -434,8 +437,9 @@ static int start_hasher(struct sender *s, const uint32_t *idx, uint32_t n)
 	atomic_store(&s->stop, 0);
 	if (s->efd < 0 && (s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return kvmig_err(-errno, "eventfd: %s", strerror(errno));
-	if (!s->e.o.verify) {
-		atomic_store(&s->hashed, n); /* nothing to hash, nothing to send */
+	if (!s->e.o.verify || n == 0) {
+		/* Nothing to hash (or nothing to send): no thread. */
+		atomic_store(&s->hashed, n);
 		return 0;
 	}
 	ret = pthread_create(&s->hasher, NULL, hasher_main, s);
@@ -512,7 +516,7 @@ static int send_digests_ready(struct sender *s, uint32_t *sent)
 	int ret;
 
 	if (!s->e.o.verify) {
-		*sent = s->n;
+		*sent = s->n_dig;
 		return 0;
 	}
 	while (*sent < ready) {
@@ -542,7 +546,7 @@ static int send_digests_ready(struct sender *s, uint32_t *sent)
  */
 static int plan_digests(struct sender *s)
 {
-	uint32_t *jobs;
+	uint32_t *jobs, nj = 0;
 	int ret;
 
 	free(s->dig_order);
@@ -552,23 +556,20 @@ static int plan_digests(struct sender *s)
 		free(jobs);
 		return -ENOMEM;
 	}
-	uint32_t nj = 0;
-
 	s->n_ready = 0;
 	for (uint32_t i = 0; i < s->n; i++) {
-		struct spage *pg = find_page(s, s->ixs[i]);
-		uint64_t gen;
+		const struct spage *pg = &s->pg[s->sel[i]];
 
-		if ((ret = kvmig_pager_generation(s->p, pg->ix, &gen)) < 0) {
-			free(jobs);
-			return ret;
-		}
-		if (s->e.o.verify && pg->hashed && pg->hashed_gen == gen)
-			s->dig_order[s->n_ready++] = (uint32_t)(pg - s->pg);
+		/* plan_gen was read paused: it is the generation now. */
+		if (pg->digest_sent)
+			continue; /* the receiver has it, and the page was not offered since */
+		if (s->e.o.verify && pg->hashed && pg->hashed_gen == pg->plan_gen)
+			s->dig_order[s->n_ready++] = s->sel[i];
 		else
-			jobs[nj++] = (uint32_t)(pg - s->pg);
+			jobs[nj++] = s->sel[i];
 	}
 	memcpy(s->dig_order + s->n_ready, jobs, sizeof(*jobs) * nj);
+	s->n_dig = s->n_ready + nj;
 	ret = start_hasher(s, jobs, nj);
 	free(jobs);
 	return ret;
@@ -616,7 +617,7 @@ static int serve(struct sender *s)
 
 		if ((ret = send_digests_ready(s, &sent)) < 0)
 			return ret;
-		if (sent == s->n && !final_sent) {
+		if (sent == s->n_dig && !final_sent) {
 			if ((ret = transfer_faults(s)) < 0)
 				return ret;
 			if ((ret = kvmig_wire_put_final(&s->e.wb, s->seqs.seqs, s->seqs.n)) < 0 ||
@@ -657,6 +658,7 @@ static int serve(struct sender *s)
 	 * From here the destination owns the sequences (docs/PROTOCOL.md).
 	 */
 	s->committed = 1;
+	s->commit_at = kvmig_now();
 	engine_phase(&s->e, "commit");
 	engine_progress(&s->e, 1);
 	ret = 0;
@@ -700,6 +702,34 @@ static int wait_round(struct sender *s, uint32_t round)
 }
 
 /*
+ * Live, after a round: send the digests of its pages that were hashed as
+ * offered (generation unchanged from the offer to the start of the hashing),
+ * so the pause carries only the digests of what changed since. A page
+ * written later is offered again, which voids the digest on both sides.
+ */
+static int send_settled_digests(struct sender *s)
+{
+	struct kvmig_manifest_page chunk[64];
+	uint32_t k = 0;
+	int ret;
+
+	for (uint32_t i = 0; s->e.o.verify && i <= s->r_n; i++) {
+		struct spage *pg = i < s->r_n ? &s->pg[s->r_idx[i]] : NULL;
+
+		if (pg && pg->hashed && pg->hashed_gen == pg->offered_gen) {
+			chunk[k++] = (struct kvmig_manifest_page){ pg->ix, pg->k, pg->v };
+			pg->digest_sent = 1;
+		}
+		if (k && (k == KVMIG_ARRAY_SIZE(chunk) || !pg)) {
+			if ((ret = kvmig_wire_put_digests(&s->e.wb, chunk, k)) < 0)
+				return ret;
+			k = 0;
+		}
+	}
+	return s->e.wb.len ? engine_flush(&s->e) : 0;
+}
+
+/*
  * Live pre-copy: rounds while the engine runs, until what is dirty would
  * move within the downtime budget at the last round's rate (bytes over the
  * round's whole time, fixed costs included) and stopped shrinking, or
@@ -736,7 +766,7 @@ static int precopy(struct sender *s)
 			return ret;
 		ret = wait_round(s, round);
 		stop_hasher(s, ret == 0);
-		if (ret < 0)
+		if (ret < 0 || (ret = send_settled_digests(s)) < 0)
 			return ret;
 		rs->seconds = kvmig_now() - t0;
 		bw = rs->seconds > 0 ? (double)rs->bytes / rs->seconds : 0;
@@ -828,7 +858,7 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	if ((ret = send_offers(s, (uint32_t)round)) < 0 || (ret = plan_digests(s)) < 0 ||
 	    (ret = serve(s)) < 0)
 		goto fail;
-	st.round[st.n_rounds++].seconds = kvmig_now() - tp;
+	st.round[st.n_rounds++].seconds = s->commit_at - tp;
 	st.transfer_seconds = kvmig_now() - tx;
 	st.pages = s->n;
 	st.seqs = s->seqs.n;
@@ -863,7 +893,7 @@ out:
 	free(s->pg);
 	free(s->ext);
 	free(s->r_idx);
-	free(s->r_gen);
+	free(s->sel);
 	free(s->runs);
 	free(s->reg);
 	free(s->jobs);

@@ -92,7 +92,7 @@ struct kvmig_migrate_opts {
 struct kvmig_round_stats {
 	uint32_t pages;
 	uint64_t bytes;
-	double seconds; /* first OFFER to the receiver's ROUND (final round: to COMMIT) */
+	double seconds; /* planning to the receiver's ROUND; the final round: pause to COMMIT */
 };
 
 /* kvmig_migrate_opts_init() - set the defaults documented above. */
