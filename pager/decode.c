@@ -42,22 +42,21 @@ struct kvmig_synth_engine {
 void kvmig_synth_engine_opts_init(struct kvmig_synth_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->tokens_per_second = 400;
+	o->tokens_per_second = 240;
 	o->seed = 7;
 }
 
-static void sleep_until(double t)
+/* Sleep until @t, in slices of at most 10 ms so a stop is seen soon. */
+static void sleep_until(const struct kvmig_synth_engine *e, double t)
 {
-	struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
+	for (double now = kvmig_now(); now < t && !atomic_load(&e->stop); now = kvmig_now()) {
+		double u = KVMIG_MIN(t, now + 0.01);
+		struct timespec ts = { (time_t)u, (long)((u - (double)(time_t)u) * 1e9) };
 
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-		;
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+	}
 }
 
-static void sleep_for(double s)
-{
-	sleep_until(kvmig_now() + s);
-}
 
 /* One token for @q; 0 when written or when the pager is paused. */
 static int decode_one(struct kvmig_synth_engine *e, struct dseq *q)
@@ -99,15 +98,16 @@ static void *engine_main(void *arg)
 			}
 		}
 		if (!q) {
-			sleep_for(0.001); /* every sequence done: idle until stopped */
+			sleep_until(e, kvmig_now() + 0.01); /* every sequence done: idle */
 			continue;
 		}
-		sleep_until(start + (double)k * period);
+		sleep_until(e, start + (double)k * period);
 		if (decode_one(e, q) == -EAGAIN) {
 			double t0 = kvmig_now();
 
+			/* Paused: look again every 0.5 ms (each look takes the lock). */
 			while (!atomic_load(&e->stop) && decode_one(e, q) == -EAGAIN)
-				sleep_for(0.0001);
+				sleep_until(e, kvmig_now() + 0.0005);
 			atomic_fetch_add(&e->paused_ns, (uint64_t)((kvmig_now() - t0) * 1e9));
 			start = kvmig_now(); /* a new schedule: no catching up */
 			k = 0;

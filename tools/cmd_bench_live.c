@@ -63,6 +63,7 @@ static int one_size(uint64_t size, int rounds, double rate, uint32_t max_downtim
 {
 	double sp[64], st_[64], lp[64], lt[64], lr[64], ls[64], by[64];
 	struct kvmig_synth_engine_opts eo;
+	struct kvmig_synth_engine_stats es;
 	struct kvmig_synth_engine *eng = NULL;
 	struct kvmig_migrate_opts mo;
 	struct kvmig_synth_opts so;
@@ -78,8 +79,12 @@ static int one_size(uint64_t size, int rounds, double rate, uint32_t max_downtim
 	if (pipe(pipefd) < 0)
 		return cli_fail("bench", -errno, "pipe");
 	child = fork();
-	if (child < 0)
-		return cli_fail("bench", -errno, "fork");
+	if (child < 0) {
+		ret = cli_fail("bench", -errno, "fork");
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return ret;
+	}
 	if (child == 0) {
 		close(pipefd[0]);
 		_exit(bench_receiver("127.0.0.1:0", &mo, capacity, 1 + 2 * rounds, 0, pipefd[1]));
@@ -112,6 +117,12 @@ static int one_size(uint64_t size, int rounds, double rate, uint32_t max_downtim
 		if ((ret = kvmig_migrate_send(src, addr, &mo, &st)) < 0) {
 			ret = cli_fail("bench", ret, "%s migration %d failed", mo.live ? "live" :
 				       "stop-and-copy", r);
+			goto out;
+		}
+		kvmig_synth_engine_stats(eng, &es);
+		if (es.stopped) {
+			ret = cli_fail("bench", -ENOSPC, "the decoding engine ran out of pages; "
+				       "lower --rate");
 			goto out;
 		}
 		if (r == 0)

@@ -24,7 +24,7 @@ static const char pager_usage[] =
 	"7): --commit installs them under their own ids (the sender exited 0),\n"
 	"--abort removes them and frees their pages (the sender failed).\n"
 	"run is a decoding engine: it appends tokens to the pager's sequences, round\n"
-	"robin at --rate tokens per second in all (default 400), each token writing its\n"
+	"robin at --rate tokens per second in all (default 240), each token writing its\n"
 	"slot of every layer in the sequence's last page and growing the sequence by a\n"
 	"page when that one is full; it waits while the pager is paused. It stops after\n"
 	"--seconds (default: on SIGINT / SIGTERM) and prints what it wrote; a sequence\n"

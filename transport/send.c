@@ -61,7 +61,7 @@ struct sender {
 	uint32_t *sel;                 /* the selection's pages as pg indices */
 	/* The round being planned / offered: pages (pg indices). */
 	uint32_t *r_idx;
-	uint32_t r_n, n_fresh;         /* n_fresh: pages new to this migration */
+	uint32_t r_n;
 	/* Registrations, one per run of offered memory. */
 	struct kvmig_wire_region *runs;
 	void **reg;
@@ -98,8 +98,8 @@ static int select_pages(struct sender *s)
 {
 	const struct kvmig_migrate_opts *o = &s->e.o;
 	struct kvmig_seq_list all = { 0 };
-	uint64_t total = 0;
-	uint32_t k = 0;
+	uint64_t total = 0, *seen;
+	uint32_t max_ix = 0;
 	int ret;
 
 	kvmig_seq_list_free(&s->seqs);
@@ -129,7 +129,7 @@ static int select_pages(struct sender *s)
 				goto out;
 			}
 		}
-		for (uint32_t q = 0; q < s->seqs.n; q++) {
+		for (uint32_t q = 0; o->seq_ids && q < s->seqs.n; q++) {
 			if (!strcmp(s->seqs.seqs[q].id, all.seqs[j].id)) {
 				ret = kvmig_err(-EINVAL, "sequence \"%s\" is named twice",
 						all.seqs[j].id);
@@ -146,13 +146,25 @@ static int select_pages(struct sender *s)
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* Sorted and each once, through a bitmap: this runs paused in every
+	 * live migration, and a sort of every page reference costs more. */
 	for (uint32_t i = 0; i < s->seqs.n; i++)
 		for (uint32_t j = 0; j < s->seqs.seqs[i].n_pages; j++)
-			s->ixs[k++] = s->seqs.seqs[i].page_ixs[j];
-	qsort(s->ixs, k, sizeof(*s->ixs), cmp_u32);
-	for (uint32_t i = 0; i < k; i++)
-		if (s->n == 0 || s->ixs[s->n - 1] != s->ixs[i])
-			s->ixs[s->n++] = s->ixs[i];
+			max_ix = KVMIG_MAX(max_ix, s->seqs.seqs[i].page_ixs[j]);
+	if (!(seen = calloc((size_t)max_ix / 64 + 1, sizeof(*seen)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < s->seqs.n; i++)
+		for (uint32_t j = 0; j < s->seqs.seqs[i].n_pages; j++) {
+			uint32_t ix = s->seqs.seqs[i].page_ixs[j];
+
+			seen[ix / 64] |= 1ull << (ix % 64);
+		}
+	for (uint64_t w = 0; w <= max_ix / 64; w++)
+		for (uint64_t b = seen[w]; b; b &= b - 1)
+			s->ixs[s->n++] = (uint32_t)(w * 64 + (uint64_t)__builtin_ctzll(b));
+	free(seen);
 	ret = 0;
 out:
 	kvmig_seq_list_free(&all);
@@ -230,8 +242,7 @@ static int plan_round(struct sender *s)
 		if ((j == known || s->pg[j].ix != s->ixs[i]) && (ret = add_page(s, s->ixs[i])) < 0)
 			return ret;
 	}
-	s->n_fresh = s->n_pg - known;
-	if (s->n_fresh)
+	if (s->n_pg > known) /* new pages were appended */
 		qsort(s->pg, s->n_pg, sizeof(*s->pg), cmp_spage);
 	free(s->r_idx);
 	free(s->sel);
@@ -273,7 +284,7 @@ static int register_memory(struct sender *s, int first)
 {
 	struct kvmig_msg_regions rm;
 	uint32_t base = s->n_runs, k;
-	uint64_t n = 0;
+	uint64_t n = 0; /* extents to register, then runs */
 	double t0 = kvmig_now();
 	int ret;
 
@@ -304,28 +315,28 @@ static int register_memory(struct sender *s, int first)
 								   s->ext[pg->ext_off + j].len, 0 };
 	}
 	qsort(s->runs + base, k - base, sizeof(*s->runs), cmp_run);
+	n = base; /* runs so far; s->n_runs moves only as they are registered */
 	for (uint32_t i = base; i < k; i++) {
-		struct kvmig_wire_region *last = s->n_runs > base ? &s->runs[s->n_runs - 1] : NULL;
+		struct kvmig_wire_region *last = n > base ? &s->runs[n - 1] : NULL;
 
 		if (last && last->addr + last->len >= s->runs[i].addr) {
 			uint64_t end = KVMIG_MAX(last->addr + last->len, s->runs[i].addr + s->runs[i].len);
 
 			last->len = end - last->addr;
 		} else {
-			s->runs[s->n_runs++] = s->runs[i];
+			s->runs[n++] = s->runs[i];
 		}
 	}
-	if (s->n_runs > KVMIG_WIRE_MAX_REGIONS)
-		return kvmig_err(-ENOBUFS, "the offered pages lie in %u separate memory runs; at "
-				 "most %u can be registered", s->n_runs, KVMIG_WIRE_MAX_REGIONS);
-	for (uint32_t i = base; i < s->n_runs; i++) {
-		s->reg[i] = NULL;
+	if (n > KVMIG_WIRE_MAX_REGIONS)
+		return kvmig_err(-ENOBUFS, "the offered pages lie in %llu separate memory runs; at "
+				 "most %u can be registered", (unsigned long long)n,
+				 KVMIG_WIRE_MAX_REGIONS);
+	for (uint32_t i = base; i < n; i++) {
 		ret = s->e.ops->reg_remote(s->e.c, (void *)(uintptr_t)s->runs[i].addr,
 					   s->runs[i].len, &s->runs[i].key, &s->reg[i]);
-		if (ret < 0) {
-			s->n_runs = i; /* deregister_memory() undoes the ones before */
+		if (ret < 0) /* deregister_memory() undoes the ones before */
 			return kvmig_err_prefix(ret, "cannot register page memory");
-		}
+		s->n_runs = i + 1;
 	}
 	s->reg_seconds += kvmig_now() - t0;
 	if (!first && s->n_runs == base)
@@ -752,13 +763,17 @@ static int precopy(struct sender *s)
 		 * few pages does not. So the rate that predicts the pause is the
 		 * one of a small round: at least round 1 runs before deciding.
 		 * Pause once nothing is dirty, or once the rest fits the budget and
-		 * stopped shrinking: the dirty set then is what the engine writes
-		 * during one short round, whatever the size of the cache.
+		 * grew since the last round (the engine dirties pages faster than
+		 * rounds move them). While it shrinks or holds, one more round
+		 * costs about a millisecond and may leave nothing for the pause:
+		 * the pause then holds what the engine writes during one short
+		 * round, whatever the size of the cache. A dirty set that holds
+		 * steady runs all max_rounds rounds.
 		 */
 		if (round > 0 && s->r_n == 0)
 			break;
 		if (round > 1 && (double)s->r_n * s->page_bytes <= bw * budget &&
-		    s->r_n >= s->st->round[s->st->n_rounds - 1].pages)
+		    s->r_n > s->st->round[s->st->n_rounds - 1].pages)
 			break;
 		engine_phase(&s->e, round == 0 ? "offer" : "round");
 		if ((ret = register_memory(s, round == 0)) < 0 || (ret = send_offers(s, round)) < 0 ||

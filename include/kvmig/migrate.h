@@ -37,7 +37,8 @@ enum kvmig_event_type {
 
 struct kvmig_event {
 	enum kvmig_event_type type;
-	const char *phase;     /* "connect", "handshake", "pause", "register", "offer",
+	const char *phase;     /* "connect", "handshake", "offer", "round" (live: each
+				* pre-copy round after round 0), "pause", "register",
 				* "transfer", "verify", "install", "commit", "resume" */
 	const char *addr;      /* LISTENING: "host:port" actually bound */
 	const char *transport; /* "tcp" or "rdma" once chosen (LISTENING, PHASE connect on) */

@@ -219,7 +219,7 @@ KVMIG_API void kvmig_synth_token_bytes(uint64_t seed, const char *seq_id, uint64
 struct kvmig_synth_engine;
 
 struct kvmig_synth_engine_opts {
-	double tokens_per_second;  /* all sequences together, round robin; default 400 */
+	double tokens_per_second;  /* all sequences together, round robin; default 240 */
 	uint64_t seed;             /* token contents; default 7 */
 	uint64_t max_tokens;       /* a sequence finishes after this many; 0 (default) never */
 	/* Decode these sequences; NULL: every sequence installed at start. */
