@@ -24,7 +24,8 @@ def main(src, dst):
     print(f"\nlive pause largest / smallest: {max(pauses) / min(pauses):.2f}x")
 
     W, H, L, R, T, B = 760, 360, 70, 20, 40, 60
-    pw = (W - L - R - 40) / 2  # two panels side by side
+    gap = 70  # between the panels, room for the second one's axis labels
+    pw = (W - L - R - gap) / 2
     xs = [r["size"] / 2**20 for r in rows]
     x0, x1 = math.log10(min(xs)) - 0.15, math.log10(max(xs)) + 0.15
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
@@ -67,7 +68,7 @@ def main(src, dst):
                            f'fill="{color}"/>')
 
     panel(L, "pause (pause to resume)", "stop_pause_ms", "live_pause_ms", "ms", 1)
-    panel(L + pw + 40 + 30, "total time", "stop_total_s", "live_total_s", "s", 1)
+    panel(L + pw + gap, "total time", "stop_total_s", "live_total_s", "s", 1)
     svg.append(f'<text x="{L}" y="{H - 6}" fill="#c0392b">stop-and-copy</text>')
     svg.append(f'<text x="{L + 110}" y="{H - 6}" fill="#2471a3">live</text>')
     svg.append(f'<text x="{W - R}" y="{H - 6}" text-anchor="end" fill="#555">'
