@@ -720,33 +720,17 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 }
 
 /*
- * Live: pages offered in an earlier round that no final sequence uses (their
- * sequence ended or moved elsewhere meanwhile) are not migrated: their digest
- * (if one came) is ignored and they are freed once the sequences are
- * installed.
+ * FINAL: every page a sequence uses must have been offered. Live, pages
+ * offered in an earlier round that no final sequence uses (their sequence
+ * ended or moved elsewhere meanwhile) are dropped: their digest, if one came,
+ * is ignored and they are freed once the sequences are installed. Every other
+ * page needs its digest; live, the digests that came during the rounds are
+ * compared now. One pass over the page tables, one over the pages: this runs
+ * while the source is paused.
  */
-static int drop_unused(struct receiver *r)
-{
-	uint8_t *used = calloc(r->n ? r->n : 1, 1);
-
-	if (!used)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < r->final.n; i++)
-		for (uint32_t j = 0; j < r->final.seqs[i].n_pages; j++)
-			used[slot_find(r, r->final.seqs[i].page_ixs[j])] = 1;
-	for (uint32_t i = 0; i < r->n; i++) {
-		if (used[i])
-			continue;
-		r->pg[i].dropped = 1;
-		r->pg[i].has_digest = 0;
-		r->n_dropped++;
-	}
-	free(used);
-	return 0;
-}
-
 static int take_final(struct receiver *r, const struct xport_msg *msg)
 {
+	uint8_t *used = NULL;
 	int ret;
 
 	if (r->have_final)
@@ -756,30 +740,42 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 	r->have_final = 1;
 	if (r->round_pending)
 		return kvmig_err(-EPROTO, "FINAL before the last ROUND was answered");
-	for (uint32_t i = 0; i < r->final.n; i++)
-		if (r->final.seqs[i].id[0] == KVMIG_HELD_PREFIX[0])
-			return kvmig_err(-EPROTO, "FINAL: sequence id \"%s\" begins with '%s', which "
-					 "marks held sequences", r->final.seqs[i].id,
-					 KVMIG_HELD_PREFIX);
-	for (uint32_t i = 0; i < r->final.n; i++)
-		for (uint32_t j = 0; j < r->final.seqs[i].n_pages; j++)
-			if (slot_find(r, r->final.seqs[i].page_ixs[j]) < 0)
-				return kvmig_err(-EPROTO, "FINAL: sequence \"%s\" uses page %u, "
-						 "which was not offered", r->final.seqs[i].id,
-						 r->final.seqs[i].page_ixs[j]);
-	if (r->live && (ret = drop_unused(r)) < 0)
-		return ret;
-	for (uint32_t i = 0; r->e.o.verify && i < r->n; i++)
-		if (!r->pg[i].has_digest && !r->pg[i].dropped)
-			return kvmig_err(-EPROTO, "FINAL arrived before the digest of page %u",
-					 r->pg[i].src_ix);
-	engine_phase(&r->e, "verify");
-	/* Live: the digests that came during the rounds are compared now. */
-	for (uint32_t i = 0; r->live && r->e.o.verify && i < r->n; i++)
-		if (r->pg[i].landed && r->pg[i].has_digest && !r->pg[i].verified &&
-		    (ret = check_page(r, i)) < 0)
-			return ret;
-	return 0;
+	if (r->live && !(used = calloc(r->n ? r->n : 1, 1)))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < r->final.n && !ret; i++) {
+		const struct kvmig_seq *q = &r->final.seqs[i];
+
+		if (q->id[0] == KVMIG_HELD_PREFIX[0])
+			ret = kvmig_err(-EPROTO, "FINAL: sequence id \"%s\" begins with '%s', which "
+					"marks held sequences", q->id, KVMIG_HELD_PREFIX);
+		for (uint32_t j = 0; j < q->n_pages && !ret; j++) {
+			int idx = slot_find(r, q->page_ixs[j]);
+
+			if (idx < 0)
+				ret = kvmig_err(-EPROTO, "FINAL: sequence \"%s\" uses page %u, which "
+						"was not offered", q->id, q->page_ixs[j]);
+			else if (used)
+				used[idx] = 1;
+		}
+	}
+	for (uint32_t i = 0; i < r->n && !ret; i++) {
+		struct rpage *pg = &r->pg[i];
+
+		if (used && !used[i]) {
+			pg->dropped = 1;
+			pg->has_digest = 0;
+			r->n_dropped++;
+		} else if (r->e.o.verify && !pg->has_digest) {
+			ret = kvmig_err(-EPROTO, "FINAL arrived before the digest of page %u",
+					pg->src_ix);
+		} else if (r->live && pg->landed && pg->has_digest && !pg->verified) {
+			ret = check_page(r, i);
+		}
+	}
+	free(used);
+	if (ret == 0)
+		engine_phase(&r->e, "verify");
+	return ret;
 }
 
 static int take_msg(struct receiver *r, struct xport_msg *m)
