@@ -758,7 +758,7 @@ int kvmig_synth_attach(const char *name, struct kvmig_pager **ret)
 	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
 	if (fd < 0) {
 		err = -errno;
-		return kvmig_err(err, "cannot open pager shm:%s: %s", name, strerror(errno));
+		return kvmig_err(err, "shm_open(\"%s\"): %s", name, strerror(errno));
 	}
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < sizeof(h) ||
 	    pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != SYNTH_MAGIC) {
