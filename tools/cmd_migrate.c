@@ -35,7 +35,7 @@ static const char send_usage[] =
 	"                     only for the rest (default: stop-and-copy, paused throughout)\n"
 	"  --max-downtime-ms N  live: pause once the dirty pages would move within N ms at\n"
 	"                     the last round's rate and grew since the round before, or\n"
-	"                     nothing is dirty (default 20; rounds 0 and 1 always run)\n"
+	"                     nothing is dirty (default 20; not consulted before round 2)\n"
 	"  --max-rounds K     live: pause after at most K pre-copy rounds (default 8, 1-64)\n"
 	"  --no-verify        send no digests (benchmarks only; the receiver must agree)\n"
 	"  --json             one JSON object per line on stdout: phases, progress, result\n"

@@ -761,7 +761,7 @@ static int precopy(struct sender *s)
 		/*
 		 * Round 0 moves everything and streams at full speed; a round of a
 		 * few pages does not. So the rate that predicts the pause is the
-		 * one of a small round: at least round 1 runs before deciding.
+		 * one of a small round: the budget is consulted from round 2 on.
 		 * Pause once nothing is dirty, or once the rest fits the budget and
 		 * grew since the last round (the engine dirties pages faster than
 		 * rounds move them). While it shrinks or holds, one more round

@@ -281,8 +281,11 @@ import json, sys
 res = [json.loads(l) for l in open(sys.argv[1])][-1]
 run = json.loads(open(sys.argv[2]).read())
 r = res["rounds"]
-assert res["event"] == "result" and len(r) == 4, r
-assert [x["paused"] for x in r] == [False, False, False, True], r
+# Round 1 always finds pages written during round 0; a later round that
+# finds nothing dirty ends the pre-copy early.
+assert res["event"] == "result" and [x["paused"] for x in r] in (
+    [False, False, True], [False, False, False, True]), r
+assert r[1]["pages"] > 0, r
 assert r[0]["pages"] >= 12 and res["bytes_sent"] >= res["bytes"], res
 assert run["gone"] == 3 and run["tokens"] > 0, run
 PY

@@ -1417,8 +1417,9 @@ static void live(const char *remove_at_round)
 	kvmig_synth_engine_stop(&e[0]);
 	assert_int_equal(src_rc, 0);
 	assert_int_equal(rrc, 0);
-	/* Four pre-copy rounds while the engine wrote, then the paused one. */
-	assert_int_equal(st.n_rounds, 5);
+	/* Up to four pre-copy rounds while the engine wrote (one that finds
+	 * nothing dirty ends them early), then the paused one. */
+	assert_true(st.n_rounds >= 3 && st.n_rounds <= 5);
 	assert_true(st.round[0].pages >= 18); /* the sequences grew before it began */
 	assert_true(st.round[1].pages > 0);
 	assert_true(st.bytes_sent > st.bytes);

@@ -100,13 +100,16 @@ wait $rp
 rrc=$?
 cat "$tmp/send5.err" "$tmp/recv5.err"
 check "live over rdma: exit 0 (sender $src, receiver $rrc)" [ $src -eq 0 ] && [ $rrc -eq 0 ]
-check "live over rdma: 3 pre-copy rounds and the paused one, changed pages re-read" \
+check "live over rdma: pre-copy rounds (2 or 3) and the paused one, changed pages re-read" \
 	python3 - "$tmp/send5.json" <<'PY'
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])][-1]
 assert r["event"] == "result" and r["transport"] == "rdma", r
-assert [x["paused"] for x in r["rounds"]] == [False, False, False, True], r["rounds"]
-assert r["bytes_sent"] > r["bytes"], r
+# Round 1 always finds pages the engine wrote during round 0; later rounds
+# stop early once nothing is dirty.
+paused = [x["paused"] for x in r["rounds"]]
+assert paused in ([False, False, True], [False, False, False, True]), r["rounds"]
+assert r["rounds"][1]["pages"] > 0 and r["bytes_sent"] > r["bytes"], r
 PY
 M3=$($K capture --pager shm:lv-b --store "$tmp/store")
 check "live over rdma: the destination verifies" \
