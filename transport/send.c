@@ -755,7 +755,12 @@ static int precopy(struct sender *s)
 	for (round = 0; round < s->e.o.max_rounds; round++) {
 		struct kvmig_round_stats *rs = &s->st->round[s->st->n_rounds];
 		double t0 = kvmig_now();
+		uint64_t stall_ms;
 
+		/* Test-only: let the engine write for a while before each round
+		 * after round 0, so tests can count on dirty pages. */
+		if (round > 0 && kvmig_fault("send-round-stall", &stall_ms))
+			usleep((useconds_t)(stall_ms * 1000));
 		if ((ret = plan_round(s)) < 0)
 			return ret;
 		/*

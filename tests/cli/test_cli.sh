@@ -269,8 +269,10 @@ MH=kvmig-cli-mh-$$
 EPID=$!
 sleep 0.2
 start_recv $MH
-expect 0 "send --live" "$KVMIG" send --to "$ADDR" --pager shm:$MG --live --max-rounds 3 \
-	--max-downtime-ms 0 --json
+# send-round-stall (test-only): each round after round 0 waits 10 ms, so the
+# engine has dirtied pages whatever the machine's speed.
+expect 0 "send --live" env KVMIG_FAULT=send-round-stall:10 "$KVMIG" send --to "$ADDR" \
+	--pager shm:$MG --live --max-rounds 3 --max-downtime-ms 0 --json
 wait $RPID
 rc=$?
 [ $rc -eq 0 ] && ok "live: recv exit 0" || { bad "live: recv exit $rc"; cat "$T/recv.err"; }

@@ -1379,7 +1379,12 @@ static void start_engines(struct kvmig_synth_engine *e[2])
 	assert_int_equal(kvmig_synth_engine_start(src, &eo, &e[1]), 0);
 }
 
-/* Live, move mode, max_downtime 0 so every pre-copy round runs. */
+/*
+ * Live, move mode, max_downtime 0 so every pre-copy round runs while pages
+ * are dirty; each round after round 0 waits 5 ms first (fault point
+ * send-round-stall), so the engine has written some, however fast the machine.
+ */
+#define LIVE_STALL "send-round-stall:5"
 static void live_side_init(struct side *ss, int stats_fd)
 {
 	side_init(ss);
@@ -1387,6 +1392,7 @@ static void live_side_init(struct side *ss, int stats_fd)
 	ss->o.max_rounds = 4;
 	ss->o.max_downtime_ms = 0;
 	ss->stats_fd = stats_fd;
+	ss->fault = LIVE_STALL;
 }
 
 static void live(const char *remove_at_round)
@@ -1500,10 +1506,16 @@ static void test_live_abort_in_rounds(void **state)
 		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 1024, 0);
 		ref = reference_pager();
 		start_engines(e);
+		char fault[64];
+
 		side_init(&rs);
 		live_side_init(&ss, 0);
 		rs.o.timeout_ms = ss.o.timeout_ms = 2000;
-		(cases[c].side == 'r' ? &rs : &ss)->fault = cases[c].fault;
+		snprintf(fault, sizeof(fault), "%s,%s", cases[c].fault, LIVE_STALL);
+		if (cases[c].side == 'r')
+			rs.fault = cases[c].fault;
+		else
+			ss.fault = fault;
 		migrate(&rs, &ss, &rrc, &src_rc);
 		if (rrc == 0 || src_rc == 0 || rrc >= 1000 || src_rc >= 1000)
 			fail_msg("%s: receiver exit %d, sender exit %d", cases[c].fault, rrc, src_rc);

@@ -93,8 +93,9 @@ timeout 120 $K recv --transport rdma --listen $A:7475 --pager shm:lv-b --json \
 	--accept-timeout 60000 > "$tmp/recv5.json" 2> "$tmp/recv5.err" &
 rp=$!
 sleep 1
-timeout 120 $K send --transport rdma --to $A:7475 --pager shm:lv-a --live --max-rounds 3 \
-	--max-downtime-ms 0 --json > "$tmp/send5.json" 2> "$tmp/send5.err"
+KVMIG_FAULT=send-round-stall:20 timeout 120 $K send --transport rdma --to $A:7475 \
+	--pager shm:lv-a --live --max-rounds 3 --max-downtime-ms 0 --json \
+	> "$tmp/send5.json" 2> "$tmp/send5.err"
 src=$?
 wait $rp
 rrc=$?
