@@ -3,6 +3,7 @@
 #ifndef KVMIG_CLI_H
 #define KVMIG_CLI_H
 
+#include <jansson.h>
 #include <stdio.h>
 
 #include <kvmig/kvmig.h>
@@ -31,6 +32,10 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cli_parse_u64(const char *s, uint64_t max, uint64_t *out);
 /* Seconds on the monotonic clock. */
 double cli_now(void);
+/* Parse a number above 0 and at most @max; 0 or -EINVAL. */
+int cli_parse_positive(const char *s, double max, double *out);
+/* Print @o as one compact JSON line on stdout, flush, and release it. */
+void cli_emit_json(json_t *o);
 /* Open a store directory, printing an error. */
 int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s);
 /* Print a byte count as "1.00 GiB". */

@@ -189,7 +189,6 @@ int bench_live(int argc, char **argv)
 	int n_sizes = 0, rounds = 3, json = 0, c, ret;
 	uint32_t max_downtime_ms = 20;
 	double rate = 240, pmin = 1e9, pmax = 0;
-	char *end;
 
 	optind = 1;
 	parse_sizes(default_sizes, sizes, 16, &n_sizes);
@@ -208,8 +207,7 @@ int bench_live(int argc, char **argv)
 			rounds = (int)v;
 			break;
 		case 'R':
-			rate = strtod(optarg, &end);
-			if (*end || !(rate > 0) || rate > 1e5)
+			if (cli_parse_positive(optarg, 1e5, &rate) < 0)
 				return cli_usage_error("bench", "--rate is tokens per second, above 0");
 			break;
 		case 'd':
@@ -247,12 +245,7 @@ int bench_live(int argc, char **argv)
 					      res[i].live_total, "live_rounds", res[i].live_rounds,
 					      "live_bytes_sent", (json_int_t)res[i].live_sent,
 					      "rate", rate);
-			char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-			puts(s ? s : "{}");
-			free(s);
-			json_decref(o);
-			fflush(stdout);
+			cli_emit_json(o);
 		}
 	}
 	if (json)

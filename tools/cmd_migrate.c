@@ -70,18 +70,6 @@ struct ui {
 	int bar_drawn;
 };
 
-static void emit(json_t *o)
-{
-	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-	if (s) {
-		puts(s);
-		fflush(stdout);
-		free(s);
-	}
-	json_decref(o);
-}
-
 static void on_event(void *arg, const struct kvmig_event *ev)
 {
 	struct ui *u = arg;
@@ -89,21 +77,21 @@ static void on_event(void *arg, const struct kvmig_event *ev)
 	if (u->json) {
 		switch (ev->type) {
 		case KVMIG_EVENT_LISTENING:
-			emit(json_pack("{s:s,s:s,s:s}", "event", "listening", "addr", ev->addr,
-				       "transport", ev->transport));
+			cli_emit_json(json_pack("{s:s,s:s,s:s}", "event", "listening", "addr", ev->addr,
+						"transport", ev->transport));
 			break;
 		case KVMIG_EVENT_PHASE:
 			if (!strcmp(ev->phase, "connect"))
-				emit(json_pack("{s:s,s:s,s:s}", "event", "phase", "phase", ev->phase,
-					       "transport", ev->transport));
+				cli_emit_json(json_pack("{s:s,s:s,s:s}", "event", "phase", "phase", ev->phase,
+							"transport", ev->transport));
 			else
-				emit(json_pack("{s:s,s:s}", "event", "phase", "phase", ev->phase));
+				cli_emit_json(json_pack("{s:s,s:s}", "event", "phase", "phase", ev->phase));
 			break;
 		case KVMIG_EVENT_PROGRESS:
-			emit(json_pack("{s:s,s:i,s:i,s:I,s:I}", "event", "progress", "pages",
-				       (int)ev->pages_done, "pages_total", (int)ev->pages_total,
-				       "bytes", (json_int_t)ev->bytes_done, "bytes_total",
-				       (json_int_t)ev->bytes_total));
+			cli_emit_json(json_pack("{s:s,s:i,s:i,s:I,s:I}", "event", "progress", "pages",
+						(int)ev->pages_done, "pages_total", (int)ev->pages_total,
+						"bytes", (json_int_t)ev->bytes_done, "bytes_total",
+						(json_int_t)ev->bytes_total));
 			break;
 		}
 		return;
@@ -152,10 +140,10 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 		if (u->json) {
 			const char *name = strerrorname_np(-ret);
 
-			emit(json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "error", "role",
-				       role_sender ? "sender" : "receiver", "errno",
-				       name ? name : "?", "exit", code, "message",
-				       kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret)));
+			cli_emit_json(json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "error", "role",
+						role_sender ? "sender" : "receiver", "errno",
+						name ? name : "?", "exit", code, "message",
+						kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret)));
 			return code;
 		}
 		return cli_fail(u->cmd, ret, "migration failed");
@@ -188,7 +176,7 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 					st->round[i].seconds));
 			json_object_set_new(o, "rounds", rounds);
 		}
-		emit(o);
+		cli_emit_json(o);
 		return EXIT_OK;
 	}
 	if (u->quiet)

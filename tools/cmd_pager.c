@@ -2,6 +2,7 @@
 /* tools/cmd_pager.c - kvmig pager init | show | rm: shared-memory synthetic pagers. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -277,17 +278,14 @@ static int pager_run(int argc, char **argv)
 	double seconds = 0, t0;
 	int c, json = 0, ret;
 	uint64_t v;
-	char *end;
 
 	kvmig_synth_engine_opts_init(&eo);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 		case 's':
-			errno = 0;
-			*(c == 'r' ? &eo.tokens_per_second : &seconds) = strtod(optarg, &end);
-			if (errno || *end || end == optarg || !(*(c == 'r' ? &eo.tokens_per_second :
-								  &seconds) > 0))
+			if (cli_parse_positive(optarg, HUGE_VAL, c == 'r' ? &eo.tokens_per_second :
+					       &seconds) < 0)
 				return cli_usage_error("pager run", "--%s needs a positive number, "
 						       "not \"%s\"", c == 'r' ? "rate" : "seconds",
 						       optarg);

@@ -92,6 +92,31 @@ double cli_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+int cli_parse_positive(const char *s, double max, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v > 0) || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+void cli_emit_json(json_t *o)
+{
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+	if (s) {
+		puts(s);
+		fflush(stdout);
+		free(s);
+	}
+	json_decref(o);
+}
+
 int cli_parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
 	char *end;

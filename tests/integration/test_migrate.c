@@ -1379,6 +1379,27 @@ static void start_engines(struct kvmig_synth_engine *e[2])
 	assert_int_equal(kvmig_synth_engine_start(src, &eo, &e[1]), 0);
 }
 
+/* Roomy pagers for sequences that grow, the engines on the source; returns
+ * the reference pager for check_decoded(). */
+static struct kvmig_pager *live_pagers(struct kvmig_synth_engine *e[2])
+{
+	struct kvmig_pager *ref;
+
+	src_capacity = 1024;
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 1024, 0);
+	ref = reference_pager();
+	start_engines(e);
+	return ref;
+}
+
+/* After the engines stopped: back to the usual pagers. */
+static void live_done(struct kvmig_pager **ref)
+{
+	kvmig_pager_destroy(ref);
+	drop_pagers();
+	src_capacity = 64;
+}
+
 /*
  * Live, move mode, max_downtime 0 so every pre-copy round runs while pages
  * are dirty; each round after round 0 waits 5 ms first (fault point
@@ -1406,10 +1427,7 @@ static void live(const char *remove_at_round)
 	struct side rs, ss;
 	int rrc, src_rc, fds[2];
 
-	src_capacity = 1024;
-	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 1024, 0);
-	ref = reference_pager();
-	start_engines(e);
+	ref = live_pagers(e);
 	usleep(20000);
 	assert_int_equal(pipe(fds), 0);
 	side_init(&rs);
@@ -1461,9 +1479,7 @@ static void live(const char *remove_at_round)
 		free(seen);
 		kvmig_seq_list_free(&l);
 	}
-	kvmig_pager_destroy(&ref);
-	drop_pagers();
-	src_capacity = 64;
+	live_done(&ref);
 }
 
 static void test_live_while_decoding(void **state)
@@ -1502,10 +1518,7 @@ static void test_live_abort_in_rounds(void **state)
 		struct side rs, ss;
 		int rrc, src_rc;
 
-		src_capacity = 1024;
-		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 1024, 0);
-		ref = reference_pager();
-		start_engines(e);
+		ref = live_pagers(e);
 		char fault[64];
 
 		side_init(&rs);
@@ -1538,9 +1551,7 @@ static void test_live_abort_in_rounds(void **state)
 		check_decoded(dst, ref, added);
 		for (int i = 0; i < 4; i++)
 			assert_true(added[i] != UINT64_MAX);
-		kvmig_pager_destroy(&ref);
-		drop_pagers();
-		src_capacity = 64;
+		live_done(&ref);
 	}
 }
 
