@@ -9,6 +9,12 @@
 /* Median of @n values (sorts @v). */
 double bench_median(double *v, int n);
 
+/* Whether migration @r of kvmig bench verifies. Each round is three
+ * migrations: an untimed, verified warm-up (after the previous round's
+ * iperf3 run, whose after-effects would otherwise land on one side of the
+ * pair), then the timed pair, on-off in even rounds and off-on in odd ones. */
+int bench_verifies(int r);
+
 /* Run this process (all its threads to come) on CPU @cpu only. */
 void bench_pin_to(int cpu);
 

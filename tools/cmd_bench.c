@@ -8,10 +8,14 @@
  * Sender and receiver are two long-lived processes that each own their
  * pager in process memory, as an engine owns its KV arena; one untimed
  * warm-up migration touches both arenas first (on VMs a process's first
- * touch of a page costs more than the copy). Then R rounds alternate
- * verification on and off, each moving the whole cache in copy mode into the
- * same destination pages (the receiver removes and frees between rounds),
- * and R iperf3 runs of the same byte count are interleaved with them.
+ * touch of a page costs more than the copy). Then R rounds, each an
+ * untimed warm-up migration, one verified and one unverified migration (in
+ * alternating order) and an iperf3 run of the same byte count; every
+ * migration moves the whole cache in copy mode into the same destination
+ * pages (the receiver removes and frees between them). The warm-up keeps the
+ * iperf3 run's after-effects (the next migration runs ~15% slower) off the
+ * timed pair, and the alternating order keeps any order effect off one side.
+ * Where CPUs 0 and 1 are ours, the receiver runs on 0 and the sender on 1.
  * Reported: medians, ratios, verification overhead, receiver peak RSS.
  */
 #include <errno.h>
@@ -28,7 +32,7 @@
 #include "cli.h"
 
 static const char bench_usage[] =
-	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3] [--pin]\n"
+	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3] [--no-pin]\n"
 	"                   [--transport tcp|rdma --listen ADDR:PORT]\n"
 	"       kvmig bench --live [--sizes LIST] [--rounds R] [--rate TOKENS/S] [--json]\n"
 	"\n"
@@ -37,9 +41,12 @@ static const char bench_usage[] =
 	"times without (default 5), interleaved with R iperf3 runs of the same size,\n"
 	"and print medians, ratios and the receiver's peak RSS. --transport rdma\n"
 	"migrates over the verbs provider to a receiver on ADDR (an RDMA device's\n"
-	"address) and runs no iperf3. --pin runs the receiver on CPU 0 and the sender\n"
-	"on CPU 1 (iperf3's server and client likewise), as two hosts would: each end\n"
-	"hashes on its own core.\n"
+	"address) and runs no iperf3. Where CPUs 0 and 1 are both available the\n"
+	"receiver runs on CPU 0 and the sender on CPU 1 (iperf3's server and client\n"
+	"likewise), as two hosts would: each end copies and hashes on its own core;\n"
+	"--no-pin leaves placement to the scheduler, --pin pins regardless. Each round is an untimed warm-up\n"
+	"migration, then the verified and the unverified one (in alternating order),\n"
+	"then the iperf3 run.\n"
 	"\n"
 	"--live: stop-and-copy against live migration while a decoding engine writes\n"
 	"(kvmig bench --live --help).\n";
@@ -55,6 +62,16 @@ double bench_median(double *v, int n)
 {
 	qsort(v, (size_t)n, sizeof(*v), cmp_double);
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* CPU time of this process so far, all threads, user + system. */
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32_t pages,
@@ -83,10 +100,14 @@ int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32
 		struct kvmig_seq_list seqs = { 0 };
 		uint32_t *ixs = NULL, n = 0;
 
-		/* The warm-up verifies; then on, off, on, ... */
-		mo.verify = !alternate_verify || r == 0 || r % 2;
+		double cpu = cpu_seconds();
+
+		mo.verify = !alternate_verify || bench_verifies(r);
 		if ((ret = kvmig_migrate_accept(l, p, &mo, &st)) < 0)
 			return cli_fail("bench", ret, "receiver: round %d failed", r);
+		cpu = cpu_seconds() - cpu;
+		if (write(out_fd, &cpu, sizeof(cpu)) != (ssize_t)sizeof(cpu))
+			return EXIT_FAIL;
 		if (kvmig_pager_seqs(p, &seqs) == 0) {
 			const char **ids = calloc(seqs.n ? seqs.n : 1, sizeof(*ids));
 
@@ -108,6 +129,13 @@ int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32
 	kvmig_pager_destroy(&p);
 	kvmig_listener_close(&l);
 	return EXIT_OK;
+}
+
+int bench_verifies(int r)
+{
+	/* Blocks of three: an untimed warm-up, then the timed pair, on-off in
+	 * even blocks and off-on in odd ones. */
+	return r % 3 == 0 || (r % 3 == 1) == (r / 3 % 2 == 0);
 }
 
 void bench_pin_to(int cpu)
@@ -159,6 +187,7 @@ int cmd_bench(int argc, char **argv)
 		{ "transport", required_argument, NULL, 't' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "pin", no_argument, NULL, 'P' },
+		{ "no-pin", no_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -167,13 +196,14 @@ int cmd_bench(int argc, char **argv)
 	uint32_t pages = 512;
 	int rounds = 5, c, ret, pipefd[2], status, port = 5201 + (int)(getpid() % 500);
 	double on[64], off[64], ip[64], t_on, t_off, ip_med = 0;
+	double cpu[2][2][64]; /* [sender, receiver][off, on][round]: seconds */
 	int n_ip = 0;
 	struct kvmig_pager *src = NULL;
 	struct kvmig_synth_opts so;
 	struct kvmig_migrate_opts mo;
 	struct kvmig_migrate_stats st;
 	enum kvmig_transport transport = KVMIG_TRANSPORT_TCP;
-	int pin = 0;
+	int pin = -1; /* by default where CPUs 0 and 1 are ours */
 	uint64_t v, bytes;
 	long rss_kib = 0;
 	pid_t child;
@@ -211,12 +241,21 @@ int cmd_bench(int argc, char **argv)
 		case 'P':
 			pin = 1;
 			break;
+		case 'N':
+			pin = 0;
+			break;
 		case 'h':
 			fputs(bench_usage, stdout);
 			return EXIT_OK;
 		default:
 			return cli_usage_error("bench", "bad option");
 		}
+	}
+	if (pin < 0) {
+		cpu_set_t set;
+
+		pin = sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_ISSET(0, &set) &&
+		      CPU_ISSET(1, &set);
 	}
 	if (transport == KVMIG_TRANSPORT_RDMA)
 		iperf3 = NULL; /* the soft-RoCE bench script measures ib_read_bw instead */
@@ -232,7 +271,7 @@ int cmd_bench(int argc, char **argv)
 		close(pipefd[0]);
 		if (pin)
 			bench_pin_to(0);
-		_exit(bench_receiver(listen_addr, &mo, pages, 1 + 2 * rounds, 1, pipefd[1]));
+		_exit(bench_receiver(listen_addr, &mo, pages, 3 * rounds, 1, pipefd[1]));
 	}
 	close(pipefd[1]);
 	if (pin)
@@ -257,19 +296,26 @@ int cmd_bench(int argc, char **argv)
 	       "%s to %s%s\n", so.capacity_pages, (double)bytes / (1 << 30), rounds, rounds,
 	       transport == KVMIG_TRANSPORT_RDMA ? "rdma" : "tcp", addr,
 	       pin ? ", receiver on CPU 0, sender on CPU 1" : "");
-	for (int r = 0; r < 1 + 2 * rounds; r++) {
-		mo.verify = r == 0 || r % 2;
+	for (int r = 0; r < 3 * rounds; r++) {
+		double c0 = cpu_seconds();
+
+		mo.verify = bench_verifies(r);
 		if ((ret = kvmig_migrate_send(src, addr, &mo, &st)) < 0) {
 			ret = cli_fail("bench", ret, "round %d failed", r);
 			goto out;
 		}
-		if (r == 0)
-			continue; /* warm-up */
-		(mo.verify ? on : off)[(r - 1) / 2] = st.transfer_seconds;
-		printf("  round %2d  verify %-3s  %.3f s  %.2f GB/s\n", (r + 1) / 2,
+		cpu[0][mo.verify][r / 3] = cpu_seconds() - c0;
+		if (r % 3 == 0) {
+			if (r)
+				printf("  warm-up   verify on   %.3f s  (%snot counted)\n",
+				       st.transfer_seconds, iperf3 ? "after iperf3; " : "");
+			continue;
+		}
+		(mo.verify ? on : off)[r / 3] = st.transfer_seconds;
+		printf("  round %2d  verify %-3s  %.3f s  %.2f GB/s\n", r / 3 + 1,
 		       mo.verify ? "on" : "off", st.transfer_seconds,
 		       (double)bytes / st.transfer_seconds / 1e9);
-		if (iperf3 && !mo.verify) {
+		if (iperf3 && r % 3 == 2) {
 			double g = iperf3_gbps(iperf3, bytes, port, pin);
 
 			if (g > 0) {
@@ -282,6 +328,14 @@ int cmd_bench(int argc, char **argv)
 	status = 0;
 	waitpid(child, &status, 0);
 	child = -1;
+	for (int r = 0; r < 3 * rounds; r++) {
+		double rc = 0;
+
+		if (read(pipefd[0], &rc, sizeof(rc)) != (ssize_t)sizeof(rc))
+			rc = 0;
+		if (r % 3)
+			cpu[1][bench_verifies(r)][r / 3] = rc;
+	}
 	if (read(pipefd[0], &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
 		rss_kib = 0;
 	t_on = bench_median(on, rounds);
@@ -298,7 +352,7 @@ int cmd_bench(int argc, char **argv)
 		printf("iperf3    not run (%s)\n", iperf3 ? "not installed or failed" : "--no-iperf3");
 	}
 	{
-		/* Each verified round against the unverified round right after it:
+		/* Each verified migration against the unverified one of its round:
 		 * slow drift on a shared machine cancels out of these pairs. */
 		double pair[64];
 
@@ -308,6 +362,10 @@ int cmd_bench(int argc, char **argv)
 		       "pairs; ratio of medians %.1f%%)   (target <= 10%%)\n",
 		       (bench_median(pair, rounds) - 1) * 100, rounds, (t_on / t_off - 1) * 100);
 	}
+	printf("cpu       sender %.3f s verify on, %.3f s off; receiver %.3f s on, %.3f s off "
+	       "(medians; user + system, all threads)\n", bench_median(cpu[0][1], rounds),
+	       bench_median(cpu[0][0], rounds), bench_median(cpu[1][1], rounds),
+	       bench_median(cpu[1][0], rounds));
 	printf("receiver  peak RSS %.1f MiB for a %.1f MiB arena: arena + %.1f MiB   "
 	       "(target <= arena + 64 MiB)\n", rss_kib / 1024.0, (double)bytes / (1 << 20),
 	       rss_kib / 1024.0 - (double)bytes / (1 << 20));

@@ -302,5 +302,15 @@ expect_err 2 "round count" "bad --max-rounds" "$KVMIG" send --to 127.0.0.1:1 --p
 expect_err 2 "positive number" "pager run bad rate" "$KVMIG" pager run shm:$MH --rate -1
 for p in $MG $MH; do "$KVMIG" pager rm shm:$p >/dev/null; done
 
+# The bench's sender and receiver agree on which migrations verify (a
+# mismatch fails the handshake): a tiny run, both placements.
+for pin in --pin --no-pin; do
+	expect 0 "bench $pin" "$KVMIG" bench --pages 8 --rounds 2 --no-iperf3 $pin
+	[ "$(grep -c '^  round' "$T/out")" -eq 4 ] && grep -q '^verify    adds' "$T/out" &&
+		grep -q '^  warm-up' "$T/out" && ok "bench $pin: 2 pairs, a warm-up, the overhead" ||
+		{ bad "bench $pin: 2 pairs, a warm-up, the overhead"; cat "$T/out"; }
+done
+expect_err 2 "rounds is" "bench bad --rounds" "$KVMIG" bench --rounds 0
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
