@@ -38,6 +38,34 @@ uint64_t kvmig_pager_serial(const struct kvmig_pager *p)
 	return p->serial;
 }
 
+int kvmig_pages_unused(const struct kvmig_seq_list *keep, const uint32_t *cand, uint32_t n,
+		       uint32_t *out, uint32_t *n_out)
+{
+	uint32_t max = 0, k = 0;
+	uint8_t *mark;
+
+	for (uint32_t i = 0; i < n; i++)
+		max = cand[i] > max ? cand[i] : max;
+	if (!(mark = calloc((size_t)max + 1, 1)))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < keep->n; i++)
+		for (uint32_t j = 0; j < keep->seqs[i].n_pages; j++)
+			if (keep->seqs[i].page_ixs[j] <= max)
+				mark[keep->seqs[i].page_ixs[j]] = 1;
+	/* k <= i: writing out[k] never overtakes reading cand[i]. */
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t ix = cand[i];
+
+		if (!mark[ix]) {
+			mark[ix] = 1;
+			out[k++] = ix;
+		}
+	}
+	free(mark);
+	*n_out = k;
+	return 0;
+}
+
 void kvmig_pager_destroy(struct kvmig_pager **pp)
 {
 	struct kvmig_pager *p = pp ? *pp : NULL;

@@ -1252,19 +1252,11 @@ int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolve
 		goto out;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		for (uint32_t j = 0; j < own[i].n_pages; j++) {
-			uint32_t ix = own[i].page_ixs[j];
-			int used = 0;
-
-			for (uint32_t k = 0; k < nfree && !used; k++)
-				used = pages[k] == ix;
-			for (uint32_t s = 0; s < rest.n && !used; s++)
-				for (uint32_t k = 0; k < rest.seqs[s].n_pages && !used; k++)
-					used = rest.seqs[s].page_ixs[k] == ix;
-			if (!used)
-				pages[nfree++] = ix;
-		}
+		memcpy(pages + nfree, own[i].page_ixs, sizeof(*pages) * own[i].n_pages);
+		nfree += own[i].n_pages;
 	}
+	if ((ret = kvmig_pages_unused(&rest, pages, nfree, pages, &nfree)) < 0)
+		goto out;
 	ret = nfree ? kvmig_pager_free(p, pages, nfree) : 0;
 out:
 	if (ret == 0 && n_resolved)

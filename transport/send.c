@@ -82,13 +82,6 @@ struct sender {
 	struct kvmig_migrate_stats *st;
 };
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
  * The sequences that move (all, or those named in the options) and their
  * pages, each once. Stop-and-copy of the whole pager takes every occupied
@@ -472,7 +465,7 @@ static void stop_hasher(struct sender *s, int finish)
 }
 
 /* Move mode: drop the migrated sequences and the pages nobody else uses. */
-static int release_source(struct sender *s, struct kvmig_migrate_stats *st)
+static int release_source(struct sender *s)
 {
 	struct kvmig_seq_list left = { 0 };
 	const char **ids = NULL;
@@ -487,31 +480,12 @@ static int release_source(struct sender *s, struct kvmig_migrate_stats *st)
 		ids[i] = s->seqs.seqs[i].id;
 	if ((ret = kvmig_pager_remove(s->p, ids, s->seqs.n)) < 0)
 		goto out;
-	if ((ret = kvmig_pager_seqs(s->p, &left)) < 0)
+	if ((ret = kvmig_pager_seqs(s->p, &left)) < 0 ||
+	    (ret = kvmig_pages_unused(&left, s->ixs, s->n, unused, &nu)) < 0)
 		goto out;
-	/* Offered pages are sorted: mark the ones a remaining sequence uses. */
-	uint8_t *used = calloc(s->n ? s->n : 1, 1);
-
-	if (!used) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (uint32_t i = 0; i < left.n; i++) {
-		for (uint32_t j = 0; j < left.seqs[i].n_pages; j++) {
-			uint32_t *hit = bsearch(&left.seqs[i].page_ixs[j], s->ixs, s->n,
-						sizeof(*s->ixs), cmp_u32);
-
-			if (hit)
-				used[hit - s->ixs] = 1;
-		}
-	}
-	for (uint32_t i = 0; i < s->n; i++)
-		if (!used[i])
-			unused[nu++] = s->ixs[i];
-	free(used);
 	if ((ret = kvmig_pager_free(s->p, unused, nu)) < 0)
 		goto out;
-	st->pages_freed = nu;
+	s->st->pages_freed = nu;
 out:
 	kvmig_seq_list_free(&left);
 	free(ids);
@@ -673,7 +647,7 @@ static int serve(struct sender *s)
 	engine_phase(&s->e, "commit");
 	engine_progress(&s->e, 1);
 	ret = 0;
-	if (s->e.o.mode == KVMIG_MODE_MOVE && (ret = release_source(s, s->st)) < 0)
+	if (s->e.o.mode == KVMIG_MODE_MOVE && (ret = release_source(s)) < 0)
 		kvmig_err_prefix(ret, "committed (the destination owns the sequences), but the "
 				 "source could not release them");
 	deregister_memory(s);

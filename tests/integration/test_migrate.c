@@ -30,6 +30,7 @@
 
 #include <kvmig/kvmig.h>
 
+#include "pager_helpers.h"
 #include "wire.h"
 
 static char src_name[64], dst_name[64];
@@ -100,26 +101,6 @@ static void digest_of(struct kvmig_pager *p, struct kvmig_digest *d)
 	kvmig_digest_compute(json, len, d);
 	free(json);
 	kvmig_manifest_free(&m);
-}
-
-static uint32_t n_occupied(struct kvmig_pager *p)
-{
-	uint32_t *ixs, n;
-
-	assert_int_equal(kvmig_pager_occupied(p, &ixs, &n), 0);
-	free(ixs);
-	return n;
-}
-
-static uint32_t n_seqs(struct kvmig_pager *p)
-{
-	struct kvmig_seq_list l;
-	uint32_t n;
-
-	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
-	n = l.n;
-	kvmig_seq_list_free(&l);
-	return n;
 }
 
 static uint32_t pause_depth(struct kvmig_pager *p)
@@ -480,7 +461,14 @@ static void test_subset_shared_prefix(void **state)
 
 /* ---- aborts: source resumed and unchanged, destination holds nothing new ---- */
 
+/* A migration set up to fail: the destination's capacity and meta, fault
+ * points, the sequences asked for; and the exit codes it must end with. */
 struct abort_case {
+	uint32_t dst_capacity;        /* 0: 64 */
+	int dst_other_meta;
+	const char *recv_fault, *send_fault;
+	const char *const *seq_ids;
+	uint32_t n_seq_ids;
 	int rrc, src_rc;
 };
 
@@ -495,21 +483,40 @@ static void check_untouched(const struct kvmig_digest *d0, uint32_t dst_occ, uin
 	assert_int_equal(n_seqs(dst), dst_seqs);
 }
 
-static void test_meta_mismatch(void **state)
+/* Fresh page-major pagers, the source's digest in @d0, then the migration. */
+static void run_case(const struct abort_case *c, int *rrc, int *src_rc, struct kvmig_digest *d0)
 {
 	struct side rs, ss;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, c->dst_capacity ? c->dst_capacity : 64,
+		    c->dst_other_meta);
+	digest_of(src, d0);
+	side_init(&rs);
+	side_init(&ss);
+	rs.fault = c->recv_fault;
+	ss.fault = c->send_fault;
+	ss.o.seq_ids = c->seq_ids;
+	ss.o.n_seq_ids = c->n_seq_ids;
+	migrate(&rs, &ss, rrc, src_rc);
+}
+
+/* The exit codes of @c, the source resumed and unchanged, the destination
+ * as it was (its 3 busy pages, no sequence). */
+static void expect_abort(const struct abort_case *c)
+{
 	struct kvmig_digest d0;
 	int rrc, src_rc;
 
-	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 1);
-	digest_of(src, &d0);
-	side_init(&rs);
-	side_init(&ss);
-	migrate(&rs, &ss, &rrc, &src_rc);
-	assert_int_equal(rrc, EPROTO);
-	assert_int_equal(src_rc, EPROTO);
+	run_case(c, &rrc, &src_rc, &d0);
+	assert_int_equal(rrc, c->rrc);
+	assert_int_equal(src_rc, c->src_rc);
 	check_untouched(&d0, 3, 0);
 	drop_pagers();
+}
+
+static void test_meta_mismatch(void **state)
+{
+	expect_abort(&(struct abort_case){ .dst_other_meta = 1, .rrc = EPROTO, .src_rc = EPROTO });
 }
 
 static void test_layout_mismatch(void **state)
@@ -539,39 +546,16 @@ static void test_layout_mismatch(void **state)
 
 static void test_destination_out_of_pages(void **state)
 {
-	struct side rs, ss;
-	struct kvmig_digest d0;
-	int rrc, src_rc;
-
-	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 12, 0); /* 3 busy + 9 free < 18 */
-	digest_of(src, &d0);
-	side_init(&rs);
-	side_init(&ss);
-	migrate(&rs, &ss, &rrc, &src_rc);
-	assert_int_equal(rrc, ENOSPC);
-	assert_int_equal(src_rc, ENOSPC);
-	check_untouched(&d0, 3, 0);
-	drop_pagers();
+	/* 3 busy + 9 free < 18 */
+	expect_abort(&(struct abort_case){ .dst_capacity = 12, .rrc = ENOSPC, .src_rc = ENOSPC });
 }
 
 static void test_unknown_sequence(void **state)
 {
 	static const char *const ids[] = { "seq-1", "nope" };
-	struct side rs, ss;
-	struct kvmig_digest d0;
-	int rrc, src_rc;
 
-	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
-	digest_of(src, &d0);
-	side_init(&rs);
-	side_init(&ss);
-	ss.o.seq_ids = ids;
-	ss.o.n_seq_ids = 2;
-	migrate(&rs, &ss, &rrc, &src_rc);
-	assert_int_equal(src_rc, ENOENT);
-	assert_int_equal(rrc, ENOENT);
-	check_untouched(&d0, 3, 0);
-	drop_pagers();
+	expect_abort(&(struct abort_case){ .seq_ids = ids, .n_seq_ids = 2, .rrc = ENOENT,
+					   .src_rc = ENOENT });
 }
 
 static void test_receiver_killed_mid_transfer(void **state)
@@ -638,10 +622,6 @@ static void expect_refused(int rrc, int src_rc, const struct kvmig_digest *d0)
 	drop_pagers();
 }
 
-/* Migrate with fault points set in the receiver and / or the sender. */
-static void faulted(const char *recv_fault, const char *send_fault, int *rrc, int *src_rc,
-		    struct kvmig_digest *d0);
-
 /*
  * The receiver reads the page right after the last offered one (it exists:
  * the source has 64 pages, 18 offered). The sender registered only the
@@ -656,38 +636,18 @@ static void test_fault_read_unoffered(void **state)
 #ifndef KVMIG_FAULT_INJECTION
 	skip();
 #endif
-	faulted("recv-read-unoffered", NULL, &rrc, &src_rc, &d0);
+	run_case(&(struct abort_case){ .recv_fault = "recv-read-unoffered" }, &rrc, &src_rc, &d0);
 	expect_refused(rrc, src_rc, &d0);
-}
-
-static void faulted(const char *recv_fault, const char *send_fault, int *rrc, int *src_rc,
-		    struct kvmig_digest *d0)
-{
-	struct side rs, ss;
-
-	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
-	digest_of(src, d0);
-	side_init(&rs);
-	side_init(&ss);
-	rs.fault = recv_fault;
-	ss.fault = send_fault;
-	migrate(&rs, &ss, rrc, src_rc);
 }
 
 /* The sender's digest of source page 9's V half is wrong: EIO after one re-read. */
 static void test_fault_bad_digest(void **state)
 {
-	struct kvmig_digest d0;
-	int rrc, src_rc;
-
 #ifndef KVMIG_FAULT_INJECTION
 	skip();
 #endif
-	faulted(NULL, "send-bad-digest:9", &rrc, &src_rc, &d0);
-	assert_int_equal(rrc, EIO);
-	assert_int_equal(src_rc, EIO);
-	check_untouched(&d0, 3, 0);
-	drop_pagers();
+	expect_abort(&(struct abort_case){ .send_fault = "send-bad-digest:9", .rrc = EIO,
+					   .src_rc = EIO });
 }
 
 /* The receiver reads with a wrong key: the sender (tcp) or its NIC (rdma) refuses. */
@@ -699,7 +659,7 @@ static void test_fault_bad_key(void **state)
 #ifndef KVMIG_FAULT_INJECTION
 	skip();
 #endif
-	faulted("recv-bad-key", NULL, &rrc, &src_rc, &d0);
+	run_case(&(struct abort_case){ .recv_fault = "recv-bad-key" }, &rrc, &src_rc, &d0);
 	expect_refused(rrc, src_rc, &d0);
 }
 

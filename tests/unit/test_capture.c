@@ -14,22 +14,12 @@
 
 #include <kvmig/cas.h>
 
+#include "pager_helpers.h"
+
 static struct kvmig_pager *make(const char *preset, enum kvmig_layout layout, uint64_t seed,
 				uint32_t seqs, uint32_t cap)
 {
-	struct kvmig_synth_opts o;
-	struct kvmig_pager *p = NULL;
-
-	kvmig_synth_opts_init(&o);
-	kvmig_meta_preset(preset, &o.meta);
-	o.layout = layout;
-	o.seed = seed;
-	o.n_seqs = seqs;
-	o.pages_per_seq = 5;
-	o.shared_prefix_pages = 2;
-	o.capacity_pages = cap;
-	assert_int_equal(kvmig_synth_create(&o, &p), 0);
-	return p;
+	return synth_pager(preset, layout, seed, seqs, 5, 2, cap);
 }
 
 static char *mkstore(struct kvmig_store **s)
@@ -49,26 +39,6 @@ static void rmstore(struct kvmig_store **s, char *dir)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
 	free(dir);
-}
-
-static uint32_t n_occupied(struct kvmig_pager *p)
-{
-	uint32_t *ixs, n;
-
-	assert_int_equal(kvmig_pager_occupied(p, &ixs, &n), 0);
-	free(ixs);
-	return n;
-}
-
-static uint32_t n_seqs(struct kvmig_pager *p)
-{
-	struct kvmig_seq_list l = { 0 };
-	uint32_t n;
-
-	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
-	n = l.n;
-	kvmig_seq_list_free(&l);
-	return n;
 }
 
 /* Compare every sequence's bytes page by page, without digests. */

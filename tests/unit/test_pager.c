@@ -16,22 +16,13 @@
 
 #include <kvmig/cas.h>
 
+#include "internal.h"
+#include "pager_helpers.h"
+
 static struct kvmig_pager *make(enum kvmig_layout layout, uint64_t seed, uint32_t seqs,
 				uint32_t per, uint32_t prefix, uint32_t cap)
 {
-	struct kvmig_synth_opts o;
-	struct kvmig_pager *p = NULL;
-
-	kvmig_synth_opts_init(&o);
-	kvmig_meta_preset("tiny", &o.meta);
-	o.layout = layout;
-	o.seed = seed;
-	o.n_seqs = seqs;
-	o.pages_per_seq = per;
-	o.shared_prefix_pages = prefix;
-	o.capacity_pages = cap;
-	assert_int_equal(kvmig_synth_create(&o, &p), 0);
-	return p;
+	return synth_pager("tiny", layout, seed, seqs, per, prefix, cap);
 }
 
 /* Logical bytes of one half, concatenated over its extents. */
@@ -323,10 +314,35 @@ static void test_pause_of_dead_process_dropped(void **state)
 	assert_int_equal(kvmig_synth_unlink(name), 0);
 }
 
+/* Freeing after a remove: the candidates no kept sequence uses, each once. */
+static void test_pages_unused(void **state)
+{
+	uint32_t a[] = { 2, 5 }, b[] = { 9 };
+	struct kvmig_seq keep[] = { { .id = (char *)"a", .page_ixs = a, .n_pages = 2 },
+				    { .id = (char *)"b", .page_ixs = b, .n_pages = 1 } };
+	struct kvmig_seq_list kl = { .seqs = keep, .n = 2 };
+	uint32_t cand[] = { 5, 1, 1, 7, 2, 3, 9, 7 }, out[8], n = 99;
+
+	(void)state;
+	assert_int_equal(kvmig_pages_unused(&kl, cand, 8, out, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(out[0], 1);
+	assert_int_equal(out[1], 7);
+	assert_int_equal(out[2], 3);
+	/* In place, and nothing kept. */
+	kl.n = 0;
+	assert_int_equal(kvmig_pages_unused(&kl, cand, 8, cand, &n), 0);
+	assert_int_equal(n, 6);
+	assert_memory_equal(cand, ((uint32_t[]){ 5, 1, 7, 2, 3, 9 }), sizeof(uint32_t) * 6);
+	assert_int_equal(kvmig_pages_unused(&kl, cand, 0, out, &n), 0);
+	assert_int_equal(n, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_meta),
+		cmocka_unit_test(test_pages_unused),
 		cmocka_unit_test(test_arena_too_big),
 		cmocka_unit_test(test_determinism_and_layouts),
 		cmocka_unit_test(test_seqs_prefix_sharing),

@@ -19,18 +19,20 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
+report() { # WANT GOT NAME LOG: ok, or not ok and the log
+	if [ "$2" -eq "$1" ]; then
+		echo "ok - $3"
+	else
+		echo "not ok - $3 (exit $2, expected $1)"
+		cat "$4"
+		fails=$((fails + 1))
+	fi
+}
 expect() { # CODE NAME CMD...
 	want=$1 name=$2
 	shift 2
 	"$@" > "$T/out" 2>&1
-	got=$?
-	if [ "$got" -eq "$want" ]; then
-		echo "ok - $name"
-	else
-		echo "not ok - $name (exit $got, expected $want)"
-		cat "$T/out"
-		fails=$((fails + 1))
-	fi
+	report "$want" $? "$name" "$T/out"
 }
 # migrate CODE_SEND CODE_RECV NAME SRC DST: recv and send, both under memcheck
 migrate() {
@@ -44,14 +46,7 @@ migrate() {
 	done
 	expect "$1" "$3: send" $VG "$K" send --to 127.0.0.1:$port --pager shm:$4 --timeout 20000
 	wait $rp
-	rrc=$?
-	if [ "$rrc" -eq "$2" ]; then
-		echo "ok - $3: recv"
-	else
-		echo "not ok - $3: recv (exit $rrc, expected $2)"
-		cat "$T/recv.err"
-		fails=$((fails + 1))
-	fi
+	report "$2" $? "$3: recv" "$T/recv.err"
 }
 
 "$K" pager init shm:$A --preset tiny --seqs 3 --pages-per-seq 4 --shared-prefix 1 --capacity 32 > /dev/null
