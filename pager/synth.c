@@ -36,7 +36,7 @@
 #include "pager_internal.h"
 
 #define SYNTH_MAGIC 0x31595347494d564bull /* "KVMIGSY1" little-endian */
-#define SYNTH_VERSION 2u
+#define SYNTH_VERSION 3u
 #define MAX_PAUSERS 32u /* processes holding a pause at the same time */
 #define DATA_ALIGN (2u << 20)
 
@@ -62,8 +62,11 @@ struct synth_hdr {
 	/* Guarded by lock. */
 	uint32_t pause_depth;
 	/* Who holds the pauses: a process that dies paused (a SIGKILLed
-	 * sender) has its pauses dropped by the next look (reap_pausers). */
+	 * sender) has its pauses dropped by the next look (reap_pausers). A
+	 * process is its pid and its start time (in clock ticks), so a pid the
+	 * kernel hands to a new process does not keep a dead holder's pauses. */
 	int32_t pauser_pid[MAX_PAUSERS];
+	uint64_t pauser_start[MAX_PAUSERS];
 	uint32_t pauser_depth[MAX_PAUSERS];
 	uint32_t n_seqs;
 	uint32_t refs_used;
@@ -245,6 +248,40 @@ static int synth_meta(void *impl, struct kvmig_cache_meta *meta, enum kvmig_layo
 	return 0;
 }
 
+/*
+ * When process @pid started (clock ticks after boot: field 22 of
+ * /proc/PID/stat, read after the command name, which may hold spaces or
+ * parentheses); 0 when it does not exist, 1 when it does but /proc cannot
+ * say when it started.
+ */
+static uint64_t process_start(int32_t pid)
+{
+	char path[32], buf[1024], *p;
+	unsigned long long start;
+	ssize_t n;
+	int fd;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = '\0';
+	if (!(p = strrchr(buf, ')')))
+		return 1;
+	/* ") state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+	 * cmajflt utime stime cutime cstime priority nice num_threads
+	 * itrealvalue starttime": 19 fields after the state. */
+	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+		   "%*d %*d %*d %llu", &start) != 1)
+		return 1;
+	return start + 2; /* never 0 or 1 */
+}
+
 /* Under the lock: drop the pauses of processes that no longer exist. */
 static void reap_pausers(struct synth *s)
 {
@@ -253,7 +290,11 @@ static void reap_pausers(struct synth *s)
 	for (uint32_t i = 0; i < MAX_PAUSERS; i++) {
 		if (!h->pauser_depth[i] || h->pauser_pid[i] == (int32_t)getpid())
 			continue;
-		if (kill(h->pauser_pid[i], 0) < 0 && errno == ESRCH) {
+		uint64_t start = process_start(h->pauser_pid[i]);
+
+		/* Gone, or its pid now names a process that started since. */
+		if (start == 0 || (start != 1 && h->pauser_start[i] != 1 &&
+				   start != h->pauser_start[i])) {
 			h->pause_depth -= h->pauser_depth[i];
 			h->pauser_depth[i] = 0;
 		}
@@ -272,6 +313,7 @@ static uint32_t *pauser_slot(struct synth *s, int make)
 	for (uint32_t i = 0; make && i < MAX_PAUSERS; i++) {
 		if (!h->pauser_depth[i]) {
 			h->pauser_pid[i] = me;
+			h->pauser_start[i] = process_start(me);
 			return &h->pauser_depth[i];
 		}
 	}

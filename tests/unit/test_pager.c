@@ -268,23 +268,31 @@ static void test_shm_attach_other_process(void **state)
 	assert_int_equal(kvmig_pager_open("file:/x", &q), -EINVAL);
 }
 
-/* A process killed while it holds a pause (a SIGKILLed sender) does not
- * leave the pager paused: the next look drops its pauses. */
-static void test_pause_of_dead_process_dropped(void **state)
+/* A 4-page shm pager named kvmig-test-@what-PID into @name (64 bytes). */
+static struct kvmig_pager *shm_pager(char *name, const char *what)
 {
-	char name[64];
 	struct kvmig_synth_opts o;
 	struct kvmig_pager *p = NULL;
-	uint32_t depth;
-	int status;
-	pid_t pid;
 
-	snprintf(name, sizeof(name), "kvmig-test-pause-%d", (int)getpid());
+	snprintf(name, 64, "kvmig-test-%s-%d", what, (int)getpid());
 	kvmig_synth_unlink(name);
 	kvmig_synth_opts_init(&o);
 	o.shm_name = name;
 	o.capacity_pages = 4;
 	assert_int_equal(kvmig_synth_create(&o, &p), 0);
+	return p;
+}
+
+/* A process killed while it holds a pause (a SIGKILLed sender) does not
+ * leave the pager paused: the next look drops its pauses. */
+static void test_pause_of_dead_process_dropped(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = shm_pager(name, "pause");
+	uint32_t depth;
+	int status;
+	pid_t pid;
+
 	assert_int_equal(kvmig_pager_pause(p), 0); /* ours stays */
 	pid = fork();
 	assert_true(pid >= 0);
@@ -338,6 +346,70 @@ static void test_pages_unused(void **state)
 	assert_int_equal(n, 0);
 }
 
+/* Fork a child that gets pid @want (set through ns_last_pid, as CRIU does;
+ * needs CAP_SYS_ADMIN) and sleeps until killed; its pid, or -1. */
+static pid_t fork_with_pid(pid_t want)
+{
+	for (int attempt = 0; attempt < 20; attempt++) {
+		FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+		pid_t pid;
+
+		if (!f)
+			return -1;
+		if (fprintf(f, "%d", (int)want - 1) < 0 || fclose(f) != 0)
+			return -1;
+		if ((pid = fork()) == 0) {
+			pause();
+			_exit(0);
+		}
+		if (pid == want)
+			return pid;
+		kill(pid, SIGKILL); /* another process took it first */
+		waitpid(pid, NULL, 0);
+	}
+	return -1;
+}
+
+/*
+ * A process dies paused and the kernel gives its pid to a new process: the
+ * pause is still dropped (a holder is its pid and its start time).
+ */
+static void test_pause_of_dead_process_pid_reused(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = shm_pager(name, "reuse");
+	uint32_t depth;
+	pid_t pid, reused;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvmig_pager *c = NULL;
+
+		if (kvmig_synth_attach(name, &c) < 0 || kvmig_pager_pause(c) < 0)
+			_exit(11);
+		raise(SIGKILL);
+	}
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	/* Start times count clock ticks (10 ms): let one pass, as a pid's
+	 * reuse by the kernel takes a wrap of the whole pid space. */
+	usleep(50 * 1000);
+	reused = fork_with_pid(pid);
+	if (reused < 0) {
+		kvmig_pager_destroy(&p);
+		kvmig_synth_unlink(name);
+		skip(); /* ns_last_pid not writable here: not root */
+	}
+	assert_int_equal(kill(reused, 0), 0); /* the pid names a live process */
+	assert_int_equal(kvmig_synth_pause_depth(p, &depth), 0);
+	kill(reused, SIGKILL);
+	waitpid(reused, NULL, 0);
+	assert_int_equal(depth, 0);
+	kvmig_pager_destroy(&p);
+	kvmig_synth_unlink(name);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -350,6 +422,7 @@ int main(void)
 		cmocka_unit_test(test_pause_guard_resumes_on_failure),
 		cmocka_unit_test(test_shm_attach_other_process),
 		cmocka_unit_test(test_pause_of_dead_process_dropped),
+		cmocka_unit_test(test_pause_of_dead_process_pid_reused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
