@@ -38,20 +38,40 @@ uint64_t kvmig_pager_serial(const struct kvmig_pager *p)
 	return p->serial;
 }
 
-int kvmig_pages_unused(const struct kvmig_seq_list *keep, const uint32_t *cand, uint32_t n,
-		       uint32_t *out, uint32_t *n_out)
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int kvmig_pages_unused(const struct kvmig_seq_list *all, const char *const *drop,
+		       uint32_t n_drop, const uint32_t *cand, uint32_t n, uint32_t *out,
+		       uint32_t *n_out)
 {
 	uint32_t max = 0, k = 0;
+	const char **sorted;
 	uint8_t *mark;
 
 	for (uint32_t i = 0; i < n; i++)
 		max = cand[i] > max ? cand[i] : max;
-	if (!(mark = calloc((size_t)max + 1, 1)))
+	mark = calloc((size_t)max + 1, 1);
+	sorted = malloc(sizeof(*sorted) * (n_drop ? n_drop : 1));
+	if (!mark || !sorted) {
+		free(mark);
+		free(sorted);
 		return -ENOMEM;
-	for (uint32_t i = 0; i < keep->n; i++)
-		for (uint32_t j = 0; j < keep->seqs[i].n_pages; j++)
-			if (keep->seqs[i].page_ixs[j] <= max)
-				mark[keep->seqs[i].page_ixs[j]] = 1;
+	}
+	if (n_drop)
+		memcpy(sorted, drop, sizeof(*sorted) * n_drop);
+	qsort(sorted, n_drop, sizeof(*sorted), cmp_str);
+	for (uint32_t i = 0; i < all->n; i++) {
+		const struct kvmig_seq *q = &all->seqs[i];
+
+		if (bsearch(&q->id, sorted, n_drop, sizeof(*sorted), cmp_str))
+			continue; /* dropped: its pages count as unused */
+		for (uint32_t j = 0; j < q->n_pages; j++)
+			if (q->page_ixs[j] <= max)
+				mark[q->page_ixs[j]] = 1;
+	}
 	/* k <= i: writing out[k] never overtakes reading cand[i]. */
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t ix = cand[i];
@@ -62,6 +82,7 @@ int kvmig_pages_unused(const struct kvmig_seq_list *keep, const uint32_t *cand, 
 		}
 	}
 	free(mark);
+	free(sorted);
 	*n_out = k;
 	return 0;
 }

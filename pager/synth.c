@@ -251,12 +251,12 @@ static int synth_meta(void *impl, struct kvmig_cache_meta *meta, enum kvmig_layo
 /*
  * When process @pid started (clock ticks after boot: field 22 of
  * /proc/PID/stat, read after the command name, which may hold spaces or
- * parentheses); 0 when it does not exist, 1 when it does but /proc cannot
- * say when it started.
+ * parentheses); 0 when it is gone (or a zombie: dead, not yet waited for),
+ * 1 when it exists but /proc cannot say when it started.
  */
 static uint64_t process_start(int32_t pid)
 {
-	char path[32], buf[1024], *p;
+	char path[32], buf[1024], *p, state;
 	unsigned long long start;
 	ssize_t n;
 	int fd;
@@ -276,25 +276,35 @@ static uint64_t process_start(int32_t pid)
 	/* ") state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
 	 * cmajflt utime stime cutime cstime priority nice num_threads
 	 * itrealvalue starttime": 19 fields after the state. */
-	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-		   "%*d %*d %*d %llu", &start) != 1)
+	if (sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+		   "%*d %*d %*d %llu", &state, &start) != 2)
 		return 1;
+	if (state == 'Z' || state == 'X')
+		return 0;
 	return start + 2; /* never 0 or 1 */
 }
 
-/* Under the lock: drop the pauses of processes that no longer exist. */
+/* Whether start times @a and @b (process_start) can be the same process. */
+static bool same_start(uint64_t a, uint64_t b)
+{
+	return a == 1 || b == 1 || a == b;
+}
+
+/*
+ * Under the lock: drop the pauses of processes that no longer exist: gone,
+ * or their pid now names a process that started since (this one included:
+ * a slot with our pid and another start time is a dead predecessor's).
+ */
 static void reap_pausers(struct synth *s)
 {
 	struct synth_hdr *h = s->hdr;
 
 	for (uint32_t i = 0; i < MAX_PAUSERS; i++) {
-		if (!h->pauser_depth[i] || h->pauser_pid[i] == (int32_t)getpid())
+		if (!h->pauser_depth[i])
 			continue;
 		uint64_t start = process_start(h->pauser_pid[i]);
 
-		/* Gone, or its pid now names a process that started since. */
-		if (start == 0 || (start != 1 && h->pauser_start[i] != 1 &&
-				   start != h->pauser_start[i])) {
+		if (start == 0 || !same_start(start, h->pauser_start[i])) {
 			h->pause_depth -= h->pauser_depth[i];
 			h->pauser_depth[i] = 0;
 		}
@@ -306,14 +316,16 @@ static uint32_t *pauser_slot(struct synth *s, int make)
 {
 	struct synth_hdr *h = s->hdr;
 	int32_t me = (int32_t)getpid();
+	uint64_t my_start = process_start(me);
 
 	for (uint32_t i = 0; i < MAX_PAUSERS; i++)
-		if (h->pauser_depth[i] && h->pauser_pid[i] == me)
+		if (h->pauser_depth[i] && h->pauser_pid[i] == me &&
+		    same_start(h->pauser_start[i], my_start))
 			return &h->pauser_depth[i];
 	for (uint32_t i = 0; make && i < MAX_PAUSERS; i++) {
 		if (!h->pauser_depth[i]) {
 			h->pauser_pid[i] = me;
-			h->pauser_start[i] = process_start(me);
+			h->pauser_start[i] = my_start;
 			return &h->pauser_depth[i];
 		}
 	}

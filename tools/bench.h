@@ -22,9 +22,10 @@ void bench_pin_to(int cpu);
  * The receiving process: listen on @addr, write the bound address (80
  * bytes) to @out_fd, then accept @migrations migrations into one pager of
  * @pages pages, emptying it after each (remove every sequence, free every
- * page), with verification alternating on / off after the first when
- * @alternate_verify; finally write its peak RSS in KiB (a long) to @out_fd.
- * Returns an exit code.
+ * page), verifying as bench_verifies() says when @alternate_verify (else
+ * always); after each migration write its CPU use (a struct of two doubles:
+ * user and system seconds) to @out_fd, and at the end its peak RSS in KiB
+ * (a long). Returns an exit code.
  */
 int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32_t pages,
 		   int migrations, int alternate_verify, int out_fd);

@@ -6,17 +6,18 @@
  * soft-RoCE bench script, tests/softroce/bench.sh, runs ib_read_bw beside it).
  *
  * Sender and receiver are two long-lived processes that each own their
- * pager in process memory, as an engine owns its KV arena; one untimed
- * warm-up migration touches both arenas first (on VMs a process's first
- * touch of a page costs more than the copy). Then R rounds, each an
+ * pager in process memory, as an engine owns its KV arena. R rounds, each an
  * untimed warm-up migration, one verified and one unverified migration (in
  * alternating order) and an iperf3 run of the same byte count; every
  * migration moves the whole cache in copy mode into the same destination
- * pages (the receiver removes and frees between them). The warm-up keeps the
- * iperf3 run's after-effects (the next migration runs ~15% slower) off the
- * timed pair, and the alternating order keeps any order effect off one side.
- * Where CPUs 0 and 1 are ours, the receiver runs on 0 and the sender on 1.
- * Reported: medians, ratios, verification overhead, receiver peak RSS.
+ * pages (the receiver removes and frees between them). The first round's
+ * warm-up touches both arenas (on VMs a process's first touch of a page
+ * costs more than the copy); the later ones keep the iperf3 run's
+ * after-effects (the next migration runs ~1.4x slower) off the timed pair,
+ * and the alternating order keeps any order effect off one side. Where CPUs
+ * 0 and 1 are ours, the receiver runs on 0 and the sender on 1.
+ * Reported: medians, ratios, verification overhead, each end's CPU time,
+ * receiver peak RSS.
  */
 #include <errno.h>
 #include <sched.h>
@@ -43,7 +44,8 @@ static const char bench_usage[] =
 	"migrates over the verbs provider to a receiver on ADDR (an RDMA device's\n"
 	"address) and runs no iperf3. Where CPUs 0 and 1 are both available the\n"
 	"receiver runs on CPU 0 and the sender on CPU 1 (iperf3's server and client\n"
-	"likewise), as two hosts would: each end copies and hashes on its own core;\n"
+	"likewise), as two hosts would: each end copies and hashes on its own CPU (on\n"
+	"SMT hosts CPUs 0 and 1 may be two threads of one core: check lscpu -e);\n"
 	"--no-pin leaves placement to the scheduler, --pin pins regardless. Each round is an untimed warm-up\n"
 	"migration, then the verified and the unverified one (in alternating order),\n"
 	"then the iperf3 run.\n"
@@ -64,14 +66,25 @@ double bench_median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* CPU time of this process so far, all threads, user + system. */
-static double cpu_seconds(void)
+/* CPU time of this process, all threads: seconds in user space, in the kernel. */
+struct cpu_use {
+	double user, sys;
+};
+
+static struct cpu_use cpu_now(void)
 {
 	struct rusage ru;
 
 	getrusage(RUSAGE_SELF, &ru);
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+	return (struct cpu_use){ (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
+				 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6 };
+}
+
+static struct cpu_use cpu_since(struct cpu_use t0)
+{
+	struct cpu_use t = cpu_now();
+
+	return (struct cpu_use){ t.user - t0.user, t.sys - t0.sys };
 }
 
 int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32_t pages,
@@ -99,13 +112,12 @@ int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32
 		struct kvmig_migrate_stats st;
 		struct kvmig_seq_list seqs = { 0 };
 		uint32_t *ixs = NULL, n = 0;
-
-		double cpu = cpu_seconds();
+		struct cpu_use cpu = cpu_now();
 
 		mo.verify = !alternate_verify || bench_verifies(r);
 		if ((ret = kvmig_migrate_accept(l, p, &mo, &st)) < 0)
 			return cli_fail("bench", ret, "receiver: round %d failed", r);
-		cpu = cpu_seconds() - cpu;
+		cpu = cpu_since(cpu);
 		if (write(out_fd, &cpu, sizeof(cpu)) != (ssize_t)sizeof(cpu))
 			return EXIT_FAIL;
 		if (kvmig_pager_seqs(p, &seqs) == 0) {
@@ -146,6 +158,24 @@ void bench_pin_to(int cpu)
 	CPU_SET(cpu, &set);
 	if (sched_setaffinity(0, sizeof(set), &set) < 0)
 		fprintf(stderr, "kvmig bench: cannot pin to CPU %d: %s\n", cpu, strerror(errno));
+}
+
+/* "cpu  SIDE  verify on T s (user U, system S), off ...": medians of @n rounds. */
+static void print_cpu(const char *side, struct cpu_use use[2][64], int n)
+{
+	printf("cpu       %-8s", side);
+	for (int v = 1; v >= 0; v--) {
+		double user[64], sys[64], total[64];
+
+		for (int i = 0; i < n; i++) {
+			user[i] = use[v][i].user;
+			sys[i] = use[v][i].sys;
+			total[i] = user[i] + sys[i];
+		}
+		printf("%s %.3f s (user %.3f, system %.3f)", v ? " verify on" : ", off",
+		       bench_median(total, n), bench_median(user, n), bench_median(sys, n));
+	}
+	printf("  (medians, all threads)\n");
 }
 
 /* One iperf3 client run of @bytes against a one-shot server; GB/s or < 0. */
@@ -195,8 +225,9 @@ int cmd_bench(int argc, char **argv)
 	char addr[80] = "";
 	uint32_t pages = 512;
 	int rounds = 5, c, ret, pipefd[2], status, port = 5201 + (int)(getpid() % 500);
-	double on[64], off[64], ip[64], t_on, t_off, ip_med = 0;
-	double cpu[2][2][64]; /* [sender, receiver][off, on][round]: seconds */
+	double on[64], off[64], ip[64], t_on, t_off, ip_med = 0, pair_med;
+	struct cpu_use cpu[2][2][64]; /* [sender, receiver][off, on][round] */
+	int last_ip_ok = 0;
 	int n_ip = 0;
 	struct kvmig_pager *src = NULL;
 	struct kvmig_synth_opts so;
@@ -297,20 +328,20 @@ int cmd_bench(int argc, char **argv)
 	       transport == KVMIG_TRANSPORT_RDMA ? "rdma" : "tcp", addr,
 	       pin ? ", receiver on CPU 0, sender on CPU 1" : "");
 	for (int r = 0; r < 3 * rounds; r++) {
-		double c0 = cpu_seconds();
+		struct cpu_use c0 = cpu_now();
 
 		mo.verify = bench_verifies(r);
 		if ((ret = kvmig_migrate_send(src, addr, &mo, &st)) < 0) {
 			ret = cli_fail("bench", ret, "round %d failed", r);
 			goto out;
 		}
-		cpu[0][mo.verify][r / 3] = cpu_seconds() - c0;
 		if (r % 3 == 0) {
 			if (r)
 				printf("  warm-up   verify on   %.3f s  (%snot counted)\n",
-				       st.transfer_seconds, iperf3 ? "after iperf3; " : "");
+				       st.transfer_seconds, last_ip_ok ? "after iperf3; " : "");
 			continue;
 		}
+		cpu[0][mo.verify][r / 3] = cpu_since(c0);
 		(mo.verify ? on : off)[r / 3] = st.transfer_seconds;
 		printf("  round %2d  verify %-3s  %.3f s  %.2f GB/s\n", r / 3 + 1,
 		       mo.verify ? "on" : "off", st.transfer_seconds,
@@ -318,6 +349,7 @@ int cmd_bench(int argc, char **argv)
 		if (iperf3 && r % 3 == 2) {
 			double g = iperf3_gbps(iperf3, bytes, port, pin);
 
+			last_ip_ok = g > 0;
 			if (g > 0) {
 				ip[n_ip++] = g;
 				printf("  iperf3    %.2f GB/s\n", g);
@@ -325,19 +357,36 @@ int cmd_bench(int argc, char **argv)
 		}
 		fflush(stdout);
 	}
+	/* The receiver's CPU use per migration, then its peak RSS. */
+	ret = 0;
+	for (int r = 0; r < 3 * rounds && ret == 0; r++) {
+		struct cpu_use rc;
+
+		if (read(pipefd[0], &rc, sizeof(rc)) != (ssize_t)sizeof(rc))
+			ret = -EPIPE;
+		else if (r % 3)
+			cpu[1][bench_verifies(r)][r / 3] = rc;
+	}
+	if (ret == 0 && read(pipefd[0], &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
+		ret = -EPIPE;
 	status = 0;
 	waitpid(child, &status, 0);
 	child = -1;
-	for (int r = 0; r < 3 * rounds; r++) {
-		double rc = 0;
-
-		if (read(pipefd[0], &rc, sizeof(rc)) != (ssize_t)sizeof(rc))
-			rc = 0;
-		if (r % 3)
-			cpu[1][bench_verifies(r)][r / 3] = rc;
+	if (ret < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != EXIT_OK) {
+		ret = cli_fail("bench", -EPIPE, "the receiving process did not report its CPU "
+			       "use and RSS (exit status 0x%x)", status);
+		goto out;
 	}
-	if (read(pipefd[0], &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
-		rss_kib = 0;
+	{
+		/* Each verified migration against the unverified one of its round
+		 * (before the medians sort on[] and off[]): slow drift on a shared
+		 * machine cancels out of these pairs. */
+		double pair[64];
+
+		for (int i = 0; i < rounds; i++)
+			pair[i] = on[i] / off[i];
+		pair_med = bench_median(pair, rounds);
+	}
 	t_on = bench_median(on, rounds);
 	t_off = bench_median(off, rounds);
 	printf("median    verify on  %.3f s  %.2f GB/s\n", t_on, (double)bytes / t_on / 1e9);
@@ -351,21 +400,11 @@ int cmd_bench(int argc, char **argv)
 	} else {
 		printf("iperf3    not run (%s)\n", iperf3 ? "not installed or failed" : "--no-iperf3");
 	}
-	{
-		/* Each verified migration against the unverified one of its round:
-		 * slow drift on a shared machine cancels out of these pairs. */
-		double pair[64];
-
-		for (int i = 0; i < rounds; i++)
-			pair[i] = on[i] / off[i];
-		printf("verify    adds %.1f%% to the transfer time (median of %d adjacent on/off "
-		       "pairs; ratio of medians %.1f%%)   (target <= 10%%)\n",
-		       (bench_median(pair, rounds) - 1) * 100, rounds, (t_on / t_off - 1) * 100);
-	}
-	printf("cpu       sender %.3f s verify on, %.3f s off; receiver %.3f s on, %.3f s off "
-	       "(medians; user + system, all threads)\n", bench_median(cpu[0][1], rounds),
-	       bench_median(cpu[0][0], rounds), bench_median(cpu[1][1], rounds),
-	       bench_median(cpu[1][0], rounds));
+	printf("verify    adds %.1f%% to the transfer time (median of the %d rounds' on/off "
+	       "pairs; ratio of medians %.1f%%)   (target <= 10%%)\n", (pair_med - 1) * 100,
+	       rounds, (t_on / t_off - 1) * 100);
+	for (int side = 0; side < 2; side++)
+		print_cpu(side ? "receiver" : "sender", cpu[side], rounds);
 	printf("receiver  peak RSS %.1f MiB for a %.1f MiB arena: arena + %.1f MiB   "
 	       "(target <= arena + 64 MiB)\n", rss_kib / 1024.0, (double)bytes / (1 << 20),
 	       rss_kib / 1024.0 - (double)bytes / (1 << 20));

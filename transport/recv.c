@@ -1211,7 +1211,7 @@ out:
 
 int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolved)
 {
-	struct kvmig_seq_list all = { 0 }, rest = { 0 };
+	struct kvmig_seq_list all = { 0 };
 	struct kvmig_seq *own = NULL;
 	const char **held = NULL;
 	uint32_t *pages = NULL, n = 0, np = 0, nfree = 0;
@@ -1244,18 +1244,18 @@ int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolve
 		ret = n ? kvmig_pager_remove(p, held, n) : 0;
 		goto out;
 	}
-	/* Abort: drop them, then free the pages no remaining sequence uses. */
-	if (n && (ret = kvmig_pager_remove(p, held, n)) < 0)
-		goto out;
-	if ((ret = kvmig_pager_seqs(p, &rest)) < 0 || !(pages = malloc(sizeof(*pages) * (np + 1)))) {
-		ret = ret < 0 ? ret : -ENOMEM;
+	/* Abort: drop them and free the pages no other sequence uses, worked
+	 * out first, so that after the remove only the free is left. */
+	if (!(pages = malloc(sizeof(*pages) * (np + 1)))) {
+		ret = -ENOMEM;
 		goto out;
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		memcpy(pages + nfree, own[i].page_ixs, sizeof(*pages) * own[i].n_pages);
 		nfree += own[i].n_pages;
 	}
-	if ((ret = kvmig_pages_unused(&rest, pages, nfree, pages, &nfree)) < 0)
+	if ((ret = kvmig_pages_unused(&all, held, n, pages, nfree, pages, &nfree)) < 0 ||
+	    (n && (ret = kvmig_pager_remove(p, held, n)) < 0))
 		goto out;
 	ret = nfree ? kvmig_pager_free(p, pages, nfree) : 0;
 out:
@@ -1265,6 +1265,5 @@ out:
 	free(own);
 	free(held);
 	kvmig_seq_list_free(&all);
-	kvmig_seq_list_free(&rest);
 	return ret;
 }

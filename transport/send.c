@@ -467,7 +467,7 @@ static void stop_hasher(struct sender *s, int finish)
 /* Move mode: drop the migrated sequences and the pages nobody else uses. */
 static int release_source(struct sender *s)
 {
-	struct kvmig_seq_list left = { 0 };
+	struct kvmig_seq_list all = { 0 };
 	const char **ids = NULL;
 	uint32_t *unused = NULL, nu = 0;
 	int ret = -ENOMEM;
@@ -478,16 +478,15 @@ static int release_source(struct sender *s)
 		goto out;
 	for (uint32_t i = 0; i < s->seqs.n; i++)
 		ids[i] = s->seqs.seqs[i].id;
-	if ((ret = kvmig_pager_remove(s->p, ids, s->seqs.n)) < 0)
-		goto out;
-	if ((ret = kvmig_pager_seqs(s->p, &left)) < 0 ||
-	    (ret = kvmig_pages_unused(&left, s->ixs, s->n, unused, &nu)) < 0)
-		goto out;
-	if ((ret = kvmig_pager_free(s->p, unused, nu)) < 0)
+	/* Everything that can fail before the remove: after it, only frees. */
+	if ((ret = kvmig_pager_seqs(s->p, &all)) < 0 ||
+	    (ret = kvmig_pages_unused(&all, ids, s->seqs.n, s->ixs, s->n, unused, &nu)) < 0 ||
+	    (ret = kvmig_pager_remove(s->p, ids, s->seqs.n)) < 0 ||
+	    (ret = kvmig_pager_free(s->p, unused, nu)) < 0)
 		goto out;
 	s->st->pages_freed = nu;
 out:
-	kvmig_seq_list_free(&left);
+	kvmig_seq_list_free(&all);
 	free(ids);
 	free(unused);
 	return ret;

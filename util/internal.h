@@ -54,10 +54,12 @@ uint64_t kvmig_pager_serial(const struct kvmig_pager *p);
 
 struct kvmig_seq_list;
 /* pager/pager.c: the pages of @cand (repeats allowed) that no sequence of
- * @keep uses, each once, into @out (room for @n; may be @cand itself), their
- * number in @n_out. 0 or -ENOMEM. */
-int kvmig_pages_unused(const struct kvmig_seq_list *keep, const uint32_t *cand, uint32_t n,
-		       uint32_t *out, uint32_t *n_out);
+ * @all uses but those named in @drop, each once, into @out (room for @n; may
+ * be @cand itself), their number in @n_out. 0 or -ENOMEM. Worked out before
+ * the sequences are removed, so a failure leaves nothing half done. */
+int kvmig_pages_unused(const struct kvmig_seq_list *all, const char *const *drop,
+		       uint32_t n_drop, const uint32_t *cand, uint32_t n, uint32_t *out,
+		       uint32_t *n_out);
 
 /* Seconds on the monotonic clock. */
 static inline double kvmig_now(void)

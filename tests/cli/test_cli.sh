@@ -307,8 +307,10 @@ for p in $MG $MH; do "$KVMIG" pager rm shm:$p >/dev/null; done
 for pin in --pin --no-pin; do
 	expect 0 "bench $pin" "$KVMIG" bench --pages 8 --rounds 2 --no-iperf3 $pin
 	[ "$(grep -c '^  round' "$T/out")" -eq 4 ] && grep -q '^verify    adds' "$T/out" &&
-		grep -q '^  warm-up' "$T/out" && ok "bench $pin: 2 pairs, a warm-up, the overhead" ||
-		{ bad "bench $pin: 2 pairs, a warm-up, the overhead"; cat "$T/out"; }
+		grep -q '^  warm-up' "$T/out" && grep -q '^cpu       sender   verify on' "$T/out" &&
+		grep -q '^cpu       receiver verify on' "$T/out" &&
+		ok "bench $pin: 2 pairs, a warm-up, the overhead, both ends' CPU" ||
+		{ bad "bench $pin: 2 pairs, a warm-up, the overhead, both ends' CPU"; cat "$T/out"; }
 done
 expect_err 2 "rounds is" "bench bad --rounds" "$KVMIG" bench --rounds 0
 

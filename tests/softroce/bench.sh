@@ -19,7 +19,7 @@ for i in $(seq "$runs"); do
 	wait
 	mbs=$(awk '$1 == 1048576 { print $4 }' "$out/ib.$i")
 	echo "run $i  ib_read_bw -R -s 1048576 -n $iters: ${mbs:-?} MB/s"
-	timeout 600 $K bench --transport rdma --listen $A:0 --pages $pages --rounds 1 > "$out/kv.$i" 2>&1
+	timeout 600 $K bench --transport rdma --listen $A:0 --pages $pages --rounds 1 --no-pin > "$out/kv.$i" 2>&1
 	grep -q "^median" "$out/kv.$i" || cat "$out/kv.$i"
 	# "median    verify on  SECONDS s  ...": MB/s from the seconds (3 decimals)
 	mb=$((pages * 2 * 1048576))

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -322,32 +323,42 @@ static void test_pause_of_dead_process_dropped(void **state)
 	assert_int_equal(kvmig_synth_unlink(name), 0);
 }
 
-/* Freeing after a remove: the candidates no kept sequence uses, each once. */
+/* Freeing after a remove: the candidates no sequence uses but the dropped
+ * ones, each once. */
 static void test_pages_unused(void **state)
 {
-	uint32_t a[] = { 2, 5 }, b[] = { 9 };
-	struct kvmig_seq keep[] = { { .id = (char *)"a", .page_ixs = a, .n_pages = 2 },
-				    { .id = (char *)"b", .page_ixs = b, .n_pages = 1 } };
-	struct kvmig_seq_list kl = { .seqs = keep, .n = 2 };
+	uint32_t a[] = { 2, 5 }, b[] = { 9, 100 }, c[] = { 1, 7 };
+	struct kvmig_seq all[] = { { .id = (char *)"a", .page_ixs = a, .n_pages = 2 },
+				   { .id = (char *)"b", .page_ixs = b, .n_pages = 2 },
+				   { .id = (char *)"c", .page_ixs = c, .n_pages = 2 } };
+	struct kvmig_seq_list l = { .seqs = all, .n = 3 };
+	const char *drop[] = { "c", "zz" }, *drop_all[] = { "c", "b", "a" };
 	uint32_t cand[] = { 5, 1, 1, 7, 2, 3, 9, 7 }, out[8], n = 99;
 
 	(void)state;
-	assert_int_equal(kvmig_pages_unused(&kl, cand, 8, out, &n), 0);
+	/* a and b stay (b's page 100 lies beyond every candidate). */
+	assert_int_equal(kvmig_pages_unused(&l, drop, 2, cand, 8, out, &n), 0);
 	assert_int_equal(n, 3);
 	assert_int_equal(out[0], 1);
 	assert_int_equal(out[1], 7);
 	assert_int_equal(out[2], 3);
-	/* In place, and nothing kept. */
-	kl.n = 0;
-	assert_int_equal(kvmig_pages_unused(&kl, cand, 8, cand, &n), 0);
+	/* Nothing stays, in place. */
+	assert_int_equal(kvmig_pages_unused(&l, drop_all, 3, cand, 8, cand, &n), 0);
 	assert_int_equal(n, 6);
 	assert_memory_equal(cand, ((uint32_t[]){ 5, 1, 7, 2, 3, 9 }), sizeof(uint32_t) * 6);
-	assert_int_equal(kvmig_pages_unused(&kl, cand, 0, out, &n), 0);
+	/* No candidates; nothing dropped: every sequence's pages stay. */
+	assert_int_equal(kvmig_pages_unused(&l, drop, 2, cand, 0, out, &n), 0);
 	assert_int_equal(n, 0);
+	assert_int_equal(kvmig_pages_unused(&l, NULL, 0, cand, 6, out, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(out[0], 3);
 }
 
-/* Fork a child that gets pid @want (set through ns_last_pid, as CRIU does;
- * needs CAP_SYS_ADMIN) and sleeps until killed; its pid, or -1. */
+/*
+ * fork(), but the child gets pid @want (set through ns_last_pid, as CRIU
+ * does; needs CAP_SYS_ADMIN): 0 in the child, which dies with this process,
+ * its pid here, or -1 when that cannot be arranged.
+ */
 static pid_t fork_with_pid(pid_t want)
 {
 	for (int attempt = 0; attempt < 20; attempt++) {
@@ -358,13 +369,16 @@ static pid_t fork_with_pid(pid_t want)
 			return -1;
 		if (fprintf(f, "%d", (int)want - 1) < 0 || fclose(f) != 0)
 			return -1;
-		if ((pid = fork()) == 0) {
-			pause();
-			_exit(0);
+		if ((pid = fork()) < 0)
+			return -1;
+		if (pid == 0) {
+			if (getpid() != want)
+				_exit(0); /* another process took it first */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			return 0;
 		}
 		if (pid == want)
 			return pid;
-		kill(pid, SIGKILL); /* another process took it first */
 		waitpid(pid, NULL, 0);
 	}
 	return -1;
@@ -372,14 +386,16 @@ static pid_t fork_with_pid(pid_t want)
 
 /*
  * A process dies paused and the kernel gives its pid to a new process: the
- * pause is still dropped (a holder is its pid and its start time).
+ * dead one's pause is dropped, the new one cannot resume it, and its own
+ * pause counts (a holder is its pid and its start time).
  */
 static void test_pause_of_dead_process_pid_reused(void **state)
 {
-	char name[64];
+	char name[64], ready;
 	struct kvmig_pager *p = shm_pager(name, "reuse");
 	uint32_t depth;
 	pid_t pid, reused;
+	int status, fds[2];
 
 	(void)state;
 	pid = fork();
@@ -391,20 +407,46 @@ static void test_pause_of_dead_process_pid_reused(void **state)
 			_exit(11);
 		raise(SIGKILL);
 	}
-	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	/* Start times count clock ticks (10 ms): let one pass, as a pid's
 	 * reuse by the kernel takes a wrap of the whole pid space. */
 	usleep(50 * 1000);
+	assert_int_equal(pipe(fds), 0);
 	reused = fork_with_pid(pid);
+	if (reused == 0) {
+		struct kvmig_pager *c = NULL;
+
+		close(fds[0]);
+		if (kvmig_synth_attach(name, &c) < 0)
+			_exit(12);
+		if (kvmig_pager_resume(c) != -EINVAL)
+			_exit(13); /* it took over the dead process's pause */
+		if (kvmig_pager_pause(c) < 0)
+			_exit(14);
+		if (write(fds[1], "r", 1) != 1)
+			_exit(15);
+		pause();
+		_exit(0);
+	}
+	close(fds[1]);
 	if (reused < 0) {
+		close(fds[0]);
 		kvmig_pager_destroy(&p);
 		kvmig_synth_unlink(name);
 		skip(); /* ns_last_pid not writable here: not root */
 	}
-	assert_int_equal(kill(reused, 0), 0); /* the pid names a live process */
+	if (read(fds[0], &ready, 1) != 1) {
+		assert_int_equal(waitpid(reused, &status, 0), reused);
+		fail_msg("the process with the reused pid exited with %d",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	}
+	close(fds[0]);
 	assert_int_equal(kvmig_synth_pause_depth(p, &depth), 0);
+	assert_int_equal(depth, 1); /* its own; the dead one's is gone */
 	kill(reused, SIGKILL);
-	waitpid(reused, NULL, 0);
+	assert_int_equal(waitpid(reused, NULL, 0), reused);
+	assert_int_equal(kvmig_synth_pause_depth(p, &depth), 0);
 	assert_int_equal(depth, 0);
 	kvmig_pager_destroy(&p);
 	kvmig_synth_unlink(name);
