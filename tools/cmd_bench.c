@@ -33,8 +33,8 @@
 #include "cli.h"
 
 static const char bench_usage[] =
-	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3] [--no-pin]\n"
-	"                   [--transport tcp|rdma --listen ADDR:PORT]\n"
+	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3]\n"
+	"                   [--pin | --no-pin] [--transport tcp|rdma --listen ADDR:PORT]\n"
 	"       kvmig bench --live [--sizes LIST] [--rounds R] [--rate TOKENS/S] [--json]\n"
 	"\n"
 	"Migrate a Llama-3-8B-shaped cache of N pages (2 MiB each; default 512 = 1 GiB)\n"
@@ -46,9 +46,9 @@ static const char bench_usage[] =
 	"receiver runs on CPU 0 and the sender on CPU 1 (iperf3's server and client\n"
 	"likewise), as two hosts would: each end copies and hashes on its own CPU (on\n"
 	"SMT hosts CPUs 0 and 1 may be two threads of one core: check lscpu -e);\n"
-	"--no-pin leaves placement to the scheduler, --pin pins regardless. Each round is an untimed warm-up\n"
-	"migration, then the verified and the unverified one (in alternating order),\n"
-	"then the iperf3 run.\n"
+	"--no-pin leaves placement to the scheduler, --pin pins regardless. Each\n"
+	"round is an untimed warm-up migration, then the verified and the unverified\n"
+	"one (in alternating order), then the iperf3 run.\n"
 	"\n"
 	"--live: stop-and-copy against live migration while a decoding engine writes\n"
 	"(kvmig bench --live --help).\n";
