@@ -104,10 +104,18 @@ static void bind_parts(struct synth *s)
 static void lock(struct synth *s)
 {
 	/* Robust: a process that died holding the lock must not wedge the pager.
-	 * Bookkeeping updates are ordered so a torn update is never visible
-	 * (counts are written last). */
-	if (pthread_mutex_lock(&s->hdr->lock) == EOWNERDEAD)
+	 * It may have died inside an update: the allocation count is recounted
+	 * from the flags (the loops below never trust it for bounds); a death
+	 * in the middle of moving page tables (install / remove / a decode
+	 * that appends a page) can leave them wrong, which is not repaired. */
+	if (pthread_mutex_lock(&s->hdr->lock) == EOWNERDEAD) {
+		uint32_t n = 0;
+
+		for (uint32_t i = 0; i < s->hdr->capacity; i++)
+			n += s->alloc[i] != 0;
+		s->hdr->n_allocated = n;
 		pthread_mutex_consistent(&s->hdr->lock);
+	}
 }
 
 static void unlock(struct synth *s)
@@ -251,12 +259,13 @@ static int synth_meta(void *impl, struct kvmig_cache_meta *meta, enum kvmig_layo
 /*
  * When process @pid started (clock ticks after boot: field 22 of
  * /proc/PID/stat, read after the command name, which may hold spaces or
- * parentheses); 0 when it is gone (or a zombie: dead, not yet waited for),
- * 1 when it exists but /proc cannot say when it started.
+ * parentheses); 0 when it is gone, 1 when it exists but /proc cannot say
+ * when it started. A zombie still holds: a process whose main thread has
+ * exited shows as one while its other threads run (a sender, say).
  */
 static uint64_t process_start(int32_t pid)
 {
-	char path[32], buf[1024], *p, state;
+	char path[32], buf[1024], *p;
 	unsigned long long start;
 	ssize_t n;
 	int fd;
@@ -276,11 +285,9 @@ static uint64_t process_start(int32_t pid)
 	/* ") state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
 	 * cmajflt utime stime cutime cstime priority nice num_threads
 	 * itrealvalue starttime": 19 fields after the state. */
-	if (sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-		   "%*d %*d %*d %llu", &state, &start) != 2)
+	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+		   "%*d %*d %*d %llu", &start) != 1)
 		return 1;
-	if (state == 'Z' || state == 'X')
-		return 0;
 	return start + 2; /* never 0 or 1 */
 }
 
@@ -379,7 +386,7 @@ static int synth_occupied(void *impl, uint32_t **ixs, uint32_t *n)
 		unlock(s);
 		return -ENOMEM;
 	}
-	for (uint32_t i = 0; i < s->hdr->capacity; i++)
+	for (uint32_t i = 0; i < s->hdr->capacity && k < s->hdr->n_allocated; i++)
 		if (s->alloc[i])
 			out[k++] = i;
 	unlock(s);
@@ -869,13 +876,20 @@ int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t seed, uin
 		return kvmig_err(-EINVAL, "not a synthetic pager");
 	s = p->impl;
 	lock(s);
+	if (s->hdr->pause_depth)
+		reap_pausers(s);
+	if (s->hdr->pause_depth) {
+		unlock(s);
+		return -EAGAIN; /* as an engine's write waits for the resume */
+	}
 	ok = ix < s->hdr->capacity && s->alloc[ix];
+	if (ok) {
+		/* Under the lock, as kvmig_synth_decode() writes: a pause waits. */
+		fill_page(s, ix, seed, stream);
+		__atomic_add_fetch(&s->gen[ix], 1, __ATOMIC_RELEASE);
+	}
 	unlock(s);
-	if (!ok)
-		return kvmig_err(-EINVAL, "page %u is not allocated", ix);
-	fill_page(s, ix, seed, stream);
-	__atomic_add_fetch(&s->gen[ix], 1, __ATOMIC_RELEASE);
-	return 0;
+	return ok ? 0 : kvmig_err(-EINVAL, "page %u is not allocated", ix);
 }
 
 void kvmig_synth_token_bytes(uint64_t seed, const char *seq_id, uint64_t token,
@@ -901,8 +915,11 @@ static int append_page(struct synth *s, struct synth_slot *sl)
 				 sl->id, h->capacity);
 	if (h->refs_used == h->ref_cap)
 		return kvmig_err(-ENOSPC, "pager's page tables are full (%u entries)", h->ref_cap);
-	for (ix = 0; s->alloc[ix]; ix++)
+	for (ix = 0; ix < h->capacity && s->alloc[ix]; ix++)
 		;
+	if (ix == h->capacity)
+		return kvmig_err(-ENOSPC, "sequence \"%s\" needs a page but all %u are allocated",
+				 sl->id, h->capacity);
 	s->alloc[ix] = 1;
 	h->n_allocated++;
 	/* Page tables lie in refs[] in slot order: open a hole after this one's. */

@@ -30,6 +30,8 @@ void kvmig_migrate_opts_init(struct kvmig_migrate_opts *o)
 int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
 {
 	memset(e, 0, sizeof(*e));
+	e->ops = &kvmig_xport_tcp; /* until engine_pick(); set first: callers report
+				    * e->ops->name even when the options are refused */
 	if (opts)
 		e->o = *opts;
 	else
@@ -62,7 +64,6 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
 		e->auth = 1;
 	}
 	e->o.token = NULL; /* only the key is kept */
-	e->ops = &kvmig_xport_tcp; /* until engine_pick() */
 	return 0;
 }
 
@@ -133,7 +134,7 @@ static const char *msg_name(uint8_t type)
 	static const char *const names[] = { "?", "HELLO", "REGIONS", "OFFER", "READ_REQ",
 					     "READ_RESP", "DIGESTS", "FINAL", "COMMIT",
 					     "COMMIT_ACK", "ABORT", "KEEPALIVE",
-					     "AUTH_CHALLENGE", "AUTH_PROOF" };
+					     "AUTH_CHALLENGE", "AUTH_PROOF", "ROUND" };
 
 	return type < KVMIG_ARRAY_SIZE(names) ? names[type] : "?";
 }

@@ -148,9 +148,12 @@ static int wc_errno(enum ibv_wc_status s)
 					 * ours: the peer's went first (it made an invalid
 					 * request, or it is gone) */
 		return -ECONNRESET;
+	case IBV_WC_REM_OP_ERR:         /* the peer's queue pair failed our request: a
+					 * peer process that died leaves it so */
+		return -ECONNRESET;
 	case IBV_WC_REM_ABORT_ERR:
 		return -ECONNABORTED;
-	default:                        /* LOC_QP_OP, REM_OP, FATAL, GENERAL, ... */
+	default:                        /* LOC_QP_OP, FATAL, GENERAL, ... */
 		return -EIO;
 	}
 }
@@ -387,7 +390,8 @@ static void vb_close(struct xport_conn **xc)
 		double until = kvmig_now() + LINGER_MS / 1000.0;
 		int woken;
 
-		while (!c->broken && c->send_free < N_SEND && kvmig_now() < until)
+		while ((!c->broken || c->broken == -ETIMEDOUT) && c->send_free < N_SEND &&
+		       kvmig_now() < until)
 			if (wait_events(c, LINGER_MS, -1, &woken) < 0)
 				break;
 	}
@@ -696,7 +700,8 @@ static int wc_failed(struct rdma_conn *c, const struct ibv_wc *wc)
 
 	if (c->broken)
 		return c->broken; /* flushes after the first failure say nothing new */
-	if (wc->status == IBV_WC_WR_FLUSH_ERR && cm_check(c) < 0)
+	if ((wc->status == IBV_WC_WR_FLUSH_ERR || wc->status == IBV_WC_REM_OP_ERR) &&
+	    cm_check(c) < 0)
 		return c->broken; /* a disconnect explains it better */
 	if (wc->status == IBV_WC_WR_FLUSH_ERR)
 		return broke(c, kvmig_err(err, "connection to %s broke: %s flushed (the peer's side "
@@ -821,7 +826,9 @@ static int vb_send(struct xport_conn *xc, const void *frames, size_t len)
 	double deadline = kvmig_now() + c->timeout_ms / 1000.0;
 	int ret, woken;
 
-	if (c->broken)
+	/* A silent peer (ETIMEDOUT) leaves the queue pair working: the engine
+	 * still tells it why it gives up (ABORT). */
+	if (c->broken && c->broken != -ETIMEDOUT)
 		return c->broken;
 	while (len) {
 		uint32_t n = (uint32_t)KVMIG_MIN(len, (size_t)CTL_BUF);

@@ -557,7 +557,9 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 						"sender's registered regions", op->ix, j);
 				goto out;
 			}
-			sum[j >= op->n_ext / 2] += op->ext[j].len;
+			if (kvmig_add_u64(sum[j >= op->n_ext / 2], op->ext[j].len,
+					  &sum[j >= op->n_ext / 2]) < 0)
+				sum[j >= op->n_ext / 2] = UINT64_MAX; /* refused just below */
 		}
 		if (sum[0] != r->hello.half_bytes || sum[1] != r->hello.half_bytes) {
 			ret = kvmig_err(-EPROTO, "OFFER page %u has K / V extents of %llu / %llu "
@@ -748,6 +750,12 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 		if (q->id[0] == KVMIG_HELD_PREFIX[0])
 			ret = kvmig_err(-EPROTO, "FINAL: sequence id \"%s\" begins with '%s', which "
 					"marks held sequences", q->id, KVMIG_HELD_PREFIX);
+		else if (strlen(q->id) + strlen(KVMIG_HELD_PREFIX) > KVMIG_SEQ_ID_MAX)
+			ret = kvmig_err(-EPROTO, "FINAL: sequence id \"%.16s...\" has %zu bytes; a "
+					"migrated id has at most %zu, so that its held form "
+					"(\"%sID\") fits", q->id, strlen(q->id),
+					KVMIG_SEQ_ID_MAX - strlen(KVMIG_HELD_PREFIX),
+					KVMIG_HELD_PREFIX);
 		for (uint32_t j = 0; j < q->n_pages && !ret; j++) {
 			int idx = slot_find(r, q->page_ixs[j]);
 
@@ -990,23 +998,34 @@ static int install(struct receiver *r)
 }
 
 /*
- * In doubt: install the sequences again under held ids ("?" + id) and remove
- * the originals, so the pages and the sequences stay here but nothing runs
- * them until kvmig_migrate_resolve() says which side won. Return 0, or
- * -errno with the originals still installed.
+ * In doubt: put the sequences under held ids ("?" + id) instead of their
+ * own, so the pages and the sequences stay here but nothing runs them until
+ * kvmig_migrate_resolve() says which side won. Return 0, or -errno with the
+ * originals installed again (or, if even that failed, none installed and
+ * the pages kept).
  */
 static int hold(struct receiver *r)
 {
-	struct kvmig_seq *q = calloc(r->final.n ? r->final.n : 1, sizeof(*q));
-	int ret = q ? remap_final(r, KVMIG_HELD_PREFIX, q) : -ENOMEM;
+	struct kvmig_seq *held = calloc(r->final.n ? r->final.n : 1, sizeof(*held));
+	struct kvmig_seq *orig = calloc(r->final.n ? r->final.n : 1, sizeof(*orig));
+	int ret = held && orig ? 0 : -ENOMEM;
 
-	if (ret == 0 && (ret = kvmig_pager_install(r->p, q, r->final.n)) == 0) {
-		if ((ret = uninstall(r)) < 0)
-			remove_seqs(r, KVMIG_HELD_PREFIX); /* originals stay: back to one copy */
-		else
+	if (ret == 0 && (ret = remap_final(r, KVMIG_HELD_PREFIX, held)) == 0)
+		ret = remap_final(r, "", orig);
+	/* Originals out first (their pages stay allocated), so the held copies
+	 * need no room beyond theirs; if the copies do not go in, the
+	 * originals go back. */
+	if (ret == 0 && (ret = uninstall(r)) == 0) {
+		if ((ret = kvmig_pager_install(r->p, held, r->final.n)) == 0)
 			r->installed = 2;
+		else if (kvmig_pager_install(r->p, orig, r->final.n) == 0)
+			r->installed = 1;
+		else
+			kvmig_err_prefix(ret, "the sequences could be neither held nor put back; "
+					 "their pages stay allocated");
 	}
-	free_remapped(r, q);
+	free_remapped(r, held);
+	free_remapped(r, orig);
 	return ret;
 }
 
@@ -1100,7 +1119,7 @@ static int commit(struct receiver *r)
 	if (hold(r) < 0) {
 		r->installed = 2; /* could not hold: keeping them beats losing them */
 		return kvmig_err_prefix(-ENOTCONN, "commit outcome unknown, and the sequences "
-					"could not be held, so they stay installed here");
+					"could not be held, so they stay here as they were");
 	}
 	return kvmig_err(-ENOTCONN, "commit outcome unknown: the sender vanished after our "
 			 "COMMIT. The %u sequences are held here as \"%sID\" (not running); if "

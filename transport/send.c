@@ -113,19 +113,20 @@ static int select_pages(struct sender *s)
 	for (uint32_t i = 0, want = o->seq_ids ? o->n_seq_ids : all.n; i < want; i++) {
 		uint32_t j = 0; /* every sequence: always the first one left */
 
+		/* A name already taken is no longer in all: look in what was taken. */
+		for (uint32_t q = 0; o->seq_ids && q < s->seqs.n; q++) {
+			if (!strcmp(s->seqs.seqs[q].id, o->seq_ids[i])) {
+				ret = kvmig_err(-EINVAL, "sequence \"%s\" is named twice",
+						o->seq_ids[i]);
+				goto out;
+			}
+		}
 		if (o->seq_ids) {
 			for (; j < all.n && strcmp(all.seqs[j].id, o->seq_ids[i]); j++)
 				;
 			if (j == all.n) {
 				ret = kvmig_err(-ENOENT, "sequence \"%s\" is not in the source pager",
 						o->seq_ids[i]);
-				goto out;
-			}
-		}
-		for (uint32_t q = 0; o->seq_ids && q < s->seqs.n; q++) {
-			if (!strcmp(s->seqs.seqs[q].id, all.seqs[j].id)) {
-				ret = kvmig_err(-EINVAL, "sequence \"%s\" is named twice",
-						all.seqs[j].id);
 				goto out;
 			}
 		}

@@ -50,6 +50,7 @@ struct tcp_conn {
 	int fd;
 	int timeout_ms;
 	int broken; /* sticky -errno once the byte stream cannot be trusted */
+	int tx_broken; /* sticky -errno once a send failed: ours may end mid-frame */
 	char peer[64];
 	uint64_t next_id;  /* id of the next read posted */
 	uint64_t head_id;  /* id of pend's head: responses come in request order */
@@ -340,7 +341,7 @@ static int send_iov(struct tcp_conn *c, struct iovec *iov, int n, const char *wh
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			return broke(c, -errno, what);
+			return c->tx_broken = broke(c, -errno, what);
 		}
 		while (mh.msg_iovlen && (size_t)r >= mh.msg_iov->iov_len) {
 			r -= (ssize_t)mh.msg_iov->iov_len;
@@ -360,8 +361,11 @@ static int tcp_send(struct xport_conn *xc, const void *frames, size_t len)
 	struct tcp_conn *c = to_conn(xc);
 	struct iovec iov = { (void *)frames, len };
 
-	if (c->broken)
-		return c->broken;
+	/* What broke the incoming stream (a silent peer, a malformed frame, a
+	 * refused read) leaves ours at a frame boundary: the engine can still
+	 * say why it gives up (ABORT). */
+	if (c->tx_broken)
+		return c->tx_broken;
 	return send_iov(c, &iov, 1, "sending a control message");
 }
 
@@ -512,14 +516,15 @@ static int queue_ctl(struct tcp_conn *c, const struct kvmig_wire_hdr *h)
 	struct xport_msg *m = calloc(1, sizeof(*m));
 	int ret;
 
+	/* Out of memory with the payload unread: the stream is out of step. */
 	if (!m)
-		return -ENOMEM;
+		return broke(c, -ENOMEM, "receiving a control message");
 	m->hdr = *h;
 	/* h->len was checked against KVMIG_WIRE_MAX_PAYLOAD by the header decoder. */
 	m->payload = malloc(h->len ? h->len : 1);
 	if (!m->payload) {
 		free(m);
-		return -ENOMEM;
+		return broke(c, -ENOMEM, "receiving a control message");
 	}
 	if ((ret = recv_full(c, m->payload, h->len, "receiving a control message")) < 0) {
 		free(m->payload);
@@ -530,6 +535,8 @@ static int queue_ctl(struct tcp_conn *c, const struct kvmig_wire_hdr *h)
 	return 0;
 }
 
+/* One frame: a read served or a response taken (0), a control message
+ * queued for the engine (1), or -errno. */
 static int handle_frame(struct tcp_conn *c)
 {
 	uint8_t raw[KVMIG_WIRE_HDR_LEN];
@@ -555,7 +562,7 @@ static int handle_frame(struct tcp_conn *c)
 	}
 	if (h.type == KVMIG_MSG_READ_RESP)
 		return take_response(c, h.len);
-	return queue_ctl(c, &h);
+	return (ret = queue_ctl(c, &h)) < 0 ? ret : 1;
 }
 
 static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
@@ -575,12 +582,16 @@ static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 		return broke(c, -EAGAIN, "waiting for a message");
 	if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
 		return 0; /* woken */
-	/* Drain what is there, but return now and then so the engine can act. */
+	/* Drain what is there, but return now and then so the engine can act,
+	 * and after each control message: one at a time is queued, so a peer
+	 * cannot make this side hold more than one (unauthenticated, say). */
 	for (int i = 0; i < FRAMES_PER_PROGRESS; i++) {
 		/* An error after a handled frame waits (c->broken is sticky) so the
 		 * engine first sees what arrived before it, e.g. a final COMMIT_ACK. */
 		if ((ret = handle_frame(c)) < 0)
 			return i ? 1 : ret;
+		if (ret == 1)
+			break;
 		pfd[0].revents = 0;
 		if (poll(pfd, 1, 0) <= 0 || !(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
 			break;

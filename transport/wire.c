@@ -344,6 +344,13 @@ int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h)
 	if (len > KVMIG_WIRE_MAX_PAYLOAD)
 		return kvmig_err(-EPROTO, "frame length %u exceeds the limit of %u", (unsigned)len,
 				 KVMIG_WIRE_MAX_PAYLOAD);
+	/* Only REGIONS, OFFER, READ_RESP, DIGESTS and FINAL grow with the
+	 * migration: a peer cannot make this side buffer more for the rest
+	 * (before authentication, say). */
+	if (len > KVMIG_WIRE_MAX_SMALL && type != KVMIG_MSG_REGIONS && type != KVMIG_MSG_OFFER &&
+	    type != KVMIG_MSG_READ_RESP && type != KVMIG_MSG_DIGESTS && type != KVMIG_MSG_FINAL)
+		return kvmig_err(-EPROTO, "frame of type %u carries %u bytes; that message has at "
+				 "most %u", (unsigned)type, (unsigned)len, KVMIG_WIRE_MAX_SMALL);
 	h->type = (uint8_t)type;
 	h->len = (uint32_t)len;
 	return 0;

@@ -24,6 +24,8 @@
 #define KVMIG_WIRE_MAX_OFFER_PAGES 65536u  /* pages in one OFFER / DIGESTS message */
 #define KVMIG_WIRE_MAX_EXTENTS (2u * KVMIG_MAX_LAYERS) /* per page, K and V */
 #define KVMIG_WIRE_MAX_TEXT 512u
+#define KVMIG_WIRE_MAX_SMALL 1024u /* HELLO, READ_REQ, COMMIT(_ACK), ABORT, KEEPALIVE,
+				    * AUTH_*, ROUND: their layouts are this small */
 
 enum kvmig_msg_type {
 	KVMIG_MSG_HELLO = 1,

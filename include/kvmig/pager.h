@@ -176,8 +176,9 @@ KVMIG_API int kvmig_pager_open(const char *spec, struct kvmig_pager **ret);
 
 /*
  * kvmig_synth_fill_page() - overwrite both halves of page @ix with the
- * SplitMix64 stream for (@seed, @stream) and bump its generation. For tests
- * and the synthetic engine. Return: 0, -EINVAL (not a synthetic pager or page
+ * SplitMix64 stream for (@seed, @stream) and bump its generation, under the
+ * pager lock like kvmig_synth_decode(). For tests. Return: 0, -EAGAIN (the
+ * pager is paused: nothing written), -EINVAL (not a synthetic pager or page
  * not allocated).
  */
 KVMIG_API int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t seed,

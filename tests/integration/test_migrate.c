@@ -466,6 +466,7 @@ static void test_subset_shared_prefix(void **state)
 struct abort_case {
 	uint32_t dst_capacity;        /* 0: 64 */
 	int dst_other_meta;
+	void (*setup)(void);          /* then changes the pagers, or NULL */
 	const char *recv_fault, *send_fault;
 	const char *const *seq_ids;
 	uint32_t n_seq_ids;
@@ -483,14 +484,25 @@ static void check_untouched(const struct kvmig_digest *d0, uint32_t dst_occ, uin
 	assert_int_equal(n_seqs(dst), dst_seqs);
 }
 
-/* Fresh page-major pagers, the source's digest in @d0, then the migration. */
-static void run_case(const struct abort_case *c, int *rrc, int *src_rc, struct kvmig_digest *d0)
+/* What an abort must leave as it was: the source's digest, the
+ * destination's allocated pages and sequences. */
+struct before {
+	struct kvmig_digest src_digest;
+	uint32_t dst_occ, dst_seqs;
+};
+
+/* Fresh page-major pagers, their state in @b, then the migration. */
+static void run_case(const struct abort_case *c, int *rrc, int *src_rc, struct before *b)
 {
 	struct side rs, ss;
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, c->dst_capacity ? c->dst_capacity : 64,
 		    c->dst_other_meta);
-	digest_of(src, d0);
+	if (c->setup)
+		c->setup();
+	digest_of(src, &b->src_digest);
+	b->dst_occ = n_occupied(dst);
+	b->dst_seqs = n_seqs(dst);
 	side_init(&rs);
 	side_init(&ss);
 	rs.fault = c->recv_fault;
@@ -501,16 +513,16 @@ static void run_case(const struct abort_case *c, int *rrc, int *src_rc, struct k
 }
 
 /* The exit codes of @c, the source resumed and unchanged, the destination
- * as it was (its 3 busy pages, no sequence). */
+ * as it was before (the same pages allocated, the same sequences). */
 static void expect_abort(const struct abort_case *c)
 {
-	struct kvmig_digest d0;
+	struct before b;
 	int rrc, src_rc;
 
-	run_case(c, &rrc, &src_rc, &d0);
+	run_case(c, &rrc, &src_rc, &b);
 	assert_int_equal(rrc, c->rrc);
 	assert_int_equal(src_rc, c->src_rc);
-	check_untouched(&d0, 3, 0);
+	check_untouched(&b.src_digest, b.dst_occ, b.dst_seqs);
 	drop_pagers();
 }
 
@@ -519,14 +531,11 @@ static void test_meta_mismatch(void **state)
 	expect_abort(&(struct abort_case){ .dst_other_meta = 1, .rrc = EPROTO, .src_rc = EPROTO });
 }
 
-static void test_layout_mismatch(void **state)
+/* The destination replaced by an empty layer-major pager. */
+static void dst_layer_major(void)
 {
 	struct kvmig_synth_opts o;
-	struct side rs, ss;
-	struct kvmig_digest d0;
-	int rrc, src_rc;
 
-	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
 	kvmig_pager_destroy(&dst);
 	kvmig_synth_unlink(dst_name);
 	kvmig_synth_opts_init(&o);
@@ -534,14 +543,12 @@ static void test_layout_mismatch(void **state)
 	o.layout = KVMIG_LAYOUT_LAYER_MAJOR;
 	o.shm_name = dst_name;
 	assert_int_equal(kvmig_synth_create(&o, &dst), 0);
-	digest_of(src, &d0);
-	side_init(&rs);
-	side_init(&ss);
-	migrate(&rs, &ss, &rrc, &src_rc);
-	assert_int_equal(rrc, EPROTO);
-	assert_int_equal(src_rc, EPROTO);
-	check_untouched(&d0, 0, 0);
-	drop_pagers();
+}
+
+static void test_layout_mismatch(void **state)
+{
+	expect_abort(&(struct abort_case){ .setup = dst_layer_major, .rrc = EPROTO,
+					   .src_rc = EPROTO });
 }
 
 static void test_destination_out_of_pages(void **state)
@@ -552,10 +559,57 @@ static void test_destination_out_of_pages(void **state)
 
 static void test_unknown_sequence(void **state)
 {
-	static const char *const ids[] = { "seq-1", "nope" };
+	static const char *const ids[] = { "seq-1", "nope" }, *twice[] = { "seq-1", "seq-1" };
 
 	expect_abort(&(struct abort_case){ .seq_ids = ids, .n_seq_ids = 2, .rrc = ENOENT,
 					   .src_rc = ENOENT });
+	expect_abort(&(struct abort_case){ .seq_ids = twice, .n_seq_ids = 2, .rrc = EINVAL,
+					   .src_rc = EINVAL });
+}
+
+/* A 128-byte sequence id: its held form ("?" + id) would not fit, so the
+ * receiver refuses it at FINAL, before anything is installed. */
+static void src_long_id(void)
+{
+	char id[KVMIG_SEQ_ID_MAX + 1];
+	uint32_t *ixs, n;
+
+	memset(id, 'x', KVMIG_SEQ_ID_MAX);
+	id[KVMIG_SEQ_ID_MAX] = '\0';
+	assert_int_equal(kvmig_pager_occupied(src, &ixs, &n), 0);
+	struct kvmig_seq q = { .id = id, .page_ixs = ixs, .n_pages = 1, .fill_in_last_page = 1 };
+
+	assert_int_equal(kvmig_pager_install(src, &q, 1), 0);
+	free(ixs);
+}
+
+static void test_id_too_long_to_hold(void **state)
+{
+	expect_abort(&(struct abort_case){ .setup = src_long_id, .rrc = EPROTO, .src_rc = EPROTO });
+}
+
+/* Options the library refuses: -EINVAL with the reason, nothing touched. */
+static void test_bad_options(void **state)
+{
+	struct kvmig_migrate_opts o;
+	struct kvmig_listener *l = NULL;
+	struct kvmig_migrate_stats st;
+	struct kvmig_digest d0;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	digest_of(src, &d0);
+	kvmig_migrate_opts_init(&o);
+	o.queue_depth = 0;
+	assert_int_equal(kvmig_migrate_send(src, "127.0.0.1:1", &o, &st), -EINVAL);
+	assert_non_null(strstr(kvmig_last_error(), "queue depth"));
+	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, &l), 0);
+	kvmig_migrate_opts_init(&o);
+	o.timeout_ms = 0;
+	assert_int_equal(kvmig_migrate_accept(l, dst, &o, &st), -EINVAL);
+	assert_non_null(strstr(kvmig_last_error(), "timeout"));
+	kvmig_listener_close(&l);
+	check_untouched(&d0, 3, 0);
+	drop_pagers();
 }
 
 static void test_receiver_killed_mid_transfer(void **state)
@@ -630,14 +684,14 @@ static void expect_refused(int rrc, int src_rc, const struct kvmig_digest *d0)
  */
 static void test_fault_read_unoffered(void **state)
 {
-	struct kvmig_digest d0;
+	struct before b;
 	int rrc, src_rc;
 
 #ifndef KVMIG_FAULT_INJECTION
 	skip();
 #endif
-	run_case(&(struct abort_case){ .recv_fault = "recv-read-unoffered" }, &rrc, &src_rc, &d0);
-	expect_refused(rrc, src_rc, &d0);
+	run_case(&(struct abort_case){ .recv_fault = "recv-read-unoffered" }, &rrc, &src_rc, &b);
+	expect_refused(rrc, src_rc, &b.src_digest);
 }
 
 /* The sender's digest of source page 9's V half is wrong: EIO after one re-read. */
@@ -653,14 +707,14 @@ static void test_fault_bad_digest(void **state)
 /* The receiver reads with a wrong key: the sender (tcp) or its NIC (rdma) refuses. */
 static void test_fault_bad_key(void **state)
 {
-	struct kvmig_digest d0;
+	struct before b;
 	int rrc, src_rc;
 
 #ifndef KVMIG_FAULT_INJECTION
 	skip();
 #endif
-	run_case(&(struct abort_case){ .recv_fault = "recv-bad-key" }, &rrc, &src_rc, &d0);
-	expect_refused(rrc, src_rc, &d0);
+	run_case(&(struct abort_case){ .recv_fault = "recv-bad-key" }, &rrc, &src_rc, &b);
+	expect_refused(rrc, src_rc, &b.src_digest);
 }
 
 /*
@@ -692,7 +746,7 @@ static const struct fault_case fault_matrix[] = {
 	{ 'r', "recv-verify", EIO, EIO },
 	{ 'r', "recv-install", EIO, EIO },
 	{ 'r', "recv-commit-send", EIO, EIO },
-	{ 'r', "recv-stall", -1, ETIMEDOUT },
+	{ 'r', "recv-stall", ETIMEDOUT, ETIMEDOUT },
 	{ 's', "tcp-short-write", 0, 0 },
 	{ 'r', "tcp-short-write", 0, 0 },
 };
@@ -762,6 +816,23 @@ static uint32_t n_held(struct kvmig_pager *p, uint32_t *total)
 	return n;
 }
 
+/* @k one-page sequences "fill-N" on a page @p already has allocated. */
+static void fill_seqs(struct kvmig_pager *p, uint32_t k)
+{
+	uint32_t *ixs, n;
+	char id[32];
+
+	assert_int_equal(kvmig_pager_occupied(p, &ixs, &n), 0);
+	assert_true(n > 0);
+	for (uint32_t i = 0; i < k; i++) {
+		struct kvmig_seq q = { .id = id, .page_ixs = ixs, .n_pages = 1, .fill_in_last_page = 1 };
+
+		snprintf(id, sizeof(id), "fill-%u", i);
+		assert_int_equal(kvmig_pager_install(p, &q, 1), 0);
+	}
+	free(ixs);
+}
+
 /*
  * The commit step's lost messages (docs/PROTOCOL.md). COMMIT lost with the
  * connection: the sender never committed, resumes and runs its sequences;
@@ -781,8 +852,10 @@ static void test_commit_message_lost(void **state)
 #ifndef KVMIG_FAULT_INJECTION
 	skip();
 #endif
-	/* COMMIT lost. */
+	/* COMMIT lost, into a destination whose 64 sequence slots hold 58
+	 * already: holding needs no room beyond the 4 sequences' own. */
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	fill_seqs(dst, 58);
 	digest_of(src, &d0);
 	side_init(&rs);
 	side_init(&ss);
@@ -795,10 +868,10 @@ static void test_commit_message_lost(void **state)
 	assert_int_equal(n_seqs(src), 4);
 	assert_int_equal(pause_depth(src), 0);
 	assert_int_equal(n_held(dst, &total), 4); /* the destination holds, runs none */
-	assert_int_equal(total, 4);
+	assert_int_equal(total, 58 + 4);
 	assert_int_equal(kvmig_migrate_resolve(dst, 0, &n), 0);
 	assert_int_equal(n, 4);
-	assert_int_equal(n_seqs(dst), 0);
+	assert_int_equal(n_seqs(dst), 58);
 	assert_int_equal(n_occupied(dst), 3);
 	drop_pagers();
 
@@ -1533,6 +1606,8 @@ int main(void)
 		cmocka_unit_test(test_subset_shared_prefix),
 		cmocka_unit_test(test_reads_coalesced),
 		cmocka_unit_test(test_two_migrations_one_listener),
+		cmocka_unit_test(test_bad_options),
+		cmocka_unit_test(test_id_too_long_to_hold),
 		cmocka_unit_test(test_meta_mismatch),
 		cmocka_unit_test(test_layout_mismatch),
 		cmocka_unit_test(test_destination_out_of_pages),

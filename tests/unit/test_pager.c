@@ -158,6 +158,11 @@ static void test_allocate_install_remove_free(void **state)
 	free(occ);
 	assert_int_equal(kvmig_pager_allocate(p, 3, ixs), 0);
 	assert_int_equal(kvmig_pager_generation(p, ixs[0], &g0), 0);
+	assert_int_equal(kvmig_pager_pause(p), 0);
+	assert_int_equal(kvmig_synth_fill_page(p, ixs[0], 5, 5), -EAGAIN); /* paused */
+	assert_int_equal(kvmig_pager_generation(p, ixs[0], &g1), 0);
+	assert_true(g1 == g0);
+	assert_int_equal(kvmig_pager_resume(p), 0);
 	assert_int_equal(kvmig_synth_fill_page(p, ixs[0], 5, 5), 0);
 	assert_int_equal(kvmig_pager_generation(p, ixs[0], &g1), 0);
 	assert_true(g1 > g0);

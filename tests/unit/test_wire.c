@@ -242,6 +242,14 @@ static void test_header_violations(void **state)
 	f[8] = 0xff; /* length 4 GiB - ... */
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
 	assert_non_null(strstr(kvmig_last_error(), "exceeds the limit"));
+	memcpy(f, b.p, sizeof(f));
+	f[10] = 0x04; /* a COMMIT of 1 KiB: small messages stay small */
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), 0);
+	f[11] = 0x01;
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_non_null(strstr(kvmig_last_error(), "at most 1024"));
+	f[5] = KVMIG_MSG_OFFER; /* an OFFER may be larger */
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), 0);
 	kvmig_wbuf_free(&b);
 }
 
