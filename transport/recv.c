@@ -1177,8 +1177,9 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	goto out;
 fail:
 	engine_abort(&r->e, ret);
-	/* Close first: an RDMA NIC writes into the pages on its own until its
-	 * queue pair is gone, so no page may be freed while reads are posted. */
+	/* Deregister and close before any page is freed: an RDMA NIC writes
+	 * into the pages on its own while reads are posted; a read that lands
+	 * after the deregistration fails on the NIC instead of writing. */
 	for (uint32_t i = 0; r->e.c && i < r->n_lreg; i++)
 		r->e.ops->dereg(r->e.c, &r->lreg[i]);
 	if (r->e.c)
