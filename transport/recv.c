@@ -507,6 +507,31 @@ static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, ui
 	return -1;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* -EPROTO naming a page @m lists twice, else 0. */
+static int offer_distinct(const struct kvmig_msg_offer *m)
+{
+	uint32_t *ixs = malloc(sizeof(*ixs) * (m->n ? m->n : 1));
+	int ret = 0;
+
+	if (!ixs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < m->n; i++)
+		ixs[i] = m->pages[i].ix;
+	qsort(ixs, m->n, sizeof(*ixs), cmp_u32);
+	for (uint32_t i = 1; i < m->n && !ret; i++)
+		if (ixs[i] == ixs[i - 1])
+			ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", ixs[i]);
+	free(ixs);
+	return ret;
+}
+
 static int take_offer(struct receiver *r, const struct xport_msg *msg)
 {
 	struct kvmig_msg_offer m;
@@ -530,7 +555,10 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 		goto out;
 	}
 	r->round.round = m.round;
-	/* Check everything before allocating a page. */
+	/* Check everything before allocating a page: no page twice (sorted:
+	 * an OFFER may list 65,536), then each page. */
+	if ((ret = offer_distinct(&m)) < 0)
+		goto out;
 	for (uint32_t i = 0; i < m.n; i++) {
 		const struct kvmig_offer_page *op = &m.pages[i];
 		uint64_t sum[2] = { 0, 0 };
@@ -545,12 +573,6 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 			goto out;
 		}
 		n_new += known < 0;
-		for (uint32_t j = 0; j < i; j++) {
-			if (m.pages[j].ix == op->ix) {
-				ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", op->ix);
-				goto out;
-			}
-		}
 		for (uint32_t j = 0; j < op->n_ext; j++) {
 			if (find_region(r, op->ext[j].addr, op->ext[j].len, &key) < 0) {
 				ret = kvmig_err(-EPROTO, "OFFER page %u extent %u lies outside the "

@@ -1148,10 +1148,12 @@ static void test_silent_receiver(void **state)
  * The parent plays the sender of two pages (source ix 5 and 9) from its own
  * buffer, serving READ_REQs itself. @bad_digest: page 9's digest is wrong, so
  * the mismatch persists. @corrupt_first: the first answer for page 9's first
- * read has a flipped byte, the re-read gets good bytes. Returns the receiver's
- * exit code; *page9_reads counts reads of page 9's first extent piece.
+ * read has a flipped byte, the re-read gets good bytes. @dup: the OFFER lists
+ * page 5 twice. Returns the receiver's exit code; *page9_reads counts reads
+ * of page 9's first extent piece.
  */
-static int fake_sender(int bad_digest, int corrupt_first, int *page9_reads, char *abort_text)
+static int fake_sender(int bad_digest, int corrupt_first, int dup, int *page9_reads,
+		       char *abort_text)
 {
 	enum { HALF = 32 * 1024 };
 	static uint8_t buf[4 * HALF];
@@ -1173,6 +1175,8 @@ static int fake_sender(int bad_digest, int corrupt_first, int *page9_reads, char
 
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (uint8_t)(i * 131 + 7);
+	if (dup)
+		ixs[1] = ixs[0];
 	side_init(&rs);
 	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, &l), 0);
 	r = fork_receiver(l, &rs);
@@ -1251,10 +1255,25 @@ static void test_digest_mismatch_persists(void **state)
 	int reads;
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
-	assert_int_equal(fake_sender(1, 0, &reads, text), EIO);
+	assert_int_equal(fake_sender(1, 0, 0, &reads, text), EIO);
 	assert_int_equal(reads, 2); /* read, then re-read once */
 	assert_non_null(strstr(text, "page 9"));
 	assert_non_null(strstr(text, "re-read"));
+	assert_int_equal(n_occupied(dst), 3);
+	assert_int_equal(n_seqs(dst), 0);
+	drop_pagers();
+}
+
+/* An OFFER that lists a page twice: refused before any page is allocated. */
+static void test_offer_lists_page_twice(void **state)
+{
+	char text[KVMIG_WIRE_MAX_TEXT + 1];
+	int reads;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	assert_int_equal(fake_sender(0, 0, 1, &reads, text), EPROTO);
+	assert_int_equal(reads, 0);
+	assert_non_null(strstr(text, "page 5 twice"));
 	assert_int_equal(n_occupied(dst), 3);
 	assert_int_equal(n_seqs(dst), 0);
 	drop_pagers();
@@ -1269,7 +1288,7 @@ static void test_transient_corruption_reread(void **state)
 	int reads;
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
-	assert_int_equal(fake_sender(0, 1, &reads, text), 0);
+	assert_int_equal(fake_sender(0, 1, 0, &reads, text), 0);
 	assert_int_equal(reads, 2);
 	assert_int_equal(n_occupied(dst), 5);
 	assert_int_equal(kvmig_pager_seqs(dst, &got), 0);
@@ -1632,6 +1651,7 @@ int main(void)
 		cmocka_unit_test(test_bad_range_request),
 		cmocka_unit_test(test_digest_mismatch_persists),
 		cmocka_unit_test(test_transient_corruption_reread),
+		cmocka_unit_test(test_offer_lists_page_twice),
 	};
 
 	const char *t = getenv("KVMIG_TEST_TRANSPORT");
