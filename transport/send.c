@@ -4,7 +4,7 @@
  *
  *   connect, HELLO both ways (meta and layout must match)
  *   pause the pager (everything below runs paused; any failure resumes it)
- *   select pages: all occupied, or the union of --seqs' pages (shared once)
+ *   select pages: the union of every sequence's (or --seqs') pages, shared once
  *   register the page memory once (remote READ only), send REGIONS
  *   send OFFERs: per page its K then V extents (addresses here) and generation
  *   a hasher thread digests the offered pages while the main thread serves
@@ -84,8 +84,8 @@ struct sender {
 
 /*
  * The sequences that move (all, or those named in the options) and their
- * pages, each once. Stop-and-copy of the whole pager takes every occupied
- * page; a live migration only the sequences' pages.
+ * pages, each once. Allocated pages no sequence uses stay where they are:
+ * nothing at the destination would refer to them.
  */
 static int select_pages(struct sender *s)
 {
@@ -101,10 +101,6 @@ static int select_pages(struct sender *s)
 	s->n = 0;
 	if ((ret = kvmig_pager_seqs(s->p, &all)) < 0)
 		return ret;
-	if (!o->seq_ids && !o->live) {
-		s->seqs = all;
-		return kvmig_pager_occupied(s->p, &s->ixs, &s->n);
-	}
 	s->seqs.seqs = calloc(all.n ? all.n : 1, sizeof(*s->seqs.seqs));
 	if (!s->seqs.seqs) {
 		ret = -ENOMEM;

@@ -53,7 +53,8 @@ struct kvmig_migrate_opts {
 	enum kvmig_transport transport; /* default tcp */
 	enum kvmig_migrate_mode mode;   /* sender only; default move */
 	/* Sender only: migrate just these sequences (and their pages, a shared
-	 * page once). NULL: every occupied page and every sequence. */
+	 * page once). NULL: every sequence. Allocated pages no sequence uses
+	 * are not migrated. */
 	const char *const *seq_ids;
 	uint32_t n_seq_ids;
 	uint32_t queue_depth;      /* receiver: reads in flight; default 32, 1..1024 */

@@ -281,6 +281,11 @@ static void full(enum kvmig_layout layout, enum kvmig_migrate_mode mode)
 	int rrc, src_rc;
 
 	make_pagers(layout, 64, 0);
+	/* A page the source has allocated but no sequence uses: not migrated,
+	 * not freed (an engine may be filling it). */
+	uint32_t orphan;
+
+	assert_int_equal(kvmig_pager_allocate(src, 1, &orphan), 0);
 	before = snapshot(src);
 	digest_of(src, &d0);
 	dst_occ = n_occupied(dst);
@@ -297,7 +302,7 @@ static void full(enum kvmig_layout layout, enum kvmig_migrate_mode mode)
 	assert_int_equal(pause_depth(src), 0);
 	if (mode == KVMIG_MODE_MOVE) {
 		assert_int_equal(n_seqs(src), 0);
-		assert_int_equal(n_occupied(src), 0);
+		assert_int_equal(n_occupied(src), 1); /* the orphan */
 	} else {
 		digest_of(src, &d1);
 		assert_true(kvmig_digest_equal(&d0, &d1));
