@@ -1075,7 +1075,8 @@ static int remove_seqs(struct receiver *r, const char *prefix)
 
 static int uninstall(struct receiver *r)
 {
-	int ret = remove_seqs(r, "");
+	/* Test-only: the pager refuses to remove them. */
+	int ret = kvmig_fault("recv-uninstall", NULL) ? -EIO : remove_seqs(r, "");
 
 	if (ret == 0)
 		r->installed = 0;
@@ -1149,6 +1150,39 @@ static int commit(struct receiver *r)
 			 "`--abort`", r->final.n, KVMIG_HELD_PREFIX);
 }
 
+/*
+ * After a failure (the connection closed): take out what was installed and
+ * free what was allocated. Should that fail, the error (@err's message) says
+ * so: sequences left installed here would run beside the source's.
+ */
+static void cleanup_failed(struct receiver *r, int err)
+{
+	char why[KVMIG_WIRE_MAX_TEXT + 1];
+	uint32_t *ixs = NULL, k = 0;
+	int ret = 0;
+
+	snprintf(why, sizeof(why), "%s", kvmig_last_error());
+	if (r->installed == 1 && (ret = uninstall(r)) < 0) {
+		kvmig_err(err, "%s; and the %u sequences installed here could not be removed "
+			  "(%s): remove them before the source's copies run", why, r->final.n,
+			  strerror(-ret));
+		return;
+	}
+	if (r->installed)
+		return; /* held, or kept in doubt: not ours to free */
+	if (!(ixs = malloc(sizeof(*ixs) * (r->n ? r->n : 1))))
+		ret = -ENOMEM;
+	for (uint32_t i = 0; ixs && i < r->n; i++)
+		if (!r->pg[i].dropped || !r->dropped_freed)
+			ixs[k++] = r->pg[i].dst_ix;
+	if (ixs && k)
+		ret = kvmig_pager_free(r->p, ixs, k);
+	free(ixs);
+	if (ret < 0)
+		kvmig_err(err, "%s; and the %u pages allocated here could not be freed (%s)", why,
+			  k ? k : r->n, strerror(-ret));
+}
+
 int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 			 const struct kvmig_migrate_opts *opts, struct kvmig_migrate_stats *stats)
 {
@@ -1206,20 +1240,7 @@ fail:
 		r->e.ops->dereg(r->e.c, &r->lreg[i]);
 	if (r->e.c)
 		r->e.ops->close(&r->e.c);
-	if (r->installed == 1)
-		uninstall(r);
-	if (!r->installed) {
-		uint32_t *ixs = malloc(sizeof(*ixs) * (r->n ? r->n : 1));
-
-		uint32_t k = 0;
-
-		for (uint32_t i = 0; ixs && i < r->n; i++)
-			if (!r->pg[i].dropped || !r->dropped_freed)
-				ixs[k++] = r->pg[i].dst_ix;
-		if (ixs && k)
-			kvmig_pager_free(p, ixs, k);
-		free(ixs);
-	}
+	cleanup_failed(r, ret);
 out:
 	st.rereads = r->rereads;
 	st.reads = r->n_reads;

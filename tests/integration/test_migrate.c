@@ -666,6 +666,39 @@ static void test_sender_killed_mid_transfer(void **state)
 	drop_pagers();
 }
 
+/* An abort after install whose clean-up fails: the receiver reports the
+ * sequences it could not take out (they stay installed; the error says so),
+ * the source resumes unchanged. */
+static void test_abort_cleanup_fails(void **state)
+{
+	char out[4096] = "";
+	struct before b;
+	int rrc, src_rc, fds[2], saved;
+	ssize_t n;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	/* The children's one-line errors (stderr) into a pipe: a few lines. */
+	assert_int_equal(pipe(fds), 0);
+	saved = dup(2);
+	dup2(fds[1], 2);
+	run_case(&(struct abort_case){ .recv_fault = "recv-commit-send,recv-uninstall" }, &rrc,
+		 &src_rc, &b);
+	dup2(saved, 2);
+	close(saved);
+	close(fds[1]);
+	n = read(fds[0], out, sizeof(out) - 1);
+	close(fds[0]);
+	out[n > 0 ? n : 0] = '\0';
+	fputs(out, stderr);
+	assert_int_equal(rrc, EIO);
+	assert_int_equal(src_rc, EIO);
+	check_untouched(&b.src_digest, b.dst_occ + 18, 4);
+	assert_non_null(strstr(out, "sequences installed here could not be removed"));
+	drop_pagers();
+}
+
 /* ---- a real peer misbehaves at a fault point ---- */
 
 /* A refused read (EFAULT, or the connection it broke) on both sides, source
@@ -1643,6 +1676,7 @@ int main(void)
 		cmocka_unit_test(test_fault_read_unoffered),
 		cmocka_unit_test(test_fault_matrix),
 		cmocka_unit_test(test_commit_message_lost),
+		cmocka_unit_test(test_abort_cleanup_fails),
 		cmocka_unit_test(test_auth_same_secret),
 		cmocka_unit_test(test_auth_refused),
 		cmocka_unit_test(test_live_while_decoding),
