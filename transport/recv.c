@@ -1275,7 +1275,7 @@ out:
 int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolved)
 {
 	struct kvmig_seq_list all = { 0 };
-	struct kvmig_seq *own = NULL;
+	struct kvmig_seq *own = NULL, *heldq = NULL;
 	const char **held = NULL;
 	uint32_t *pages = NULL, n = 0, np = 0, nfree = 0;
 	size_t pl = strlen(KVMIG_HELD_PREFIX);
@@ -1284,8 +1284,9 @@ int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolve
 	if ((ret = kvmig_pager_seqs(p, &all)) < 0)
 		return ret;
 	own = calloc(all.n ? all.n : 1, sizeof(*own));
+	heldq = calloc(all.n ? all.n : 1, sizeof(*heldq));
 	held = calloc(all.n ? all.n : 1, sizeof(*held));
-	if (!own || !held) {
+	if (!own || !heldq || !held) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -1293,18 +1294,24 @@ int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolve
 		if (strncmp(all.seqs[i].id, KVMIG_HELD_PREFIX, pl))
 			continue;
 		held[n] = all.seqs[i].id;
+		heldq[n] = all.seqs[i];
 		own[n] = all.seqs[i];
 		own[n].id = all.seqs[i].id + pl;
 		np += all.seqs[i].n_pages;
 		n++;
 	}
 	if (commit) {
-		/* All or nothing: the pager installs every one or none. */
-		if (n && (ret = kvmig_pager_install(p, own, n)) < 0) {
-			kvmig_err_prefix(ret, "cannot install the held sequences under their own ids");
+		/* Held ids out (their pages stay allocated), own ids in: no room
+		 * beyond theirs needed. If the own ids do not go in (the pager
+		 * installs all or none), the held ones go back. */
+		if (!n || (ret = kvmig_pager_remove(p, held, n)) < 0)
 			goto out;
+		if ((ret = kvmig_pager_install(p, own, n)) < 0) {
+			kvmig_err_prefix(ret, "cannot install the held sequences under their own ids");
+			if (kvmig_pager_install(p, heldq, n) < 0)
+				kvmig_err_prefix(ret, "nor hold them again (their pages stay "
+						 "allocated)");
 		}
-		ret = n ? kvmig_pager_remove(p, held, n) : 0;
 		goto out;
 	}
 	/* Abort: drop them and free the pages no other sequence uses, worked
@@ -1326,6 +1333,7 @@ out:
 		*n_resolved = n;
 	free(pages);
 	free(own);
+	free(heldq);
 	free(held);
 	kvmig_seq_list_free(&all);
 	return ret;
