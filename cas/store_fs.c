@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <liburing.h>
@@ -31,7 +33,9 @@ struct fs_store {
 	int objects_fd, tmp_fd;
 	struct io_uring ring;
 	int ring_ok;
+	int ring_broken; /* a submit or wait failed: requests may be left behind */
 	uint64_t tmp_counter;
+	uint64_t tmp_salt; /* random per handle: names never meet a leftover's */
 };
 
 void kvmig_store_fs_opts_init(struct kvmig_store_fs_opts *o)
@@ -78,23 +82,65 @@ static int fs_blob_size(struct kvmig_store *s, const struct kvmig_digest *d, uin
 	return 0;
 }
 
-/* Submit and reap @n queued requests; results into @res (indexed by user_data). */
-static int ring_run(struct fs_store *f, unsigned n, int *res)
+/*
+ * Submit and reap @n queued requests; results into @res (indexed by
+ * user_data, below @max). Every request is reaped before this returns,
+ * whatever happens: a request left in flight would land in a caller's
+ * buffer after it moved on, or be taken for the next window's. A signal
+ * (EINTR: a handler, a stop and continue) just waits again.
+ */
+static int ring_run(struct fs_store *f, unsigned n, int *res, unsigned max)
 {
-	int ret = io_uring_submit_and_wait(&f->ring, n);
+	unsigned submitted = 0, reaped = 0;
+	int ret = 0, first = 0;
 
-	if (ret < 0)
-		return kvmig_err(ret, "io_uring submit failed: %s", strerror(-ret));
-	for (unsigned i = 0; i < n; i++) {
+	if (f->ring_broken)
+		return kvmig_err(-EIO, "the store %s's io_uring failed earlier; open it again",
+				 f->dir);
+	while (submitted < n) {
+		ret = io_uring_submit(&f->ring);
+		if (ret == -EINTR)
+			continue;
+		if (ret <= 0) {
+			f->ring_broken = 1; /* the rest stay queued */
+			first = kvmig_err(ret < 0 ? ret : -EIO, "io_uring submit failed: %s",
+					  strerror(ret < 0 ? -ret : EIO));
+			break;
+		}
+		submitted += (unsigned)ret;
+	}
+	while (reaped < submitted) {
 		struct io_uring_cqe *cqe;
+		uint64_t at;
 
 		ret = io_uring_wait_cqe(&f->ring, &cqe);
-		if (ret < 0)
+		if (ret == -EINTR)
+			continue;
+		if (ret < 0) {
+			/* Nothing else can be done with the ring: later calls fail. */
+			f->ring_broken = 1;
 			return kvmig_err(ret, "io_uring wait failed: %s", strerror(-ret));
-		res[io_uring_cqe_get_data64(cqe)] = cqe->res;
+		}
+		at = io_uring_cqe_get_data64(cqe);
+		if (at < max)
+			res[at] = cqe->res;
+		else if (!first)
+			first = kvmig_err(-EIO, "io_uring completion for request %llu of %u",
+					  (unsigned long long)at, max);
 		io_uring_cqe_seen(&f->ring, cqe);
+		reaped++;
 	}
-	return 0;
+	return first;
+}
+
+/*
+ * A request that did not run to an answer about the file: a signal while
+ * it was issued (EINTR, EAGAIN) or a link cut (ECANCELED). Redone
+ * synchronously from the start.
+ */
+static int interrupted(int res)
+{
+	return res == -EINTR || res == -EAGAIN || res == -ECANCELED;
 }
 
 /* Finish a short transfer synchronously: rare, so no ring round trip. */
@@ -146,8 +192,8 @@ static int put_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n,
 		rel_path(&ios[i].digest, rel, sizeof(rel));
 		if (fstatat(f->objects_fd, rel, &st, 0) == 0)
 			continue; /* dedup: content-addressed, so already right */
-		snprintf(tmpnames[i], sizeof(tmpnames[i]), "%d.%llu", (int)getpid(),
-			 (unsigned long long)f->tmp_counter++);
+		snprintf(tmpnames[i], sizeof(tmpnames[i]), "%d.%016llx.%llu", (int)getpid(),
+			 (unsigned long long)f->tmp_salt, (unsigned long long)f->tmp_counter++);
 		fds[i] = openat(f->tmp_fd, tmpnames[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (fds[i] >= 0 && i == n / 2 && kvmig_fault("store-write", NULL)) {
 			/* Test-only: a write that fails after its file exists. */
@@ -177,21 +223,30 @@ static int put_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n,
 			q++;
 		}
 	}
-	if (q && (first = ring_run(f, q, res)) < 0)
+	if (q && (first = ring_run(f, q, res, 2 * WINDOW_MAX)) < 0) {
+		for (uint32_t i = 0; i < n; i++) {
+			if (fds[i] >= 0) {
+				ios[i].result = first;
+				unlinkat(f->tmp_fd, tmpnames[i], 0);
+			}
+		}
 		goto out;
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		char shard[3], rest[31];
 		int ret;
 
 		if (fds[i] < 0)
 			continue;
-		ret = res[2 * i];
+		ret = interrupted(res[2 * i]) ? 0 : res[2 * i];
 		if (ret >= 0 && (uint64_t)ret < kvmig_iov_total(ios[i].iov, ios[i].iovcnt)) {
 			ret = finish_io(fds[i], &ios[i], (uint64_t)ret, 1);
 			if (ret == 0 && f->opts.fsync)
 				ret = fsync(fds[i]) < 0 ? -errno : 0;
 		} else if (ret >= 0) {
 			ret = f->opts.fsync ? res[2 * i + 1] : 0;
+			if (interrupted(ret))
+				ret = fsync(fds[i]) < 0 ? -errno : 0;
 		}
 		split_name(&ios[i].digest, shard, rest);
 		if (ret == 0 && mkdirat(f->objects_fd, shard, 0755) < 0 && errno != EEXIST)
@@ -291,9 +346,12 @@ static int get_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n)
 		char keep[512];
 
 		snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
-		int ret = q ? ring_run(f, q, res) : 0;
+		int ret = q ? ring_run(f, q, res, WINDOW_MAX) : 0;
 
 		if (ret < 0) {
+			for (uint32_t i = 0; i < n; i++)
+				if (ios[i].result == 0)
+					ios[i].result = ret;
 			first = ret;
 			goto out;
 		}
@@ -302,7 +360,7 @@ static int get_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n)
 
 			if (ios[i].result < 0)
 				continue;
-			ret = res[i];
+			ret = interrupted(res[i]) ? 0 : res[i];
 			if (ret >= 0)
 				ret = finish_io(fds[i], &ios[i], (uint64_t)ret, 0);
 			rel_path(&ios[i].digest, rel, sizeof(rel));
@@ -441,6 +499,11 @@ int kvmig_store_fs_open(const char *dir, const struct kvmig_store_fs_opts *opts,
 		return -ENOMEM;
 	f->base.ops = &fs_ops;
 	f->objects_fd = f->tmp_fd = -1;
+	/* A killed writer leaves tmp/PID.SALT.N behind; a later process with the
+	 * same pid (in a container: pid 1 every time) or a second handle must
+	 * not collide with it. */
+	if (getrandom(&f->tmp_salt, sizeof(f->tmp_salt), 0) != (ssize_t)sizeof(f->tmp_salt))
+		f->tmp_salt = (uint64_t)(uintptr_t)f ^ (uint64_t)time(NULL) << 20;
 	if (opts)
 		f->opts = *opts;
 	else

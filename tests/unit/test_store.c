@@ -7,9 +7,11 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <kvmig/cas.h>
@@ -114,16 +116,12 @@ static void test_absent(void **state)
 	assert_non_null(strstr(kvmig_last_error(), hex));
 }
 
-static void test_many_blobs(void **state)
+/* @n blobs of 1 byte to 200 KiB; their total size. */
+static uint64_t many_blobs(struct kvmig_blob_io *ios, struct iovec *iov, uint8_t **bufs, int n)
 {
-	struct fixture *f = *state;
-	enum { N = 300 };
-	struct kvmig_blob_io ios[N];
-	struct iovec iov[N];
-	uint8_t *bufs[N];
-	uint64_t total = 0, bytes;
+	uint64_t total = 0;
 
-	for (int i = 0; i < N; i++) {
+	for (int i = 0; i < n; i++) {
 		size_t len = 1 + (size_t)i * 683 % (200 * 1024);
 
 		bufs[i] = malloc(len);
@@ -133,6 +131,18 @@ static void test_many_blobs(void **state)
 		ios[i].iovcnt = 1;
 		total += len;
 	}
+	return total;
+}
+
+static void test_many_blobs(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 300 };
+	struct kvmig_blob_io ios[N];
+	struct iovec iov[N];
+	uint8_t *bufs[N];
+	uint64_t total = many_blobs(ios, iov, bufs, N), bytes;
+
 	assert_int_equal(kvmig_store_put_batch(f->s, ios, N), N);
 	assert_int_equal(kvmig_store_physical_bytes(f->s, &bytes), 0);
 	assert_int_equal(bytes, total);
@@ -146,6 +156,80 @@ static void test_many_blobs(void **state)
 		assert_true(kvmig_digest_equal(&d, &ios[i].digest));
 		assert_int_equal(ios[i].result, 0);
 		free(bufs[i]);
+	}
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* A signal handler that interrupts the waits (a linked engine's timers,
+ * a stop and continue): every blob still goes in and comes back. */
+static void test_many_blobs_interrupted(void **state)
+{
+	struct fixture *f = *state;
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	struct itimerval it = { { 0, 100 }, { 0, 100 } }, off = { 0 };
+	enum { N = 300 };
+	struct kvmig_blob_io ios[N];
+	struct iovec iov[N];
+	uint8_t *bufs[N];
+	int put, get, bad = -1;
+
+	many_blobs(ios, iov, bufs, N);
+	sigemptyset(&sa.sa_mask); /* no SA_RESTART: waits return EINTR */
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+	put = kvmig_store_put_batch(f->s, ios, N);
+	for (int i = 0; i < N && bad < 0; i++)
+		if (ios[i].result < 0)
+			bad = i;
+	char why[512];
+	int bad_res = bad >= 0 ? ios[bad].result : 0;
+
+	snprintf(why, sizeof(why), "%s", kvmig_last_error());
+	for (int i = 0; i < N; i++)
+		memset(bufs[i], 0, iov[i].iov_len);
+	get = kvmig_store_get_batch(f->s, ios, N);
+	/* Timer off before any assert: a failed one returns from here. */
+	setitimer(ITIMER_REAL, &off, NULL);
+	sigaction(SIGALRM, &old, NULL);
+	if (bad >= 0)
+		fail_msg("put: blob %d: %d (%s): %s", bad, bad_res, strerror(-bad_res), why);
+	assert_int_equal(put, N);
+	assert_int_equal(get, 0);
+	for (int i = 0; i < N; i++) {
+		struct kvmig_digest d;
+
+		kvmig_digest_compute(bufs[i], iov[i].iov_len, &d);
+		assert_true(kvmig_digest_equal(&d, &ios[i].digest));
+		free(bufs[i]);
+	}
+}
+
+/* A writer killed mid-put left temp files behind, named as this process
+ * would once have named its own (a container's kvmig runs as the same pid
+ * every time): puts still succeed. */
+static void test_fs_leftover_tmp(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t buf[1000];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct kvmig_blob_io io = { .iov = &iov, .iovcnt = 1 };
+	char path[256];
+
+	for (int i = 0; i < 8; i++) {
+		snprintf(path, sizeof(path), "%s/tmp/%d.%d", f->dir, (int)getpid(), i);
+		FILE *leftover = fopen(path, "w");
+
+		assert_non_null(leftover);
+		fclose(leftover);
+	}
+	for (unsigned i = 0; i < 8; i++) {
+		blob(buf, sizeof(buf), 900 + i, &io.digest);
+		assert_int_equal(kvmig_store_put_batch(f->s, &io, 1), 1);
+		assert_int_equal(io.result, 0);
 	}
 }
 
@@ -280,6 +364,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_absent, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_many_blobs, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_many_blobs, setup_fs, teardown),
+		cmocka_unit_test_setup_teardown(test_many_blobs_interrupted, setup_fs, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_leftover_tmp, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_layout_and_xxhsum, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_corrupt_and_truncated, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_reopen_and_failed_put, setup_fs, teardown),
