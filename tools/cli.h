@@ -28,6 +28,8 @@ int cli_exit_code(int err);
 int cli_fail(const char *cmd, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Print "kvmig CMD: MESSAGE (try kvmig CMD --help)" and return EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* getopt_long returned '?': name the argument it stopped at; EXIT_USAGE. */
+int cli_bad_option(const char *cmd, char **argv);
 /* Parse an unsigned decimal that must fit @max; 0 or -EINVAL. */
 int cli_parse_u64(const char *s, uint64_t max, uint64_t *out);
 /* Seconds on the monotonic clock. */
@@ -36,6 +38,10 @@ double cli_now(void);
 int cli_parse_positive(const char *s, double max, double *out);
 /* Print @o as one compact JSON line on stdout, flush, and release it. */
 void cli_emit_json(json_t *o);
+
+/* @s with every byte outside printable ASCII as '?', into @buf (a JSON
+ * string must be UTF-8; names and messages may carry any byte). */
+const char *cli_printable(const char *s, char *buf, size_t len);
 /* Open a store directory, printing an error. */
 int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s);
 /* Print a byte count as "1.00 GiB". */

@@ -279,7 +279,7 @@ int cmd_bench(int argc, char **argv)
 			fputs(bench_usage, stdout);
 			return EXIT_OK;
 		default:
-			return cli_usage_error("bench", "bad option");
+			return cli_bad_option("bench", argv);
 		}
 	}
 	if (pin < 0) {

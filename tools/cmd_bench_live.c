@@ -222,7 +222,7 @@ int bench_live(int argc, char **argv)
 			fputs(live_usage, stdout);
 			return EXIT_OK;
 		default:
-			return cli_usage_error("bench", "bad option");
+			return cli_bad_option("bench", argv);
 		}
 	}
 	if (!json)

@@ -41,7 +41,7 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
 			fputs(usage, stdout);
 			return EXIT_OK;
 		default:
-			return cli_usage_error(cmd, "bad option");
+			return cli_bad_option(cmd, argv);
 		}
 	}
 	if (optind != argc)
@@ -87,7 +87,9 @@ int cmd_capture(int argc, char **argv)
 		goto out;
 	ret = kvmig_capture(p, s, &d, &st);
 	if (ret < 0) {
-		ret = cli_fail("capture", ret, "cannot capture %s into %s", a.pager, a.store);
+		/* The disk, not the pager, is full: not exit 5. */
+		ret = cli_fail("capture", ret == -ENOSPC ? -EDQUOT : ret, "cannot capture %s into %s",
+			       a.pager, a.store);
 		goto out;
 	}
 	kvmig_digest_format(&d, text);
@@ -186,7 +188,11 @@ int cmd_verify(int argc, char **argv)
 		ret = cli_fail("verify", ret, "cannot open pager %s", a.pager);
 		goto out;
 	}
-	kvmig_pager_pause(p);
+	/* Paused, so an engine's writes cannot pass for a mismatch. */
+	if ((ret = kvmig_pager_pause(p)) < 0) {
+		ret = cli_fail("verify", ret, "cannot pause pager %s", a.pager);
+		goto out;
+	}
 	ret = kvmig_verify(p, m, &bad);
 	kvmig_pager_resume(p);
 	if (ret < 0) {

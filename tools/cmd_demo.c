@@ -117,7 +117,7 @@ int cmd_demo(int argc, char **argv)
 			fputs(demo_usage, stdout);
 			return EXIT_OK;
 		default:
-			return cli_usage_error("demo", "bad option");
+			return cli_bad_option("demo", argv);
 		}
 	}
 	if (so.shared_prefix_pages > so.pages_per_seq || !so.pages_per_seq)

@@ -139,11 +139,13 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 
 		if (u->json) {
 			const char *name = strerrorname_np(-ret);
+			char msg[1024];
 
+			cli_printable(kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret), msg,
+				      sizeof(msg));
 			cli_emit_json(json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "error", "role",
 						role_sender ? "sender" : "receiver", "errno",
-						name ? name : "?", "exit", code, "message",
-						kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret)));
+						name ? name : "?", "exit", code, "message", msg));
 			return code;
 		}
 		return cli_fail(u->cmd, ret, "migration failed");
@@ -385,7 +387,7 @@ static int run(int argc, char **argv, int sender)
 			return EXIT_OK;
 		default:
 			free(ids);
-			return cli_usage_error(cmd, "bad option");
+			return cli_bad_option(cmd, argv);
 		}
 	}
 	if (!sender && !addr)

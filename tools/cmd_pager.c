@@ -122,7 +122,7 @@ static int pager_init(int argc, char **argv)
 			fputs(pager_usage, stdout);
 			return EXIT_OK;
 		default:
-			return cli_usage_error("pager init", "bad option");
+			return cli_bad_option("pager init", argv);
 		}
 	}
 	if (optind + 1 != argc || strncmp(argv[optind], "shm:", 4) || !argv[optind][4])
@@ -180,25 +180,28 @@ static int pager_show(int argc, char **argv)
 	kvmig_meta_describe(&meta, desc, sizeof(desc));
 	cli_fmt_bytes(2 * half * n, bytes, sizeof(bytes));
 	if (json) {
-		printf("{\"pager\":\"%s\",\"layout\":\"%s\",\"page_size_tokens\":%u,\"n_layers\":%u,"
-		       "\"n_heads\":%u,\"head_dim\":%u,\"dtype\":\"%s\",\"half_bytes\":%llu,"
-		       "\"occupied_pages\":%u,\"logical_seqs\":[",
-		       spec, kvmig_layout_name(layout), meta.page_size_tokens, meta.n_layers,
-		       meta.n_heads, meta.head_dim, kvmig_dtype_name(meta.dtype),
-		       (unsigned long long)half, n);
+		json_t *seqs = json_array();
+		char name[256];
+
 		for (uint32_t i = 0; i < l.n; i++) {
-			/* Ids are printable ASCII; escape the two characters JSON needs. */
-			printf("%s{\"id\":\"", i ? "," : "");
-			for (const char *c = l.seqs[i].id; *c; c++) {
-				if (*c == '"' || *c == '\\')
-					putchar('\\');
-				putchar(*c);
-			}
-			printf("\",\"page_ixs\":[");
-			print_seq_ixs(&l.seqs[i]);
-			printf("],\"fill_in_last_page\":%u}", l.seqs[i].fill_in_last_page);
+			json_t *ixa = json_array();
+
+			for (uint32_t j = 0; j < l.seqs[i].n_pages; j++)
+				json_array_append_new(ixa, json_integer(l.seqs[i].page_ixs[j]));
+			json_array_append_new(seqs, json_pack("{s:s,s:o,s:i}", "id",
+							      cli_printable(l.seqs[i].id, name,
+									    sizeof(name)),
+							      "page_ixs", ixa, "fill_in_last_page",
+							      (int)l.seqs[i].fill_in_last_page));
 		}
-		printf("]}\n");
+		cli_emit_json(json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:s,s:I,s:i,s:o}", "pager",
+					cli_printable(spec, name, sizeof(name)), "layout",
+					kvmig_layout_name(layout), "page_size_tokens",
+					(int)meta.page_size_tokens, "n_layers", (int)meta.n_layers,
+					"n_heads", (int)meta.n_heads, "head_dim", (int)meta.head_dim,
+					"dtype", kvmig_dtype_name(meta.dtype), "half_bytes",
+					(json_int_t)half, "occupied_pages", (int)n, "logical_seqs",
+					seqs));
 	} else {
 		printf("pager %s: %s, %s\n", spec, desc, kvmig_layout_name(layout));
 		printf("  %u pages occupied (%s), %u sequences\n", n, bytes, l.n);
@@ -303,7 +306,7 @@ static int pager_run(int argc, char **argv)
 			fputs(pager_usage, stdout);
 			return EXIT_OK;
 		default:
-			return cli_usage_error("pager run", "bad option");
+			return cli_bad_option("pager run", argv);
 		}
 	}
 	if (optind + 1 != argc)

@@ -5,6 +5,7 @@
  * is the one place they become sentences on stderr and exit codes.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,7 @@ int cli_exit_code(int err)
 		return EXIT_PEER;
 	case -ENOTCONN:
 		return EXIT_INDOUBT;
-	case -EACCES:
+	case -EKEYREJECTED: /* the shared secret: only the engine's handshake says it */
 		return EXIT_AUTH;
 	default:
 		return EXIT_FAIL;
@@ -107,14 +108,31 @@ int cli_parse_positive(const char *s, double max, double *out)
 
 void cli_emit_json(json_t *o)
 {
-	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 
-	if (s) {
-		puts(s);
-		fflush(stdout);
-		free(s);
-	}
+	/* One line per event, always: a scheduler waits for it. */
+	puts(s ? s : "{\"event\":\"error\",\"message\":\"kvmig could not encode this line "
+		 "as JSON\"}");
+	fflush(stdout);
+	free(s);
 	json_decref(o);
+}
+
+const char *cli_printable(const char *s, char *buf, size_t len)
+{
+	size_t i = 0;
+
+	for (; s[i] && i + 1 < len; i++)
+		buf[i] = s[i] >= 0x20 && s[i] <= 0x7e ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
+int cli_bad_option(const char *cmd, char **argv)
+{
+	/* opterr is 0 (main): this is the one line about it. */
+	return cli_usage_error(cmd, "unknown option or missing value at \"%s\"",
+			       optind > 0 ? argv[optind - 1] : "?");
 }
 
 int cli_parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -169,6 +187,7 @@ static const struct {
 
 int main(int argc, char **argv)
 {
+	opterr = 0; /* getopt's own messages would make errors two lines */
 	if (argc < 2) {
 		fputs(usage_text, stderr);
 		return EXIT_USAGE;

@@ -164,6 +164,7 @@ int engine_peer_abort(struct engine *e, const struct xport_msg *m)
 	case EINVAL:
 	case ECONNRESET:
 	case EACCES:
+	case EKEYREJECTED:
 		ret = -a.err;
 		break;
 	default:
@@ -232,7 +233,7 @@ int engine_auth_agree(struct engine *e, const struct kvmig_msg_hello *peer)
 
 	if (theirs == e->auth)
 		return 0;
-	return kvmig_err(-EACCES, "the peer %s a shared secret but this side %s: both need the "
+	return kvmig_err(-EKEYREJECTED, "the peer %s a shared secret but this side %s: both need the "
 			 "same --token-file, or neither", theirs ? "uses" : "does not use",
 			 e->auth ? "has one" : "has none");
 }
@@ -298,7 +299,7 @@ int engine_auth_check(struct engine *e, int peer_role)
 		return ret;
 	proof_of(e, peer_role, e->nonce, e->peer_nonce, want);
 	if (crypto_verify_32(want, got) != 0)
-		return kvmig_err(-EACCES, "the %s did not prove it holds the shared secret (wrong "
+		return kvmig_err(-EKEYREJECTED, "the %s did not prove it holds the shared secret (wrong "
 				 "--token-file)", peer_role ? "receiver" : "sender");
 	return 0;
 }

@@ -62,6 +62,17 @@ grep -q "seq-2" "$T/out" && ok "show lists sequences" || bad "show lists sequenc
 expect 0 "pager show --json" "$KVMIG" pager show shm:$SRC --json
 $PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["occupied_pages"]==11 and len(d["logical_seqs"])==3' \
 	"$T/out" && ok "show --json parses" || bad "show --json parses"
+# A name with a quote and a byte that is not UTF-8 still gives valid JSON,
+# and so does an error line naming it.
+Q="kvmig-cli-q\"$(printf '\351')-$$"
+expect 0 "pager init, odd name" "$KVMIG" pager init "shm:$Q" --preset tiny --capacity 4
+expect 0 "pager show --json, odd name" "$KVMIG" pager show "shm:$Q" --json
+$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["pager"].startswith("shm:kvmig-cli-q")' \
+	"$T/out" && ok "show --json, odd name: valid JSON" || { bad "show --json, odd name"; cat "$T/out"; }
+expect 1 "send --json, odd missing name" "$KVMIG" send --json --to 127.0.0.1:1 --pager "shm:$Q-x"
+$PY -c 'import json,sys; d=[json.loads(l) for l in open(sys.argv[1])][-1]; assert d["event"]=="error" and "kvmig-cli-q" in d["message"], d' \
+	"$T/out" && ok "send --json error line, odd name: valid JSON" || { bad "send --json error, odd name"; cat "$T/out"; }
+"$KVMIG" pager rm "shm:$Q" > /dev/null
 
 expect 0 "capture" "$KVMIG" capture --pager shm:$SRC --store "$T/store"
 M=$(cat "$T/out")
@@ -313,6 +324,9 @@ for pin in --pin --no-pin; do
 		{ bad "bench $pin: 2 pairs, a warm-up, the overhead, both ends' CPU"; cat "$T/out"; }
 done
 expect_err 2 "rounds is" "bench bad --rounds" "$KVMIG" bench --rounds 0
+# getopt's own complaint is off: one line naming the argument.
+expect_err 2 'unknown option or missing value at "--bogus"' "unknown option" "$KVMIG" capture --bogus
+expect_err 2 'missing value at "--to"' "option without its value" "$KVMIG" send --to
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -983,7 +983,7 @@ static void test_auth_same_secret(void **state)
 	drop_pagers();
 }
 
-/* Wrong secret, or only one side has one: EACCES on both sides, and the
+/* Wrong secret, or only one side has one: EKEYREJECTED on both sides, and the
  * sender never paused its pager or registered memory. */
 static void test_auth_refused(void **state)
 {
@@ -1001,8 +1001,8 @@ static void test_auth_refused(void **state)
 		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
 		digest_of(src, &d0);
 		with_tokens(cases[i][0], cases[i][1], &rrc, &src_rc, &st);
-		assert_int_equal(rrc, EACCES);
-		assert_int_equal(src_rc, EACCES);
+		assert_int_equal(rrc, EKEYREJECTED);
+		assert_int_equal(src_rc, EKEYREJECTED);
 		assert_true(st.pause_seconds == 0.0 && st.register_seconds == 0.0);
 		check_untouched(&d0, 3, 0);
 		drop_pagers();
