@@ -291,6 +291,22 @@ static int remap_seqs(const struct kvmig_manifest *m, const uint32_t *dst, struc
 	return 0;
 }
 
+/*
+ * After the install: hand back the restored pages no sequence uses (a
+ * manifest of a pager whose engine had pages allocated outside any
+ * sequence), as a migration leaves them behind. Best effort: they were
+ * only read, and a failure leaves them allocated, as before.
+ */
+static void free_orphans(struct kvmig_pager *p, const struct kvmig_manifest *m,
+			 const struct kvmig_seq *seqs, uint32_t *dst)
+{
+	struct kvmig_seq_list installed = { (struct kvmig_seq *)seqs, m->n_seqs };
+	uint32_t n = 0;
+
+	if (kvmig_pages_unused(&installed, NULL, 0, dst, m->n_pages, dst, &n) == 0 && n)
+		kvmig_pager_free(p, dst, n);
+}
+
 int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s, const struct kvmig_digest *digest,
 		  struct kvmig_restore_stats *stats)
 {
@@ -321,6 +337,7 @@ int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s, const struct kvm
 	if (ret < 0)
 		goto out;
 	allocated = 0; /* installed: the pages belong to the sequences now */
+	free_orphans(p, m, seqs, dst);
 	if (stats) {
 		stats->pages = m->n_pages;
 		stats->seqs = m->n_seqs;
