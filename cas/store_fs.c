@@ -190,8 +190,12 @@ static int put_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n,
 		fds[i] = -1;
 		ios[i].result = 0;
 		rel_path(&ios[i].digest, rel, sizeof(rel));
-		if (fstatat(f->objects_fd, rel, &st, 0) == 0)
-			continue; /* dedup: content-addressed, so already right */
+		/* Dedup: content-addressed, so a blob of the right size is right
+		 * (every read re-hashes); one of another size (a crash before its
+		 * data reached the disk) is written again over it. */
+		if (fstatat(f->objects_fd, rel, &st, 0) == 0 &&
+		    (uint64_t)st.st_size == kvmig_iov_total(ios[i].iov, ios[i].iovcnt))
+			continue;
 		snprintf(tmpnames[i], sizeof(tmpnames[i]), "%d.%016llx.%llu", (int)getpid(),
 			 (unsigned long long)f->tmp_salt, (unsigned long long)f->tmp_counter++);
 		fds[i] = openat(f->tmp_fd, tmpnames[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

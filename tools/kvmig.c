@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -152,7 +153,16 @@ int cli_parse_u64(const char *s, uint64_t max, uint64_t *out)
 
 int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s)
 {
-	int ret = kvmig_store_fs_open(dir, NULL, s);
+	char objects[4096];
+	struct stat st;
+	int ret;
+
+	/* Only capture makes a store: a mistyped DIR elsewhere is an error,
+	 * not a new empty store. */
+	snprintf(objects, sizeof(objects), "%s/objects", dir);
+	if (strcmp(cmd, "capture") && stat(objects, &st) < 0)
+		return cli_fail(cmd, -ENOENT, "no store at %s (no %s)", dir, objects);
+	ret = kvmig_store_fs_open(dir, NULL, s);
 
 	if (ret < 0)
 		return cli_fail(cmd, ret, "cannot open store %s", dir);

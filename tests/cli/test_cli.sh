@@ -324,6 +324,12 @@ for pin in --pin --no-pin; do
 		{ bad "bench $pin: 2 pairs, a warm-up, the overhead, both ends' CPU"; cat "$T/out"; }
 done
 expect_err 2 "rounds is" "bench bad --rounds" "$KVMIG" bench --rounds 0
+# Only capture makes a store: a mistyped --store elsewhere is an error, and
+# creates nothing.
+expect_err 1 "no store at" "restore, no store" "$KVMIG" restore --pager shm:$DST \
+	--store "$T/typo" --manifest "$M"
+[ ! -e "$T/typo" ] && ok "restore, no store: nothing created" ||
+	bad "restore, no store: created $T/typo"
 # getopt's own complaint is off: one line naming the argument.
 expect_err 2 'unknown option or missing value at "--bogus"' "unknown option" "$KVMIG" capture --bogus
 expect_err 2 'missing value at "--to"' "option without its value" "$KVMIG" send --to

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -233,6 +234,30 @@ static void test_fs_leftover_tmp(void **state)
 	}
 }
 
+static void blob_path(struct fixture *f, const struct kvmig_digest *d, char *path, size_t len);
+
+/* A blob file of the wrong size where a blob belongs (a crash before its
+ * data reached the disk): the next put writes it again. */
+static void test_fs_short_blob_rewritten(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t buf[5000];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct kvmig_blob_io io = { .iov = &iov, .iovcnt = 1 };
+	char path[256];
+	struct stat st;
+
+	blob(buf, sizeof(buf), 77, &io.digest);
+	assert_int_equal(kvmig_store_put_batch(f->s, &io, 1), 1);
+	blob_path(f, &io.digest, path, sizeof(path));
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(kvmig_store_put_batch(f->s, &io, 1), 1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, sizeof(buf));
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(kvmig_store_get_batch(f->s, &io, 1), 0);
+}
+
 static void blob_path(struct fixture *f, const struct kvmig_digest *d, char *path, size_t len)
 {
 	char hex[33];
@@ -366,6 +391,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_many_blobs, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_many_blobs_interrupted, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_leftover_tmp, setup_fs, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_short_blob_rewritten, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_layout_and_xxhsum, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_corrupt_and_truncated, setup_fs, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_reopen_and_failed_put, setup_fs, teardown),
