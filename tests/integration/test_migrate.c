@@ -1469,6 +1469,19 @@ static void start_engines(struct kvmig_synth_engine *e[2])
 	eo.seq_ids = rest;
 	eo.n_seq_ids = 3;
 	assert_int_equal(kvmig_synth_engine_start(src, &eo, &e[1]), 0);
+	/* The tests fork next. A thread still starting up may hold an allocator
+	 * lock (ASan's is not fork-safe), which the child would inherit locked:
+	 * wait until both engines have written a token, i.e. are running. */
+	for (int i = 0; i < 2; i++) {
+		struct kvmig_synth_engine_stats es = { 0 };
+
+		for (int t = 0; t < 5000 && !es.tokens; t++) {
+			kvmig_synth_engine_stats(e[i], &es);
+			if (!es.tokens)
+				usleep(1000);
+		}
+		assert_true(es.tokens > 0);
+	}
 }
 
 /* Roomy pagers for sequences that grow, the engines on the source; returns
