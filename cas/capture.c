@@ -360,13 +360,6 @@ out:
 	return ret;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x > y) - (x < y);
-}
-
 static int cmp_seq_id(const void *key, const void *elem)
 {
 	return strcmp(key, ((const struct kvmig_seq *)elem)->id);
@@ -421,7 +414,7 @@ int kvmig_verify(struct kvmig_pager *p, const struct kvmig_manifest *m, uint32_t
 		n_uniq += got->n_pages;
 	}
 	/* Hash each pager page once, however many sequences share it. */
-	qsort(uniq, n_uniq, sizeof(*uniq), cmp_u32);
+	qsort(uniq, n_uniq, sizeof(*uniq), kvmig_cmp_u32);
 	uint32_t w = 0;
 
 	for (uint32_t i = 0; i < n_uniq; i++)
@@ -458,7 +451,7 @@ int kvmig_verify(struct kvmig_pager *p, const struct kvmig_manifest *m, uint32_t
 			const struct kvmig_manifest_page *mp =
 				&m->pages[kvmig_manifest_find_page(m, want->page_ixs[j])];
 			const uint32_t *at = bsearch(&got->page_ixs[j], uniq, n_uniq,
-						     sizeof(*uniq), cmp_u32);
+						     sizeof(*uniq), kvmig_cmp_u32);
 			size_t u = (size_t)(at - uniq);
 			int kbad = !kvmig_digest_equal(&dk[u], &mp->k);
 			int vbad = !kvmig_digest_equal(&dv[u], &mp->v);

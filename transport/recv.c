@@ -507,13 +507,6 @@ static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, ui
 	return -1;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* -EPROTO naming a page @m lists twice, else 0. */
 static int offer_distinct(const struct kvmig_msg_offer *m)
 {
@@ -524,7 +517,7 @@ static int offer_distinct(const struct kvmig_msg_offer *m)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < m->n; i++)
 		ixs[i] = m->pages[i].ix;
-	qsort(ixs, m->n, sizeof(*ixs), cmp_u32);
+	qsort(ixs, m->n, sizeof(*ixs), kvmig_cmp_u32);
 	for (uint32_t i = 1; i < m->n && !ret; i++)
 		if (ixs[i] == ixs[i - 1])
 			ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", ixs[i]);

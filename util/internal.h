@@ -61,6 +61,14 @@ int kvmig_pages_unused(const struct kvmig_seq_list *all, const char *const *drop
 		       uint32_t n_drop, const uint32_t *cand, uint32_t n, uint32_t *out,
 		       uint32_t *n_out);
 
+/* qsort / bsearch order of uint32_t values. */
+static inline int kvmig_cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
 /* Seconds on the monotonic clock. */
 static inline double kvmig_now(void)
 {
