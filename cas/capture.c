@@ -6,14 +6,21 @@
  *
  * Page halves go to and from the store straight from page memory (iovecs over
  * the pager's extents): no staging copy.
+ *
+ * Capture and restore can be cancelled (kvmig_cas_opts.cancel, set by a
+ * signal handler) between store batches, never inside one: a put batch
+ * leaves no temp file behind, and restore's one error path frees what it
+ * allocated.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <kvmig/cas.h>
 
 #include "internal.h"
+#include "store_internal.h"
 
 /* Pages per store batch: bounds the iovec arrays, keeps the ring busy. */
 #define BATCH_PAGES 32u
@@ -97,6 +104,33 @@ static int bind_half(struct kvmig_pager *p, const struct page_shape *sh, struct 
 	return 0;
 }
 
+void kvmig_cas_opts_init(struct kvmig_cas_opts *o)
+{
+	o->cancel = NULL;
+}
+
+/*
+ * Between two store batches: -ECANCELED once the caller's flag is set,
+ * saying how far @verb ("storing", "reading") got. Test-only fault point
+ * cas-stall:MS sleeps first (a signal cuts the sleep short), so that a
+ * test can interrupt a run of any size.
+ */
+static int cancel_point(const struct kvmig_cas_opts *o, const char *verb, uint32_t done,
+			uint32_t total)
+{
+	uint64_t ms;
+
+	if (kvmig_fault("cas-stall", &ms)) {
+		struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	if (o && o->cancel && *o->cancel)
+		return kvmig_err(-ECANCELED, "interrupted after %s %u of %u pages", verb, done,
+				 total);
+	return 0;
+}
+
 static int add_seqs(struct kvmig_pager *p, struct kvmig_manifest *m)
 {
 	struct kvmig_seq_list l = { 0 };
@@ -111,9 +145,10 @@ static int add_seqs(struct kvmig_pager *p, struct kvmig_manifest *m)
 
 /*
  * Walk every occupied page, hash both halves and, with @s, put them in
- * batches. Builds the manifest as it goes.
+ * batches (@o: when to stop). Builds the manifest as it goes.
  */
-static int hash_pages(struct kvmig_pager *p, struct kvmig_store *s, struct kvmig_manifest **ret,
+static int hash_pages(struct kvmig_pager *p, struct kvmig_store *s,
+		      const struct kvmig_cas_opts *o, struct kvmig_manifest **ret,
 		      struct kvmig_capture_stats *st)
 {
 	struct kvmig_manifest *m = NULL;
@@ -144,6 +179,8 @@ static int hash_pages(struct kvmig_pager *p, struct kvmig_store *s, struct kvmig
 				goto out;
 			st->blobs_written += (uint32_t)err;
 			st->blobs_deduped += 2 * cnt - (uint32_t)err;
+			if ((err = cancel_point(o, "storing", base + cnt, n)) < 0)
+				goto out;
 		}
 	}
 	if ((err = add_seqs(p, m)) < 0 || (err = kvmig_manifest_canonicalize(m)) < 0)
@@ -164,11 +201,12 @@ out:
 
 int kvmig_manifest_build(struct kvmig_pager *p, struct kvmig_manifest **ret)
 {
-	return hash_pages(p, NULL, ret, NULL);
+	return hash_pages(p, NULL, NULL, ret, NULL);
 }
 
 struct capture_ctx {
 	struct kvmig_store *s;
+	const struct kvmig_cas_opts *o;
 	struct kvmig_digest *out;
 	struct kvmig_capture_stats *st;
 };
@@ -177,13 +215,13 @@ static int capture_paused(struct kvmig_pager *p, void *arg)
 {
 	struct capture_ctx *c = arg;
 	struct kvmig_manifest *m = NULL;
-	uint64_t before = 0, after = 0;
+	uint64_t before = 0, after = 0, repaired = c->s->repaired;
 	char *json = NULL;
 	size_t len;
 	int ret;
 
 	if ((ret = kvmig_store_physical_bytes(c->s, &before)) < 0 ||
-	    (ret = hash_pages(p, c->s, &m, c->st)) < 0 ||
+	    (ret = hash_pages(p, c->s, c->o, &m, c->st)) < 0 ||
 	    (ret = kvmig_manifest_serialize(m, &json, &len)) < 0)
 		goto out;
 	kvmig_digest_compute(json, len, c->out);
@@ -195,6 +233,7 @@ static int capture_paused(struct kvmig_pager *p, void *arg)
 	if ((ret = kvmig_store_physical_bytes(c->s, &after)) < 0)
 		goto out;
 	c->st->written_bytes = after - before;
+	c->st->blobs_repaired = (uint32_t)(c->s->repaired - repaired);
 	ret = 0;
 out:
 	free(json);
@@ -202,14 +241,20 @@ out:
 	return ret;
 }
 
-int kvmig_capture(struct kvmig_pager *p, struct kvmig_store *s, struct kvmig_digest *digest,
-		  struct kvmig_capture_stats *stats)
+int kvmig_capture_ex(struct kvmig_pager *p, struct kvmig_store *s, const struct kvmig_cas_opts *o,
+		     struct kvmig_digest *digest, struct kvmig_capture_stats *stats)
 {
 	struct kvmig_capture_stats local;
-	struct capture_ctx c = { s, digest, stats ? stats : &local };
+	struct capture_ctx c = { s, o, digest, stats ? stats : &local };
 
 	memset(c.st, 0, sizeof(*c.st));
 	return kvmig_pager_with_paused(p, capture_paused, &c);
+}
+
+int kvmig_capture(struct kvmig_pager *p, struct kvmig_store *s, struct kvmig_digest *digest,
+		  struct kvmig_capture_stats *stats)
+{
+	return kvmig_capture_ex(p, s, NULL, digest, stats);
 }
 
 static int load_manifest(struct kvmig_store *s, const struct kvmig_digest *d,
@@ -244,8 +289,9 @@ static int check_shape(const struct page_shape *sh, const struct kvmig_manifest 
 }
 
 /* Read every page of @m from @s into destination pages @dst (parallel to m->pages). */
-static int read_pages(struct kvmig_pager *p, struct kvmig_store *s, const struct page_shape *sh,
-		      const struct kvmig_manifest *m, const uint32_t *dst)
+static int read_pages(struct kvmig_pager *p, struct kvmig_store *s, const struct kvmig_cas_opts *o,
+		      const struct page_shape *sh, const struct kvmig_manifest *m,
+		      const uint32_t *dst)
 {
 	struct page_io io = { 0 };
 	int ret = page_io_init(&io, sh);
@@ -264,6 +310,8 @@ static int read_pages(struct kvmig_pager *p, struct kvmig_store *s, const struct
 		}
 		if (ret == 0)
 			ret = kvmig_store_get_batch(s, io.ios, 2 * cnt);
+		if (ret == 0)
+			ret = cancel_point(o, "reading", base + cnt, m->n_pages);
 	}
 	page_io_fini(&io);
 	return ret;
@@ -307,8 +355,8 @@ static void free_orphans(struct kvmig_pager *p, const struct kvmig_manifest *m,
 		kvmig_pager_free(p, dst, n);
 }
 
-int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s, const struct kvmig_digest *digest,
-		  struct kvmig_restore_stats *stats)
+int kvmig_restore_ex(struct kvmig_pager *p, struct kvmig_store *s, const struct kvmig_cas_opts *o,
+		     const struct kvmig_digest *digest, struct kvmig_restore_stats *stats)
 {
 	struct kvmig_manifest *m = NULL;
 	struct kvmig_seq *seqs = NULL;
@@ -317,7 +365,7 @@ int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s, const struct kvm
 	int ret, allocated = 0;
 
 	if ((ret = load_manifest(s, digest, &m)) < 0 || (ret = get_shape(p, &sh)) < 0 ||
-	    (ret = check_shape(&sh, m)) < 0)
+	    (ret = check_shape(&sh, m)) < 0 || (ret = cancel_point(o, "reading", 0, m->n_pages)) < 0)
 		goto out;
 	dst = malloc(sizeof(*dst) * (m->n_pages ? m->n_pages : 1));
 	seqs = calloc(m->n_seqs ? m->n_seqs : 1, sizeof(*seqs));
@@ -331,7 +379,7 @@ int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s, const struct kvm
 		goto out;
 	}
 	allocated = 1;
-	if ((ret = read_pages(p, s, &sh, m, dst)) < 0 || (ret = remap_seqs(m, dst, seqs)) < 0)
+	if ((ret = read_pages(p, s, o, &sh, m, dst)) < 0 || (ret = remap_seqs(m, dst, seqs)) < 0)
 		goto out;
 	ret = kvmig_pager_install(p, seqs, m->n_seqs);
 	if (ret < 0)
@@ -358,6 +406,12 @@ out:
 	free(dst);
 	kvmig_manifest_free(&m);
 	return ret;
+}
+
+int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s, const struct kvmig_digest *digest,
+		  struct kvmig_restore_stats *stats)
+{
+	return kvmig_restore_ex(p, s, NULL, digest, stats);
 }
 
 static int cmp_seq_id(const void *key, const void *elem)

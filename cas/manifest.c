@@ -141,11 +141,16 @@ static const char *json_kind(const json_t *j)
 	return "an unknown JSON value";
 }
 
-/* Sequence ids: 1..KVMIG_SEQ_ID_MAX bytes of printable ASCII. */
+/* Sequence ids: 1..KVMIG_SEQ_ID_MAX bytes of printable ASCII, not beginning
+ * with the prefix kvmig reserves (no pager installs such an id). */
 static int check_seq_id(const char *path, const char *id, size_t len)
 {
 	if (!id)
 		return kvmig_err(-EINVAL, "manifest field %s: sequence id is missing", path);
+	if (len && id[0] == KVMIG_SEQ_RESERVED_PREFIX)
+		return kvmig_err(-EINVAL, "manifest field %s: sequence id \"%.*s\" begins with "
+				 "'%c', which kvmig reserves", path, (int)KVMIG_MIN(len, 64), id,
+				 KVMIG_SEQ_RESERVED_PREFIX);
 	if (len == 0 || len > KVMIG_SEQ_ID_MAX)
 		return kvmig_err(-EINVAL,
 				 "manifest field %s: sequence id is %zu bytes; it must be 1 to %u",

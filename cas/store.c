@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* cas/store.c - the public blob-store calls, dispatched to a backend. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 #include "store_internal.h"
@@ -106,4 +107,30 @@ int kvmig_store_blob_count(struct kvmig_store *s, uint64_t *out)
 	uint64_t bytes;
 
 	return s->ops->totals(s, &bytes, out);
+}
+
+int kvmig_store_check(struct kvmig_store *s, unsigned flags, kvmig_store_check_fn fn, void *arg,
+		      struct kvmig_store_check_stats *stats)
+{
+	struct kvmig_store_check_stats local;
+	struct kvmig_store_check_stats *st = stats ? stats : &local;
+
+	memset(st, 0, sizeof(*st));
+	if (!s->ops->check)
+		return kvmig_err(-EOPNOTSUPP, "only a filesystem store can be checked");
+	return s->ops->check(s, flags, fn, arg, st);
+}
+
+const char *kvmig_store_issue_name(enum kvmig_store_issue_kind kind)
+{
+	static const char *const names[] = {
+		[KVMIG_STORE_ISSUE_CORRUPT] = "corrupt",
+		[KVMIG_STORE_ISSUE_BAD_NAME] = "bad-name",
+		[KVMIG_STORE_ISSUE_NOT_REGULAR] = "not-regular",
+		[KVMIG_STORE_ISSUE_UNREADABLE] = "unreadable",
+		[KVMIG_STORE_ISSUE_TEMP] = "temp",
+		[KVMIG_STORE_ISSUE_UNEXPECTED] = "unexpected",
+	};
+
+	return (unsigned)kind < KVMIG_ARRAY_SIZE(names) ? names[kind] : "?";
 }

@@ -11,11 +11,16 @@ struct kvmig_store_ops {
 	/* Length of a stored blob, or -ENOENT. */
 	int (*blob_size)(struct kvmig_store *s, const struct kvmig_digest *d, uint64_t *len);
 	int (*totals)(struct kvmig_store *s, uint64_t *bytes, uint64_t *count);
+	/* kvmig_store_check(); NULL where a store cannot go bad on its own. */
+	int (*check)(struct kvmig_store *s, unsigned flags, kvmig_store_check_fn fn, void *arg,
+		     struct kvmig_store_check_stats *st);
 	void (*close)(struct kvmig_store *s);
 };
 
 struct kvmig_store {
 	const struct kvmig_store_ops *ops;
+	/* Puts that replaced a bad file in a blob's place (capture's blobs_repaired). */
+	uint64_t repaired;
 };
 
 /* Total length of @iov. */

@@ -21,7 +21,9 @@ int kvmig_pager_create(const struct kvmig_pager_ops *ops, void *impl, struct kvm
 
 	if (!ops || !ops->meta || !ops->pause || !ops->resume || !ops->occupied || !ops->seqs ||
 	    !ops->extents || !ops->regions || !ops->generation || !ops->allocate || !ops->free ||
-	    !ops->install || !ops->remove)
+	    !ops->install || !ops->remove || !ops->identity || !ops->record_create ||
+	    !ops->record_set || !ops->record_tag || !ops->record_install || !ops->record_end ||
+	    !ops->records || !ops->gc)
 		return kvmig_err(-EINVAL, "pager ops table is missing an operation");
 	p = calloc(1, sizeof(*p));
 	if (!p)
@@ -163,6 +165,159 @@ int kvmig_pager_install(struct kvmig_pager *p, const struct kvmig_seq *seqs, uin
 int kvmig_pager_remove(struct kvmig_pager *p, const char *const *ids, uint32_t n)
 {
 	return p->ops->remove(p->impl, ids, n);
+}
+
+int kvmig_pager_identity(struct kvmig_pager *p, struct kvmig_id *id)
+{
+	return p->ops->identity(p->impl, id);
+}
+
+int kvmig_pager_record_create(struct kvmig_pager *p, const struct kvmig_record *rec)
+{
+	return p->ops->record_create(p->impl, rec);
+}
+
+/* The protocol's steps (docs/PROTOCOL.md, "Crash safety"); any other is a bug. */
+static int legal_step(enum kvmig_record_state from, enum kvmig_record_state to)
+{
+	return (from == KVMIG_REC_SENDING && (to == KVMIG_REC_DEPARTED || to == KVMIG_REC_COMMITTED)) ||
+	       (from == KVMIG_REC_RECEIVING && to == KVMIG_REC_PREPARED) ||
+	       (from == KVMIG_REC_PREPARED && to == KVMIG_REC_ACTIVATED);
+}
+
+int kvmig_pager_record_set(struct kvmig_pager *p, const struct kvmig_id *id,
+			   enum kvmig_record_state from, enum kvmig_record_state to)
+{
+	if (!legal_step(from, to))
+		return kvmig_err(-EINVAL, "a migration record does not go from %s to %s",
+				 kvmig_record_state_name(from) ? kvmig_record_state_name(from) : "?",
+				 kvmig_record_state_name(to) ? kvmig_record_state_name(to) : "?");
+	return p->ops->record_set(p->impl, id, from, to);
+}
+
+int kvmig_pager_record_tag(struct kvmig_pager *p, const struct kvmig_id *id,
+			   const char *const *ids, uint32_t n)
+{
+	return p->ops->record_tag(p->impl, id, ids, n);
+}
+
+int kvmig_pager_record_install(struct kvmig_pager *p, const struct kvmig_id *id,
+			       const struct kvmig_seq *seqs, uint32_t n)
+{
+	return p->ops->record_install(p->impl, id, seqs, n);
+}
+
+int kvmig_pager_record_end(struct kvmig_pager *p, const struct kvmig_id *id, int commit)
+{
+	return p->ops->record_end(p->impl, id, commit);
+}
+
+int kvmig_pager_records(struct kvmig_pager *p, struct kvmig_record **recs, uint32_t *n)
+{
+	struct kvmig_record *r = NULL;
+	uint32_t cap = 0;
+	int ret;
+
+	/* The table may grow between the calls: ask again until it fits. */
+	for (;;) {
+		uint32_t have = 0;
+
+		ret = p->ops->records(p->impl, r, cap, &have);
+		if (ret == 0) {
+			if (!have) {
+				free(r);
+				r = NULL;
+			}
+			*recs = r;
+			*n = have;
+			return 0;
+		}
+		if (ret != -ENOBUFS) {
+			free(r);
+			return ret;
+		}
+		free(r);
+		cap = have + 8;
+		if (!(r = calloc(cap, sizeof(*r))))
+			return -ENOMEM;
+	}
+}
+
+int kvmig_pager_gc(struct kvmig_pager *p, struct kvmig_gc_stats *st)
+{
+	struct kvmig_gc_stats local;
+
+	memset(&local, 0, sizeof(local));
+	return p->ops->gc(p->impl, st ? (memset(st, 0, sizeof(*st)), st) : &local);
+}
+
+const char *kvmig_seq_state_name(enum kvmig_seq_state state)
+{
+	static const char *const names[] = { "active", "pending", "departed" };
+
+	return (unsigned)state < KVMIG_ARRAY_SIZE(names) ? names[state] : NULL;
+}
+
+static const char *const rec_names[] = {
+	[KVMIG_REC_NONE] = "none",
+	[KVMIG_REC_SENDING] = "sending",
+	[KVMIG_REC_DEPARTED] = "departed",
+	[KVMIG_REC_COMMITTED] = "committed",
+	[KVMIG_REC_RECEIVING] = "receiving",
+	[KVMIG_REC_PREPARED] = "prepared",
+	[KVMIG_REC_ACTIVATED] = "activated",
+	[KVMIG_REC_ABORTING] = "aborting",
+	[KVMIG_REC_FINISHING] = "finishing",
+};
+
+const char *kvmig_record_state_name(enum kvmig_record_state state)
+{
+	return (unsigned)state < KVMIG_ARRAY_SIZE(rec_names) ? rec_names[state] : NULL;
+}
+
+int kvmig_record_state_parse(const char *name, enum kvmig_record_state *out)
+{
+	for (unsigned i = 0; name && i < KVMIG_ARRAY_SIZE(rec_names); i++) {
+		if (!strcmp(name, rec_names[i])) {
+			*out = (enum kvmig_record_state)i;
+			return 0;
+		}
+	}
+	return kvmig_err(-EINVAL, "\"%s\" is not a record state (none, sending, departed, "
+			 "committed, receiving, prepared, activated)", name ? name : "(null)");
+}
+
+void kvmig_id_format(const struct kvmig_id *id, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (unsigned i = 0; i < sizeof(id->b); i++) {
+		out[2 * i] = hex[id->b[i] >> 4];
+		out[2 * i + 1] = hex[id->b[i] & 15];
+	}
+	out[2 * sizeof(id->b)] = '\0';
+}
+
+int kvmig_id_parse(const char *text, struct kvmig_id *out)
+{
+	struct kvmig_id id;
+
+	if (!text || strlen(text) != 2 * sizeof(id.b))
+		return kvmig_err(-EINVAL, "\"%s\" is not an id (32 hex digits)", text ? text : "");
+	for (unsigned i = 0; i < 2 * sizeof(id.b); i++) {
+		char c = text[i];
+		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+			c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+
+		if (v < 0)
+			return kvmig_err(-EINVAL, "\"%s\" is not an id (32 hex digits)", text);
+		if (i % 2 == 0)
+			id.b[i / 2] = (uint8_t)(v << 4);
+		else
+			id.b[i / 2] |= (uint8_t)v;
+	}
+	*out = id;
+	return 0;
 }
 
 int kvmig_pager_with_paused(struct kvmig_pager *p, int (*fn)(struct kvmig_pager *p, void *arg),

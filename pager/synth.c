@@ -2,88 +2,43 @@
 /*
  * pager/synth.c - the synthetic pager: a KV-cache arena with the real shape
  * (both layouts), deterministic SplitMix64 contents, logical sequences with
- * prefix sharing, and page generations.
+ * prefix sharing, page generations, and the migration records that make a
+ * migration's outcome outlive its processes.
  *
- * Everything, bookkeeping included, lives in one mapping: anonymous memory,
- * or a POSIX shared-memory object ("shm:NAME") that other processes attach
- * to. A process-shared robust mutex in the header guards the bookkeeping;
- * page bytes are written only by the owner of the pages (the engine, or a
- * migration into freshly allocated pages).
+ * This file is the arena: making, attaching and removing it, page extents
+ * and contents, and one step of a decoding engine. The bookkeeping (lock,
+ * processes, pages, sequences) is in synth_book.c, the records in
+ * synth_records.c; synth_internal.h has the mapping and how it stays
+ * consistent when a process dies at any instruction.
  *
- * kvmig_synth_decode() is one step of a decoding engine: it writes a
- * token's K and V slots in a sequence's last page (a new page when that one
- * is full) under the lock, so a pause never lands inside a token, and bumps
- * the page generation after the bytes (pager/decode.c runs it in a thread).
+ * kvmig_synth_decode() writes a token's K and V slots in a sequence's last
+ * page (a new page when that one is full) under the lock, so a pause never
+ * lands inside a token, and bumps the page generation after the bytes
+ * (pager/decode.c runs it in a thread).
  *
  * Mapping layout (each part 64-byte aligned, data 2 MiB aligned):
- *   struct synth_hdr | alloc[capacity] u8 | gen[capacity] u64 |
- *   slots[max_seqs] struct synth_slot | refs[ref_cap] u32 | page data
+ *   struct synth_hdr | owner[capacity] u32 | gen[capacity] u64 |
+ *   refcnt[capacity] u32 | slots[max_seqs] | chunks[n_chunks] |
+ *   free_chunks[n_chunks] u32 | page data
  */
 #include <fcntl.h>
-#include <signal.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <kvmig/pager.h>
 
 #include "internal.h"
 #include "pager_internal.h"
+#include "synth_internal.h"
 
-#define SYNTH_MAGIC 0x31595347494d564bull /* "KVMIGSY1" little-endian */
-#define SYNTH_VERSION 3u
-#define MAX_PAUSERS 32u /* processes holding a pause at the same time */
 #define DATA_ALIGN (2u << 20)
-
-struct synth_slot {
-	char id[KVMIG_SEQ_ID_MAX + 1];
-	uint32_t n_pages;
-	uint32_t fill;
-	uint32_t ref_off; /* first entry in refs[] */
-};
-
-struct synth_hdr {
-	uint64_t magic;
-	uint32_t version;
-	uint32_t layout;
-	struct kvmig_cache_meta meta;
-	uint32_t capacity;
-	uint32_t max_seqs;
-	uint32_t ref_cap;
-	uint64_t half_bytes;
-	uint64_t off_alloc, off_gen, off_slots, off_refs, off_data;
-	uint64_t total_bytes;
-	pthread_mutex_t lock;
-	/* Guarded by lock. */
-	uint32_t pause_depth;
-	/* Who holds the pauses: a process that dies paused (a SIGKILLed
-	 * sender) has its pauses dropped by the next look (reap_pausers). A
-	 * process is its pid and its start time (in clock ticks), so a pid the
-	 * kernel hands to a new process does not keep a dead holder's pauses. */
-	int32_t pauser_pid[MAX_PAUSERS];
-	uint64_t pauser_start[MAX_PAUSERS];
-	uint32_t pauser_depth[MAX_PAUSERS];
-	uint32_t n_seqs;
-	uint32_t refs_used;
-	uint32_t n_allocated;
-};
-
-struct synth {
-	struct synth_hdr *hdr;
-	uint64_t map_len;
-	uint8_t *alloc;
-	uint64_t *gen;
-	struct synth_slot *slots;
-	uint32_t *refs;
-	uint8_t *data;
-};
-
-static const struct kvmig_pager_ops synth_ops;
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -94,38 +49,18 @@ static void bind_parts(struct synth *s)
 {
 	uint8_t *base = (uint8_t *)s->hdr;
 
-	s->alloc = base + s->hdr->off_alloc;
+	s->owner = (uint32_t *)(void *)(base + s->hdr->off_owner);
 	s->gen = (uint64_t *)(void *)(base + s->hdr->off_gen);
+	s->refcnt = (uint32_t *)(void *)(base + s->hdr->off_refcnt);
 	s->slots = (struct synth_slot *)(void *)(base + s->hdr->off_slots);
-	s->refs = (uint32_t *)(void *)(base + s->hdr->off_refs);
+	s->chunks = (struct synth_chunk *)(void *)(base + s->hdr->off_chunks);
+	s->free_chunks = (uint32_t *)(void *)(base + s->hdr->off_free_chunks);
 	s->data = base + s->hdr->off_data;
-}
-
-static void lock(struct synth *s)
-{
-	/* Robust: a process that died holding the lock must not wedge the pager.
-	 * It may have died inside an update: the allocation count is recounted
-	 * from the flags (the loops below never trust it for bounds); a death
-	 * in the middle of moving page tables (install / remove / a decode
-	 * that appends a page) can leave them wrong, which is not repaired. */
-	if (pthread_mutex_lock(&s->hdr->lock) == EOWNERDEAD) {
-		uint32_t n = 0;
-
-		for (uint32_t i = 0; i < s->hdr->capacity; i++)
-			n += s->alloc[i] != 0;
-		s->hdr->n_allocated = n;
-		pthread_mutex_consistent(&s->hdr->lock);
-	}
-}
-
-static void unlock(struct synth *s)
-{
-	pthread_mutex_unlock(&s->hdr->lock);
 }
 
 static int layout_sizes(const struct kvmig_synth_opts *o, struct synth_hdr *h)
 {
-	uint64_t data_bytes, off;
+	uint64_t data_bytes, off, refs;
 	int ret;
 
 	ret = kvmig_meta_half_bytes(&o->meta, &h->half_bytes);
@@ -136,23 +71,32 @@ static int layout_sizes(const struct kvmig_synth_opts *o, struct synth_hdr *h)
 	if (o->capacity_pages == 0 || o->capacity_pages > KVMIG_MAX_PAGES)
 		return kvmig_err(-EINVAL, "capacity is %u pages; it must be between 1 and %u",
 				 o->capacity_pages, KVMIG_MAX_PAGES);
+	if (o->n_seqs > KVMIG_MAX_SEQS)
+		return kvmig_err(-EINVAL, "%u sequences; at most %u", o->n_seqs, KVMIG_MAX_SEQS);
 	h->capacity = o->capacity_pages;
 	h->max_seqs = KVMIG_MAX(64u, KVMIG_MIN(o->capacity_pages, 4096u));
 	h->max_seqs = KVMIG_MAX(h->max_seqs, o->n_seqs);
-	/* Room for every page referenced by several sequences (prefix sharing). */
-	h->ref_cap = o->capacity_pages * 4u + 1024u;
+	/* Page tables: room for every page referenced by several sequences
+	 * (prefix sharing), plus one partly used chunk per sequence. */
+	refs = (uint64_t)o->capacity_pages * 4u + 1024u;
+	h->n_chunks = (uint32_t)(refs / SYNTH_CHUNK_IXS) + h->max_seqs;
 	off = align_up(sizeof(struct synth_hdr), 64);
-	h->off_alloc = off;
-	off = align_up(off + h->capacity, 64);
+	h->off_owner = off;
+	off = align_up(off + (uint64_t)h->capacity * sizeof(uint32_t), 64);
 	h->off_gen = off;
 	off = align_up(off + (uint64_t)h->capacity * sizeof(uint64_t), 64);
+	h->off_refcnt = off;
+	off = align_up(off + (uint64_t)h->capacity * sizeof(uint32_t), 64);
 	h->off_slots = off;
 	off = align_up(off + (uint64_t)h->max_seqs * sizeof(struct synth_slot), 64);
-	h->off_refs = off;
-	off = align_up(off + (uint64_t)h->ref_cap * sizeof(uint32_t), DATA_ALIGN);
+	h->off_chunks = off;
+	off = align_up(off + (uint64_t)h->n_chunks * sizeof(struct synth_chunk), 64);
+	h->off_free_chunks = off;
+	off = align_up(off + (uint64_t)h->n_chunks * sizeof(uint32_t), DATA_ALIGN);
 	h->off_data = off;
 	if (kvmig_mul_u64(h->half_bytes, 2u * (uint64_t)h->capacity, &data_bytes) ||
-	    kvmig_add_u64(off, data_bytes, &h->total_bytes) || h->total_bytes > SIZE_MAX)
+	    kvmig_add_u64(off, data_bytes, &h->total_bytes) || h->total_bytes > SIZE_MAX ||
+	    h->total_bytes > (uint64_t)INT64_MAX)
 		return kvmig_err(-EOVERFLOW, "arena of %u pages of %llu bytes overflows",
 				 h->capacity, (unsigned long long)(2 * h->half_bytes));
 	return 0;
@@ -256,185 +200,6 @@ static int synth_meta(void *impl, struct kvmig_cache_meta *meta, enum kvmig_layo
 	return 0;
 }
 
-/*
- * When process @pid started (clock ticks after boot: field 22 of
- * /proc/PID/stat, read after the command name, which may hold spaces or
- * parentheses); 0 when it is gone, 1 when it exists but /proc cannot say
- * when it started. A zombie still holds: a process whose main thread has
- * exited shows as one while its other threads run (a sender, say).
- */
-static uint64_t process_start(int32_t pid)
-{
-	char path[32], buf[1024], *p;
-	unsigned long long start;
-	ssize_t n;
-	int fd;
-
-	if (kill(pid, 0) < 0 && errno == ESRCH)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return 1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 1;
-	buf[n] = '\0';
-	if (!(p = strrchr(buf, ')')))
-		return 1;
-	/* ") state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
-	 * cmajflt utime stime cutime cstime priority nice num_threads
-	 * itrealvalue starttime": 19 fields after the state. */
-	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-		   "%*d %*d %*d %llu", &start) != 1)
-		return 1;
-	return start + 2; /* never 0 or 1 */
-}
-
-/* Whether start times @a and @b (process_start) can be the same process. */
-static bool same_start(uint64_t a, uint64_t b)
-{
-	return a == 1 || b == 1 || a == b;
-}
-
-/*
- * Under the lock: drop the pauses of processes that no longer exist: gone,
- * or their pid now names a process that started since (this one included:
- * a slot with our pid and another start time is a dead predecessor's).
- */
-static void reap_pausers(struct synth *s)
-{
-	struct synth_hdr *h = s->hdr;
-
-	for (uint32_t i = 0; i < MAX_PAUSERS; i++) {
-		if (!h->pauser_depth[i])
-			continue;
-		uint64_t start = process_start(h->pauser_pid[i]);
-
-		if (start == 0 || !same_start(start, h->pauser_start[i])) {
-			h->pause_depth -= h->pauser_depth[i];
-			h->pauser_depth[i] = 0;
-		}
-	}
-}
-
-/* Under the lock: this process's pause slot (a free one if @make), or NULL. */
-static uint32_t *pauser_slot(struct synth *s, int make)
-{
-	struct synth_hdr *h = s->hdr;
-	int32_t me = (int32_t)getpid();
-	uint64_t my_start = process_start(me);
-
-	for (uint32_t i = 0; i < MAX_PAUSERS; i++)
-		if (h->pauser_depth[i] && h->pauser_pid[i] == me &&
-		    same_start(h->pauser_start[i], my_start))
-			return &h->pauser_depth[i];
-	for (uint32_t i = 0; make && i < MAX_PAUSERS; i++) {
-		if (!h->pauser_depth[i]) {
-			h->pauser_pid[i] = me;
-			h->pauser_start[i] = my_start;
-			return &h->pauser_depth[i];
-		}
-	}
-	return NULL;
-}
-
-static int synth_pause(void *impl)
-{
-	struct synth *s = impl;
-	uint32_t *mine;
-	int ret = 0;
-
-	lock(s);
-	reap_pausers(s);
-	if (!(mine = pauser_slot(s, 1))) {
-		ret = kvmig_err(-EBUSY, "%u processes hold pauses of this pager already",
-				MAX_PAUSERS);
-	} else {
-		(*mine)++;
-		s->hdr->pause_depth++;
-	}
-	unlock(s);
-	return ret;
-}
-
-static int synth_resume(void *impl)
-{
-	struct synth *s = impl;
-	uint32_t *mine;
-	int ret = 0;
-
-	lock(s);
-	if (!(mine = pauser_slot(s, 0))) {
-		ret = kvmig_err(-EINVAL, "resume of a pager this process has not paused");
-	} else {
-		(*mine)--;
-		s->hdr->pause_depth--;
-	}
-	unlock(s);
-	return ret;
-}
-
-static int synth_occupied(void *impl, uint32_t **ixs, uint32_t *n)
-{
-	struct synth *s = impl;
-	uint32_t *out, k = 0;
-
-	lock(s);
-	out = malloc(sizeof(*out) * (s->hdr->n_allocated ? s->hdr->n_allocated : 1));
-	if (!out) {
-		unlock(s);
-		return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < s->hdr->capacity && k < s->hdr->n_allocated; i++)
-		if (s->alloc[i])
-			out[k++] = i;
-	unlock(s);
-	*ixs = out;
-	*n = k;
-	return 0;
-}
-
-static int cmp_seq_id(const void *a, const void *b)
-{
-	return strcmp(((const struct kvmig_seq *)a)->id, ((const struct kvmig_seq *)b)->id);
-}
-
-static int synth_seqs(void *impl, struct kvmig_seq_list *out)
-{
-	struct synth *s = impl;
-	struct kvmig_seq_list l = { 0 };
-	int ret = -ENOMEM;
-
-	lock(s);
-	l.seqs = calloc(s->hdr->n_seqs ? s->hdr->n_seqs : 1, sizeof(*l.seqs));
-	if (!l.seqs)
-		goto out;
-	for (uint32_t i = 0; i < s->hdr->n_seqs; i++) {
-		const struct synth_slot *sl = &s->slots[i];
-		struct kvmig_seq *q = &l.seqs[i];
-
-		q->id = strdup(sl->id);
-		q->page_ixs = malloc(sizeof(uint32_t) * (sl->n_pages ? sl->n_pages : 1));
-		l.n = i + 1;
-		if (!q->id || !q->page_ixs)
-			goto out;
-		memcpy(q->page_ixs, &s->refs[sl->ref_off], sizeof(uint32_t) * sl->n_pages);
-		q->n_pages = sl->n_pages;
-		q->fill_in_last_page = sl->fill;
-	}
-	ret = 0;
-out:
-	unlock(s);
-	if (ret < 0) {
-		kvmig_seq_list_free(&l);
-		return ret;
-	}
-	qsort(l.seqs, l.n, sizeof(*l.seqs), cmp_seq_id);
-	*out = l;
-	return 0;
-}
-
 static int synth_generation(void *impl, uint32_t ix, uint64_t *gen)
 {
 	struct synth *s = impl;
@@ -446,183 +211,24 @@ static int synth_generation(void *impl, uint32_t ix, uint64_t *gen)
 	return 0;
 }
 
-static int synth_allocate(void *impl, uint32_t n, uint32_t *ixs)
-{
-	struct synth *s = impl;
-	uint32_t k = 0;
-
-	lock(s);
-	if (n > s->hdr->capacity - s->hdr->n_allocated) {
-		uint32_t free_pages = s->hdr->capacity - s->hdr->n_allocated;
-
-		unlock(s);
-		return kvmig_err(-ENOSPC, "pager has %u free pages but %u were requested",
-				 free_pages, n);
-	}
-	for (uint32_t i = 0; i < s->hdr->capacity && k < n; i++) {
-		if (!s->alloc[i]) {
-			s->alloc[i] = 1;
-			__atomic_add_fetch(&s->gen[i], 1, __ATOMIC_RELEASE);
-			ixs[k++] = i;
-		}
-	}
-	s->hdr->n_allocated += k;
-	unlock(s);
-	return 0;
-}
-
-static bool page_referenced(struct synth *s, uint32_t ix)
-{
-	for (uint32_t i = 0; i < s->hdr->refs_used; i++)
-		if (s->refs[i] == ix)
-			return true;
-	return false;
-}
-
-static int synth_free(void *impl, const uint32_t *ixs, uint32_t n)
-{
-	struct synth *s = impl;
-	int ret = 0;
-
-	lock(s);
-	for (uint32_t i = 0; i < n && !ret; i++) {
-		if (ixs[i] >= s->hdr->capacity || !s->alloc[ixs[i]])
-			ret = kvmig_err(-EINVAL, "cannot free page %u: it is not allocated", ixs[i]);
-		else if (page_referenced(s, ixs[i]))
-			ret = kvmig_err(-EINVAL, "cannot free page %u: a sequence still uses it",
-					ixs[i]);
-		for (uint32_t j = 0; j < i && !ret; j++)
-			if (ixs[j] == ixs[i])
-				ret = kvmig_err(-EINVAL, "page %u is listed twice", ixs[i]);
-	}
-	if (!ret) {
-		for (uint32_t i = 0; i < n; i++)
-			s->alloc[ixs[i]] = 0;
-		s->hdr->n_allocated -= n;
-	}
-	unlock(s);
-	return ret;
-}
-
-static struct synth_slot *find_slot(struct synth *s, const char *id)
-{
-	for (uint32_t i = 0; i < s->hdr->n_seqs; i++)
-		if (!strcmp(s->slots[i].id, id))
-			return &s->slots[i];
-	return NULL;
-}
-
-static int check_id(const char *id)
-{
-	size_t len = id ? strlen(id) : 0;
-
-	if (len == 0 || len > KVMIG_SEQ_ID_MAX)
-		return kvmig_err(-EINVAL, "sequence id must be 1 to %u bytes", KVMIG_SEQ_ID_MAX);
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)id[i] < 0x20 || (unsigned char)id[i] > 0x7e)
-			return kvmig_err(-EINVAL, "sequence id has a byte that is not printable ASCII");
-	return 0;
-}
-
-static int synth_install(void *impl, const struct kvmig_seq *seqs, uint32_t n)
-{
-	struct synth *s = impl;
-	uint64_t refs = 0;
-	int ret = 0;
-
-	lock(s);
-	for (uint32_t i = 0; i < n && !ret; i++) {
-		const struct kvmig_seq *q = &seqs[i];
-
-		if ((ret = check_id(q->id)) < 0)
-			break;
-		if (find_slot(s, q->id)) {
-			ret = kvmig_err(-EEXIST, "sequence \"%s\" is already installed", q->id);
-			break;
-		}
-		for (uint32_t j = 0; j < i; j++)
-			if (!strcmp(seqs[j].id, q->id))
-				ret = kvmig_err(-EEXIST, "sequence \"%s\" is given twice", q->id);
-		if (q->fill_in_last_page >= s->hdr->meta.page_size_tokens ||
-		    (q->n_pages == 0 && q->fill_in_last_page))
-			ret = kvmig_err(-EINVAL, "sequence \"%s\": fill_in_last_page %u is out of range",
-					q->id, q->fill_in_last_page);
-		for (uint32_t j = 0; j < q->n_pages && !ret; j++)
-			if (q->page_ixs[j] >= s->hdr->capacity || !s->alloc[q->page_ixs[j]])
-				ret = kvmig_err(-EINVAL, "sequence \"%s\": page %u is not allocated",
-						q->id, q->page_ixs[j]);
-		refs += q->n_pages;
-	}
-	if (!ret && n > s->hdr->max_seqs - s->hdr->n_seqs)
-		ret = kvmig_err(-ENOSPC, "pager holds at most %u sequences", s->hdr->max_seqs);
-	if (!ret && refs > s->hdr->ref_cap - s->hdr->refs_used)
-		ret = kvmig_err(-ENOSPC, "pager's page tables are full (%u entries)", s->hdr->ref_cap);
-	if (ret) {
-		unlock(s);
-		return ret;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		struct synth_slot *sl = &s->slots[s->hdr->n_seqs];
-
-		memset(sl->id, 0, sizeof(sl->id));
-		strcpy(sl->id, seqs[i].id);
-		sl->n_pages = seqs[i].n_pages;
-		sl->fill = seqs[i].fill_in_last_page;
-		sl->ref_off = s->hdr->refs_used;
-		memcpy(&s->refs[sl->ref_off], seqs[i].page_ixs, sizeof(uint32_t) * sl->n_pages);
-		s->hdr->refs_used += sl->n_pages;
-		s->hdr->n_seqs++;
-	}
-	unlock(s);
-	return 0;
-}
-
-static int synth_remove(void *impl, const char *const *ids, uint32_t n)
-{
-	struct synth *s = impl;
-	int ret = 0;
-
-	lock(s);
-	for (uint32_t i = 0; i < n && !ret; i++) {
-		if (!ids[i] || !find_slot(s, ids[i]))
-			ret = kvmig_err(-ENOENT, "sequence \"%s\" is not installed",
-					ids[i] ? ids[i] : "(null)");
-		for (uint32_t j = 0; j < i && !ret; j++)
-			if (!strcmp(ids[j], ids[i]))
-				ret = kvmig_err(-EINVAL, "sequence \"%s\" is listed twice", ids[i]);
-	}
-	for (uint32_t i = 0; i < n && !ret; i++) {
-		struct synth_slot *sl = find_slot(s, ids[i]);
-		uint32_t off = sl->ref_off, len = sl->n_pages;
-		uint32_t idx = (uint32_t)(sl - s->slots);
-
-		/* Compact the page-table pool and the slot array. */
-		memmove(&s->refs[off], &s->refs[off + len],
-			sizeof(uint32_t) * (s->hdr->refs_used - off - len));
-		s->hdr->refs_used -= len;
-		for (uint32_t j = 0; j < s->hdr->n_seqs; j++)
-			if (s->slots[j].ref_off > off)
-				s->slots[j].ref_off -= len;
-		memmove(&s->slots[idx], &s->slots[idx + 1],
-			sizeof(*sl) * (s->hdr->n_seqs - idx - 1));
-		s->hdr->n_seqs--;
-	}
-	unlock(s);
-	return ret;
-}
-
 static void synth_destroy(void *impl)
 {
 	struct synth *s = impl;
+	int h;
 
 	if (!s)
 		return;
+	if (s->registered && synth_lock(s) == 0) {
+		if ((h = synth_holder_self(s, 0)) >= 0 && s->hdr->holders[h].attached)
+			s->hdr->holders[h].attached--;
+		synth_unlock(s);
+	}
 	if (s->hdr)
 		munmap(s->hdr, s->map_len);
 	free(s);
 }
 
-static const struct kvmig_pager_ops synth_ops = {
+const struct kvmig_pager_ops synth_ops = {
 	.name = "synthetic",
 	.meta = synth_meta,
 	.pause = synth_pause,
@@ -636,6 +242,14 @@ static const struct kvmig_pager_ops synth_ops = {
 	.free = synth_free,
 	.install = synth_install,
 	.remove = synth_remove,
+	.identity = synth_identity,
+	.record_create = synth_record_create,
+	.record_set = synth_record_set,
+	.record_tag = synth_record_tag,
+	.record_install = synth_record_install,
+	.record_end = synth_record_end,
+	.records = synth_records,
+	.gc = synth_gc,
 	.destroy = synth_destroy,
 };
 
@@ -731,6 +345,44 @@ out:
 	return ret;
 }
 
+/* Count this process's handle in its holder entry (pager rm looks), and
+ * reclaim what dead processes left: attaching is when that is done. */
+static int register_handle(struct synth *s)
+{
+	int h, ret;
+
+	if ((ret = synth_lock(s)) < 0)
+		return ret;
+	synth_reap(s, NULL);
+	if ((h = synth_holder_self(s, 1)) >= 0) {
+		s->hdr->holders[h].attached++;
+		s->registered = 1;
+	}
+	synth_unlock(s);
+	return h < 0 ? h : 0;
+}
+
+/* /dev/shm is a tmpfs: reserve every page now, so a full one is a clear
+ * error here instead of a SIGBUS at some later write. */
+static int reserve(int fd, const char *name, uint64_t bytes)
+{
+	struct statvfs vfs;
+	int r = posix_fallocate(fd, 0, (off_t)bytes);
+
+	if (r == 0)
+		return 0;
+	/* Shared memory is memory: ENOMEM, not ENOSPC (a pager out of pages). */
+	if (r == ENOSPC)
+		r = ENOMEM;
+	if (fstatvfs(fd, &vfs) == 0)
+		return kvmig_err(-r, "cannot reserve %llu bytes of shared memory for pager shm:%s: "
+				 "%s (/dev/shm has %llu bytes free)", (unsigned long long)bytes,
+				 name, r == ENOMEM ? "no space left in /dev/shm" : strerror(r),
+				 (unsigned long long)vfs.f_bavail * vfs.f_frsize);
+	return kvmig_err(-r, "cannot reserve %llu bytes of shared memory for pager shm:%s: %s",
+			 (unsigned long long)bytes, name, strerror(r));
+}
+
 int kvmig_synth_create(const struct kvmig_synth_opts *o, struct kvmig_pager **ret)
 {
 	struct synth_hdr h = { 0 };
@@ -747,6 +399,7 @@ int kvmig_synth_create(const struct kvmig_synth_opts *o, struct kvmig_pager **re
 	if (!s)
 		return -ENOMEM;
 	if (o->shm_name) {
+		snprintf(s->name, sizeof(s->name), "shm:%s", o->shm_name);
 		fd = shm_open(o->shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			err = -errno;
@@ -754,17 +407,14 @@ int kvmig_synth_create(const struct kvmig_synth_opts *o, struct kvmig_pager **re
 				  strerror(errno));
 			goto err;
 		}
-		if (ftruncate(fd, (off_t)h.total_bytes) < 0) {
-			err = -errno;
-			kvmig_err(err, "cannot size shared-memory pager \"%s\" to %llu bytes: %s",
-				  o->shm_name, (unsigned long long)h.total_bytes, strerror(errno));
+		if ((err = reserve(fd, o->shm_name, h.total_bytes)) < 0)
 			goto err;
-		}
 		/* Resident from the start, as an engine's KV arena is: page faults
 		 * during a migration cost far more than the copy (see README). */
 		map = mmap(NULL, h.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
 			   fd, 0);
 	} else {
+		snprintf(s->name, sizeof(s->name), "in-process pager");
 		/* Resident too: on a VM, first touches during a migration cost
 		 * far more than the copy (a live round's pages hashed at 0.27
 		 * GB/s instead of 12 before this). */
@@ -779,18 +429,24 @@ int kvmig_synth_create(const struct kvmig_synth_opts *o, struct kvmig_pager **re
 	}
 	s->hdr = map;
 	s->map_len = h.total_bytes;
-	h.magic = SYNTH_MAGIC;
 	h.version = SYNTH_VERSION;
 	h.layout = o->layout;
 	h.meta = o->meta;
-	memcpy(s->hdr, &h, sizeof(h));
+	if (getrandom(&h.pager_id, sizeof(h.pager_id), 0) != (ssize_t)sizeof(h.pager_id)) {
+		err = kvmig_err(-EIO, "cannot draw a pager identity: %s", strerror(errno));
+		goto err;
+	}
+	memcpy(s->hdr, &h, sizeof(h)); /* magic 0: not a pager until it is whole */
 	err = init_mutex(&s->hdr->lock);
 	if (err < 0)
 		goto err;
 	bind_parts(s);
-	err = populate(s, o);
-	if (err < 0)
+	for (uint32_t c = 0; c < h.n_chunks; c++)
+		s->free_chunks[c] = h.n_chunks - 1 - c;
+	s->hdr->n_free_chunks = h.n_chunks;
+	if ((err = populate(s, o)) < 0 || (err = register_handle(s)) < 0)
 		goto err;
+	__atomic_store_n(&s->hdr->magic, SYNTH_MAGIC, __ATOMIC_RELEASE);
 	err = kvmig_pager_create(&synth_ops, s, ret);
 	if (err < 0)
 		goto err;
@@ -806,7 +462,8 @@ err:
 	return err;
 }
 
-int kvmig_synth_attach(const char *name, struct kvmig_pager **ret)
+/* Map shm:@name and check it is a whole pager of this version. */
+static int map_pager(const char *name, struct synth **ret)
 {
 	struct synth_hdr h;
 	struct synth *s = NULL;
@@ -824,7 +481,8 @@ int kvmig_synth_attach(const char *name, struct kvmig_pager **ret)
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < sizeof(h) ||
 	    pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != SYNTH_MAGIC) {
 		close(fd);
-		return kvmig_err(-EPROTO, "shm:%s is not a kvmig synthetic pager", name);
+		return kvmig_err(-EPROTO, "shm:%s is not a kvmig synthetic pager (or its creation "
+				 "did not finish)", name);
 	}
 	if (h.version != SYNTH_VERSION || h.total_bytes != (uint64_t)st.st_size) {
 		close(fd);
@@ -847,9 +505,20 @@ int kvmig_synth_attach(const char *name, struct kvmig_pager **ret)
 	}
 	s->hdr = map;
 	s->map_len = h.total_bytes;
+	snprintf(s->name, sizeof(s->name), "shm:%s", name);
 	bind_parts(s);
-	err = kvmig_pager_create(&synth_ops, s, ret);
-	if (err < 0)
+	*ret = s;
+	return 0;
+}
+
+int kvmig_synth_attach(const char *name, struct kvmig_pager **ret)
+{
+	struct synth *s = NULL;
+	int err;
+
+	if ((err = map_pager(name, &s)) < 0)
+		return err;
+	if ((err = register_handle(s)) < 0 || (err = kvmig_pager_create(&synth_ops, s, ret)) < 0)
 		synth_destroy(s);
 	return err;
 }
@@ -867,28 +536,94 @@ int kvmig_synth_unlink(const char *name)
 	return 0;
 }
 
+/* Under the lock: what makes @s busy for kvmig_synth_remove(), into @rep;
+ * -EBUSY with the reason, or 0. */
+static int in_use(struct synth *s, struct kvmig_synth_remove_report *rep)
+{
+	struct synth_hdr *h = s->hdr;
+	int self = synth_holder_self(s, 0);
+
+	for (uint32_t i = 0; i < SYNTH_MAX_RECORDS; i++)
+		rep->records += h->recs[i].state != KVMIG_REC_NONE;
+	rep->seqs = h->n_seqs;
+	rep->pages = h->n_allocated;
+	for (uint32_t i = 0; i < SYNTH_MAX_HOLDERS; i++) {
+		const struct synth_holder *o = &h->holders[i];
+
+		if (!o->pid)
+			continue;
+		if (o->pauses && !rep->paused_by)
+			rep->paused_by = (uint32_t)o->pid;
+		if (o->attached && (int)i != self && !rep->attached_by)
+			rep->attached_by = (uint32_t)o->pid;
+	}
+	if (rep->paused_by)
+		return kvmig_err(-EBUSY, "%s is paused by process %u", s->name, rep->paused_by);
+	if (rep->attached_by)
+		return kvmig_err(-EBUSY, "%s is in use by process %u (a migration, an engine or "
+				 "another kvmig command)", s->name, rep->attached_by);
+	if (rep->records)
+		return kvmig_err(-EBUSY, "%s holds %u migration record%s whose outcome is not "
+				 "applied on both sides (kvmig pager status shows them)", s->name,
+				 rep->records, rep->records == 1 ? "" : "s");
+	return 0;
+}
+
+int kvmig_synth_remove(const char *name, int force, struct kvmig_synth_remove_report *rep)
+{
+	struct kvmig_synth_remove_report local = { 0 };
+	struct synth *s = NULL;
+	int ret;
+
+	if (!rep)
+		rep = &local;
+	memset(rep, 0, sizeof(*rep));
+	if ((ret = map_pager(name, &s)) < 0) {
+		/* Not a pager (or a half-made one): only --force removes it. */
+		if (ret == -ENOENT || ret == -EINVAL || !force)
+			return ret;
+		return kvmig_synth_unlink(name);
+	}
+	if ((ret = synth_lock(s)) < 0) {
+		synth_destroy(s);
+		return force ? kvmig_synth_unlink(name) : ret;
+	}
+	synth_reap(s, NULL);
+	ret = in_use(s, rep);
+	if (ret == 0 || force) {
+		/* A migration still running into it fails before it prepares. */
+		s->hdr->removed = 1;
+		ret = 0;
+	}
+	synth_unlock(s);
+	synth_destroy(s);
+	return ret < 0 ? ret : kvmig_synth_unlink(name);
+}
+
 int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t seed, uint64_t stream)
 {
 	struct synth *s;
 	bool ok;
+	int ret;
 
 	if (!p || p->ops != &synth_ops)
 		return kvmig_err(-EINVAL, "not a synthetic pager");
 	s = p->impl;
-	lock(s);
+	if ((ret = synth_lock(s)) < 0)
+		return ret;
 	if (s->hdr->pause_depth)
-		reap_pausers(s);
+		synth_reap(s, NULL);
 	if (s->hdr->pause_depth) {
-		unlock(s);
+		synth_unlock(s);
 		return -EAGAIN; /* as an engine's write waits for the resume */
 	}
-	ok = ix < s->hdr->capacity && s->alloc[ix];
+	ok = ix < s->hdr->capacity && s->owner[ix] != OWNER_FREE;
 	if (ok) {
 		/* Under the lock, as kvmig_synth_decode() writes: a pause waits. */
 		fill_page(s, ix, seed, stream);
 		__atomic_add_fetch(&s->gen[ix], 1, __ATOMIC_RELEASE);
 	}
-	unlock(s);
+	synth_unlock(s);
 	return ok ? 0 : kvmig_err(-EINVAL, "page %u is not allocated", ix);
 }
 
@@ -904,67 +639,49 @@ void kvmig_synth_token_bytes(uint64_t seed, const char *seq_id, uint64_t token,
 	splitmix_fill(dst, len, st);
 }
 
-/* Under the lock: give sequence @sl one more page, allocated here. */
-static int append_page(struct synth *s, struct synth_slot *sl)
-{
-	struct synth_hdr *h = s->hdr;
-	uint32_t ix, at = sl->ref_off + sl->n_pages, idx = (uint32_t)(sl - s->slots);
-
-	if (h->n_allocated == h->capacity)
-		return kvmig_err(-ENOSPC, "sequence \"%s\" needs a page but all %u are allocated",
-				 sl->id, h->capacity);
-	if (h->refs_used == h->ref_cap)
-		return kvmig_err(-ENOSPC, "pager's page tables are full (%u entries)", h->ref_cap);
-	for (ix = 0; ix < h->capacity && s->alloc[ix]; ix++)
-		;
-	if (ix == h->capacity)
-		return kvmig_err(-ENOSPC, "sequence \"%s\" needs a page but all %u are allocated",
-				 sl->id, h->capacity);
-	s->alloc[ix] = 1;
-	h->n_allocated++;
-	/* Page tables lie in refs[] in slot order: open a hole after this one's. */
-	memmove(&s->refs[at + 1], &s->refs[at], sizeof(uint32_t) * (h->refs_used - at));
-	s->refs[at] = ix;
-	h->refs_used++;
-	for (uint32_t j = idx + 1; j < h->n_seqs; j++)
-		s->slots[j].ref_off++;
-	sl->n_pages++;
-	return 0;
-}
-
 int kvmig_synth_decode(struct kvmig_pager *p, const char *seq_id, uint64_t seed,
 		       uint64_t *token)
 {
 	struct synth *s;
 	struct synth_slot *sl;
 	uint64_t slab, tb, t;
-	uint32_t ix, slot;
-	int ret = 0;
+	uint32_t ix, slot, n, fill;
+	int ret;
 
 	if (!p || p->ops != &synth_ops)
 		return kvmig_err(-EINVAL, "not a synthetic pager");
 	s = p->impl;
 	slab = s->hdr->half_bytes / s->hdr->meta.n_layers;
 	tb = slab / s->hdr->meta.page_size_tokens;
-	lock(s);
+	if ((ret = synth_lock(s)) < 0)
+		return ret;
 	if (s->hdr->pause_depth) {
-		reap_pausers(s);
+		synth_reap(s, NULL);
 		if (s->hdr->pause_depth) {
-			unlock(s);
+			synth_unlock(s);
 			return -EAGAIN;
 		}
 	}
-	if (!(sl = find_slot(s, seq_id))) {
-		unlock(s);
-		return kvmig_err(-ENOENT, "sequence \"%s\" is not installed", seq_id);
+	if (!(sl = synth_find_slot(s, seq_id)) || synth_slot_state(s, sl) != KVMIG_SEQ_ACTIVE) {
+		synth_unlock(s);
+		return kvmig_err(-ENOENT, "sequence \"%s\" is not %s", seq_id,
+				 sl ? "runnable here (a migration holds it)" : "installed");
 	}
-	if ((sl->n_pages == 0 || sl->fill == 0) && (ret = append_page(s, sl)) < 0) {
-		unlock(s);
-		return ret;
+	n = synth_slot_pages(sl);
+	fill = synth_slot_fill(sl);
+	if (n == 0 || fill == 0) {
+		if ((ret = synth_append_page(s, sl)) < 0) {
+			synth_unlock(s);
+			return ret;
+		}
+		ix = (uint32_t)ret;
+		slot = 0;
+		n++;
+	} else {
+		ix = synth_slot_page(s, sl, n - 1);
+		slot = fill;
 	}
-	slot = sl->fill;
-	ix = s->refs[sl->ref_off + sl->n_pages - 1];
-	t = (uint64_t)(sl->n_pages - 1) * s->hdr->meta.page_size_tokens + slot;
+	t = (uint64_t)(n - 1) * s->hdr->meta.page_size_tokens + slot;
 	for (uint32_t half = 0; half < 2; half++)
 		for (uint32_t l = 0; l < s->hdr->meta.n_layers; l++) {
 			uint8_t *dst = s->hdr->layout == KVMIG_LAYOUT_PAGE_MAJOR ?
@@ -974,8 +691,9 @@ int kvmig_synth_decode(struct kvmig_pager *p, const char *seq_id, uint64_t seed,
 						dst + slot * tb, tb);
 		}
 	__atomic_add_fetch(&s->gen[ix], 1, __ATOMIC_RELEASE);
-	sl->fill = (slot + 1) % s->hdr->meta.page_size_tokens;
-	unlock(s);
+	/* One store makes the token (and a new page) the sequence's. */
+	synth_set_len(sl, n, (slot + 1) % s->hdr->meta.page_size_tokens);
+	synth_unlock(s);
 	if (token)
 		*token = t;
 	return 0;
@@ -984,13 +702,15 @@ int kvmig_synth_decode(struct kvmig_pager *p, const char *seq_id, uint64_t seed,
 int kvmig_synth_pause_depth(struct kvmig_pager *p, uint32_t *depth)
 {
 	struct synth *s;
+	int ret;
 
 	if (!p || p->ops != &synth_ops)
 		return kvmig_err(-EINVAL, "not a synthetic pager");
 	s = p->impl;
-	lock(s);
-	reap_pausers(s);
+	if ((ret = synth_lock(s)) < 0)
+		return ret;
+	synth_reap(s, NULL);
 	*depth = s->hdr->pause_depth;
-	unlock(s);
+	synth_unlock(s);
 	return 0;
 }

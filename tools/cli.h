@@ -17,7 +17,7 @@ enum {
 	EXIT_MISMATCH = 4, /* pager meta or layout differs from the manifest / peer */
 	EXIT_NOSPACE = 5,  /* destination pager out of pages */
 	EXIT_PEER = 6,     /* the peer refused, vanished, went silent, misbehaved or aborted */
-	EXIT_INDOUBT = 7,  /* receiver: commit outcome unknown; the sequences stay installed */
+	EXIT_INDOUBT = 7,  /* a migration's outcome is left to resolution (kvmig pager resolve) */
 	EXIT_AUTH = 8,     /* the peer did not prove the shared secret (or only one side has one) */
 };
 
@@ -42,8 +42,9 @@ void cli_emit_json(json_t *o);
 /* @s with every byte outside printable ASCII as '?', into @buf (a JSON
  * string must be UTF-8; names and messages may carry any byte). */
 const char *cli_printable(const char *s, char *buf, size_t len);
-/* Open a store directory, printing an error. */
-int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s);
+/* Open a store directory (read-only unless @writable), printing an error;
+ * 0 or the exit code. */
+int cli_open_store(const char *cmd, const char *dir, int writable, struct kvmig_store **s);
 /* Print a byte count as "1.00 GiB". */
 void cli_fmt_bytes(uint64_t b, char *buf, size_t len);
 
@@ -52,6 +53,7 @@ int cmd_capture(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_store(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_recv(int argc, char **argv);

@@ -8,12 +8,43 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
+
+/* SIGINT / SIGTERM: a byte into this pipe, whose read end the library
+ * watches (opts.cancel_fd): the migration aborts cleanly, as on any failure
+ * before the commit point. */
+static int stop_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	int saved = errno;
+
+	stop_signal = sig;
+	(void)!write(stop_pipe[1], "x", 1);
+	/* A second signal does not wait for the clean abort. */
+	sigaction(SIGINT, &dfl, NULL);
+	sigaction(SIGTERM, &dfl, NULL);
+	errno = saved;
+}
+
+static int catch_stop_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_stop }; /* no SA_RESTART: waits wake */
+
+	if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	return stop_pipe[0];
+}
 
 static const char send_usage[] =
 	"usage: kvmig send --to HOST:PORT --pager SPEC [options]\n"
@@ -127,28 +158,75 @@ static void end_bar(struct ui *u)
 	u->bar_drawn = 0;
 }
 
+/* What an interrupted migration left, as one sentence (into @buf). */
+static const char *interrupted(int role_sender, char *buf, size_t len)
+{
+	snprintf(buf, len, "interrupted by %s: the migration was aborted; %s",
+		 stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+		 role_sender ? "the source pager is resumed with every sequence" :
+		 "every page allocated here is freed and nothing was installed");
+	return buf;
+}
+
+/* Notice of records that earlier migrations left in @p (stderr, or a JSON
+ * "records" event): the handshake with the same peer resolves them. */
+static void note_records(struct ui *u, struct kvmig_pager *p, const char *spec)
+{
+	struct kvmig_record *r = NULL;
+	uint32_t n = 0, waiting = 0;
+
+	if (kvmig_pager_records(p, &r, &n) < 0)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		waiting += !r[i].owner_pid;
+	free(r);
+	if (!waiting)
+		return;
+	if (u->json)
+		cli_emit_json(json_pack("{s:s,s:i}", "event", "records", "unresolved", (int)waiting));
+	else if (!u->quiet)
+		fprintf(stderr, "kvmig %s: pager %s holds %u unresolved migration record%s (kvmig "
+			"pager status shows them); those with this peer are resolved in the "
+			"handshake\n", u->cmd, spec, waiting, waiting == 1 ? "" : "s");
+}
+
 static int report(struct ui *u, int role_sender, int ret, const struct kvmig_migrate_stats *st,
 		  const char *mode)
 {
 	double gbps = st->transfer_seconds > 0 ? (double)st->bytes / st->transfer_seconds / 1e9 : 0;
 	char b[32];
 
+	char mig[33], why[256];
+	const char *detail = kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret);
+
+	static const struct kvmig_id none;
+
 	end_bar(u);
+	kvmig_id_format(&st->migration, mig);
+	if (!memcmp(&st->migration, &none, sizeof(none)))
+		mig[0] = '\0'; /* failed before one was drawn */
+	if (ret == -ECANCELED && stop_signal)
+		detail = interrupted(role_sender, why, sizeof(why));
 	if (ret < 0) {
 		int code = cli_exit_code(ret);
 
 		if (u->json) {
 			const char *name = strerrorname_np(-ret);
 			char msg[1024];
+			json_t *o;
 
-			cli_printable(kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret), msg,
-				      sizeof(msg));
-			cli_emit_json(json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "error", "role",
-						role_sender ? "sender" : "receiver", "errno",
-						name ? name : "?", "exit", code, "message", msg));
+			cli_printable(detail, msg, sizeof(msg));
+			o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "error", "role",
+				      role_sender ? "sender" : "receiver", "errno", name ? name : "?",
+				      "exit", code, "message", msg);
+			if (mig[0])
+				json_object_set_new(o, "migration", json_string(mig));
+			cli_emit_json(o);
 			return code;
 		}
-		return cli_fail(u->cmd, ret, "migration failed");
+		fprintf(stderr, "kvmig %s: migration %s%sfailed: %s\n", u->cmd, mig, mig[0] ? " " : "",
+			detail);
+		return code;
 	}
 	if (u->json) {
 		json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:I,s:f,s:f,s:f,s:i,s:i}", "event", "result",
@@ -161,6 +239,12 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 
 		json_object_set_new(o, "transport", json_string(st->transport));
 		json_object_set_new(o, "register_ms", json_real(st->register_seconds * 1e3));
+		json_object_set_new(o, "migration", json_string(mig));
+		json_object_set_new(o, "resolved", json_pack("{s:i,s:i,s:i,s:i}", "activated",
+			(int)st->resolved.activated, "finished", (int)st->resolved.finished,
+			"aborted", (int)st->resolved.aborted, "in_doubt", (int)st->resolved.in_doubt));
+		if (!role_sender)
+			json_object_set_new(o, "unconfirmed", json_boolean(st->unconfirmed));
 		if (!role_sender)
 			json_object_set_new(o, "regions_reused", json_integer(st->regions_reused));
 		if (role_sender) {
@@ -183,6 +267,10 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 	}
 	if (u->quiet)
 		return EXIT_OK;
+	if (st->resolved.activated + st->resolved.finished + st->resolved.aborted)
+		printf("resolved earlier migrations with this peer: %u activated, %u finished, %u "
+		       "aborted\n", st->resolved.activated, st->resolved.finished,
+		       st->resolved.aborted);
 	cli_fmt_bytes(st->bytes, b, sizeof(b));
 	printf("%s %u pages (%s) and %u sequences in %.3f s (%.2f GB/s over %s)\n",
 	       role_sender ? "sent" : "received", st->pages, b, st->seqs, st->transfer_seconds, gbps,
@@ -198,7 +286,11 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 		printf("paused %.1f ms of %.3f s; %s sent in all; %s mode: %u source pages freed\n",
 		       st->pause_seconds * 1e3, st->seconds, b, mode, st->pages_freed);
 	}
-	printf("verified %u pages by XXH3-128 (%u re-read)\n", st->pages_verified, st->rereads);
+	printf("verified %u pages by XXH3-128 (%u re-read); migration %s\n", st->pages_verified,
+	       st->rereads, mig);
+	if (!role_sender && st->unconfirmed)
+		printf("the sender did not confirm it released its copy: this pager keeps the "
+		       "migration's record (activated; the sequences run here) until it does\n");
 	return EXIT_OK;
 }
 
@@ -412,12 +504,14 @@ static int run(int argc, char **argv, int sender)
 	u.bar = !u.json && !u.quiet && isatty(STDERR_FILENO);
 	mo.on_event = on_event;
 	mo.event_arg = &u;
+	mo.cancel_fd = catch_stop_signals();
 	if ((ret = kvmig_pager_open(spec, &p)) < 0) {
 		ret = u.json ? report(&u, sender, ret, &st, mode) :
 			       cli_fail(cmd, ret, "cannot open pager %s", spec);
 		free(ids);
 		return ret;
 	}
+	note_records(&u, p, spec);
 	if (sender)
 		ret = kvmig_migrate_send(p, addr, &mo, &st);
 	else

@@ -14,16 +14,27 @@
 static const char pager_usage[] =
 	"usage: kvmig pager init shm:NAME [options]\n"
 	"       kvmig pager show shm:NAME [--json]\n"
-	"       kvmig pager rm shm:NAME\n"
-	"       kvmig pager resolve shm:NAME --commit|--abort\n"
+	"       kvmig pager status shm:NAME [--json]\n"
+	"       kvmig pager resolve shm:NAME shm:OTHER [--json]\n"
+	"       kvmig pager resolve shm:NAME --migration ID --peer-state STATE [--json]\n"
+	"       kvmig pager gc shm:NAME [--json]\n"
+	"       kvmig pager rm shm:NAME [--force]\n"
 	"       kvmig pager run shm:NAME [--rate TOKENS/S] [--seconds S] [--max-tokens N]\n"
 	"                                [--seed N] [--json]\n"
 	"\n"
 	"Create, describe or remove a synthetic pager in shared memory, which other\n"
-	"kvmig processes open with --pager shm:NAME. resolve settles the sequences a\n"
-	"receiver held (ids \"?ID\") after its sender vanished during commit (recv exit\n"
-	"7): --commit installs them under their own ids (the sender exited 0),\n"
-	"--abort removes them and frees their pages (the sender failed).\n"
+	"kvmig processes open with --pager shm:NAME.\n"
+	"status lists the pager's migration records: each migration leaves one in\n"
+	"both pagers until its outcome is applied on both sides, and a process that\n"
+	"died (or lost its peer) during the commit leaves one behind, in doubt.\n"
+	"resolve applies them from the other side's record, never from an exit\n"
+	"status: with both pagers on this host, name both; across hosts, give the\n"
+	"migration ID and the state `kvmig pager status` shows for it on the other\n"
+	"pager (none if it shows no such record). A restarted send / recv between\n"
+	"the same two pagers resolves them by itself. gc reclaims what processes that\n"
+	"died left (pauses, pages, undecided records; attaching does it too). rm\n"
+	"refuses a pager that is paused, in use or holds records; --force removes it\n"
+	"anyway and says what that destroyed.\n"
 	"run is a decoding engine: it appends tokens to the pager's sequences, round\n"
 	"robin at --rate tokens per second in all (default 240), each token writing its\n"
 	"slot of every layer in the sequence's last page and growing the sequence by a\n"
@@ -142,6 +153,34 @@ static void print_seq_ixs(const struct kvmig_seq *q)
 		printf("%s%u", j ? "," : "", q->page_ixs[j]);
 }
 
+/* "--json" anywhere, "--help", and the positional arguments (at most @max). */
+static int simple_args(const char *cmd, int argc, char **argv, const char **pos, int max,
+		       int *n, int *json)
+{
+	*n = 0;
+	*json = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			*json = 1;
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(pager_usage, stdout);
+			return EXIT_OK;
+		} else if (argv[i][0] == '-' || *n == max) {
+			return cli_usage_error(cmd, "unexpected argument \"%s\"", argv[i]);
+		} else {
+			pos[(*n)++] = argv[i];
+		}
+	}
+	return -1;
+}
+
+static int open_pager(const char *cmd, const char *spec, struct kvmig_pager **p)
+{
+	int ret = kvmig_pager_open(spec, p);
+
+	return ret < 0 ? cli_fail(cmd, ret, "cannot open pager %s", spec) : 0;
+}
+
 static int pager_show(int argc, char **argv)
 {
 	struct kvmig_seq_list l = { 0 };
@@ -150,26 +189,16 @@ static int pager_show(int argc, char **argv)
 	enum kvmig_layout layout;
 	uint32_t *ixs = NULL, n = 0;
 	uint64_t half;
-	int json = 0, ret;
+	int json = 0, ret, npos;
 	const char *spec = NULL;
-	char desc[128], bytes[32];
+	char desc[128], bytes[32], hex[33];
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json"))
-			json = 1;
-		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			fputs(pager_usage, stdout);
-			return EXIT_OK;
-		} else if (!spec)
-			spec = argv[i];
-		else
-			return cli_usage_error("pager show", "unexpected argument \"%s\"", argv[i]);
-	}
-	if (!spec)
+	if ((ret = simple_args("pager show", argc, argv, &spec, 1, &npos, &json)) >= 0)
+		return ret;
+	if (!npos)
 		return cli_usage_error("pager show", "expected a pager shm:NAME");
-	ret = kvmig_pager_open(spec, &p);
-	if (ret < 0)
-		return cli_fail("pager show", ret, "cannot open pager %s", spec);
+	if ((ret = open_pager("pager show", spec, &p)) != 0)
+		return ret;
 	if ((ret = kvmig_pager_meta(p, &meta, &layout)) < 0 ||
 	    (ret = kvmig_meta_half_bytes(&meta, &half)) < 0 ||
 	    (ret = kvmig_pager_occupied(p, &ixs, &n)) < 0 || (ret = kvmig_pager_seqs(p, &l)) < 0) {
@@ -184,15 +213,19 @@ static int pager_show(int argc, char **argv)
 		char name[256];
 
 		for (uint32_t i = 0; i < l.n; i++) {
-			json_t *ixa = json_array();
+			json_t *ixa = json_array(), *o;
 
 			for (uint32_t j = 0; j < l.seqs[i].n_pages; j++)
 				json_array_append_new(ixa, json_integer(l.seqs[i].page_ixs[j]));
-			json_array_append_new(seqs, json_pack("{s:s,s:o,s:i}", "id",
-							      cli_printable(l.seqs[i].id, name,
-									    sizeof(name)),
-							      "page_ixs", ixa, "fill_in_last_page",
-							      (int)l.seqs[i].fill_in_last_page));
+			o = json_pack("{s:s,s:o,s:i,s:s}", "id",
+				      cli_printable(l.seqs[i].id, name, sizeof(name)), "page_ixs", ixa,
+				      "fill_in_last_page", (int)l.seqs[i].fill_in_last_page, "state",
+				      kvmig_seq_state_name(l.seqs[i].state));
+			if (l.seqs[i].state != KVMIG_SEQ_ACTIVE) {
+				kvmig_id_format(&l.seqs[i].migration, hex);
+				json_object_set_new(o, "migration", json_string(hex));
+			}
+			json_array_append_new(seqs, o);
 		}
 		cli_emit_json(json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:s,s:I,s:i,s:o}", "pager",
 					cli_printable(spec, name, sizeof(name)), "layout",
@@ -209,6 +242,11 @@ static int pager_show(int argc, char **argv)
 			printf("  %-20s %u pages, fill %u: ", l.seqs[i].id, l.seqs[i].n_pages,
 			       l.seqs[i].fill_in_last_page);
 			print_seq_ixs(&l.seqs[i]);
+			if (l.seqs[i].state != KVMIG_SEQ_ACTIVE) {
+				kvmig_id_format(&l.seqs[i].migration, hex);
+				printf("  [%s, migration %s]", kvmig_seq_state_name(l.seqs[i].state),
+				       hex);
+			}
 			printf("\n");
 		}
 	}
@@ -218,39 +256,229 @@ static int pager_show(int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* Whether @r waits for resolution (nobody drives it) and what moves it on. */
+static const char *record_advice(const struct kvmig_record *r)
+{
+	if (r->owner_pid)
+		return "in progress: its process is alive";
+	switch (r->state) {
+	case KVMIG_REC_PREPARED:
+		return "in doubt: the sequences are pending (not running) until the source's "
+		       "record says how the migration ended";
+	case KVMIG_REC_DEPARTED:
+		return "committed; the sequences are departed (not running) until the "
+		       "destination's record confirms it runs them";
+	case KVMIG_REC_COMMITTED:
+		return "committed (copy); waiting for the destination's record to confirm";
+	case KVMIG_REC_ACTIVATED:
+		return "committed; the sequences run here; waiting for the source to release "
+		       "its copy";
+	default:
+		return "left by a process that died: gc or the next attach aborts it";
+	}
+}
+
+static json_t *record_json(const struct kvmig_record *r)
+{
+	char hex[33], peer[33], addr[80];
+
+	kvmig_id_format(&r->id, hex);
+	kvmig_id_format(&r->peer_pager, peer);
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:i,s:b,s:s}", "migration", hex,
+			 "role", r->role == KVMIG_ROLE_SOURCE ? "source" : "destination", "state",
+			 kvmig_record_state_name(r->state), "mode", r->move ? "move" : "copy",
+			 "peer_pager", peer, "peer_addr",
+			 cli_printable(r->peer_addr, addr, sizeof(addr)), "owner_pid",
+			 (int)r->owner_pid, "created", (json_int_t)r->created, "seqs",
+			 (int)r->n_seqs, "in_doubt", !r->owner_pid, "advice", record_advice(r));
+}
+
+static int pager_status(int argc, char **argv)
+{
+	struct kvmig_record *recs = NULL;
+	struct kvmig_pager *p = NULL;
+	struct kvmig_id id;
+	uint32_t n = 0, depth = 0;
+	const char *spec = NULL;
+	char hex[33], peer[33];
+	int json, ret, npos;
+
+	if ((ret = simple_args("pager status", argc, argv, &spec, 1, &npos, &json)) >= 0)
+		return ret;
+	if (!npos)
+		return cli_usage_error("pager status", "expected a pager shm:NAME");
+	if ((ret = open_pager("pager status", spec, &p)) != 0)
+		return ret;
+	if ((ret = kvmig_pager_identity(p, &id)) < 0 || (ret = kvmig_pager_records(p, &recs, &n)) < 0 ||
+	    (ret = kvmig_synth_pause_depth(p, &depth)) < 0) {
+		kvmig_pager_destroy(&p);
+		return cli_fail("pager status", ret, "cannot read pager %s", spec);
+	}
+	kvmig_id_format(&id, hex);
+	if (json) {
+		json_t *a = json_array();
+		char name[256];
+
+		for (uint32_t i = 0; i < n; i++)
+			json_array_append_new(a, record_json(&recs[i]));
+		cli_emit_json(json_pack("{s:s,s:s,s:i,s:o}", "pager",
+					cli_printable(spec, name, sizeof(name)), "id", hex, "paused",
+					(int)depth, "records", a));
+	} else {
+		printf("pager %s (id %s): %u migration record%s%s\n", spec, hex, n, n == 1 ? "" : "s",
+		       depth ? ", paused" : "");
+		for (uint32_t i = 0; i < n; i++) {
+			const struct kvmig_record *r = &recs[i];
+
+			kvmig_id_format(&r->id, hex);
+			kvmig_id_format(&r->peer_pager, peer);
+			printf("  migration %s: %s, %s (%s), %u sequence%s; peer pager %s (%s)%s\n",
+			       hex, r->role == KVMIG_ROLE_SOURCE ? "source" : "destination",
+			       kvmig_record_state_name(r->state), r->move ? "move" : "copy",
+			       r->n_seqs, r->n_seqs == 1 ? "" : "s", peer, r->peer_addr,
+			       r->owner_pid ? "" : "");
+			printf("    %s%s\n", record_advice(r),
+			       r->owner_pid ? "" : "; resolve with kvmig pager resolve");
+		}
+	}
+	free(recs);
+	kvmig_pager_destroy(&p);
+	return EXIT_OK;
+}
+
 static int pager_rm(int argc, char **argv)
 {
-	int ret;
+	struct kvmig_synth_remove_report rep;
+	const char *spec = NULL;
+	int force = 0, ret;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		fputs(pager_usage, stdout);
-		return EXIT_OK;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(pager_usage, stdout);
+			return EXIT_OK;
+		} else if (!strcmp(argv[i], "--force")) {
+			force = 1;
+		} else if (!spec && !strncmp(argv[i], "shm:", 4) && argv[i][4]) {
+			spec = argv[i];
+		} else {
+			return cli_usage_error("pager rm", "unexpected argument \"%s\"", argv[i]);
+		}
 	}
-	if (argc != 2 || strncmp(argv[1], "shm:", 4))
+	if (!spec)
 		return cli_usage_error("pager rm", "expected one pager shm:NAME");
-	ret = kvmig_synth_unlink(argv[1] + 4);
+	ret = kvmig_synth_remove(spec + 4, force, &rep);
+	if (ret == -EBUSY && !force)
+		return cli_fail("pager rm", ret, "refusing to remove pager %s (--force removes it "
+				"anyway)", spec);
 	if (ret < 0)
-		return cli_fail("pager rm", ret, "cannot remove pager %s", argv[1]);
+		return cli_fail("pager rm", ret, "cannot remove pager %s", spec);
+	if (force && (rep.seqs || rep.records || rep.paused_by || rep.attached_by))
+		fprintf(stderr, "kvmig pager rm: removed %s with %u sequences, %u pages and %u "
+			"migration records%s%s; a migration into it that was still running fails "
+			"before it commits\n", spec, rep.seqs, rep.pages, rep.records,
+			rep.paused_by ? ", while paused by a live process" : "",
+			rep.attached_by ? ", while a live process used it" : "");
 	return EXIT_OK;
+}
+
+static void print_resolved(const char *what, const struct kvmig_resolve_stats *st, int json)
+{
+	if (json) {
+		cli_emit_json(json_pack("{s:s,s:i,s:i,s:i,s:i}", "resolved", what, "activated",
+					(int)st->activated, "finished", (int)st->finished,
+					"aborted", (int)st->aborted, "in_doubt", (int)st->in_doubt));
+		return;
+	}
+	printf("%s: %u activated, %u finished, %u aborted, %u still in doubt\n", what,
+	       st->activated, st->finished, st->aborted, st->in_doubt);
 }
 
 static int pager_resolve(int argc, char **argv)
 {
-	struct kvmig_pager *p = NULL;
-	uint32_t n = 0;
-	int commit, ret;
+	static const struct option opts[] = {
+		{ "migration", required_argument, NULL, 'm' },
+		{ "peer-state", required_argument, NULL, 'p' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct kvmig_resolve_stats st = { 0 };
+	struct kvmig_pager *a = NULL, *b = NULL;
+	enum kvmig_record_state peer = KVMIG_REC_NONE;
+	const char *mig_text = NULL, *peer_text = NULL;
+	struct kvmig_id mig;
+	int c, json = 0, ret;
 
-	if (argc != 3 || strncmp(argv[1], "shm:", 4) ||
-	    (strcmp(argv[2], "--commit") && strcmp(argv[2], "--abort")))
-		return cli_usage_error("pager resolve", "expected shm:NAME --commit or --abort");
-	commit = !strcmp(argv[2], "--commit");
-	if ((ret = kvmig_pager_open(argv[1], &p)) < 0)
-		return cli_fail("pager resolve", ret, "cannot open pager %s", argv[1]);
-	ret = kvmig_migrate_resolve(p, commit, &n);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			mig_text = optarg;
+			break;
+		case 'p':
+			peer_text = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(pager_usage, stdout);
+			return EXIT_OK;
+		default:
+			return cli_bad_option("pager resolve", argv);
+		}
+	}
+	if (!!mig_text != !!peer_text)
+		return cli_usage_error("pager resolve", "--migration and --peer-state go together");
+	if (argc - optind != (mig_text ? 1 : 2))
+		return cli_usage_error("pager resolve", "expected shm:NAME shm:OTHER, or shm:NAME "
+				       "--migration ID --peer-state STATE");
+	if (mig_text && kvmig_id_parse(mig_text, &mig) < 0)
+		return cli_usage_error("pager resolve", "%s", kvmig_last_error());
+	if (peer_text && kvmig_record_state_parse(peer_text, &peer) < 0)
+		return cli_usage_error("pager resolve", "%s", kvmig_last_error());
+	if ((ret = open_pager("pager resolve", argv[optind], &a)) != 0)
+		return ret;
+	if (!mig_text && (ret = open_pager("pager resolve", argv[optind + 1], &b)) != 0) {
+		kvmig_pager_destroy(&a);
+		return ret;
+	}
+	ret = mig_text ? kvmig_migrate_resolve_record(a, &mig, peer, &st) :
+		kvmig_migrate_resolve_pair(a, b, &st);
+	kvmig_pager_destroy(&a);
+	kvmig_pager_destroy(&b);
+	if (ret < 0)
+		return cli_fail("pager resolve", ret, "cannot resolve");
+	print_resolved(mig_text ? mig_text : "records", &st, json);
+	return EXIT_OK;
+}
+
+static int pager_gc(int argc, char **argv)
+{
+	struct kvmig_gc_stats st;
+	struct kvmig_pager *p = NULL;
+	const char *spec = NULL;
+	int json, ret, npos;
+
+	if ((ret = simple_args("pager gc", argc, argv, &spec, 1, &npos, &json)) >= 0)
+		return ret;
+	if (!npos)
+		return cli_usage_error("pager gc", "expected a pager shm:NAME");
+	if ((ret = open_pager("pager gc", spec, &p)) != 0)
+		return ret;
+	ret = kvmig_pager_gc(p, &st);
 	kvmig_pager_destroy(&p);
 	if (ret < 0)
-		return cli_fail("pager resolve", ret, "cannot resolve the held sequences");
-	printf("%s %u held sequences\n", commit ? "installed" : "removed", n);
+		return cli_fail("pager gc", ret, "cannot reclaim in %s", spec);
+	if (json)
+		cli_emit_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:i}", "event", "gc", "pauses",
+					(int)st.pauses, "pages", (int)st.pages, "aborted",
+					(int)st.aborted, "completed", (int)st.completed, "in_doubt",
+					(int)st.in_doubt));
+	else
+		printf("%s: dropped %u pauses, freed %u pages, aborted %u undecided migrations, "
+		       "completed %u interrupted steps; %u records await resolution\n", spec,
+		       st.pauses, st.pages, st.aborted, st.completed, st.in_doubt);
 	return EXIT_OK;
 }
 
@@ -345,7 +573,7 @@ static int pager_run(int argc, char **argv)
 int cmd_pager(int argc, char **argv)
 {
 	if (argc < 2)
-		return cli_usage_error("pager", "expected init, show, rm, resolve or run");
+		return cli_usage_error("pager", "expected init, show, status, resolve, gc, rm or run");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(pager_usage, stdout);
 		return EXIT_OK;
@@ -358,8 +586,12 @@ int cmd_pager(int argc, char **argv)
 		return pager_rm(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "resolve"))
 		return pager_resolve(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "status"))
+		return pager_status(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "gc"))
+		return pager_gc(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "run"))
 		return pager_run(argc - 1, argv + 1);
-	return cli_usage_error("pager", "unknown subcommand \"%s\" (expected init, show, rm, "
-			       "resolve or run)", argv[1]);
+	return cli_usage_error("pager", "unknown subcommand \"%s\" (expected init, show, status, "
+			       "resolve, gc, rm or run)", argv[1]);
 }

@@ -24,11 +24,13 @@ static const char usage_text[] =
 	"  send       migrate a pager's pages and sequences to a receiver\n"
 	"  recv       receive one migration into a pager\n"
 	"  bench      migration throughput over loopback tcp against iperf3\n"
-	"  pager      init | show | rm a shared-memory synthetic pager\n"
+	"  pager      init | show | status | resolve | gc | rm | run: shared-memory\n"
+	"             synthetic pagers and their migration records\n"
 	"  capture    write a pager's pages and sequences into a content-addressed store\n"
 	"  restore    install a captured manifest into a pager\n"
 	"  verify     check a pager's sequences against a manifest\n"
 	"  inspect    summarize a manifest\n"
+	"  store      check a store: re-hash every blob, list what is wrong\n"
 	"\n"
 	"Run 'kvmig <command> --help' for a command's options; see kvmig(1).\n";
 
@@ -64,8 +66,9 @@ int cli_exit_code(int err)
 	case -ENETUNREACH:
 	case -EPIPE:
 	case -EFAULT:
+	case -EBADMSG: /* a malformed or out-of-order message: a peer that is not kvmig */
 		return EXIT_PEER;
-	case -ENOTCONN:
+	case -ENOTCONN: /* a migration's outcome is left to resolution */
 		return EXIT_INDOUBT;
 	case -EKEYREJECTED: /* the shared secret: only the engine's handshake says it */
 		return EXIT_AUTH;
@@ -151,18 +154,22 @@ int cli_parse_u64(const char *s, uint64_t max, uint64_t *out)
 	return 0;
 }
 
-int cli_open_store(const char *cmd, const char *dir, struct kvmig_store **s)
+int cli_open_store(const char *cmd, const char *dir, int writable, struct kvmig_store **s)
 {
+	struct kvmig_store_fs_opts o;
 	char objects[4096];
 	struct stat st;
 	int ret;
 
 	/* Only capture makes a store: a mistyped DIR elsewhere is an error,
-	 * not a new empty store. */
+	 * not a new empty store. Reading commands create and remove nothing
+	 * (not even a dead writer's temp files). */
 	snprintf(objects, sizeof(objects), "%s/objects", dir);
 	if (strcmp(cmd, "capture") && stat(objects, &st) < 0)
 		return cli_fail(cmd, -ENOENT, "no store at %s (no %s)", dir, objects);
-	ret = kvmig_store_fs_open(dir, NULL, s);
+	kvmig_store_fs_opts_init(&o);
+	o.read_only = !writable;
+	ret = kvmig_store_fs_open(dir, &o, s);
 
 	if (ret < 0)
 		return cli_fail(cmd, ret, "cannot open store %s", dir);
@@ -191,7 +198,7 @@ static const struct {
 } commands[] = {
 	{ "demo", cmd_demo },       { "pager", cmd_pager },   { "capture", cmd_capture },
 	{ "restore", cmd_restore }, { "verify", cmd_verify }, { "inspect", cmd_inspect },
-	{ "send", cmd_send },       { "recv", cmd_recv },
+	{ "send", cmd_send },       { "recv", cmd_recv },     { "store", cmd_store },
 	{ "bench", cmd_bench },
 };
 

@@ -2,6 +2,7 @@
 /*
  * transport/engine.c - the parts of the migration engine both sides share.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,13 @@ void kvmig_migrate_opts_init(struct kvmig_migrate_opts *o)
 	o->progress_interval_ms = 100;
 	o->max_downtime_ms = 20;
 	o->max_rounds = 8;
+	o->cancel_fd = -1;
 }
 
-int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
+int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, int role)
 {
 	memset(e, 0, sizeof(*e));
+	e->role = role;
 	e->ops = &kvmig_xport_tcp; /* until engine_pick(); set first: callers report
 				    * e->ops->name even when the options are refused */
 	if (opts)
@@ -53,6 +56,9 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts)
 				 KVMIG_MAX_ROUNDS);
 	if (e->o.n_seq_ids && !e->o.seq_ids)
 		return kvmig_err(-EINVAL, "%u sequence ids but no array", e->o.n_seq_ids);
+	if (e->o.cancel_fd < -1)
+		return kvmig_err(-EINVAL, "cancel fd %d is neither a descriptor nor -1",
+				 e->o.cancel_fd);
 	if (e->o.token) {
 		if (e->o.token_len < 16)
 			return kvmig_err(-EINVAL, "the shared secret is %zu bytes; it needs at least 16",
@@ -74,6 +80,27 @@ const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, in
 	if (t == KVMIG_TRANSPORT_AUTO && kvmig_rdma_serves(addr, passive))
 		return &kvmig_xport_rdma;
 	return &kvmig_xport_tcp;
+}
+
+void engine_connected(struct engine *e)
+{
+	e->ops->set_timeout(e->c, (int)e->o.timeout_ms);
+	e->ops->set_cancel(e->c, e->o.cancel_fd);
+}
+
+void engine_handshake_begin(struct engine *e)
+{
+	e->until = kvmig_now() + e->o.timeout_ms / 1000.0;
+}
+
+void engine_handshake_done(struct engine *e)
+{
+	e->until = 0;
+}
+
+void engine_die(void)
+{
+	raise(SIGKILL);
 }
 
 void engine_fini(struct engine *e)
@@ -134,14 +161,15 @@ static const char *msg_name(uint8_t type)
 	static const char *const names[] = { "?", "HELLO", "REGIONS", "OFFER", "READ_REQ",
 					     "READ_RESP", "DIGESTS", "FINAL", "COMMIT",
 					     "COMMIT_ACK", "ABORT", "KEEPALIVE",
-					     "AUTH_CHALLENGE", "AUTH_PROOF", "ROUND" };
+					     "AUTH_CHALLENGE", "AUTH_PROOF", "ROUND",
+					     "ACTIVATED", "FORGET", "RECORDS" };
 
 	return type < KVMIG_ARRAY_SIZE(names) ? names[type] : "?";
 }
 
 int engine_unexpected(const struct xport_msg *m, const char *expected)
 {
-	return kvmig_err(-EPROTO, "peer sent a %s message where %s was expected",
+	return kvmig_err(-EBADMSG, "peer sent a %s message where %s was expected",
 			 msg_name(m->hdr.type), expected);
 }
 
@@ -155,6 +183,7 @@ int engine_peer_abort(struct engine *e, const struct xport_msg *m)
 		return ret;
 	switch (a.err) {
 	case EPROTO:
+	case EBADMSG:
 	case ENOSPC:
 	case EIO:
 	case EEXIST:
@@ -170,13 +199,21 @@ int engine_peer_abort(struct engine *e, const struct xport_msg *m)
 	default:
 		ret = -ECONNABORTED;
 	}
-	return kvmig_err(ret, "peer aborted the migration: %s", a.text[0] ? a.text :
-			 strerror(a.err));
+	return kvmig_err(ret, "the %s aborted the migration: %s", e->role ? "sender" : "receiver",
+			 a.text[0] ? a.text : strerror(a.err));
+}
+
+/* When the next wait must end: a timeout from now, or the handshake's end. */
+static double wait_deadline(const struct engine *e)
+{
+	double d = kvmig_now() + e->o.timeout_ms / 1000.0;
+
+	return e->until > 0 && e->until < d ? e->until : d;
 }
 
 int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
 {
-	double deadline = kvmig_now() + e->o.timeout_ms / 1000.0;
+	double deadline = wait_deadline(e);
 
 	*m = NULL;
 	for (;;) {
@@ -193,8 +230,12 @@ int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
 		if (ret != -EAGAIN)
 			return ret;
 		left = (int)((deadline - kvmig_now()) * 1000.0);
+		if (left <= 0 && e->until > 0 && deadline >= e->until)
+			return kvmig_err(-ETIMEDOUT, "the %s did not finish the handshake within %u ms",
+					 e->role ? "sender" : "receiver", e->o.timeout_ms);
 		if (left <= 0)
-			return kvmig_err(-ETIMEDOUT, "peer was silent for %u ms", e->o.timeout_ms);
+			return kvmig_err(-ETIMEDOUT, "the %s was silent for %u ms",
+					 e->role ? "sender" : "receiver", e->o.timeout_ms);
 		ret = e->ops->progress(e->c, left, wake_fd);
 		if (ret == -ECONNRESET || ret == -EPIPE)
 			return engine_salvage_abort(e, ret); /* it may have said why first */
@@ -202,26 +243,39 @@ int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
 			return ret;
 		if (ret == 0)
 			return 0;
-		deadline = kvmig_now() + e->o.timeout_ms / 1000.0;
+		deadline = wait_deadline(e);
 		engine_progress(e, 0);
 	}
 }
 
 int engine_abort(struct engine *e, int err)
 {
-	char text[KVMIG_WIRE_MAX_TEXT + 1];
+	char text[KVMIG_WIRE_MAX_TEXT + 1], mine[1024];
 
 	if (!e->c || e->peer_aborted || err == -ECONNRESET || err == -EPIPE)
 		return err;
-	snprintf(text, sizeof(text), "%s", kvmig_last_error()[0] ? kvmig_last_error() :
-		 strerror(-err));
+	snprintf(mine, sizeof(mine), "%s", kvmig_last_error());
+	/* The peer prints this as "the sender aborted: TEXT": a message that
+	 * names "the peer" here would name the reader there. */
+	if (err == -ETIMEDOUT && e->until > 0)
+		snprintf(text, sizeof(text), "the %s did not finish the handshake within %u ms",
+			 e->role ? "sender" : "receiver", e->o.timeout_ms);
+	else if (err == -ETIMEDOUT)
+		snprintf(text, sizeof(text), "it heard nothing from the %s for %u ms",
+			 e->role ? "sender" : "receiver", e->o.timeout_ms);
+	else if (err == -ECANCELED)
+		snprintf(text, sizeof(text), "the %s was interrupted (signal)",
+			 e->role ? "receiver" : "sender");
+	else
+		snprintf(text, sizeof(text), "%s", kvmig_last_error()[0] ? kvmig_last_error() :
+			 strerror(-err));
 	e->wb.len = 0;
 	e->wb.err = 0;
 	if (kvmig_wire_put_abort(&e->wb, err, text) == 0)
 		e->ops->send(e->c, e->wb.p, e->wb.len);
 	e->wb.len = 0;
-	/* Put the message back: sending may have recorded its own. */
-	kvmig_err(err, "%s", text);
+	/* Put our message back: sending may have recorded its own. */
+	kvmig_err(err, "%s", mine[0] ? mine : text);
 	return err;
 }
 
@@ -304,14 +358,18 @@ int engine_auth_check(struct engine *e, int peer_role)
 	return 0;
 }
 
-int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, struct kvmig_msg_hello *h)
+int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, const struct kvmig_id *mig,
+		 struct kvmig_msg_hello *h)
 {
 	int ret;
 
 	memset(h, 0, sizeof(*h));
 	h->role = role;
 	h->flags = flags;
-	if ((ret = kvmig_pager_meta(p, &h->meta, &h->layout)) < 0)
+	if (mig)
+		h->migration = *mig;
+	if ((ret = kvmig_pager_meta(p, &h->meta, &h->layout)) < 0 ||
+	    (ret = kvmig_pager_identity(p, &h->pager)) < 0)
 		return ret;
 	return kvmig_meta_half_bytes(&h->meta, &h->half_bytes);
 }
@@ -321,7 +379,10 @@ int engine_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_ms
 	char a[128], b[128];
 
 	if (peer->role == mine->role)
-		return kvmig_err(-EPROTO, "peer is also a %s", mine->role ? "receiver" : "sender");
+		return kvmig_err(-EBADMSG, "peer is also a %s", mine->role ? "receiver" : "sender");
+	if (!memcmp(&peer->pager, &mine->pager, sizeof(mine->pager)))
+		return kvmig_err(-EINVAL, "both sides use the same pager: a pager cannot migrate "
+				 "into itself");
 	if (!kvmig_meta_equal(&mine->meta, &peer->meta)) {
 		kvmig_meta_describe(&mine->meta, a, sizeof(a));
 		kvmig_meta_describe(&peer->meta, b, sizeof(b));
@@ -354,6 +415,124 @@ void engine_progress(struct engine *e, int force)
 	e->last_event = t;
 	e->ev.type = KVMIG_EVENT_PROGRESS;
 	e->o.on_event(e->o.event_arg, &e->ev);
+}
+
+/* ---- records of earlier migrations ---- */
+
+/* Our records naming @peer_pager: into *out (malloc'd) as the wire carries them. */
+static int records_for(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+		       struct kvmig_record **all, uint32_t *n_all, struct kvmig_wire_record **out,
+		       uint32_t *n)
+{
+	struct kvmig_wire_record *w;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if ((ret = kvmig_pager_records(p, all, n_all)) < 0)
+		return ret;
+	if (!(w = calloc(*n_all ? *n_all : 1, sizeof(*w))))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < *n_all && *n < KVMIG_WIRE_MAX_RECORDS; i++) {
+		if (memcmp(&(*all)[i].peer_pager, peer_pager, sizeof(*peer_pager)))
+			continue;
+		w[*n].id = (*all)[i].id;
+		w[*n].role = (uint8_t)(*all)[i].role;
+		w[*n].state = (uint8_t)(*all)[i].state;
+		(*n)++;
+	}
+	*out = w;
+	return 0;
+}
+
+static int send_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager)
+{
+	struct kvmig_record *all = NULL;
+	struct kvmig_wire_record *w = NULL;
+	uint32_t n_all = 0, n = 0;
+	int ret = records_for(p, peer_pager, &all, &n_all, &w, &n);
+
+	if (ret == 0 && (ret = kvmig_wire_put_records(&e->wb, w, n)) == 0)
+		ret = engine_flush(e);
+	free(all);
+	free(w);
+	return ret;
+}
+
+static int take_records(struct engine *e, struct kvmig_wire_record **w, uint32_t *n)
+{
+	struct xport_msg *m = NULL;
+	int ret = engine_wait_msg(e, -1, &m);
+
+	if (ret < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_RECORDS)
+		ret = engine_unexpected(m, "RECORDS");
+	else
+		ret = kvmig_wire_get_records(m->payload, m->hdr.len, w, n);
+	engine_msg_free(&m);
+	return ret;
+}
+
+/* Act on our records naming the peer, given the peer's (@peer_newer: read
+ * after ours reached their states). Records driven by a live process, ours
+ * or not, are left alone by resolve_decide(). */
+static int act_on(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+		  const struct kvmig_wire_record *w, uint32_t nw, int peer_newer,
+		  struct kvmig_resolve_stats *st)
+{
+	struct kvmig_record *all = NULL;
+	uint32_t n = 0;
+	int ret;
+
+	if ((ret = kvmig_pager_records(p, &all, &n)) < 0)
+		return ret;
+	for (uint32_t i = 0; i < n && ret == 0; i++) {
+		enum kvmig_record_state peer = KVMIG_REC_NONE;
+
+		if (memcmp(&all[i].peer_pager, peer_pager, sizeof(*peer_pager)))
+			continue;
+		for (uint32_t j = 0; j < nw; j++)
+			if (!memcmp(&w[j].id, &all[i].id, sizeof(w[j].id)) &&
+			    w[j].role != (uint8_t)all[i].role)
+				peer = (enum kvmig_record_state)w[j].state;
+		ret = resolve_apply(p, &all[i], resolve_decide(&all[i], peer, peer_newer), st);
+	}
+	free(all);
+	return ret;
+}
+
+int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+			struct kvmig_resolve_stats *st)
+{
+	struct kvmig_wire_record *w = NULL;
+	uint32_t nw = 0;
+	int ret;
+
+	/*
+	 * "The peer has no record" is evidence only in a list the peer made
+	 * after our own record reached its state. Sender: #1 ours, #2 theirs
+	 * (made after #1: act on it fully), #3 ours again. Receiver: act on #1
+	 * only where it holds a record (a decided source), then #2 ours, then
+	 * act on #3 fully.
+	 */
+	if (e->role == 0) {
+		if ((ret = send_records(e, p, peer_pager)) < 0 || (ret = take_records(e, &w, &nw)) < 0 ||
+		    (ret = act_on(e, p, peer_pager, w, nw, 1, st)) < 0)
+			goto out;
+		ret = send_records(e, p, peer_pager);
+		goto out;
+	}
+	if ((ret = take_records(e, &w, &nw)) < 0 || (ret = act_on(e, p, peer_pager, w, nw, 0, st)) < 0 ||
+	    (ret = send_records(e, p, peer_pager)) < 0)
+		goto out;
+	free(w);
+	w = NULL;
+	if ((ret = take_records(e, &w, &nw)) == 0)
+		ret = act_on(e, p, peer_pager, w, nw, 1, st);
+out:
+	free(w);
+	return ret;
 }
 
 /* ---- listener ---- */

@@ -24,6 +24,8 @@ struct kvmig_listener {
 
 struct engine {
 	struct kvmig_migrate_opts o;
+	int role;                 /* 0 sender, 1 receiver (HELLO's role byte) */
+	double until;             /* > 0: no wait goes past this (the handshake's deadline) */
 	const struct xport_ops *ops;
 	struct xport_conn *c;
 	struct kvmig_wbuf wb;     /* frames being built */
@@ -38,7 +40,12 @@ struct engine {
 };
 
 /* Copy @opts (or the defaults) into @e and check the values. Return 0 or -EINVAL. */
-int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts);
+int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, int role);
+/* The connection is up (e->c): give it the timeout and the cancel fd. */
+void engine_connected(struct engine *e);
+/* The handshake must be over within one timeout from now (engine_handshake_done ends it). */
+void engine_handshake_begin(struct engine *e);
+void engine_handshake_done(struct engine *e);
 void engine_fini(struct engine *e);
 
 /*
@@ -97,10 +104,50 @@ int engine_auth_take_challenge(struct engine *e);
 int engine_auth_prove(struct engine *e, int role);
 int engine_auth_check(struct engine *e, int peer_role);
 
-/* Build our HELLO from the pager. */
-int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, struct kvmig_msg_hello *h);
+/* Build our HELLO from the pager (@mig: the migration's id, or NULL). */
+int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, const struct kvmig_id *mig,
+		 struct kvmig_msg_hello *h);
 /* Compare the peer's HELLO with ours: -EPROTO naming the difference. */
 int engine_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_msg_hello *peer);
+
+/*
+ * Resolution (resolve.c): what to do with one of our records (@mine) given
+ * the peer's record of the same migration (@peer; KVMIG_REC_NONE: it has
+ * none); @peer_newer: the peer's state was read after ours reached its
+ * state, so "none" is evidence. docs/PROTOCOL.md has the table.
+ */
+enum kvmig_resolve_act {
+	RESOLVE_NONE,     /* leave it: the other side moves first, or a live process drives it */
+	RESOLVE_ACTIVATE, /* destination: prepared -> activated */
+	RESOLVE_ABORT,    /* apply abort and drop it */
+	RESOLVE_END,      /* apply commit and drop it */
+};
+enum kvmig_resolve_act resolve_decide(const struct kvmig_record *mine,
+				      enum kvmig_record_state peer, int peer_newer);
+/* Apply @a to record @r of @p and count it; a step the pager refuses as
+ * already taken by someone else is not an error. */
+int resolve_apply(struct kvmig_pager *p, const struct kvmig_record *r, enum kvmig_resolve_act a,
+		  struct kvmig_resolve_stats *st);
+/* The state of migration @id in @recs whose peer is @peer_of_mine, or NONE. */
+enum kvmig_record_state resolve_peer_state(const struct kvmig_record *recs, uint32_t n,
+					   const struct kvmig_id *id,
+					   const struct kvmig_id *peer_of_mine);
+
+/*
+ * In the handshake, with the peer authenticated: resolve the records of
+ * @p that name the peer's pager @peer_pager with the peer's own (three
+ * RECORDS messages: sender, receiver, sender; docs/PROTOCOL.md).
+ */
+int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+			struct kvmig_resolve_stats *st);
+
+/* Test-only: SIGKILL this process at @point ($KVMIG_FAULT "die-POINT"). */
+#define ENGINE_DIE(point)                                  \
+	do {                                                  \
+		if (kvmig_fault("die-" point, NULL))          \
+			engine_die();                         \
+	} while (0)
+void engine_die(void);
 
 void engine_phase(struct engine *e, const char *phase);
 /* Emit a PROGRESS event if the interval passed (or @force). */

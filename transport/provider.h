@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * transport/provider.h - what the migration engine needs from a transport
- * (tcp.c today, verbs next). Internal: not installed.
+ * (tcp.c, and the verbs provider rdma.c). Internal: not installed.
  *
  * The model is RDMA's: the sender registers page memory for remote READ and
  * hands out (address, key) pairs; the receiver posts reads "local extent <-
@@ -140,14 +140,21 @@ struct xport_ops {
 	const char *name;
 	int (*listen)(const char *addr, struct xport_listener **ret);
 	const char *(*listener_addr)(const struct xport_listener *l);
-	/* Wait at most @timeout_ms (-1 forever) for one peer. */
-	int (*accept)(struct xport_listener *l, int timeout_ms, struct xport_conn **ret);
+	/* Wait at most @timeout_ms (-1 forever) for one peer; -ECANCELED once
+	 * @cancel_fd (if >= 0) is readable. */
+	int (*accept)(struct xport_listener *l, int timeout_ms, int cancel_fd,
+		      struct xport_conn **ret);
 	void (*listener_close)(struct xport_listener **l);
 	/* Drop what the listener cached for its last pager (NULL: nothing cached). */
 	void (*listener_forget)(struct xport_listener *l);
 	int (*connect)(const char *addr, int timeout_ms, struct xport_conn **ret);
-	/* Every later wait on the peer gives up after @timeout_ms of silence. */
+	/* Every later wait on the peer gives up after @timeout_ms of silence,
+	 * and a frame must arrive whole within @timeout_ms of its first byte. */
 	void (*set_timeout)(struct xport_conn *c, int timeout_ms);
+	/* Waits end with -ECANCELED once @fd (if >= 0) is readable. */
+	void (*set_cancel)(struct xport_conn *c, int fd);
+	/* The peer's address, "host:port", for messages and records. */
+	const char *(*peer_addr)(const struct xport_conn *c);
 	void (*close)(struct xport_conn **c);
 
 	/* Send complete frames (one or several), all or an error. */
@@ -181,8 +188,9 @@ struct xport_ops {
 	 * the peer's reads. Blocks until something happened, @wake_fd (if >= 0)
 	 * became readable, or @timeout_ms passed. Return: 1 if the peer was
 	 * heard from, 0 if woken by @wake_fd, -ETIMEDOUT, -ECONNRESET (peer
-	 * gone), -EPROTO (malformed frame), -EFAULT (peer asked for memory that
-	 * is not registered; the connection is then unusable).
+	 * gone), -EBADMSG (malformed frame), -EFAULT (peer asked for memory that
+	 * is not registered; the connection is then unusable), -ECANCELED (the
+	 * cancel fd).
 	 */
 	int (*progress)(struct xport_conn *c, int timeout_ms, int wake_fd);
 	void (*counters)(const struct xport_conn *c, struct xport_counters *out);

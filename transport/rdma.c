@@ -100,6 +100,8 @@ struct rdma_conn {
 	struct xport_readq done;
 	unsigned outstanding, unsignaled;
 	int timeout_ms;
+	int cancel_fd;              /* readable: waits end with -ECANCELED */
+	double partial_since;       /* a frame began arriving then (0: none pending) */
 	int broken;                 /* sticky -errno */
 	int heard;                  /* something came from the peer in this progress() */
 	double last_sent;
@@ -140,7 +142,7 @@ static int wc_errno(enum ibv_wc_status s)
 		return -ETIMEDOUT;
 	case IBV_WC_REM_INV_REQ_ERR:    /* peer found our request malformed */
 	case IBV_WC_BAD_RESP_ERR:
-		return -EPROTO;
+		return -EBADMSG;
 	case IBV_WC_LOC_LEN_ERR:        /* message larger than the posted buffer */
 	case IBV_WC_REM_INV_RD_REQ_ERR:
 		return -EMSGSIZE;
@@ -201,10 +203,21 @@ static int cm_event_errno(const struct rdma_cm_event *ev)
  * @want are errors named after @what. On success *out is the event
  * (caller acks).
  */
-static int cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, int timeout_ms,
-		   const char *what, struct rdma_cm_event **out)
+/* -ECANCELED with a message once @fd (if >= 0) is readable, else 0. */
+static int cancelled(int fd)
 {
-	struct pollfd pfd = { ch->fd, POLLIN, 0 };
+	struct pollfd pfd = { fd, POLLIN, 0 };
+
+	if (fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP)))
+		return kvmig_err(-ECANCELED, "interrupted");
+	return 0;
+}
+
+static int cm_wait_cancel(struct rdma_event_channel *ch, enum rdma_cm_event_type want,
+			  int timeout_ms, int cancel_fd, const char *what,
+			  struct rdma_cm_event **out)
+{
+	struct pollfd pfd[2] = { { ch->fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
 	struct rdma_cm_event *ev;
 	int r, err;
 
@@ -214,8 +227,10 @@ static int cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, 
 		if (errno != EAGAIN && errno != EINTR)
 			return kvmig_err(-errno, "%s: rdma_get_cm_event: %s", what, strerror(errno));
 		do
-			r = poll(&pfd, 1, timeout_ms);
-		while (r < 0 && errno == EINTR);
+			r = poll(pfd, cancel_fd >= 0 ? 2 : 1, timeout_ms);
+		while (r < 0 && errno == EINTR && !cancelled(cancel_fd));
+		if ((err = cancelled(cancel_fd)) < 0)
+			return err;
 		if (r == 0)
 			return kvmig_err(-ETIMEDOUT, "%s: no answer within %d ms", what, timeout_ms);
 		if (r < 0)
@@ -233,6 +248,12 @@ static int cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, 
 		kvmig_err(err, "%s: %s (status %d)", what, rdma_event_str(ev->event), ev->status);
 	rdma_ack_cm_event(ev);
 	return err;
+}
+
+static int cm_wait(struct rdma_event_channel *ch, enum rdma_cm_event_type want, int timeout_ms,
+		   const char *what, struct rdma_cm_event **out)
+{
+	return cm_wait_cancel(ch, want, timeout_ms, -1, what, out);
 }
 
 /* ---- protection domains ---- */
@@ -371,6 +392,7 @@ static struct rdma_conn *conn_alloc(void)
 		return NULL;
 	c->base.ops = &kvmig_xport_rdma;
 	c->timeout_ms = 30000;
+	c->cancel_fd = -1;
 	c->send_free = N_SEND; /* nothing in flight: close need not linger */
 	c->last_sent = kvmig_now();
 	strcpy(c->peer, "peer");
@@ -390,6 +412,7 @@ static void vb_close(struct xport_conn **xc)
 		double until = kvmig_now() + LINGER_MS / 1000.0;
 		int woken;
 
+		c->cancel_fd = -1; /* even when interrupted: the ABORT must get out */
 		while ((!c->broken || c->broken == -ETIMEDOUT) && c->send_free < N_SEND &&
 		       kvmig_now() < until)
 			if (wait_events(c, LINGER_MS, -1, &woken) < 0)
@@ -496,7 +519,8 @@ static void vb_listener_close(struct xport_listener **xl)
 	*xl = NULL;
 }
 
-static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, struct xport_conn **ret)
+static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, int cancel_fd,
+			  struct xport_conn **ret)
 {
 	struct rdma_listener *l = kvmig_container_of(xl, struct rdma_listener, base);
 	struct rdma_conn *c = conn_alloc();
@@ -509,7 +533,8 @@ static int vb_accept_conn(struct xport_listener *xl, int timeout_ms, struct xpor
 	if (!c)
 		return -ENOMEM;
 	snprintf(what, sizeof(what), "waiting for a sender on %s", l->addr);
-	if ((err = cm_wait(l->ch, RDMA_CM_EVENT_CONNECT_REQUEST, timeout_ms, what, &ev)) < 0) {
+	if ((err = cm_wait_cancel(l->ch, RDMA_CM_EVENT_CONNECT_REQUEST, timeout_ms, cancel_fd, what,
+				  &ev)) < 0) {
 		if (err == -ETIMEDOUT)
 			kvmig_err(err, "no sender connected to %s within %d ms", l->addr, timeout_ms);
 		vb_close(&(struct xport_conn *){ &c->base });
@@ -613,6 +638,16 @@ fail:
 	return err;
 }
 
+static void vb_set_cancel(struct xport_conn *xc, int fd)
+{
+	to_conn(xc)->cancel_fd = fd;
+}
+
+static const char *vb_peer_addr(const struct xport_conn *xc)
+{
+	return kvmig_container_of(xc, const struct rdma_conn, base)->peer;
+}
+
 static void vb_set_timeout(struct xport_conn *xc, int timeout_ms)
 {
 	to_conn(xc)->timeout_ms = timeout_ms;
@@ -651,6 +686,12 @@ static int frame_stream(struct rdma_conn *c)
 	}
 	memmove(c->stream, c->stream + off, c->stream_len - off);
 	c->stream_len -= off;
+	/* Part of a frame is waiting for the rest: it must come within the
+	 * timeout (vb_progress), however often keepalives arrive. */
+	if (!c->stream_len)
+		c->partial_since = 0;
+	else if (off || !c->partial_since)
+		c->partial_since = kvmig_now();
 	return ret;
 }
 
@@ -770,8 +811,8 @@ static int cm_check(struct rdma_conn *c)
  */
 static int wait_events(struct rdma_conn *c, int timeout_ms, int wake_fd, int *woken)
 {
-	struct pollfd pfd[3] = { { c->cc->fd, POLLIN, 0 }, { c->ch->fd, POLLIN, 0 },
-				 { wake_fd, POLLIN, 0 } };
+	struct pollfd pfd[4] = { { c->cc->fd, POLLIN, 0 }, { c->ch->fd, POLLIN, 0 },
+				 { wake_fd, POLLIN, 0 }, { c->cancel_fd, POLLIN, 0 } };
 	struct ibv_cq *cq;
 	void *ctx;
 	int n, r;
@@ -779,9 +820,13 @@ static int wait_events(struct rdma_conn *c, int timeout_ms, int wake_fd, int *wo
 	*woken = 0;
 	if ((n = drain_cq(c)) != 0)
 		return n;
+	if ((r = cancelled(c->cancel_fd)) < 0)
+		return r;
 	do
-		r = poll(pfd, wake_fd >= 0 ? 3 : 2, timeout_ms);
-	while (r < 0 && errno == EINTR);
+		r = poll(pfd, 4, timeout_ms); /* negative fds are skipped */
+	while (r < 0 && errno == EINTR && !cancelled(c->cancel_fd));
+	if (cancelled(c->cancel_fd) < 0)
+		return -ECANCELED;
 	if (r < 0)
 		return kvmig_err(-errno, "poll: %s", strerror(errno));
 	if (pfd[0].revents && ibv_get_cq_event(c->cc, &cq, &ctx) == 0) {
@@ -1041,6 +1086,10 @@ static int vb_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 		if (left <= 0)
 			return broke(c, kvmig_err(-ETIMEDOUT, "peer %s was silent for %d ms", c->peer,
 						  c->timeout_ms));
+		if (c->partial_since && now - c->partial_since > c->timeout_ms / 1000.0)
+			return broke(c, kvmig_err(-ETIMEDOUT, "peer %s did not send a whole message "
+						  "within %d ms (it sends too slowly or stalls)",
+						  c->peer, c->timeout_ms));
 		/* Wake for the next keepalive, unless the send ring is full (its
 		 * completions wake us, and the peer hears those sends). */
 		slice = !c->send_free ? left :
@@ -1114,6 +1163,8 @@ const struct xport_ops kvmig_xport_rdma = {
 	.listener_forget = vb_listener_forget,
 	.connect = vb_connect_conn,
 	.set_timeout = vb_set_timeout,
+	.set_cancel = vb_set_cancel,
+	.peer_addr = vb_peer_addr,
 	.close = vb_close,
 	.send = vb_send,
 	.ctl_pop = vb_ctl_pop,

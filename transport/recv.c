@@ -12,13 +12,16 @@
  *   when a page's last read lands, hash it; compare with the sender's digest
  *     (whichever arrives last triggers the compare); a mismatch is re-read
  *     once, a second mismatch is EIO naming the page
- *   FINAL: remap every sequence to destination indices, install, COMMIT,
- *     wait for COMMIT_ACK
+ *   FINAL: remap every sequence to destination indices, install them as
+ *     pending under our migration record, mark it prepared, COMMIT; the
+ *     sender's decision (COMMIT_ACK) activates them; ACTIVATED; FORGET from
+ *     the sender closes the record
  *
- * Any failure before COMMIT frees every page allocated here and installs
- * nothing. With tcp, reads land only inside progress(); with RDMA the NIC
- * writes on its own, so after a failure the connection (its queue pair) is
- * closed before any page is freed.
+ * Any failure before the record is prepared frees every page allocated
+ * here and installs nothing (enum recv_state says what each state allows).
+ * With tcp, reads land only inside progress(); with RDMA the NIC writes on
+ * its own, so after a failure the connection (its queue pair) is closed
+ * before any page is freed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +42,7 @@ struct rpage {
 	uint32_t n_ext;
 	uint32_t reads_left;
 	uint8_t has_digest, landed, verified, attempts;
-	uint8_t dropped;    /* live: no final sequence uses it; freed after install */
+	uint8_t dropped;    /* no final sequence uses it (live); freed after install */
 	uint32_t round;     /* round it was last offered in */
 	uint8_t in_order;   /* every read so far landed at next_off */
 	int32_t stream;     /* pair of digest streams hashing reads as they land, or -1 */
@@ -72,10 +75,27 @@ struct cursor {
 	struct kvmig_extent local[2 * MAX_HALF_EXTENTS];
 };
 
+/* Where the receiver is in the commit (docs/PROTOCOL.md, "Crash safety"). */
+enum recv_state {
+	RECV_HANDSHAKE, /* no record yet: a failure just ends */
+	RECV_RECEIVING, /* record RECEIVING: pages allocated, read, verified; a failure
+			 * aborts: pages freed, nothing installed */
+	RECV_PENDING,   /* the sequences are installed as pending (not runnable) under
+			 * the record; a failure still aborts (removes them) */
+	RECV_PREPARED,  /* record PREPARED, the sender told: only its decision moves it on;
+			 * a failure leaves it in doubt, pages kept */
+	RECV_ACTIVATED, /* the decision arrived: the sequences run here */
+	RECV_DONE,      /* the sender released its copy; the record is closed */
+};
+
 struct receiver {
 	struct engine e;
 	struct kvmig_pager *p;
 	struct kvmig_msg_hello hello;
+	enum recv_state state;
+	struct kvmig_id mig, peer_pager;
+	struct kvmig_resolve_stats resolved;
+	int unconfirmed;
 	struct kvmig_msg_regions regions;
 	struct rpage *pg;
 	uint32_t n, cap;
@@ -95,7 +115,7 @@ struct receiver {
 	uint32_t n_streams, n_free_streams;
 	uint32_t n_free, inflight;
 	struct kvmig_seq_list final;
-	int have_final, installed;
+	int have_final;
 	/* Live (HELLO flag): offers come in rounds; each ROUND is answered once
 	 * every page offered so far has landed. */
 	int live, round_pending, have_digests, dropped_freed;
@@ -425,6 +445,8 @@ static int on_read_done(struct receiver *r, struct xport_read *rd)
 		return 0;
 	if (r->landed == 1 && (ret = KVMIG_FAULT_FAIL("recv-transfer")) < 0)
 		return ret;
+	if (r->landed == 1)
+		ENGINE_DIE("recv-mid-reads");
 	if (pg->attempts == 1) {
 		r->landed++;
 		r->e.ev.pages_done = r->landed;
@@ -456,13 +478,13 @@ static int take_regions(struct receiver *r, const struct xport_msg *m)
 	int ret;
 
 	if (r->have_final || (!r->live && r->regions.r))
-		return kvmig_err(-EPROTO, "sender sent REGIONS %s",
+		return kvmig_err(-EBADMSG, "sender sent REGIONS %s",
 				 r->have_final ? "after its FINAL" : "twice in a stop-and-copy migration");
 	if ((ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &add)) < 0)
 		return ret;
 	if (r->regions.n + add.n > KVMIG_WIRE_MAX_REGIONS) {
 		kvmig_msg_regions_free(&add);
-		return kvmig_err(-EPROTO, "sender registered more than %u regions",
+		return kvmig_err(-EBADMSG, "sender registered more than %u regions",
 				 KVMIG_WIRE_MAX_REGIONS);
 	}
 	if (!r->regions.n) {
@@ -507,7 +529,7 @@ static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, ui
 	return -1;
 }
 
-/* -EPROTO naming a page @m lists twice, else 0. */
+/* -EBADMSG naming a page @m lists twice, else 0. */
 static int offer_distinct(const struct kvmig_msg_offer *m)
 {
 	uint32_t *ixs = malloc(sizeof(*ixs) * (m->n ? m->n : 1));
@@ -520,7 +542,7 @@ static int offer_distinct(const struct kvmig_msg_offer *m)
 	qsort(ixs, m->n, sizeof(*ixs), kvmig_cmp_u32);
 	for (uint32_t i = 1; i < m->n && !ret; i++)
 		if (ixs[i] == ixs[i - 1])
-			ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice", ixs[i]);
+			ret = kvmig_err(-EBADMSG, "OFFER lists source page %u twice", ixs[i]);
 	free(ixs);
 	return ret;
 }
@@ -533,14 +555,14 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 	int ret;
 
 	if (r->have_final)
-		return kvmig_err(-EPROTO, "sender sent an OFFER after FINAL");
+		return kvmig_err(-EBADMSG, "sender sent an OFFER after FINAL");
 	if ((ret = KVMIG_FAULT_FAIL("recv-alloc")) < 0)
 		return ret;
 	if ((ret = kvmig_wire_get_offer(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
 	if ((m.round != 0 && !r->live) || m.round < r->round.round ||
 	    (r->have_digests && !r->live) || r->round_pending) {
-		ret = kvmig_err(-EPROTO, "OFFER of round %u %s", m.round,
+		ret = kvmig_err(-EBADMSG, "OFFER of round %u %s", m.round,
 				!r->live ? "in a stop-and-copy migration" :
 				r->have_digests ? "after DIGESTS" :
 				r->round_pending ? "before the last ROUND was answered" :
@@ -561,14 +583,14 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 		/* A live sender offers a page again once it changed; by then the
 		 * last copy must have landed (the round was answered). */
 		if (known >= 0 && (r->pg[known].round == m.round || !r->pg[known].landed)) {
-			ret = kvmig_err(-EPROTO, "OFFER lists source page %u twice in round %u",
+			ret = kvmig_err(-EBADMSG, "OFFER lists source page %u twice in round %u",
 					op->ix, m.round);
 			goto out;
 		}
 		n_new += known < 0;
 		for (uint32_t j = 0; j < op->n_ext; j++) {
 			if (find_region(r, op->ext[j].addr, op->ext[j].len, &key) < 0) {
-				ret = kvmig_err(-EPROTO, "OFFER page %u extent %u lies outside the "
+				ret = kvmig_err(-EBADMSG, "OFFER page %u extent %u lies outside the "
 						"sender's registered regions", op->ix, j);
 				goto out;
 			}
@@ -577,7 +599,7 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 				sum[j >= op->n_ext / 2] = UINT64_MAX; /* refused just below */
 		}
 		if (sum[0] != r->hello.half_bytes || sum[1] != r->hello.half_bytes) {
-			ret = kvmig_err(-EPROTO, "OFFER page %u has K / V extents of %llu / %llu "
+			ret = kvmig_err(-EBADMSG, "OFFER page %u has K / V extents of %llu / %llu "
 					"bytes; a half is %llu", op->ix, (unsigned long long)sum[0],
 					(unsigned long long)sum[1],
 					(unsigned long long)r->hello.half_bytes);
@@ -586,7 +608,7 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 		ext_total += op->n_ext;
 	}
 	if (r->n + n_new > KVMIG_MAX_PAGES) {
-		ret = kvmig_err(-EPROTO, "sender offers more than %u pages", KVMIG_MAX_PAGES);
+		ret = kvmig_err(-EBADMSG, "sender offers more than %u pages", KVMIG_MAX_PAGES);
 		goto out;
 	}
 	ret = -ENOMEM;
@@ -621,6 +643,7 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 					 "allocated for this migration)", r->n);
 		goto out;
 	}
+	ENGINE_DIE("recv-allocated");
 	for (uint32_t i = 0; i < m.n; i++) {
 		const struct kvmig_offer_page *op = &m.pages[i];
 		int idx = slot_find(r, op->ix);
@@ -675,7 +698,7 @@ static int take_round(struct receiver *r, const struct xport_msg *msg)
 	if ((ret = kvmig_wire_get_round(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
 	if (!r->live || r->have_final || r->round_pending || m.round != r->round.round)
-		return kvmig_err(-EPROTO, "ROUND %u %s", m.round,
+		return kvmig_err(-EBADMSG, "ROUND %u %s", m.round,
 				 !r->live ? "in a stop-and-copy migration" :
 				 r->have_final ? "after FINAL" :
 				 r->round_pending ? "before the last one was answered" :
@@ -707,7 +730,7 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 	int ret;
 
 	if (!r->e.o.verify || r->have_final)
-		return kvmig_err(-EPROTO, "sender sent DIGESTS %s",
+		return kvmig_err(-EBADMSG, "sender sent DIGESTS %s",
 				 r->have_final ? "after FINAL" : "although it said it would not");
 	if ((ret = kvmig_wire_get_digests(msg->payload, msg->hdr.len, &d, &n)) < 0)
 		return ret;
@@ -717,13 +740,13 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 		struct rpage *pg;
 
 		if (idx < 0) {
-			ret = kvmig_err(-EPROTO, "DIGESTS names page %u, which was not offered",
+			ret = kvmig_err(-EBADMSG, "DIGESTS names page %u, which was not offered",
 					d[i].ix);
 			break;
 		}
 		pg = &r->pg[idx];
 		if (pg->has_digest) {
-			ret = kvmig_err(-EPROTO, "DIGESTS names page %u twice", d[i].ix);
+			ret = kvmig_err(-EBADMSG, "DIGESTS names page %u twice", d[i].ix);
 			break;
 		}
 		pg->sk = d[i].k;
@@ -751,45 +774,42 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 	int ret;
 
 	if (r->have_final)
-		return kvmig_err(-EPROTO, "sender sent FINAL twice");
+		return kvmig_err(-EBADMSG, "sender sent FINAL twice");
 	if ((ret = kvmig_wire_get_final(msg->payload, msg->hdr.len, &r->final)) < 0)
 		return ret;
 	r->have_final = 1;
 	if (r->round_pending)
-		return kvmig_err(-EPROTO, "FINAL before the last ROUND was answered");
-	if (r->live && !(used = calloc(r->n ? r->n : 1, 1)))
+		return kvmig_err(-EBADMSG, "FINAL before the last ROUND was answered");
+	if (!(used = calloc(r->n ? r->n : 1, 1)))
 		return -ENOMEM;
 	for (uint32_t i = 0; i < r->final.n && !ret; i++) {
 		const struct kvmig_seq *q = &r->final.seqs[i];
 
-		if (q->id[0] == KVMIG_HELD_PREFIX[0])
-			ret = kvmig_err(-EPROTO, "FINAL: sequence id \"%s\" begins with '%s', which "
-					"marks held sequences", q->id, KVMIG_HELD_PREFIX);
-		else if (strlen(q->id) + strlen(KVMIG_HELD_PREFIX) > KVMIG_SEQ_ID_MAX)
-			ret = kvmig_err(-EPROTO, "FINAL: sequence id \"%.16s...\" has %zu bytes; a "
-					"migrated id has at most %zu, so that its held form "
-					"(\"%sID\") fits", q->id, strlen(q->id),
-					KVMIG_SEQ_ID_MAX - strlen(KVMIG_HELD_PREFIX),
-					KVMIG_HELD_PREFIX);
+		if (q->id[0] == KVMIG_SEQ_RESERVED_PREFIX)
+			ret = kvmig_err(-EBADMSG, "FINAL: sequence id \"%s\" begins with '%c', which "
+					"kvmig reserves", q->id, KVMIG_SEQ_RESERVED_PREFIX);
 		for (uint32_t j = 0; j < q->n_pages && !ret; j++) {
 			int idx = slot_find(r, q->page_ixs[j]);
 
 			if (idx < 0)
-				ret = kvmig_err(-EPROTO, "FINAL: sequence \"%s\" uses page %u, which "
+				ret = kvmig_err(-EBADMSG, "FINAL: sequence \"%s\" uses page %u, which "
 						"was not offered", q->id, q->page_ixs[j]);
-			else if (used)
+			else
 				used[idx] = 1;
 		}
 	}
 	for (uint32_t i = 0; i < r->n && !ret; i++) {
 		struct rpage *pg = &r->pg[i];
 
-		if (used && !used[i]) {
+		/* Offered but used by no sequence (live: its sequence ended
+		 * meanwhile; anything else: a careless sender): freed after the
+		 * install, never left behind. */
+		if (!used[i]) {
 			pg->dropped = 1;
 			pg->has_digest = 0;
 			r->n_dropped++;
 		} else if (r->e.o.verify && !pg->has_digest) {
-			ret = kvmig_err(-EPROTO, "FINAL arrived before the digest of page %u",
+			ret = kvmig_err(-EBADMSG, "FINAL arrived before the digest of page %u",
 					pg->src_ix);
 		} else if (r->live && pg->landed && pg->has_digest && !pg->verified) {
 			ret = check_page(r, i);
@@ -876,7 +896,7 @@ static int handshake(struct receiver *r)
 	if ((ret = KVMIG_FAULT_FAIL("recv-handshake")) < 0)
 		return ret;
 	if ((ret = engine_hello(r->p, 1, (r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
-				(r->e.auth ? KVMIG_HELLO_AUTH : 0), &r->hello)) < 0)
+				(r->e.auth ? KVMIG_HELLO_AUTH : 0), NULL, &r->hello)) < 0)
 		return ret;
 	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
 		return ret;
@@ -889,6 +909,8 @@ static int handshake(struct receiver *r)
 	if (ret < 0)
 		return ret;
 	r->live = !!(peer.flags & KVMIG_HELLO_LIVE);
+	r->mig = peer.migration;
+	r->peer_pager = peer.pager;
 	if ((peer.flags ^ r->hello.flags) & KVMIG_HELLO_NO_VERIFY)
 		return kvmig_err(-EPROTO, "the sender %s digests but this receiver %s: both sides "
 				 "need the same --no-verify setting",
@@ -904,6 +926,24 @@ static int handshake(struct receiver *r)
 	/* Nothing from an unproven sender is read beyond this point. */
 	if (r->e.auth && (ret = engine_auth_check(&r->e, 0)) < 0)
 		return ret;
+	return engine_sync_records(&r->e, r->p, &r->peer_pager, &r->resolved);
+}
+
+/* RECV_HANDSHAKE -> RECV_RECEIVING: our record, before a page is allocated;
+ * then the sender's registrations. */
+static int begin_record(struct receiver *r)
+{
+	struct kvmig_record rec = { .role = KVMIG_ROLE_DEST, .state = KVMIG_REC_RECEIVING };
+	struct xport_msg *m = NULL;
+	int ret;
+
+	rec.id = r->mig;
+	rec.peer_pager = r->peer_pager;
+	snprintf(rec.peer_addr, sizeof(rec.peer_addr), "%s", r->e.ops->peer_addr(r->e.c));
+	if ((ret = kvmig_pager_record_create(r->p, &rec)) < 0)
+		return kvmig_err_prefix(ret, "cannot record the migration in the destination pager");
+	r->state = RECV_RECEIVING;
+	ENGINE_DIE("recv-record");
 	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_REGIONS)
@@ -956,19 +996,16 @@ static int setup(struct receiver *r)
 	return 0;
 }
 
-/* The FINAL sequences with our page indices, ids prefixed with @prefix. */
-static int remap_final(struct receiver *r, const char *prefix, struct kvmig_seq *q)
+/* The FINAL sequences with our page indices (ids borrowed from r->final). */
+static int remap_final(struct receiver *r, struct kvmig_seq *q)
 {
 	for (uint32_t i = 0; i < r->final.n; i++) {
 		const struct kvmig_seq *f = &r->final.seqs[i];
-		size_t len = strlen(prefix) + strlen(f->id) + 1;
 
 		q[i] = *f;
-		q[i].id = malloc(len);
 		q[i].page_ixs = malloc(sizeof(uint32_t) * (f->n_pages ? f->n_pages : 1));
-		if (!q[i].id || !q[i].page_ixs)
+		if (!q[i].page_ixs)
 			return -ENOMEM;
-		snprintf(q[i].id, len, "%s%s", prefix, f->id);
 		for (uint32_t j = 0; j < f->n_pages; j++)
 			q[i].page_ixs[j] = r->pg[slot_find(r, f->page_ixs[j])].dst_ix;
 	}
@@ -977,15 +1014,10 @@ static int remap_final(struct receiver *r, const char *prefix, struct kvmig_seq 
 
 static void free_remapped(struct receiver *r, struct kvmig_seq *q)
 {
-	for (uint32_t i = 0; q && i < r->final.n; i++) {
-		free(q[i].id);
+	for (uint32_t i = 0; q && i < r->final.n; i++)
 		free(q[i].page_ixs);
-	}
 	free(q);
 }
-
-static int uninstall(struct receiver *r);
-static int remove_seqs(struct receiver *r, const char *prefix);
 
 /* Install the FINAL sequences, remapped to our page indices. */
 static int install(struct receiver *r)
@@ -1000,83 +1032,20 @@ static int install(struct receiver *r)
 		free(q);
 		return ret;
 	}
-	if ((ret = remap_final(r, "", q)) == 0)
-		ret = kvmig_pager_install(r->p, q, r->final.n);
+	if ((ret = remap_final(r, q)) == 0)
+		ret = kvmig_pager_record_install(r->p, &r->mig, q, r->final.n);
 	if (ret == -EINVAL)
-		ret = kvmig_err_prefix(-EPROTO, "sender's sequences do not fit this pager");
+		ret = kvmig_err_prefix(-EBADMSG, "sender's sequences do not fit this pager");
 	else if (ret < 0)
 		kvmig_err_prefix(ret, "cannot install the sequences");
 	else
-		r->installed = 1;
+		r->state = RECV_PENDING;
 	free_remapped(r, q);
+	ENGINE_DIE("recv-pending");
 	return ret;
 }
 
-/*
- * In doubt: put the sequences under held ids ("?" + id) instead of their
- * own, so the pages and the sequences stay here but nothing runs them until
- * kvmig_migrate_resolve() says which side won. Return 0, or -errno with the
- * originals installed again (or, if even that failed, none installed and
- * the pages kept).
- */
-static int hold(struct receiver *r)
-{
-	struct kvmig_seq *held = calloc(r->final.n ? r->final.n : 1, sizeof(*held));
-	struct kvmig_seq *orig = calloc(r->final.n ? r->final.n : 1, sizeof(*orig));
-	int ret = held && orig ? 0 : -ENOMEM;
-
-	if (ret == 0 && (ret = remap_final(r, KVMIG_HELD_PREFIX, held)) == 0)
-		ret = remap_final(r, "", orig);
-	/* Originals out first (their pages stay allocated), so the held copies
-	 * need no room beyond theirs; if the copies do not go in, the
-	 * originals go back. */
-	if (ret == 0 && (ret = uninstall(r)) == 0) {
-		if ((ret = kvmig_pager_install(r->p, held, r->final.n)) == 0)
-			r->installed = 2;
-		else if (kvmig_pager_install(r->p, orig, r->final.n) == 0)
-			r->installed = 1;
-		else
-			kvmig_err_prefix(ret, "the sequences could be neither held nor put back; "
-					 "their pages stay allocated");
-	}
-	free_remapped(r, held);
-	free_remapped(r, orig);
-	return ret;
-}
-
-/* Remove the sequences installed under @prefix + their ids. */
-static int remove_seqs(struct receiver *r, const char *prefix)
-{
-	char **ids = calloc(r->final.n ? r->final.n : 1, sizeof(*ids));
-	int ret = ids ? 0 : -ENOMEM;
-
-	for (uint32_t i = 0; ret == 0 && i < r->final.n; i++) {
-		size_t len = strlen(prefix) + strlen(r->final.seqs[i].id) + 1;
-
-		if (!(ids[i] = malloc(len)))
-			ret = -ENOMEM;
-		else
-			snprintf(ids[i], len, "%s%s", prefix, r->final.seqs[i].id);
-	}
-	if (ret == 0)
-		ret = kvmig_pager_remove(r->p, (const char *const *)ids, r->final.n);
-	for (uint32_t i = 0; ids && i < r->final.n; i++)
-		free(ids[i]);
-	free(ids);
-	return ret;
-}
-
-static int uninstall(struct receiver *r)
-{
-	/* Test-only: the pager refuses to remove them. */
-	int ret = kvmig_fault("recv-uninstall", NULL) ? -EIO : remove_seqs(r, "");
-
-	if (ret == 0)
-		r->installed = 0;
-	return ret;
-}
-
-/* Live: free the pages no installed sequence uses (drop_unused). */
+/* Free the offered pages no sequence uses (take_final dropped them). */
 static int free_dropped(struct receiver *r)
 {
 	uint32_t *ixs, k = 0;
@@ -1097,83 +1066,127 @@ static int free_dropped(struct receiver *r)
 	return 0;
 }
 
-static int commit(struct receiver *r)
+/* RECV_PENDING -> RECV_PREPARED: recorded, then the sender is told. */
+static int prepare(struct receiver *r)
 {
-	struct xport_msg *m = NULL;
 	int ret;
 
 	engine_phase(&r->e, "commit");
 	if ((ret = KVMIG_FAULT_FAIL("recv-commit-send")) < 0)
 		return ret;
+	/* Durable before the sender hears of it: once it has, it may decide. */
+	if ((ret = kvmig_pager_record_set(r->p, &r->mig, KVMIG_REC_RECEIVING,
+					  KVMIG_REC_PREPARED)) < 0)
+		return kvmig_err_prefix(ret, "cannot record that the migration is prepared");
+	r->state = RECV_PREPARED;
+	ENGINE_DIE("recv-prepared");
 	if ((ret = kvmig_wire_put_empty(&r->e.wb, KVMIG_MSG_COMMIT)) < 0)
 		return ret;
 	if (kvmig_fault("recv-commit-lost", NULL)) {
 		/* Test-only: the COMMIT and the connection are lost together. */
 		r->e.wb.len = 0;
 		r->e.ops->close(&r->e.c);
-		ret = kvmig_err(-ECONNRESET, "fault injected at recv-commit-lost");
-	} else {
-		ret = engine_flush(&r->e);
+		return kvmig_err(-ECONNRESET, "fault injected at recv-commit-lost");
 	}
-	if (ret == 0)
-		ret = engine_wait_msg(&r->e, -1, &m);
-	if (ret > 0 && m->hdr.type == KVMIG_MSG_COMMIT_ACK) {
-		engine_msg_free(&m);
+	ret = engine_flush(&r->e);
+	ENGINE_DIE("recv-commit-sent");
+	return ret;
+}
+
+/* RECV_PREPARED -> RECV_ACTIVATED -> RECV_DONE on the sender's decision. */
+static int await_decision(struct receiver *r)
+{
+	struct xport_msg *m = NULL;
+	int ret = engine_wait_msg(&r->e, -1, &m);
+
+	if (ret > 0 && (m->hdr.type != KVMIG_MSG_COMMIT_ACK || m->hdr.len))
+		ret = engine_unexpected(m, "COMMIT_ACK");
+	engine_msg_free(&m);
+	if (ret < 0)
+		return ret;
+	ENGINE_DIE("recv-ack-recv");
+	ret = kvmig_pager_record_set(r->p, &r->mig, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED);
+	if (ret < 0)
+		return kvmig_err_prefix(ret, "the sender decided to commit, but the sequences "
+					"could not be activated here");
+	r->state = RECV_ACTIVATED;
+	ENGINE_DIE("recv-activated");
+	if ((ret = kvmig_wire_put_empty(&r->e.wb, KVMIG_MSG_ACTIVATED)) == 0)
+		ret = engine_flush(&r->e);
+	ENGINE_DIE("recv-activated-sent");
+	/* The sender releases its copy, then says so. Without that word the
+	 * record stays (activated: the sequences run) for a later exchange. */
+	if (ret == 0 && (ret = engine_wait_msg(&r->e, -1, &m)) > 0 &&
+	    (m->hdr.type != KVMIG_MSG_FORGET || m->hdr.len))
+		ret = engine_unexpected(m, "FORGET");
+	engine_msg_free(&m);
+	if (ret < 0) {
+		r->unconfirmed = 1;
 		return 0;
 	}
-	if (ret > 0) {
-		ret = engine_unexpected(m, "COMMIT_ACK");
-		engine_msg_free(&m);
-	}
-	if (r->e.peer_aborted)
-		return ret; /* the sender gave up before our COMMIT: it still owns them */
-	/*
-	 * In doubt: the sender may have received COMMIT and removed its copy
-	 * (keep ours), or never seen it and resumed with its own (do not run
-	 * ours). So hold them: here, not running, until resolved.
-	 */
-	if (hold(r) < 0) {
-		r->installed = 2; /* could not hold: keeping them beats losing them */
-		return kvmig_err_prefix(-ENOTCONN, "commit outcome unknown, and the sequences "
-					"could not be held, so they stay here as they were");
-	}
-	return kvmig_err(-ENOTCONN, "commit outcome unknown: the sender vanished after our "
-			 "COMMIT. The %u sequences are held here as \"%sID\" (not running); if "
-			 "the sender reported success run `kvmig pager resolve --commit`, else "
-			 "`--abort`", r->final.n, KVMIG_HELD_PREFIX);
+	ENGINE_DIE("recv-forget-recv");
+	if (kvmig_pager_record_end(r->p, &r->mig, 1) < 0)
+		r->unconfirmed = 1;
+	else
+		r->state = RECV_DONE;
+	return 0;
+}
+
+static int commit(struct receiver *r)
+{
+	char hex[33];
+	int ret;
+
+	if ((ret = prepare(r)) == 0 && (ret = await_decision(r)) == 0)
+		return 0;
+	if (r->state != RECV_PREPARED || r->e.peer_aborted)
+		return ret; /* not prepared yet, or the sender aborted before deciding */
+	kvmig_id_format(&r->mig, hex);
+	return kvmig_err(-ENOTCONN, "commit outcome unknown: %s. The %u sequences stay here as "
+			 "pending (not running) under migration %s until the sender's record says "
+			 "how it ended: run kvmig send from that pager again, or kvmig pager "
+			 "resolve", kvmig_last_error(), r->final.n, hex);
 }
 
 /*
- * After a failure (the connection closed): take out what was installed and
- * free what was allocated. Should that fail, the error (@err's message) says
- * so: sequences left installed here would run beside the source's.
+ * After a failure before the record was prepared (the connection closed):
+ * abort the record, which removes the pending sequences and frees their
+ * pages, then free the pages no sequence had. Should that fail, the error
+ * (@err's message) says so.
  */
 static void cleanup_failed(struct receiver *r, int err)
 {
-	char why[KVMIG_WIRE_MAX_TEXT + 1];
+	char why[KVMIG_WIRE_MAX_TEXT + 1], hex[33];
 	uint32_t *ixs = NULL, k = 0;
-	int ret = 0;
+	int installed = r->state == RECV_PENDING || r->state == RECV_PREPARED, ret = 0;
 
 	snprintf(why, sizeof(why), "%s", kvmig_last_error());
-	if (r->installed == 1 && (ret = uninstall(r)) < 0) {
-		kvmig_err(err, "%s; and the %u sequences installed here could not be removed "
-			  "(%s): remove them before the source's copies run", why, r->final.n,
-			  strerror(-ret));
+	kvmig_id_format(&r->mig, hex);
+	if (r->state == RECV_HANDSHAKE)
+		return; /* nothing of this migration here yet */
+	/* Test-only: the pager refuses to take them out. */
+	ret = kvmig_fault("recv-uninstall", NULL) ? -EIO : kvmig_pager_record_end(r->p, &r->mig, 0);
+	if (ret < 0 && installed) {
+		kvmig_err(err, "%s; and the %u sequences installed here as pending could not be "
+			  "removed (%s): they do not run, and gc removes them once this process is "
+			  "gone (migration %s)", why, r->final.n, strerror(-ret), hex);
 		return;
 	}
-	if (r->installed)
-		return; /* held, or kept in doubt: not ours to free */
+	r->state = RECV_HANDSHAKE;
 	if (!(ixs = malloc(sizeof(*ixs) * (r->n ? r->n : 1))))
 		ret = -ENOMEM;
+	/* The pending sequences' pages went with them. */
 	for (uint32_t i = 0; ixs && i < r->n; i++)
-		if (!r->pg[i].dropped || !r->dropped_freed)
+		if (!(installed && !r->pg[i].dropped) && !(r->pg[i].dropped && r->dropped_freed))
 			ixs[k++] = r->pg[i].dst_ix;
 	if (ixs && k)
 		ret = kvmig_pager_free(r->p, ixs, k);
 	free(ixs);
 	if (ret < 0)
-		kvmig_err(err, "%s; and the %u pages allocated here could not be freed (%s)", why,
-			  k ? k : r->n, strerror(-ret));
+		kvmig_err(err, "%s; and the %u pages allocated here could not be freed (%s); gc "
+			  "frees them once this process is gone", why, k ? k : r->n, strerror(-ret));
+	else
+		kvmig_err(err, "%s", why);
 }
 
 int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
@@ -1187,7 +1200,7 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	if (!r)
 		return -ENOMEM;
 	r->p = p;
-	if ((ret = engine_init(&r->e, opts)) < 0)
+	if ((ret = engine_init(&r->e, opts, 1)) < 0)
 		goto out;
 	r->e.ops = l->ops;
 	/* Registrations the provider kept belong to the last pager. */
@@ -1201,22 +1214,29 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 		r->e.o.on_event(r->e.o.event_arg, &r->e.ev);
 	r->e.ev.addr = NULL;
 	ret = l->ops->accept(l->impl, r->e.o.accept_timeout_ms ? (int)r->e.o.accept_timeout_ms : -1,
-			     &r->e.c);
+			     r->e.o.cancel_fd, &r->e.c);
 	if (ret < 0)
 		goto out;
 	t0 = kvmig_now();
-	r->e.ops->set_timeout(r->e.c, (int)r->e.o.timeout_ms);
-	if ((ret = handshake(r)) < 0 || (ret = setup(r)) < 0)
+	engine_connected(&r->e);
+	engine_handshake_begin(&r->e);
+	if ((ret = handshake(r)) < 0)
+		goto fail;
+	engine_handshake_done(&r->e);
+	if ((ret = begin_record(r)) < 0 || (ret = setup(r)) < 0)
 		goto fail;
 	tx = kvmig_now();
 	if ((ret = transfer(r)) < 0)
 		goto fail;
+	ENGINE_DIE("recv-verified");
 	st.transfer_seconds = kvmig_now() - tx;
 	engine_progress(&r->e, 1);
 	if ((ret = install(r)) < 0 || (ret = free_dropped(r)) < 0)
 		goto fail;
 	ret = commit(r);
-	if (ret < 0 && r->installed != 2)
+	/* Prepared, the receiver waits for the sender's decision: only an
+	 * ABORT from it (it had not decided) lets this side abort. */
+	if (ret < 0 && (r->state != RECV_PREPARED || r->e.peer_aborted))
 		goto fail;
 	st.pages = r->n - r->n_dropped;
 	st.seqs = r->final.n;
@@ -1241,6 +1261,9 @@ out:
 	st.regions_reused = r->reg_reused;
 	snprintf(st.transport, sizeof(st.transport), "%s", r->e.ops->name);
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
+	st.migration = r->mig;
+	st.resolved = r->resolved;
+	st.unconfirmed = r->unconfirmed;
 	if (stats)
 		*stats = st;
 	for (uint32_t i = 0; r->e.c && i < r->n_lreg; i++)
@@ -1260,74 +1283,5 @@ out:
 	free(r->free_reads);
 	free(r->batch);
 	free(r);
-	return ret;
-}
-
-/* ---- held sequences ---- */
-
-int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolved)
-{
-	struct kvmig_seq_list all = { 0 };
-	struct kvmig_seq *own = NULL, *heldq = NULL;
-	const char **held = NULL;
-	uint32_t *pages = NULL, n = 0, np = 0, nfree = 0;
-	size_t pl = strlen(KVMIG_HELD_PREFIX);
-	int ret;
-
-	if ((ret = kvmig_pager_seqs(p, &all)) < 0)
-		return ret;
-	own = calloc(all.n ? all.n : 1, sizeof(*own));
-	heldq = calloc(all.n ? all.n : 1, sizeof(*heldq));
-	held = calloc(all.n ? all.n : 1, sizeof(*held));
-	if (!own || !heldq || !held) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (uint32_t i = 0; i < all.n; i++) {
-		if (strncmp(all.seqs[i].id, KVMIG_HELD_PREFIX, pl))
-			continue;
-		held[n] = all.seqs[i].id;
-		heldq[n] = all.seqs[i];
-		own[n] = all.seqs[i];
-		own[n].id = all.seqs[i].id + pl;
-		np += all.seqs[i].n_pages;
-		n++;
-	}
-	if (commit) {
-		/* Held ids out (their pages stay allocated), own ids in: no room
-		 * beyond theirs needed. If the own ids do not go in (the pager
-		 * installs all or none), the held ones go back. */
-		if (!n || (ret = kvmig_pager_remove(p, held, n)) < 0)
-			goto out;
-		if ((ret = kvmig_pager_install(p, own, n)) < 0) {
-			kvmig_err_prefix(ret, "cannot install the held sequences under their own ids");
-			if (kvmig_pager_install(p, heldq, n) < 0)
-				kvmig_err_prefix(ret, "nor hold them again (their pages stay "
-						 "allocated)");
-		}
-		goto out;
-	}
-	/* Abort: drop them and free the pages no other sequence uses, worked
-	 * out first, so that after the remove only the free is left. */
-	if (!(pages = malloc(sizeof(*pages) * (np + 1)))) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		memcpy(pages + nfree, own[i].page_ixs, sizeof(*pages) * own[i].n_pages);
-		nfree += own[i].n_pages;
-	}
-	if ((ret = kvmig_pages_unused(&all, held, n, pages, nfree, pages, &nfree)) < 0 ||
-	    (n && (ret = kvmig_pager_remove(p, held, n)) < 0))
-		goto out;
-	ret = nfree ? kvmig_pager_free(p, pages, nfree) : 0;
-out:
-	if (ret == 0 && n_resolved)
-		*n_resolved = n;
-	free(pages);
-	free(own);
-	free(heldq);
-	free(held);
-	kvmig_seq_list_free(&all);
 	return ret;
 }

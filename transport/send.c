@@ -9,11 +9,20 @@
  *   send OFFERs: per page its K then V extents (addresses here) and generation
  *   a hasher thread digests the offered pages while the main thread serves
  *     the receiver's reads; DIGESTS go out as they are ready, then FINAL
- *   COMMIT from the receiver: move mode removes the sequences and frees the
- *     pages no remaining sequence uses; deregister; COMMIT_ACK; resume
+ *   COMMIT from the receiver (it holds everything, pending, under its
+ *     record): the decision, one store in our record (move: the sequences
+ *     depart, copy: committed); COMMIT_ACK; deregister; resume
+ *   ACTIVATED from the receiver: release our copy (move: remove the
+ *     sequences, free the pages no remaining sequence uses), close the
+ *     record; FORGET
  *
  * The hasher reads page memory the main thread only sends from, and the
  * pager is paused, so the bytes it hashes are the bytes the receiver reads.
+ *
+ * What a failure does depends on where the sender is (enum send_state):
+ * before the decision it aborts (the source keeps its sequences running);
+ * after it, never: the destination may already run them. docs/PROTOCOL.md
+ * has both sides' states and what a death in each leaves.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <kvmig/cas.h>
@@ -30,6 +40,15 @@
 
 #define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
 #define HASH_SIGNAL_EVERY 64u
+
+enum send_state {
+	SEND_CONNECTING, /* nothing of this migration exists yet: a failure just ends */
+	SEND_OFFERING,   /* record SENDING; the sequences run here (or wait, paused): a
+			  * failure aborts, the peer is told, the record dropped */
+	SEND_DECIDED,    /* record DEPARTED / COMMITTED: the commit point is passed; a
+			  * failure leaves it for resolution, never aborts */
+	SEND_RELEASED,   /* the receiver runs them; our copy is released, the record gone */
+};
 
 /* A page this migration has offered (or is about to), by source index. */
 struct spage {
@@ -48,6 +67,9 @@ struct sender {
 	struct engine e;
 	struct kvmig_pager *p;
 	struct kvmig_msg_hello hello;
+	struct kvmig_id mig, peer_pager;
+	enum send_state state;
+	const char *addr;
 	uint64_t page_bytes;
 	/* The selection of the current round: sequences and their pages. */
 	struct kvmig_seq_list seqs;
@@ -76,7 +98,6 @@ struct sender {
 	/* Final round: the pages whose digests go out, ready ones first. */
 	uint32_t *dig_order, n_ready, n_dig;
 	int paused;
-	int committed; /* the receiver's COMMIT arrived: never ABORT after it */
 	double commit_at;
 	double reg_seconds;
 	struct kvmig_migrate_stats *st;
@@ -304,7 +325,8 @@ static int register_memory(struct sender *s, int first)
 			s->runs[k++] = (struct kvmig_wire_region){ s->ext[pg->ext_off + j].addr,
 								   s->ext[pg->ext_off + j].len, 0 };
 	}
-	qsort(s->runs + base, k - base, sizeof(*s->runs), cmp_run);
+	if (k > base) /* s->runs may still be NULL: nothing offered */
+		qsort(s->runs + base, k - base, sizeof(*s->runs), cmp_run);
 	n = base; /* runs so far; s->n_runs moves only as they are registered */
 	for (uint32_t i = base; i < k; i++) {
 		struct kvmig_wire_region *last = n > base ? &s->runs[n - 1] : NULL;
@@ -461,32 +483,89 @@ static void stop_hasher(struct sender *s, int finish)
 	}
 }
 
-/* Move mode: drop the migrated sequences and the pages nobody else uses. */
-static int release_source(struct sender *s)
+/* The migrated sequences' ids (borrowed from s->seqs). */
+static const char **seq_ids(const struct sender *s)
+{
+	const char **ids = malloc(sizeof(*ids) * (s->seqs.n ? s->seqs.n : 1));
+
+	for (uint32_t i = 0; ids && i < s->seqs.n; i++)
+		ids[i] = s->seqs.seqs[i].id;
+	return ids;
+}
+
+/*
+ * SEND_OFFERING -> SEND_DECIDED: the receiver holds everything, verified,
+ * pending under its record. One store in our record is the decision (move:
+ * the tagged sequences depart, no longer runnable here; copy: committed).
+ */
+static int decide(struct sender *s)
+{
+	const char **ids = NULL;
+	int ret;
+
+	if (s->state != SEND_OFFERING)
+		return kvmig_err(-EINVAL, "decision taken in the wrong state %d", (int)s->state);
+	if (s->e.o.mode == KVMIG_MODE_MOVE) {
+		if (!(ids = seq_ids(s)))
+			return -ENOMEM;
+		ret = kvmig_pager_record_tag(s->p, &s->mig, ids, s->seqs.n);
+		free(ids);
+		if (ret < 0)
+			return kvmig_err_prefix(ret, "cannot mark the sequences as leaving");
+		ENGINE_DIE("send-tagged");
+	}
+	ret = kvmig_pager_record_set(s->p, &s->mig, KVMIG_REC_SENDING,
+				     s->e.o.mode == KVMIG_MODE_MOVE ? KVMIG_REC_DEPARTED :
+				     KVMIG_REC_COMMITTED);
+	if (ret < 0)
+		return kvmig_err_prefix(ret, "cannot record the decision");
+	s->state = SEND_DECIDED;
+	ENGINE_DIE("send-decided");
+	return 0;
+}
+
+/*
+ * SEND_DECIDED -> SEND_RELEASED: the receiver activated them. Move mode
+ * removes the sequences and frees the pages nobody else uses (counted
+ * first, for the report); both modes drop the record.
+ */
+static int release(struct sender *s)
 {
 	struct kvmig_seq_list all = { 0 };
-	const char **ids = NULL;
-	uint32_t *unused = NULL, nu = 0;
+	const char **ids = seq_ids(s);
+	uint32_t *unused = malloc(sizeof(*unused) * (s->n ? s->n : 1)), nu = 0;
 	int ret = -ENOMEM;
 
-	ids = malloc(sizeof(*ids) * (s->seqs.n ? s->seqs.n : 1));
-	unused = malloc(sizeof(*unused) * (s->n ? s->n : 1));
 	if (!ids || !unused)
 		goto out;
-	for (uint32_t i = 0; i < s->seqs.n; i++)
-		ids[i] = s->seqs.seqs[i].id;
-	/* Everything that can fail before the remove: after it, only frees. */
-	if ((ret = kvmig_pager_seqs(s->p, &all)) < 0 ||
-	    (ret = kvmig_pages_unused(&all, ids, s->seqs.n, s->ixs, s->n, unused, &nu)) < 0 ||
-	    (ret = kvmig_pager_remove(s->p, ids, s->seqs.n)) < 0 ||
-	    (ret = kvmig_pager_free(s->p, unused, nu)) < 0)
+	if (s->e.o.mode == KVMIG_MODE_MOVE &&
+	    ((ret = kvmig_pager_seqs(s->p, &all)) < 0 ||
+	     (ret = kvmig_pages_unused(&all, ids, s->seqs.n, s->ixs, s->n, unused, &nu)) < 0))
+		goto out;
+	if ((ret = kvmig_pager_record_end(s->p, &s->mig, 1)) < 0)
 		goto out;
 	s->st->pages_freed = nu;
+	s->state = SEND_RELEASED;
 out:
 	kvmig_seq_list_free(&all);
 	free(ids);
 	free(unused);
 	return ret;
+}
+
+/* SEND_OFFERING -> gone: the source keeps its sequences running. */
+static void abort_record(struct sender *s)
+{
+	char keep[512];
+
+	if (s->state != SEND_OFFERING)
+		return;
+	snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
+	/* Should this fail, the record stays SENDING with this process as its
+	 * owner: gc aborts it once the process is gone. */
+	kvmig_pager_record_end(s->p, &s->mig, 0);
+	kvmig_err(-EIO, "%s", keep);
+	s->state = SEND_CONNECTING;
 }
 
 /* Send the digests that are ready, in dig_order. */
@@ -577,6 +656,7 @@ static int transfer_faults(struct sender *s)
 
 	if ((ret = KVMIG_FAULT_FAIL("send-transfer")) < 0)
 		return ret;
+	ENGINE_DIE("send-transfer");
 	if (kvmig_fault("send-cut", NULL)) {
 		s->e.ops->close(&s->e.c);
 		return kvmig_err(-ECONNRESET, "fault injected at send-cut");
@@ -619,10 +699,10 @@ static int serve(struct sender *s)
 		}
 		if (m->hdr.type != KVMIG_MSG_COMMIT || !final_sent || m->hdr.len) {
 			ret = m->hdr.type == KVMIG_MSG_COMMIT && !final_sent ?
-				kvmig_err(-EPROTO, "receiver committed before it had every digest "
+				kvmig_err(-EBADMSG, "receiver committed before it had every digest "
 					  "and the sequences") :
 				m->hdr.type == KVMIG_MSG_COMMIT ?
-				kvmig_err(-EPROTO, "COMMIT message carries %u payload bytes",
+				kvmig_err(-EBADMSG, "COMMIT message carries %u payload bytes",
 					  m->hdr.len) :
 				engine_unexpected(m, "COMMIT");
 			engine_msg_free(&m);
@@ -632,28 +712,58 @@ static int serve(struct sender *s)
 		/* Test-only: fail on receiving COMMIT, before the commit point. */
 		if ((ret = KVMIG_FAULT_FAIL("send-commit-recv")) < 0)
 			return ret;
+		ENGINE_DIE("send-commit-recv");
 		break;
 	}
-	/*
-	 * The commit point: the receiver has verified and installed everything.
-	 * From here the destination owns the sequences (docs/PROTOCOL.md).
-	 */
-	s->committed = 1;
+	/* The commit point (docs/PROTOCOL.md): recorded in our pager before
+	 * anyone acts on it. From here the migration commits, whatever dies. */
+	if ((ret = decide(s)) < 0)
+		return ret;
 	s->commit_at = kvmig_now();
 	engine_phase(&s->e, "commit");
 	engine_progress(&s->e, 1);
-	ret = 0;
-	if (s->e.o.mode == KVMIG_MODE_MOVE && (ret = release_source(s)) < 0)
-		kvmig_err_prefix(ret, "committed (the destination owns the sequences), but the "
-				 "source could not release them");
-	deregister_memory(s);
-	/* A lost ACK changes nothing here: the receiver owns the sequences. */
+	/* A lost decision changes nothing here: the receiver is prepared, and
+	 * resolution activates it from our record. */
 	if (kvmig_fault("send-ack-lost", NULL))
 		s->e.ops->close(&s->e.c); /* test-only: the ACK and the connection are lost */
 	else if (kvmig_wire_put_empty(&s->e.wb, KVMIG_MSG_COMMIT_ACK) == 0)
 		s->e.ops->send(s->e.c, s->e.wb.p, s->e.wb.len);
 	s->e.wb.len = 0;
-	return ret;
+	ENGINE_DIE("send-ack-sent");
+	return 0;
+}
+
+/* After the decision: the receiver says it activated them, then we release
+ * our copy and tell it to drop its record. */
+static int finish(struct sender *s)
+{
+	struct xport_msg *m = NULL;
+	char hex[33];
+	int ret;
+
+	kvmig_id_format(&s->mig, hex);
+	ret = s->e.c ? engine_wait_msg(&s->e, -1, &m) :
+		kvmig_err(-ECONNRESET, "the connection is gone");
+	if (ret > 0 && (m->hdr.type != KVMIG_MSG_ACTIVATED || m->hdr.len))
+		ret = engine_unexpected(m, "ACTIVATED");
+	engine_msg_free(&m);
+	if (ret < 0)
+		return kvmig_err(-ENOTCONN, "migration %s committed, but the receiver did not "
+				 "confirm it activated the sequences (%s). They stay here %s until "
+				 "resolved from the receiver's record: run kvmig send to it again, "
+				 "or kvmig pager resolve", hex, kvmig_last_error(),
+				 s->e.o.mode == KVMIG_MODE_MOVE ? "departed (not running)" :
+				 "running, and the record stays");
+	ENGINE_DIE("send-activated-recv");
+	if ((ret = release(s)) < 0)
+		return kvmig_err_prefix(-ENOTCONN, "migration %s committed and the receiver runs "
+					"the sequences, but this side could not release its copy; "
+					"kvmig pager resolve finishes it", hex);
+	ENGINE_DIE("send-released");
+	if (kvmig_wire_put_empty(&s->e.wb, KVMIG_MSG_FORGET) == 0)
+		s->e.ops->send(s->e.c, s->e.wb.p, s->e.wb.len);
+	s->e.wb.len = 0;
+	return 0;
 }
 
 /* Live: wait until the receiver has every page of @round (ROUND back). */
@@ -676,7 +786,7 @@ static int wait_round(struct sender *s, uint32_t round)
 		ret = engine_unexpected(m, "ROUND");
 	else if ((ret = kvmig_wire_get_round(m->payload, m->hdr.len, &mr)) == 0 &&
 		 (mr.round != round || mr.pages != s->r_n))
-		ret = kvmig_err(-EPROTO, "receiver finished round %u of %u pages; this was round "
+		ret = kvmig_err(-EBADMSG, "receiver finished round %u of %u pages; this was round "
 				"%u of %u", mr.round, mr.pages, round, s->r_n);
 	engine_msg_free(&m);
 	return ret;
@@ -775,9 +885,11 @@ static int handshake(struct sender *s)
 	engine_phase(&s->e, "handshake");
 	if ((ret = KVMIG_FAULT_FAIL("send-handshake")) < 0)
 		return ret;
+	if (getrandom(&s->mig, sizeof(s->mig), 0) != (ssize_t)sizeof(s->mig))
+		return kvmig_err(-EIO, "cannot draw a migration id: %s", strerror(errno));
 	ret = engine_hello(s->p, 0, (s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
 			   (s->e.auth ? KVMIG_HELLO_AUTH : 0) | (s->e.o.live ? KVMIG_HELLO_LIVE : 0),
-			   &s->hello);
+			   &s->mig, &s->hello);
 	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->e.wb, &s->hello)) < 0 ||
 	    (s->e.auth && (ret = engine_auth_challenge(&s->e)) < 0) ||
 	    (ret = engine_flush(&s->e)) < 0)
@@ -790,14 +902,35 @@ static int handshake(struct sender *s)
 		 (ret = engine_auth_agree(&s->e, &peer)) == 0)
 		ret = engine_hello_match(&s->hello, &peer);
 	engine_msg_free(&m);
-	if (ret < 0 || !s->e.auth)
+	if (ret < 0)
 		return ret;
+	s->peer_pager = peer.pager;
 	/* The receiver proves the secret before anything here is paused or
 	 * registered, then we prove it in turn. */
-	if ((ret = engine_auth_take_challenge(&s->e)) < 0 || (ret = engine_auth_check(&s->e, 1)) < 0 ||
-	    (ret = engine_auth_prove(&s->e, 0)) < 0)
+	if (s->e.auth &&
+	    ((ret = engine_auth_take_challenge(&s->e)) < 0 || (ret = engine_auth_check(&s->e, 1)) < 0 ||
+	     (ret = engine_auth_prove(&s->e, 0)) < 0 || (ret = engine_flush(&s->e)) < 0))
 		return ret;
-	return engine_flush(&s->e);
+	/* Earlier migrations between these two pagers that a death left
+	 * unresolved, from both sides' records. */
+	return engine_sync_records(&s->e, s->p, &s->peer_pager, &s->st->resolved);
+}
+
+/* SEND_CONNECTING -> SEND_OFFERING: our record, before anything is offered. */
+static int begin_record(struct sender *s)
+{
+	struct kvmig_record rec = { .role = KVMIG_ROLE_SOURCE, .state = KVMIG_REC_SENDING };
+	int ret;
+
+	rec.id = s->mig;
+	rec.move = s->e.o.mode == KVMIG_MODE_MOVE;
+	rec.peer_pager = s->peer_pager;
+	snprintf(rec.peer_addr, sizeof(rec.peer_addr), "%s", s->e.ops->peer_addr(s->e.c));
+	if ((ret = kvmig_pager_record_create(s->p, &rec)) < 0)
+		return kvmig_err_prefix(ret, "cannot record the migration in the source pager");
+	s->state = SEND_OFFERING;
+	ENGINE_DIE("send-record");
+	return 0;
 }
 
 int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
@@ -813,15 +946,20 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->p = p;
 	s->efd = -1;
 	s->st = &st;
-	if ((ret = engine_init(&s->e, opts)) < 0)
+	s->addr = addr;
+	if ((ret = engine_init(&s->e, opts, 0)) < 0)
 		goto out;
 	s->e.ops = engine_pick(s->e.o.transport, addr, 0);
 	s->e.ev.transport = s->e.ops->name;
 	engine_phase(&s->e, "connect");
 	if ((ret = s->e.ops->connect(addr, (int)s->e.o.timeout_ms, &s->e.c)) < 0)
 		goto out;
-	s->e.ops->set_timeout(s->e.c, (int)s->e.o.timeout_ms);
+	engine_connected(&s->e);
+	engine_handshake_begin(&s->e);
 	if ((ret = handshake(s)) < 0)
+		goto fail;
+	engine_handshake_done(&s->e);
+	if ((ret = begin_record(s)) < 0)
 		goto fail;
 	s->page_bytes = 2 * s->hello.half_bytes;
 	s->e.refresh = refresh_served;
@@ -854,11 +992,26 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	st.seqs = s->seqs.n;
 	st.bytes = (uint64_t)s->n * s->page_bytes;
 	st.pages_verified = s->e.o.verify ? s->n : 0;
-	ret = 0;
+	/* Decided: the engine may run again (departed sequences it will not). */
+	stop_hasher(s, 0);
+	if (s->e.c)
+		deregister_memory(s);
+	s->n_runs = 0;
+	engine_phase(&s->e, "resume");
+	rret = kvmig_pager_resume(p);
+	st.pause_seconds = kvmig_now() - tp;
+	s->paused = 0;
+	ret = finish(s);
+	if (ret == 0 && rret < 0)
+		ret = kvmig_err_prefix(rret, "cannot resume the source pager");
 	goto out;
 fail:
-	if (!s->committed)
+	if (s->state < SEND_DECIDED) {
 		engine_abort(&s->e, ret);
+		abort_record(s);
+	}
+	if (s->state == SEND_DECIDED) /* a failure after the decision: in doubt */
+		ret = kvmig_err_prefix(-ENOTCONN, "migration committed, then");
 out:
 	stop_hasher(s, 0);
 	if (s->efd >= 0)
@@ -873,6 +1026,7 @@ out:
 			ret = kvmig_err_prefix(rret, "cannot resume the source pager");
 	}
 	st.register_seconds = s->reg_seconds;
+	st.migration = s->mig;
 	snprintf(st.transport, sizeof(st.transport), "%s", s->e.ops->name);
 	st.seconds = kvmig_now() - t0;
 	if (stats)

@@ -48,8 +48,11 @@ struct tcp_reg {
 struct tcp_conn {
 	struct xport_conn base;
 	int fd;
+	int cancel_fd;
 	int timeout_ms;
+	double frame_until; /* the frame being received must be whole by then */
 	int broken; /* sticky -errno once the byte stream cannot be trusted */
+	int draining; /* the connection broke: read what is left, answer nothing */
 	int tx_broken; /* sticky -errno once a send failed: ours may end mid-frame */
 	char peer[64];
 	uint64_t next_id;  /* id of the next read posted */
@@ -86,11 +89,11 @@ static void set_sock_timeouts(int fd, int timeout_ms)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-static int conn_new(int fd, int timeout_ms, struct xport_conn **ret)
+/* @ss: the peer's address (from accept or connect). */
+static int conn_new(int fd, int timeout_ms, const struct sockaddr_storage *ss,
+		    struct xport_conn **ret)
 {
 	struct tcp_conn *c = calloc(1, sizeof(*c));
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	int one = 1;
 
 	if (!c) {
@@ -99,14 +102,22 @@ static int conn_new(int fd, int timeout_ms, struct xport_conn **ret)
 	}
 	c->base.ops = &kvmig_xport_tcp;
 	c->fd = fd;
+	c->cancel_fd = -1;
 	c->timeout_ms = timeout_ms;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	set_sock_timeouts(fd, timeout_ms);
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-		kvmig_addr_format(&ss, c->peer, sizeof(c->peer));
-	else
-		strcpy(c->peer, "peer");
+	kvmig_addr_format(ss, c->peer, sizeof(c->peer));
 	*ret = &c->base;
+	return 0;
+}
+
+/* -ECANCELED with a message once @fd (if >= 0) is readable, else 0. */
+static int cancelled(int fd)
+{
+	struct pollfd pfd = { fd, POLLIN, 0 };
+
+	if (fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP)))
+		return kvmig_err(-ECANCELED, "interrupted");
 	return 0;
 }
 
@@ -152,25 +163,34 @@ static const char *tcp_listener_addr(const struct xport_listener *xl)
 	return kvmig_container_of(xl, const struct tcp_listener, base)->addr;
 }
 
-static int tcp_accept(struct xport_listener *xl, int timeout_ms, struct xport_conn **ret)
+static int tcp_accept(struct xport_listener *xl, int timeout_ms, int cancel_fd,
+		      struct xport_conn **ret)
 {
 	struct tcp_listener *l = to_listener(xl);
-	struct pollfd pfd = { l->fd, POLLIN, 0 };
+	struct pollfd pfd[2] = { { l->fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
 	int fd, r;
 
-	do
-		r = poll(&pfd, 1, timeout_ms);
-	while (r < 0 && errno == EINTR);
+	for (;;) {
+		r = poll(pfd, cancel_fd >= 0 ? 2 : 1, timeout_ms);
+		if (r >= 0 || errno != EINTR)
+			break;
+		if ((r = cancelled(cancel_fd)) < 0) /* a signal: maybe the one to stop */
+			return r;
+	}
+	if (r > 0 && cancelled(cancel_fd) < 0)
+		return -ECANCELED;
 	if (r == 0)
 		return kvmig_err(-ETIMEDOUT, "no sender connected to %s within %d ms", l->addr,
 				 timeout_ms);
 	if (r < 0)
 		return kvmig_err(-errno, "waiting for a sender on %s: %s", l->addr, strerror(errno));
-	fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 	if (fd < 0)
 		return kvmig_err(-errno, "accept on %s: %s", l->addr, strerror(errno));
 	/* The connection's own timeout is set by the engine right after. */
-	return conn_new(fd, 30000, ret);
+	return conn_new(fd, 30000, &ss, ret);
 }
 
 static void tcp_listener_close(struct xport_listener **xl)
@@ -221,8 +241,11 @@ static int tcp_connect(const char *addr, int timeout_ms, struct xport_conn **ret
 			goto next;
 		}
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		struct sockaddr_storage ss = { 0 };
+
+		memcpy(&ss, ai->ai_addr, KVMIG_MIN((size_t)ai->ai_addrlen, sizeof(ss)));
 		freeaddrinfo(res);
-		return conn_new(fd, timeout_ms, ret);
+		return conn_new(fd, timeout_ms, &ss, ret);
 next:
 		close(fd);
 		fd = -1;
@@ -237,6 +260,16 @@ static void tcp_set_timeout(struct xport_conn *xc, int timeout_ms)
 
 	c->timeout_ms = timeout_ms;
 	set_sock_timeouts(c->fd, timeout_ms);
+}
+
+static void tcp_set_cancel(struct xport_conn *xc, int fd)
+{
+	to_conn(xc)->cancel_fd = fd;
+}
+
+static const char *tcp_peer_addr(const struct xport_conn *xc)
+{
+	return kvmig_container_of(xc, const struct tcp_conn, base)->peer;
 }
 
 /*
@@ -292,30 +325,54 @@ static int broke(struct tcp_conn *c, int err, const char *what)
 	else if (err == -ECONNRESET || err == -EPIPE)
 		err = kvmig_err(-ECONNRESET, "peer %s closed the connection while %s", c->peer,
 				what);
-	else if (err != -EPROTO && err != -EFAULT)
+	else if (err != -EBADMSG && err != -EFAULT && err != -ETIMEDOUT && err != -ECANCELED)
 		err = kvmig_err(err, "connection to %s failed while %s: %s", c->peer, what,
 				strerror(-err));
 	c->broken = err;
 	return err;
 }
 
+/*
+ * Receive @len bytes of the frame being read. SO_RCVTIMEO bounds each wait
+ * for a byte; the frame as a whole must also arrive by c->frame_until, or a
+ * peer sending a byte now and then would hold this side forever.
+ */
 static int recv_full(struct tcp_conn *c, void *buf, size_t len, const char *what)
 {
 	uint8_t *p = buf;
+	int shortened = 0, ret = 0;
 
 	while (len) {
 		ssize_t r = recv(c->fd, p, len, MSG_WAITALL);
+		double left = c->frame_until - kvmig_now();
 
 		if (r > 0) {
 			p += r;
 			len -= (size_t)r;
 		} else if (r == 0) {
-			return broke(c, -ECONNRESET, what);
+			ret = broke(c, -ECONNRESET, what);
+			break;
 		} else if (errno != EINTR) {
-			return broke(c, -errno, what);
+			ret = broke(c, -errno, what);
+			break;
+		} else if ((ret = cancelled(c->cancel_fd)) < 0) {
+			c->broken = ret; /* mid-frame: the stream is out of step */
+			break;
+		}
+		if (len && left <= 0) {
+			ret = broke(c, kvmig_err(-ETIMEDOUT, "peer %s did not send a whole message "
+						 "within %d ms (it sends too slowly or stalls) while %s",
+						 c->peer, c->timeout_ms, what), "");
+			break;
+		}
+		if (len) { /* wait no longer than the frame has left */
+			set_sock_timeouts(c->fd, KVMIG_MAX(1, (int)(left * 1000.0)));
+			shortened = 1;
 		}
 	}
-	return 0;
+	if (shortened)
+		set_sock_timeouts(c->fd, c->timeout_ms);
+	return ret;
 }
 
 static int send_iov(struct tcp_conn *c, struct iovec *iov, int n, const char *what)
@@ -473,6 +530,8 @@ static int serve_read(struct tcp_conn *c, const struct kvmig_msg_read_req *q)
 				      c->peer, q->len, (unsigned long long)q->addr, q->key);
 		return c->broken;
 	}
+	if (c->draining)
+		return 0; /* only looking for the peer's last word (its ABORT) */
 	kvmig_wire_read_resp_hdr(hdr, q->id, q->len);
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	iov[1] = (struct iovec){ (void *)(uintptr_t)q->addr, q->len };
@@ -497,10 +556,10 @@ static int take_response(struct tcp_conn *c, uint32_t plen)
 	if ((ret = kvmig_wire_get_read_resp(sub, plen, &id, &len)) < 0)
 		return broke(c, kvmig_err_prefix(ret, "from %s", c->peer), "");
 	if (!rd)
-		return broke(c, kvmig_err(-EPROTO, "peer %s sent a read response (id %llu) that "
+		return broke(c, kvmig_err(-EBADMSG, "peer %s sent a read response (id %llu) that "
 					  "nothing asked for", c->peer, (unsigned long long)id), "");
 	if (id != c->head_id || len != rd->len)
-		return broke(c, kvmig_err(-EPROTO, "peer %s answered read %llu with %u bytes; "
+		return broke(c, kvmig_err(-EBADMSG, "peer %s answered read %llu with %u bytes; "
 					  "expected read %llu of %u bytes", c->peer,
 					  (unsigned long long)id, len,
 					  (unsigned long long)c->head_id, rd->len), "");
@@ -543,6 +602,7 @@ static int handle_frame(struct tcp_conn *c)
 	struct kvmig_wire_hdr h;
 	int ret;
 
+	c->frame_until = kvmig_now() + c->timeout_ms / 1000.0;
 	if ((ret = recv_full(c, raw, sizeof(raw), "waiting for a message")) < 0)
 		return ret;
 	if ((ret = kvmig_wire_get_hdr(raw, &h)) < 0)
@@ -552,7 +612,7 @@ static int handle_frame(struct tcp_conn *c)
 		struct kvmig_msg_read_req q;
 
 		if (h.len != sizeof(p))
-			return broke(c, kvmig_err(-EPROTO, "READ_REQ message of %u bytes from %s; "
+			return broke(c, kvmig_err(-EBADMSG, "READ_REQ message of %u bytes from %s; "
 						  "it has 24", h.len, c->peer), "");
 		if ((ret = recv_full(c, p, sizeof(p), "receiving a read request")) < 0)
 			return ret;
@@ -568,14 +628,19 @@ static int handle_frame(struct tcp_conn *c)
 static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 {
 	struct tcp_conn *c = to_conn(xc);
-	struct pollfd pfd[2] = { { c->fd, POLLIN, 0 }, { wake_fd, POLLIN, 0 } };
+	struct pollfd pfd[3] = { { c->fd, POLLIN, 0 }, { c->cancel_fd, POLLIN, 0 },
+				 { wake_fd, POLLIN, 0 } };
 	int r, ret;
 
 	if (c->broken)
 		return c->broken;
+	if ((ret = cancelled(c->cancel_fd)) < 0)
+		return ret;
 	do
-		r = poll(pfd, wake_fd >= 0 ? 2 : 1, timeout_ms);
-	while (r < 0 && errno == EINTR);
+		r = poll(pfd, wake_fd >= 0 ? 3 : 2, timeout_ms);
+	while (r < 0 && errno == EINTR && !cancelled(c->cancel_fd));
+	if ((ret = cancelled(c->cancel_fd)) < 0)
+		return ret;
 	if (r < 0)
 		return kvmig_err(-errno, "poll: %s", strerror(errno));
 	if (r == 0)
@@ -605,8 +670,10 @@ static void tcp_drain(struct xport_conn *xc)
 	struct pollfd pfd = { c->fd, POLLIN, 0 };
 	int broken = c->broken;
 
-	/* Bytes received before a reset stay readable: frame them. */
-	for (int i = 0; i < FRAMES_PER_PROGRESS; i++) {
+	/* Bytes received before a reset stay readable: frame them, past the
+	 * read requests queued before the peer's ABORT (not answered). */
+	c->draining = 1;
+	for (int i = 0; i < 4 * FRAMES_PER_PROGRESS; i++) {
 		pfd.revents = 0;
 		if (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & POLLIN))
 			break;
@@ -614,6 +681,7 @@ static void tcp_drain(struct xport_conn *xc)
 		if (handle_frame(c) < 0)
 			break;
 	}
+	c->draining = 0;
 	c->broken = broken;
 }
 
@@ -630,6 +698,8 @@ const struct xport_ops kvmig_xport_tcp = {
 	.listener_close = tcp_listener_close,
 	.connect = tcp_connect,
 	.set_timeout = tcp_set_timeout,
+	.set_cancel = tcp_set_cancel,
+	.peer_addr = tcp_peer_addr,
 	.close = tcp_close,
 	.send = tcp_send,
 	.ctl_pop = tcp_ctl_pop,

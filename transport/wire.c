@@ -104,6 +104,8 @@ int kvmig_wire_put_hello(struct kvmig_wbuf *b, const struct kvmig_msg_hello *m)
 	put_u32(b, m->meta.n_heads);
 	put_u32(b, m->meta.head_dim);
 	put_u64(b, m->half_bytes);
+	put_bytes(b, m->migration.b, sizeof(m->migration.b));
+	put_bytes(b, m->pager.b, sizeof(m->pager.b));
 	return finish(b, at);
 }
 
@@ -256,6 +258,24 @@ int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text)
 	return finish(b, at);
 }
 
+int kvmig_wire_put_records(struct kvmig_wbuf *b, const struct kvmig_wire_record *recs, uint32_t n)
+{
+	size_t at;
+
+	if (n > KVMIG_WIRE_MAX_RECORDS)
+		return kvmig_err(-EINVAL, "%u records exceed the limit of %u", n,
+				 KVMIG_WIRE_MAX_RECORDS);
+	at = begin(b, KVMIG_MSG_RECORDS);
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_bytes(b, recs[i].id.b, sizeof(recs[i].id.b));
+		put_u8(b, recs[i].role);
+		put_u8(b, recs[i].state);
+		put_u16(b, 0);
+	}
+	return finish(b, at);
+}
+
 /* ---- input ---- */
 
 struct rd {
@@ -266,7 +286,7 @@ struct rd {
 
 static int short_msg(const struct rd *r, const char *field)
 {
-	return kvmig_err(-EPROTO, "%s message is truncated at field %s", r->msg, field);
+	return kvmig_err(-EBADMSG, "%s message is truncated at field %s", r->msg, field);
 }
 
 static int get_be(struct rd *r, unsigned bytes, uint64_t *v, const char *field)
@@ -303,7 +323,7 @@ static int get_raw(struct rd *r, void *dst, size_t n, const char *field)
 static int done(const struct rd *r)
 {
 	if (r->left)
-		return kvmig_err(-EPROTO, "%s message has %zu unexpected trailing bytes", r->msg,
+		return kvmig_err(-EBADMSG, "%s message has %zu unexpected trailing bytes", r->msg,
 				 r->left);
 	return 0;
 }
@@ -313,10 +333,10 @@ static int check_count(const struct rd *r, uint64_t n, uint64_t max, uint64_t mi
 		       const char *field)
 {
 	if (n > max)
-		return kvmig_err(-EPROTO, "%s message: %s is %llu, above the limit of %llu", r->msg,
+		return kvmig_err(-EBADMSG, "%s message: %s is %llu, above the limit of %llu", r->msg,
 				 field, (unsigned long long)n, (unsigned long long)max);
 	if (n * min_item > r->left)
-		return kvmig_err(-EPROTO, "%s message: %s is %llu but only %zu bytes follow",
+		return kvmig_err(-EBADMSG, "%s message: %s is %llu but only %zu bytes follow",
 				 r->msg, field, (unsigned long long)n, r->left);
 	return 0;
 }
@@ -332,24 +352,25 @@ int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h)
 	get_be(&r, 2, &flags, "flags");
 	get_be(&r, 4, &len, "length");
 	if (magic != KVMIG_WIRE_MAGIC)
-		return kvmig_err(-EPROTO, "frame does not start with the kvmig magic (peer is not "
+		return kvmig_err(-EBADMSG, "frame does not start with the kvmig magic (peer is not "
 				 "kvmig?)");
 	if (ver != KVMIG_WIRE_VERSION)
-		return kvmig_err(-EPROTO, "peer speaks protocol version %u; this is version %u",
+		return kvmig_err(-EBADMSG, "peer speaks protocol version %u; this is version %u",
 				 (unsigned)ver, KVMIG_WIRE_VERSION);
-	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_ROUND)
-		return kvmig_err(-EPROTO, "frame has unknown message type %u", (unsigned)type);
+	if (type < KVMIG_MSG_HELLO || type > KVMIG_MSG_LAST)
+		return kvmig_err(-EBADMSG, "frame has unknown message type %u", (unsigned)type);
 	if (flags)
-		return kvmig_err(-EPROTO, "frame has reserved flags 0x%x set", (unsigned)flags);
+		return kvmig_err(-EBADMSG, "frame has reserved flags 0x%x set", (unsigned)flags);
 	if (len > KVMIG_WIRE_MAX_PAYLOAD)
-		return kvmig_err(-EPROTO, "frame length %u exceeds the limit of %u", (unsigned)len,
+		return kvmig_err(-EBADMSG, "frame length %u exceeds the limit of %u", (unsigned)len,
 				 KVMIG_WIRE_MAX_PAYLOAD);
 	/* Only REGIONS, OFFER, READ_RESP, DIGESTS and FINAL grow with the
 	 * migration: a peer cannot make this side buffer more for the rest
 	 * (before authentication, say). */
 	if (len > KVMIG_WIRE_MAX_SMALL && type != KVMIG_MSG_REGIONS && type != KVMIG_MSG_OFFER &&
-	    type != KVMIG_MSG_READ_RESP && type != KVMIG_MSG_DIGESTS && type != KVMIG_MSG_FINAL)
-		return kvmig_err(-EPROTO, "frame of type %u carries %u bytes; that message has at "
+	    type != KVMIG_MSG_READ_RESP && type != KVMIG_MSG_DIGESTS && type != KVMIG_MSG_FINAL &&
+	    type != KVMIG_MSG_RECORDS)
+		return kvmig_err(-EBADMSG, "frame of type %u carries %u bytes; that message has at "
 				 "most %u", (unsigned)type, (unsigned)len, KVMIG_WIRE_MAX_SMALL);
 	h->type = (uint8_t)type;
 	h->len = (uint32_t)len;
@@ -368,23 +389,25 @@ int kvmig_wire_get_hello(const uint8_t *p, size_t len, struct kvmig_msg_hello *m
 	    (ret = get_u32(&r, &m->meta.n_layers, "n_layers")) ||
 	    (ret = get_u32(&r, &m->meta.n_heads, "n_heads")) ||
 	    (ret = get_u32(&r, &m->meta.head_dim, "head_dim")) ||
-	    (ret = get_be(&r, 8, &m->half_bytes, "half_bytes")) || (ret = done(&r)))
+	    (ret = get_be(&r, 8, &m->half_bytes, "half_bytes")) ||
+	    (ret = get_raw(&r, m->migration.b, sizeof(m->migration.b), "migration")) ||
+	    (ret = get_raw(&r, m->pager.b, sizeof(m->pager.b), "pager")) || (ret = done(&r)))
 		return ret;
 	if (role > 1 || (flags & ~(uint64_t)KVMIG_HELLO_FLAGS_KNOWN))
-		return kvmig_err(-EPROTO, "HELLO message: role %u / flags 0x%x invalid",
+		return kvmig_err(-EBADMSG, "HELLO message: role %u / flags 0x%x invalid",
 				 (unsigned)role, (unsigned)flags);
 	m->role = (uint8_t)role;
 	m->flags = (uint8_t)flags;
 	m->layout = (enum kvmig_layout)layout;
 	m->meta.dtype = (enum kvmig_dtype)dtype;
 	if (!kvmig_layout_name(m->layout))
-		return kvmig_err(-EPROTO, "HELLO message: unknown layout %u", (unsigned)layout);
+		return kvmig_err(-EBADMSG, "HELLO message: unknown layout %u", (unsigned)layout);
 	uint64_t half;
 
 	if (kvmig_meta_half_bytes(&m->meta, &half) < 0)
-		return kvmig_err_prefix(-EPROTO, "HELLO message");
+		return kvmig_err_prefix(-EBADMSG, "HELLO message");
 	if (half != m->half_bytes)
-		return kvmig_err(-EPROTO, "HELLO message: half_bytes %llu does not match the meta "
+		return kvmig_err(-EBADMSG, "HELLO message: half_bytes %llu does not match the meta "
 				 "(%llu)", (unsigned long long)m->half_bytes,
 				 (unsigned long long)half);
 	return 0;
@@ -410,7 +433,7 @@ int kvmig_wire_get_regions(const uint8_t *p, size_t len, struct kvmig_msg_region
 		    (ret = get_u32(&r, &m->r[i].key, "key")) || (ret = get_u32(&r, &pad, "pad")))
 			break;
 		if (m->r[i].addr + m->r[i].len < m->r[i].addr) {
-			ret = kvmig_err(-EPROTO, "REGIONS message: region %u wraps the address space",
+			ret = kvmig_err(-EBADMSG, "REGIONS message: region %u wraps the address space",
 					i);
 			break;
 		}
@@ -466,7 +489,7 @@ int kvmig_wire_get_offer(const uint8_t *p, size_t len, struct kvmig_msg_offer *m
 		if (pg->n_ext == 0 || pg->n_ext % 2 ||
 		    (ret = check_count(&r, pg->n_ext, KVMIG_WIRE_MAX_EXTENTS, 16, "n_ext"))) {
 			if (!ret)
-				ret = kvmig_err(-EPROTO, "OFFER message: page %u has %u extents; "
+				ret = kvmig_err(-EBADMSG, "OFFER message: page %u has %u extents; "
 						"K and V need an equal, non-zero number", pg->ix,
 						pg->n_ext);
 			goto err;
@@ -479,7 +502,7 @@ int kvmig_wire_get_offer(const uint8_t *p, size_t len, struct kvmig_msg_offer *m
 			    (ret = get_be(&r, 8, &e->len, "len")))
 				goto err;
 			if (e->len == 0 || e->addr + e->len < e->addr) {
-				ret = kvmig_err(-EPROTO, "OFFER message: page %u extent %u is empty or "
+				ret = kvmig_err(-EBADMSG, "OFFER message: page %u extent %u is empty or "
 						"wraps", pg->ix, j);
 				goto err;
 			}
@@ -521,11 +544,11 @@ int kvmig_wire_get_read_resp(const uint8_t *p, uint32_t payload_len, uint64_t *i
 	int ret;
 
 	if (payload_len < 12)
-		return kvmig_err(-EPROTO, "READ_RESP message of %u bytes is truncated", payload_len);
+		return kvmig_err(-EBADMSG, "READ_RESP message of %u bytes is truncated", payload_len);
 	if ((ret = get_be(&r, 8, id, "id")) || (ret = get_u32(&r, len, "len")))
 		return ret;
 	if (payload_len != 12ull + *len)
-		return kvmig_err(-EPROTO, "READ_RESP message of %u bytes claims %u data bytes",
+		return kvmig_err(-EBADMSG, "READ_RESP message of %u bytes claims %u data bytes",
 				 payload_len, *len);
 	return 0;
 }
@@ -580,7 +603,7 @@ int kvmig_wire_get_final(const uint8_t *p, size_t len, struct kvmig_seq_list *ou
 		if ((ret = get_be(&r, 2, &idlen, "id_len")))
 			goto err;
 		if (idlen == 0 || idlen > KVMIG_SEQ_ID_MAX) {
-			ret = kvmig_err(-EPROTO, "FINAL message: sequence %u has an id of %u bytes "
+			ret = kvmig_err(-EBADMSG, "FINAL message: sequence %u has an id of %u bytes "
 					"(1 to %u allowed)", i, (unsigned)idlen, KVMIG_SEQ_ID_MAX);
 			goto err;
 		}
@@ -593,7 +616,7 @@ int kvmig_wire_get_final(const uint8_t *p, size_t len, struct kvmig_seq_list *ou
 			goto err;
 		for (uint64_t c = 0; c < idlen; c++) {
 			if ((unsigned char)q->id[c] < 0x20 || (unsigned char)q->id[c] > 0x7e) {
-				ret = kvmig_err(-EPROTO, "FINAL message: sequence %u id has a byte "
+				ret = kvmig_err(-EBADMSG, "FINAL message: sequence %u id has a byte "
 						"that is not printable ASCII", i);
 				goto err;
 			}
@@ -630,9 +653,9 @@ int kvmig_wire_get_abort(const uint8_t *p, size_t len, struct kvmig_msg_abort *m
 	if ((ret = get_u32(&r, &err, "errno")) || (ret = get_be(&r, 2, &tlen, "text_len")))
 		return ret;
 	if (err == 0 || err > 4095)
-		return kvmig_err(-EPROTO, "ABORT message: errno %u is out of range", err);
+		return kvmig_err(-EBADMSG, "ABORT message: errno %u is out of range", err);
 	if (tlen > KVMIG_WIRE_MAX_TEXT)
-		return kvmig_err(-EPROTO, "ABORT message: text of %u bytes exceeds %u",
+		return kvmig_err(-EBADMSG, "ABORT message: text of %u bytes exceeds %u",
 				 (unsigned)tlen, KVMIG_WIRE_MAX_TEXT);
 	if ((ret = get_raw(&r, m->text, tlen, "text")))
 		return ret;
@@ -652,4 +675,44 @@ int kvmig_wire_get_auth(const uint8_t *p, size_t len, uint8_t v[KVMIG_AUTH_LEN])
 	if ((ret = get_raw(&r, v, KVMIG_AUTH_LEN, "value")))
 		return ret;
 	return done(&r);
+}
+
+int kvmig_wire_get_records(const uint8_t *p, size_t len, struct kvmig_wire_record **out,
+			   uint32_t *n)
+{
+	struct rd r = { p, len, "RECORDS" };
+	struct kvmig_wire_record *recs;
+	int ret;
+
+	*out = NULL;
+	if ((ret = get_u32(&r, n, "count")) ||
+	    (ret = check_count(&r, *n, KVMIG_WIRE_MAX_RECORDS, 20, "count")))
+		return ret;
+	if (!(recs = calloc(*n ? *n : 1, sizeof(*recs))))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < *n; i++) {
+		uint64_t role = 0, state = 0, pad = 0;
+
+		if ((ret = get_raw(&r, recs[i].id.b, sizeof(recs[i].id.b), "id")) ||
+		    (ret = get_be(&r, 1, &role, "role")) || (ret = get_be(&r, 1, &state, "state")) ||
+		    (ret = get_be(&r, 2, &pad, "reserved")))
+			break;
+		if ((role != KVMIG_ROLE_SOURCE && role != KVMIG_ROLE_DEST) ||
+		    state == KVMIG_REC_NONE || !kvmig_record_state_name((enum kvmig_record_state)state) ||
+		    pad) {
+			ret = kvmig_err(-EBADMSG, "RECORDS message: record %u has role %u, state %u",
+					i, (unsigned)role, (unsigned)state);
+			break;
+		}
+		recs[i].role = (uint8_t)role;
+		recs[i].state = (uint8_t)state;
+	}
+	if (ret == 0)
+		ret = done(&r);
+	if (ret < 0) {
+		free(recs);
+		return ret;
+	}
+	*out = recs;
+	return 0;
 }

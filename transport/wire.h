@@ -6,7 +6,7 @@
  * Every message is a 12-byte frame header followed by its payload, all
  * integers big-endian. Decoders check every count and length against its
  * limit AND against the bytes actually present before allocating anything;
- * any violation is -EPROTO with a message naming the field.
+ * any violation is -EBADMSG with a message naming the field.
  */
 #ifndef KVMIG_WIRE_H
 #define KVMIG_WIRE_H
@@ -17,7 +17,7 @@
 #include <kvmig/cas.h>
 
 #define KVMIG_WIRE_MAGIC 0x4b564d47u /* "KVMG" */
-#define KVMIG_WIRE_VERSION 1u
+#define KVMIG_WIRE_VERSION 2u
 #define KVMIG_WIRE_HDR_LEN 12u
 #define KVMIG_WIRE_MAX_PAYLOAD (64u << 20) /* one control message */
 #define KVMIG_WIRE_MAX_REGIONS 65536u /* registrations: one per run of offered pages */
@@ -25,7 +25,8 @@
 #define KVMIG_WIRE_MAX_EXTENTS (2u * KVMIG_MAX_LAYERS) /* per page, K and V */
 #define KVMIG_WIRE_MAX_TEXT 512u
 #define KVMIG_WIRE_MAX_SMALL 1024u /* HELLO, READ_REQ, COMMIT(_ACK), ABORT, KEEPALIVE,
-				    * AUTH_*, ROUND: their layouts are this small */
+				    * AUTH_*, ROUND, ACTIVATED, FORGET: this small */
+#define KVMIG_WIRE_MAX_RECORDS 4096u /* in one RECORDS message */
 
 enum kvmig_msg_type {
 	KVMIG_MSG_HELLO = 1,
@@ -42,6 +43,10 @@ enum kvmig_msg_type {
 	KVMIG_MSG_AUTH_CHALLENGE = 12, /* 32-byte random nonce */
 	KVMIG_MSG_AUTH_PROOF = 13,     /* 32-byte HMAC-SHA-256 over the nonces */
 	KVMIG_MSG_ROUND = 14,          /* live: a pre-copy round's offers end / its pages landed */
+	KVMIG_MSG_ACTIVATED = 15,      /* receiver: the decision is applied, the sequences run */
+	KVMIG_MSG_FORGET = 16,         /* sender: released its copy; drop the record */
+	KVMIG_MSG_RECORDS = 17,        /* unresolved records naming the peer's pager */
+	KVMIG_MSG_LAST = KVMIG_MSG_RECORDS,
 };
 
 struct kvmig_wire_hdr {
@@ -61,6 +66,15 @@ struct kvmig_msg_hello {
 	enum kvmig_layout layout;
 	struct kvmig_cache_meta meta;
 	uint64_t half_bytes;
+	struct kvmig_id migration; /* sender: the migration's id; receiver: zero */
+	struct kvmig_id pager;     /* this side's pager identity */
+};
+
+/* One migration record as RECORDS carries it. */
+struct kvmig_wire_record {
+	struct kvmig_id id;
+	uint8_t role;  /* enum kvmig_record_role */
+	uint8_t state; /* enum kvmig_record_state */
 };
 
 struct kvmig_wire_region {
@@ -128,6 +142,8 @@ int kvmig_wire_put_final(struct kvmig_wbuf *b, const struct kvmig_seq *seqs, uin
 int kvmig_wire_put_empty(struct kvmig_wbuf *b, enum kvmig_msg_type type);
 int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text);
 int kvmig_wire_put_round(struct kvmig_wbuf *b, const struct kvmig_msg_round *m);
+int kvmig_wire_put_records(struct kvmig_wbuf *b, const struct kvmig_wire_record *recs,
+			   uint32_t n);
 /* AUTH_CHALLENGE or AUTH_PROOF carrying @v. */
 int kvmig_wire_put_auth(struct kvmig_wbuf *b, enum kvmig_msg_type type,
 			const uint8_t v[KVMIG_AUTH_LEN]);
@@ -159,6 +175,9 @@ int kvmig_wire_get_digests(const uint8_t *p, size_t len, struct kvmig_manifest_p
 int kvmig_wire_get_final(const uint8_t *p, size_t len, struct kvmig_seq_list *out);
 int kvmig_wire_get_abort(const uint8_t *p, size_t len, struct kvmig_msg_abort *m);
 int kvmig_wire_get_round(const uint8_t *p, size_t len, struct kvmig_msg_round *m);
+/* *recs malloc'd (caller frees). */
+int kvmig_wire_get_records(const uint8_t *p, size_t len, struct kvmig_wire_record **recs,
+			   uint32_t *n);
 /* The payload of AUTH_CHALLENGE / AUTH_PROOF: exactly KVMIG_AUTH_LEN bytes. */
 int kvmig_wire_get_auth(const uint8_t *p, size_t len, uint8_t v[KVMIG_AUTH_LEN]);
 

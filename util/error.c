@@ -7,7 +7,7 @@
 
 #include "internal.h"
 
-static _Thread_local char last_error[512];
+static _Thread_local char last_error[1024];
 
 const char *kvmig_last_error(void)
 {
@@ -21,11 +21,14 @@ void kvmig_clear_error(void)
 
 int kvmig_err(int code, const char *fmt, ...)
 {
+	char msg[sizeof(last_error)];
 	va_list ap;
 
+	/* Into a copy first: the arguments may quote the last error itself. */
 	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(last_error, msg, sizeof(msg));
 	return code;
 }
 

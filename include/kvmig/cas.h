@@ -6,6 +6,7 @@
 #ifndef KVMIG_CAS_H
 #define KVMIG_CAS_H
 
+#include <signal.h>
 #include <sys/uio.h>
 
 #include <kvmig/common.h>
@@ -125,14 +126,23 @@ KVMIG_API int kvmig_store_mem_create(struct kvmig_store **ret);
 struct kvmig_store_fs_opts {
 	uint32_t queue_depth; /* io_uring entries; default 64 */
 	int fsync;            /* fsync blobs and directories before rename; default 1 */
+	int read_only;        /* open an existing store only to read it; default 0 */
 };
 KVMIG_API void kvmig_store_fs_opts_init(struct kvmig_store_fs_opts *opts);
 
 /*
  * kvmig_store_fs_open() - open (creating if needed) a filesystem store at
- * @dir: blobs at objects/<first 2 hex>/<remaining 30 hex>, written to tmp/
- * then fsync'ed and renamed. @opts may be NULL for defaults.
- * Return: 0 and *ret; -errno from mkdir/open; -ENOMEM; io_uring setup errors.
+ * @dir: blobs at objects/<first 2 hex>/<remaining 30 hex>, written to
+ * tmp/PID.START.SALT.N (the writer's pid, its start time from
+ * /proc/PID/stat, a random per-handle salt, a counter) then fsync'ed and
+ * renamed. Opening for writing removes the temp files of writers that are
+ * dead (no process has that pid, or the one that has it started at another
+ * time); a live writer's files and names of another form are left alone.
+ * With opts->read_only nothing is created or removed, @dir/objects must
+ * exist, and puts fail with -EROFS. @opts may be NULL for defaults.
+ * Reads open every blob non-blocking and refuse anything but a regular file.
+ * Return: 0 and *ret; -errno from mkdir/open (-ENOENT: read-only and no
+ * objects/); -ENOMEM; io_uring setup errors.
  */
 KVMIG_API int kvmig_store_fs_open(const char *dir, const struct kvmig_store_fs_opts *opts,
 				  struct kvmig_store **ret);
@@ -143,9 +153,14 @@ KVMIG_API void kvmig_store_close(struct kvmig_store **s);
 /*
  * kvmig_store_put_batch() - store each blob under its digest. A blob already
  * present is not written again (dedup). The caller vouches that each digest
- * is the digest of its bytes.
- * Return: number of blobs newly written, or the first -errno (each
- * ios[i].result says which failed; blobs that succeeded stay stored).
+ * is the digest of its bytes. In a filesystem store a blob counts as present
+ * only if its file is a regular file of the right size whose sampled bytes
+ * (its first and last 4 KiB and two 4 KiB pieces in between, placed at
+ * random per handle) equal the bytes being stored; any other file in its
+ * place is replaced, atomically, by a fresh copy.
+ * Return: number of blobs newly written (replacements included), or the
+ * first -errno (each ios[i].result says which failed; blobs that succeeded
+ * stay stored); -EROFS for a store opened read-only.
  */
 KVMIG_API int kvmig_store_put_batch(struct kvmig_store *s, struct kvmig_blob_io *ios, uint32_t n);
 
@@ -154,8 +169,9 @@ KVMIG_API int kvmig_store_put_batch(struct kvmig_store *s, struct kvmig_blob_io 
  * must equal the blob's, and re-hash it.
  * Return: 0, or the first -errno: -ENOENT (absent), -EMSGSIZE (stored size
  * differs: truncated or wrong blob), -EIO (bytes do not hash to the digest:
- * corrupt). ios[i].result is set for every blob; a message names the first
- * failing digest.
+ * corrupt; or the blob's file is a FIFO, device, directory or socket, not a
+ * regular file). ios[i].result is set for every blob; a message names the
+ * first failing digest.
  */
 KVMIG_API int kvmig_store_get_batch(struct kvmig_store *s, struct kvmig_blob_io *ios, uint32_t n);
 
@@ -172,6 +188,64 @@ KVMIG_API int kvmig_store_physical_bytes(struct kvmig_store *s, uint64_t *out);
 /* Number of distinct blobs, into *out. */
 KVMIG_API int kvmig_store_blob_count(struct kvmig_store *s, uint64_t *out);
 
+/* What kvmig_store_check() found wrong with one entry of a store. */
+enum kvmig_store_issue_kind {
+	KVMIG_STORE_ISSUE_CORRUPT,     /* a blob whose bytes do not hash to its name */
+	KVMIG_STORE_ISSUE_BAD_NAME,    /* an entry under objects/ not named <2 hex>/<30 hex> */
+	KVMIG_STORE_ISSUE_NOT_REGULAR, /* a blob that is a FIFO, device, directory or socket */
+	KVMIG_STORE_ISSUE_UNREADABLE,  /* a blob that cannot be opened or read */
+	KVMIG_STORE_ISSUE_TEMP,        /* a file in tmp/: a write under way, or a dead writer's */
+	KVMIG_STORE_ISSUE_UNEXPECTED,  /* anything else at the top of the store directory */
+};
+
+/* One entry kvmig_store_check() reports. Valid only during the callback. */
+struct kvmig_store_issue {
+	enum kvmig_store_issue_kind kind;
+	const char *path;                 /* relative to the store: "objects/ab/cd...", "tmp/X" */
+	const struct kvmig_digest *digest; /* the blob the entry is named for, or NULL */
+	const char *message;              /* one sentence: what is wrong */
+	int err;      /* what a read of it fails with (-EIO, -errno of open / read); 0 if not a blob */
+	int removed;  /* 1: KVMIG_STORE_CHECK_REPAIR removed it */
+};
+
+/* Return 0 to go on; anything else stops the walk and is returned. */
+typedef int (*kvmig_store_check_fn)(const struct kvmig_store_issue *issue, void *arg);
+
+struct kvmig_store_check_stats {
+	uint64_t blobs;      /* entries under objects/ looked at (blob files and misnamed ones) */
+	uint64_t bytes;      /* bytes re-hashed */
+	uint64_t bad;        /* entries under objects/ that are not a good blob */
+	uint64_t temp;       /* files in tmp/ */
+	uint64_t unexpected; /* other entries at the top of the store */
+	uint64_t removed;    /* bad blobs removed (KVMIG_STORE_CHECK_REPAIR) */
+};
+
+/* Remove each corrupt or non-regular blob file, so that a later capture writes it again. */
+#define KVMIG_STORE_CHECK_REPAIR 1u
+
+/*
+ * kvmig_store_check() - re-hash every blob of a filesystem store, reading
+ * each file in 1 MiB pieces (memory does not grow with the blobs or the
+ * store), and call @fn for each entry that is not a good blob: a digest
+ * mismatch, a misnamed entry under objects/, a file that is not regular, one
+ * that cannot be read; also for each file in tmp/ (message: a live writer's,
+ * a dead writer's, or not a kvmig temp name) and each unexpected entry at
+ * the top of the store. With KVMIG_STORE_CHECK_REPAIR in @flags corrupt and
+ * non-regular blob files (not directories) are removed. @fn may be NULL;
+ * @stats (may be NULL) is filled even when the walk stops early.
+ * Not thread-safe on one handle; other processes may use the store meanwhile
+ * (a blob renamed into place as the walk passes may be missed).
+ * Return: 0 when the walk finished, whatever it found (stats->bad says);
+ * -EOPNOTSUPP (not a filesystem store), -EROFS (repair on a read-only
+ * handle), -errno if objects/ cannot be listed, -ENOMEM, or @fn's value.
+ */
+KVMIG_API int kvmig_store_check(struct kvmig_store *s, unsigned flags, kvmig_store_check_fn fn,
+				void *arg, struct kvmig_store_check_stats *stats);
+
+/* kvmig_store_issue_name() - "corrupt", "bad-name", "not-regular", "unreadable", "temp",
+ * "unexpected"; "?" for another value. Thread-safe. */
+KVMIG_API const char *kvmig_store_issue_name(enum kvmig_store_issue_kind kind);
+
 /* ---- capture / restore / verify ---- */
 
 /*
@@ -187,7 +261,21 @@ struct kvmig_capture_stats {
 	uint64_t written_bytes;  /* bytes newly written (after dedup), manifest included */
 	uint32_t blobs_written;
 	uint32_t blobs_deduped;
+	uint32_t blobs_repaired; /* of blobs_written: replaced a bad file in the blob's place */
 };
+
+/* Options of kvmig_capture_ex() and kvmig_restore_ex(). */
+struct kvmig_cas_opts {
+	/*
+	 * Read between store batches; once nonzero the call stops with
+	 * -ECANCELED. Meant to be set from a SIGINT / SIGTERM handler (install
+	 * it without SA_RESTART so that waits return early). NULL: never.
+	 */
+	const volatile sig_atomic_t *cancel;
+};
+
+/* kvmig_cas_opts_init() - defaults: no cancel flag. */
+KVMIG_API void kvmig_cas_opts_init(struct kvmig_cas_opts *opts);
 
 /*
  * kvmig_capture() - under the pause guard, hash every occupied page, put the
@@ -198,6 +286,20 @@ struct kvmig_capture_stats {
  */
 KVMIG_API int kvmig_capture(struct kvmig_pager *p, struct kvmig_store *s,
 			    struct kvmig_digest *manifest_digest, struct kvmig_capture_stats *stats);
+
+/*
+ * kvmig_capture_ex() - kvmig_capture() with options (@opts may be NULL).
+ * *opts->cancel is read after each batch of 32 pages is stored; once set
+ * the capture stops: the pager is resumed, no manifest is written, no temp
+ * file is left in the store (the blobs already stored stay: a later
+ * capture deduplicates them).
+ * Not thread-safe on one store handle.
+ * Return: as kvmig_capture(), and -ECANCELED ("interrupted after storing N
+ * of M pages").
+ */
+KVMIG_API int kvmig_capture_ex(struct kvmig_pager *p, struct kvmig_store *s,
+			       const struct kvmig_cas_opts *opts, struct kvmig_digest *manifest_digest,
+			       struct kvmig_capture_stats *stats);
 
 struct kvmig_restore_stats {
 	uint32_t pages;
@@ -218,6 +320,22 @@ struct kvmig_restore_stats {
 KVMIG_API int kvmig_restore(struct kvmig_pager *p, struct kvmig_store *s,
 			    const struct kvmig_digest *manifest_digest,
 			    struct kvmig_restore_stats *stats);
+
+/*
+ * kvmig_restore_ex() - kvmig_restore() with options (@opts may be NULL).
+ * *opts->cancel is read before the pages are allocated and after each
+ * batch of 32 pages is read; once set the restore stops as any failure
+ * does: nothing is installed and every page allocated here is freed.
+ * A cancel that comes after the last batch is read is not seen: the
+ * install goes ahead.
+ * Not thread-safe on one store handle.
+ * Return: as kvmig_restore(), and -ECANCELED ("interrupted after reading N
+ * of M pages").
+ */
+KVMIG_API int kvmig_restore_ex(struct kvmig_pager *p, struct kvmig_store *s,
+			       const struct kvmig_cas_opts *opts,
+			       const struct kvmig_digest *manifest_digest,
+			       struct kvmig_restore_stats *stats);
 
 /*
  * kvmig_verify() - check that @p holds every sequence of @m with the same

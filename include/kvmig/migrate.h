@@ -86,9 +86,22 @@ struct kvmig_migrate_opts {
 	int live;                  /* default 0: stop-and-copy */
 	uint32_t max_downtime_ms;  /* default 20 */
 	uint32_t max_rounds;       /* pre-copy rounds, 1..KVMIG_MAX_ROUNDS; default 8 */
+	/* A file descriptor that becomes readable to stop the migration (a
+	 * signal handler writes to a pipe): it aborts as any failure does,
+	 * with -ECANCELED, unless the decision was taken. -1 (default): none. */
+	int cancel_fd;
 };
 
 #define KVMIG_MAX_ROUNDS 64u
+
+/* What a resolution did with migration records (see kvmig_migrate_resolve_pair). */
+struct kvmig_resolve_stats {
+	uint32_t activated; /* destination records activated: the sequences run there now */
+	uint32_t finished;  /* committed records closed (a source released its copy) */
+	uint32_t aborted;   /* aborted: a source's sequences run again, a destination's are gone */
+	uint32_t in_doubt;  /* left as they are: the other side must move first, its record is
+			     * needed, or a live process drives it */
+};
 
 /* One round of a migration: what was offered and how long it took. */
 struct kvmig_round_stats {
@@ -121,6 +134,13 @@ struct kvmig_migrate_stats {
 	uint32_t n_rounds;
 	struct kvmig_round_stats round[KVMIG_MAX_ROUNDS + 1];
 	uint64_t bytes_sent;     /* sender: page bytes offered over every round */
+	struct kvmig_id migration; /* the migration's id (its records carry it) */
+	/* Records of earlier migrations between the same two pagers that the
+	 * handshake resolved (docs/PROTOCOL.md, "Crash safety"). */
+	struct kvmig_resolve_stats resolved;
+	/* Receiver: 1 when the sender did not confirm it released its copy;
+	 * the record stays (activated) until a later exchange or resolution. */
+	int unconfirmed;
 };
 
 /*
@@ -132,12 +152,23 @@ struct kvmig_migrate_stats {
  * with its pages and sequences unchanged, and an ABORT is sent if the peer is
  * still there. @opts may be NULL (defaults); @stats may be NULL.
  *
- * Return: 0 on commit; -EPROTO (meta / layout mismatch or malformed peer
- * message), -ENOSPC (destination out of pages), -EIO (a page failed
- * verification at the destination), -ENOENT (an unknown sequence id),
- * -ETIMEDOUT (peer silent), -ECONNRESET / -ECONNREFUSED / -EPIPE (peer gone),
- * -ECONNABORTED (peer aborted for another reason), -EFAULT (the peer asked
- * for memory outside this migration). kvmig_last_error() says more.
+ * The commit (docs/PROTOCOL.md, "Crash safety"): when the receiver says it
+ * holds everything (prepared), the decision is one store in @p's migration
+ * record: move mode marks the sequences departed (not runnable, pages kept),
+ * copy mode committed. The pager resumes; once the receiver confirms it
+ * activated them, the sender releases its copy (move: removes them and frees
+ * the pages no remaining sequence uses) and closes the record.
+ *
+ * Return: 0 on commit; -EPROTO (meta / layout mismatch), -EBADMSG (a
+ * malformed or out-of-order peer message, or a peer that is not kvmig),
+ * -ENOSPC (destination out of pages), -EIO (a page failed verification at
+ * the destination), -ENOENT (an unknown sequence id), -ETIMEDOUT (peer
+ * silent), -ECONNRESET / -ECONNREFUSED / -EPIPE (peer gone), -ECONNABORTED
+ * (peer aborted for another reason), -EFAULT (the peer asked for memory
+ * outside this migration), -ECANCELED (opts->cancel_fd), -ENOTCONN (the
+ * migration committed but the receiver did not confirm it activated the
+ * sequences: they stay departed here, not running, until resolved).
+ * kvmig_last_error() says more.
  * Thread-safety: @p may be used by its engine concurrently; one migration per
  * pager at a time.
  */
@@ -157,18 +188,38 @@ KVMIG_API int kvmig_listener_open(const char *addr, const struct kvmig_migrate_o
 /* kvmig_listener_addr() - the bound "host:port"; owned by the listener. */
 KVMIG_API const char *kvmig_listener_addr(const struct kvmig_listener *l);
 /*
- * Held sequences. A receiver whose sender vanished after the receiver's
- * COMMIT (kvmig_migrate_accept() returned -ENOTCONN) cannot know whether the
- * sender committed. It keeps the pages and the sequences, but under held ids
- * (KVMIG_HELD_PREFIX + id) that no engine runs, so a sequence is never lost
- * and never runs on both sides. Once the sender's outcome is known (its exit
- * status: 0 = committed), kvmig_migrate_resolve() with @commit 1 installs
- * them under their own ids, with @commit 0 removes them and frees their pages.
- * Return: 0 and *n_resolved (may be NULL) the number of sequences, -EEXIST if
- * an own id is already installed (nothing changed), or a pager error.
+ * Resolution: after a process died during a migration, its outcome is in
+ * the two pagers' records, never in an exit status (docs/PROTOCOL.md,
+ * "Crash safety"). Each side's record is applied from the other's, so that
+ * no sequence ends on neither side or runnable on both:
+ *   destination prepared, source departed / committed -> activate;
+ *   destination prepared, source has no record        -> abort (remove);
+ *   source departed / committed, destination activated -> close the source
+ *     (move: remove the sequences, free the pages);
+ *   destination activated, source has no record       -> close it;
+ *   source departed, destination has no record        -> abort (run again).
+ * A record whose process is alive is left to it. A restarted kvmig_migrate_send
+ * / kvmig_migrate_accept does the same with its peer in the handshake.
+ *
+ * kvmig_migrate_resolve_pair() - both pagers are reachable here (one host):
+ * dead processes' leftovers are reclaimed in both (gc), then every record
+ * of one naming the other is resolved. @st may be NULL.
+ * Return: 0 (st->in_doubt says what is left), or a pager error.
  */
-#define KVMIG_HELD_PREFIX "?"
-KVMIG_API int kvmig_migrate_resolve(struct kvmig_pager *p, int commit, uint32_t *n_resolved);
+KVMIG_API int kvmig_migrate_resolve_pair(struct kvmig_pager *a, struct kvmig_pager *b,
+					 struct kvmig_resolve_stats *st);
+/*
+ * kvmig_migrate_resolve_record() - one record of @p, given the state of
+ * the other side's record of the same migration as its pager reports it
+ * (`kvmig pager status` on the other host; KVMIG_REC_NONE when it has
+ * none). The caller vouches for @peer_state: it must be read after this
+ * side's record reached its current state.
+ * Return: 0 (st says what was done; nothing when the other side must move
+ * first), -ENOENT (no such record), -EBUSY (a live process drives it).
+ */
+KVMIG_API int kvmig_migrate_resolve_record(struct kvmig_pager *p, const struct kvmig_id *migration,
+					   enum kvmig_record_state peer_state,
+					   struct kvmig_resolve_stats *st);
 
 /* kvmig_listener_transport() - "tcp" or "rdma": what @l listens with. */
 KVMIG_API const char *kvmig_listener_transport(const struct kvmig_listener *l);
@@ -184,12 +235,16 @@ KVMIG_API void kvmig_listener_close(struct kvmig_listener **l);
  * indices and commit. On failure every page allocated here is freed and
  * nothing is installed.
  *
+ * The commit (docs/PROTOCOL.md, "Crash safety"): the sequences are installed
+ * as pending under a migration record, the record is marked prepared, and
+ * only the sender's decision activates them.
+ *
  * Return: 0 on commit; the errors of kvmig_migrate_send (-EPROTO, -ENOSPC,
  * -EIO naming the page, -ETIMEDOUT, -ECONNRESET, ...), -EEXIST (a sequence id
- * is already installed here), or -ENOTCONN when the sender vanished after
- * COMMIT was sent but before it was acknowledged: the sequences then STAY
- * installed here ("in doubt", see docs/PROTOCOL.md), since the sender may
- * already have removed its copy.
+ * is already installed here), -ECANCELED (opts->cancel_fd), or -ENOTCONN
+ * when the sender vanished after this side prepared but before its decision
+ * arrived: the sequences then stay here as pending (not running) under the
+ * prepared record, "in doubt", until resolved from the sender's record.
  */
 KVMIG_API int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 				   const struct kvmig_migrate_opts *opts,

@@ -26,15 +26,47 @@ struct kvmig_region {
 	uint64_t len;
 };
 
+/* 16 random bytes naming a migration or a pager; printed as 32 hex digits. */
+struct kvmig_id {
+	uint8_t b[16];
+};
+
+/* kvmig_id_format() - the 32 lowercase hex digits of @id into @out (33 bytes). */
+KVMIG_API void kvmig_id_format(const struct kvmig_id *id, char *out);
+/* kvmig_id_parse() - parse 32 hex digits. Return: 0, or -EINVAL. */
+KVMIG_API int kvmig_id_parse(const char *text, struct kvmig_id *out);
+
+/*
+ * Where an installed sequence stands (docs/PROTOCOL.md, "Crash safety"). Only
+ * an ACTIVE sequence may be run by the engine, captured or migrated; the
+ * others belong to a migration whose outcome is not applied yet, and their
+ * pages stay allocated.
+ */
+enum kvmig_seq_state {
+	KVMIG_SEQ_ACTIVE = 0, /* runnable */
+	KVMIG_SEQ_PENDING,    /* destination: received and verified, waiting for the decision */
+	KVMIG_SEQ_DEPARTED,   /* source: the migration committed; kept until the destination
+			       * confirms it runs them */
+};
+
+/* Return: "active", "pending", "departed", or NULL. */
+KVMIG_API const char *kvmig_seq_state_name(enum kvmig_seq_state state);
+
+/* Sequence ids beginning with this character are kvmig's: install refuses them. */
+#define KVMIG_SEQ_RESERVED_PREFIX '?'
+
 /*
  * A logical sequence: its page table (physical page indices of THIS pager, in
- * token order) and how many tokens the last page holds (0 = full).
+ * token order) and how many tokens the last page holds (0 = full). The last
+ * two fields are set by the pager's seqs op and ignored by install.
  */
 struct kvmig_seq {
 	char *id;
 	uint32_t *page_ixs;
 	uint32_t n_pages;
 	uint32_t fill_in_last_page;
+	enum kvmig_seq_state state;
+	struct kvmig_id migration; /* PENDING / DEPARTED: the migration holding it */
 };
 
 /* An owned array of sequences; free with kvmig_seq_list_free(). */
@@ -45,6 +77,66 @@ struct kvmig_seq_list {
 
 /* kvmig_seq_list_free() - free every id and page table and the array; NULL-safe. */
 KVMIG_API void kvmig_seq_list_free(struct kvmig_seq_list *list);
+
+/*
+ * Migration records: how a migration's outcome outlives the processes that
+ * run it. Each side writes one into its own pager (which outlives them: shm
+ * here, the engine's memory in an engine) before it acts, and moves it from
+ * state to state with single atomic steps; after a death the records, not
+ * an exit status, say what happened. docs/PROTOCOL.md has the state table:
+ * every state, what a death in it leaves, and how it is resolved.
+ */
+enum kvmig_record_role {
+	KVMIG_ROLE_SOURCE = 1, /* the pager the sequences leave */
+	KVMIG_ROLE_DEST = 2,   /* the pager they arrive in */
+};
+
+enum kvmig_record_state {
+	KVMIG_REC_NONE = 0,    /* no record (a peer's answer; never stored) */
+	/* source */
+	KVMIG_REC_SENDING,     /* offering; the sequences still run here. No decision yet:
+				* a death here aborts (the sequences stay, run on) */
+	KVMIG_REC_DEPARTED,    /* move committed (the decision): tagged sequences no longer
+				* run here, their pages are kept until the destination
+				* confirms it activated them */
+	KVMIG_REC_COMMITTED,   /* copy committed (the decision); the sequences run here */
+	/* destination */
+	KVMIG_REC_RECEIVING,   /* allocating, reading, verifying; sequences installed as
+				* pending. A death here aborts (nothing ran) */
+	KVMIG_REC_PREPARED,    /* every page verified, sequences pending; told the source.
+				* In doubt until the source's decision arrives */
+	KVMIG_REC_ACTIVATED,   /* the decision arrived: the sequences run here; kept until
+				* the source has released its copy */
+	/* either side, inside one pager operation (seen only after a death there) */
+	KVMIG_REC_ABORTING,    /* abort being applied */
+	KVMIG_REC_FINISHING,   /* commit being applied */
+};
+
+/* Return: "sending", "departed", ..., "none" for KVMIG_REC_NONE, or NULL. */
+KVMIG_API const char *kvmig_record_state_name(enum kvmig_record_state state);
+/* Return: 0 and *out, or -EINVAL if @name is not a state name. */
+KVMIG_API int kvmig_record_state_parse(const char *name, enum kvmig_record_state *out);
+
+struct kvmig_record {
+	struct kvmig_id id;             /* the migration (the sender draws it) */
+	enum kvmig_record_role role;
+	enum kvmig_record_state state;
+	int move;                       /* source: 1 move mode, 0 copy */
+	struct kvmig_id peer_pager;     /* the other side's pager identity */
+	char peer_addr[64];             /* the other side's address, for people */
+	int32_t owner_pid;              /* the process driving it; 0 once it died */
+	uint64_t created;               /* seconds since the epoch */
+	uint32_t n_seqs;                /* sequences tagged with it (pending or departed) */
+};
+
+/* What kvmig_pager_gc() reclaimed from processes that died. */
+struct kvmig_gc_stats {
+	uint32_t pauses;        /* pauses dropped */
+	uint32_t pages;         /* pages freed that no sequence uses */
+	uint32_t aborted;       /* records of undecided migrations aborted */
+	uint32_t completed;     /* records whose applying a death interrupted, completed */
+	uint32_t in_doubt;      /* records left for resolution (prepared, departed, ...) */
+};
 
 /*
  * The ops table a pager implements. Every op returns 0 or -errno, may record
@@ -74,7 +166,9 @@ struct kvmig_pager_ops {
 	int (*regions)(void *impl, struct kvmig_region *r, uint32_t max, uint32_t *n);
 	/* Counter bumped whenever the engine writes the page. */
 	int (*generation)(void *impl, uint32_t ix, uint64_t *gen);
-	/* Allocate @n pages, all or nothing (-ENOSPC); indices into @ixs. */
+	/* Allocate @n pages, all or nothing (-ENOSPC); indices into @ixs. They
+	 * belong to the calling process until a sequence uses them: if it dies
+	 * first, gc frees them. */
 	int (*allocate)(void *impl, uint32_t n, uint32_t *ixs);
 	/* Free pages; -EINVAL (nothing freed) if one is not allocated or still referenced. */
 	int (*free)(void *impl, const uint32_t *ixs, uint32_t n);
@@ -85,6 +179,42 @@ struct kvmig_pager_ops {
 	int (*install)(void *impl, const struct kvmig_seq *seqs, uint32_t n);
 	/* Remove sequences by id, all or nothing (-ENOENT); pages stay allocated. */
 	int (*remove)(void *impl, const char *const *ids, uint32_t n);
+	/* This pager's identity: 16 random bytes fixed when it was made. */
+	int (*identity)(void *impl, struct kvmig_id *id);
+	/*
+	 * Migration records (see above). Each op is atomic with respect to the
+	 * death of the caller at any instruction: afterwards the record and
+	 * the sequences are as before it or as after it.
+	 * record_create: a new record (SENDING or RECEIVING), driven by the
+	 *   calling process; -EEXIST (same id), -ENOSPC (table full), -EIDRM
+	 *   (the pager was removed).
+	 * record_set: move record @id from @from to @to, or -ESTALE (it is not
+	 *   in @from), -ENOENT; the caller checked the edge is legal.
+	 * record_tag: tag the runnable sequences @ids with source record @id
+	 *   (SENDING): they leave with it once it is DEPARTED. All or nothing;
+	 *   -ENOENT (not installed / not runnable), -EBUSY (tagged already).
+	 * record_install: install @seqs as pending sequences of destination
+	 *   record @id (RECEIVING); install's contract otherwise.
+	 * record_end: apply the outcome and delete the record. @commit: a
+	 *   DEPARTED source removes its tagged sequences and frees the pages no
+	 *   sequence uses; an ACTIVATED destination's become plain sequences.
+	 *   Abort: a source's tagged sequences run again; a destination's are
+	 *   removed and the pages no sequence uses freed.
+	 * records: every record (at most @max; *n gets how many there are,
+	 *   -ENOBUFS if more than @max).
+	 * gc: reclaim what dead processes left (pauses, pages no sequence uses,
+	 *   undecided records) and complete what a death interrupted.
+	 */
+	int (*record_create)(void *impl, const struct kvmig_record *rec);
+	int (*record_set)(void *impl, const struct kvmig_id *id, enum kvmig_record_state from,
+			  enum kvmig_record_state to);
+	int (*record_tag)(void *impl, const struct kvmig_id *id, const char *const *ids,
+			  uint32_t n);
+	int (*record_install)(void *impl, const struct kvmig_id *id, const struct kvmig_seq *seqs,
+			      uint32_t n);
+	int (*record_end)(void *impl, const struct kvmig_id *id, int commit);
+	int (*records)(void *impl, struct kvmig_record *out, uint32_t max, uint32_t *n);
+	int (*gc)(void *impl, struct kvmig_gc_stats *st);
 	/* Release the implementation; called once from kvmig_pager_destroy. */
 	void (*destroy)(void *impl);
 };
@@ -117,6 +247,30 @@ KVMIG_API int kvmig_pager_allocate(struct kvmig_pager *p, uint32_t n, uint32_t *
 KVMIG_API int kvmig_pager_free(struct kvmig_pager *p, const uint32_t *ixs, uint32_t n);
 KVMIG_API int kvmig_pager_install(struct kvmig_pager *p, const struct kvmig_seq *seqs, uint32_t n);
 KVMIG_API int kvmig_pager_remove(struct kvmig_pager *p, const char *const *ids, uint32_t n);
+KVMIG_API int kvmig_pager_identity(struct kvmig_pager *p, struct kvmig_id *id);
+KVMIG_API int kvmig_pager_record_create(struct kvmig_pager *p, const struct kvmig_record *rec);
+/*
+ * kvmig_pager_record_set() - move record @id from @from to @to. Only the
+ * protocol's edges are legal: SENDING -> DEPARTED | COMMITTED and
+ * RECEIVING -> PREPARED -> ACTIVATED; any other is -EINVAL, checked here for
+ * every pager. Return: 0, -EINVAL, -ESTALE (not in @from), -ENOENT.
+ */
+KVMIG_API int kvmig_pager_record_set(struct kvmig_pager *p, const struct kvmig_id *id,
+				     enum kvmig_record_state from, enum kvmig_record_state to);
+KVMIG_API int kvmig_pager_record_tag(struct kvmig_pager *p, const struct kvmig_id *id,
+				     const char *const *ids, uint32_t n);
+KVMIG_API int kvmig_pager_record_install(struct kvmig_pager *p, const struct kvmig_id *id,
+					 const struct kvmig_seq *seqs, uint32_t n);
+KVMIG_API int kvmig_pager_record_end(struct kvmig_pager *p, const struct kvmig_id *id,
+				     int commit);
+/*
+ * kvmig_pager_records() - every migration record of @p into a malloc'd
+ * array (caller frees; NULL when there are none). Return: 0 and *recs, *n.
+ */
+KVMIG_API int kvmig_pager_records(struct kvmig_pager *p, struct kvmig_record **recs,
+				  uint32_t *n);
+/* kvmig_pager_gc() - the gc op; @st may be NULL. */
+KVMIG_API int kvmig_pager_gc(struct kvmig_pager *p, struct kvmig_gc_stats *st);
 
 /*
  * kvmig_pager_with_paused() - the pause guard: pause @p, run @fn(@p, @arg),
@@ -164,8 +318,35 @@ KVMIG_API int kvmig_synth_create(const struct kvmig_synth_opts *opts, struct kvm
  */
 KVMIG_API int kvmig_synth_attach(const char *shm_name, struct kvmig_pager **ret);
 
-/* kvmig_synth_unlink() - remove a shared-memory pager's name. Return: 0 or -errno. */
+/*
+ * kvmig_synth_unlink() - remove a shared-memory pager's name, whatever it
+ * holds (tests clean up with it; `kvmig pager rm` uses kvmig_synth_remove).
+ * Return: 0 or -errno.
+ */
 KVMIG_API int kvmig_synth_unlink(const char *shm_name);
+
+/* What kvmig_synth_remove() found (and, with @force, destroyed). */
+struct kvmig_synth_remove_report {
+	uint32_t seqs;          /* sequences installed (any state) */
+	uint32_t pages;         /* pages allocated */
+	uint32_t records;       /* migration records (any state) */
+	uint32_t paused_by;     /* pid of a live process holding a pause, or 0 */
+	uint32_t attached_by;   /* pid of another live process attached to it, or 0 */
+};
+
+/*
+ * kvmig_synth_remove() - remove a shared-memory pager, unless it is in use:
+ * paused by a live process, attached by another live process (a migration,
+ * an engine), or holding migration records (a migration's outcome that
+ * is not applied on both sides). Dead processes' leftovers are reclaimed
+ * first (gc). With @force it is removed anyway: the pager is marked removed
+ * first, so a migration into it still running fails before it commits, and
+ * everything it held is gone. @rep (may be NULL) says what it held.
+ * Return: 0; -EBUSY (in use; the message names the process or the records);
+ * -ENOENT; -EPROTO (not a kvmig pager: only @force removes it).
+ */
+KVMIG_API int kvmig_synth_remove(const char *shm_name, int force,
+				 struct kvmig_synth_remove_report *rep);
 
 /*
  * kvmig_pager_open() - open a pager from a spec string: "shm:NAME" attaches

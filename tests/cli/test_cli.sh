@@ -1,6 +1,6 @@
 #!/bin/sh
 # CLI integration: pager init/show/rm, capture, restore, verify, inspect,
-# demo, --help, and clear errors with documented exit codes. Independent
+# store check, demo, --help, and clear errors with documented exit codes. Independent
 # checkers: xxhsum -H2 over blob files, python3's json and xxhash modules
 # over the manifest.
 set -u
@@ -14,10 +14,10 @@ fails=0
 passes=0
 
 cleanup() {
-	"$KVMIG" pager rm shm:$SRC 2>/dev/null
-	"$KVMIG" pager rm shm:$DST 2>/dev/null
-	"$KVMIG" pager rm shm:$BIG 2>/dev/null
-	for p in ma mb mc md me mf mg mh; do "$KVMIG" pager rm shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
+	"$KVMIG" pager rm --force shm:$SRC 2>/dev/null
+	"$KVMIG" pager rm --force shm:$DST 2>/dev/null
+	"$KVMIG" pager rm --force shm:$BIG 2>/dev/null
+	for p in ma mb mc md me mf mg mh mi mj mk ml mm mn; do "$KVMIG" pager rm --force shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -42,7 +42,7 @@ expect_err() {
 		bad "$name: error is not one line"; fi
 }
 
-for c in demo pager capture restore verify inspect send recv; do
+for c in demo pager capture restore verify inspect send recv store; do
 	expect 0 "$c --help" "$KVMIG" $c --help
 	grep -q usage "$T/out" || bad "$c --help prints usage"
 done
@@ -148,6 +148,148 @@ $PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["occupied_page
 expect_err 3 "differs from the manifest" "verify mismatch" "$KVMIG" verify --pager shm:$DST \
 	--store "$T/store2" --manifest "$(cat "$T/m2")"
 
+# A FIFO in a blob's place: a restore fails at once (exit 3) naming it, where
+# it used to block for ever opening it.
+S3="$T/store3"
+"$KVMIG" capture --pager shm:$SRC --store "$S3" > "$T/m3" 2>/dev/null
+M3=$(cat "$T/m3")
+H3=${M3#xxh128:}
+NB=$(find "$S3/objects" -type f | wc -l)
+expect 0 "store check, good store" "$KVMIG" store check "$S3"
+grep -q "^$NB blobs checked, 0 bad" "$T/out" && ok "store check counts $NB blobs" ||
+	{ bad "store check counts $NB blobs"; cat "$T/out"; }
+$PY -c 'import json,sys; p=json.load(open(sys.argv[1]))["pages"]; print(p[0]["k"][7:], p[1]["k"][7:], p[2]["v"][7:])' \
+	"$S3/objects/$(echo "$H3" | cut -c1-2)/$(echo "$H3" | cut -c3-)" > "$T/b3"
+read -r B1 B2 B3 < "$T/b3"
+blobf() { echo "$S3/objects/$(echo "$1" | cut -c1-2)/$(echo "$1" | cut -c3-)"; }
+F1=$(blobf "$B1"); F2=$(blobf "$B2"); F3=$(blobf "$B3")
+rm "$F3" && mkfifo "$F3"
+expect_err 3 "xxh128:$B3 in .* is a FIFO, not a regular file" "restore, FIFO blob" \
+	timeout 20 "$KVMIG" restore --pager shm:$BIG --store "$S3" --manifest "$M3"
+"$KVMIG" pager show shm:$BIG --json > "$T/big.json"
+$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["occupied_pages"]==0 and not d["logical_seqs"]' \
+	"$T/big.json" && ok "FIFO blob: nothing installed" || bad "FIFO blob: nothing installed"
+
+# store check names a corrupt (same size), a truncated and a FIFO blob: exit 3.
+$PY -c 'import sys; f=open(sys.argv[1],"r+b"); b=f.read(1); f.seek(0); f.write(bytes([b[0]^0xff]))' "$F1"
+truncate -s 100 "$F2"
+expect 3 "store check, 3 bad blobs" "$KVMIG" store check "$S3"
+grep -q "^corrupt .*objects/.*${B1#??}: blob xxh128:$B1 is corrupt" "$T/out" &&
+	grep -q "^corrupt .*objects/.*${B2#??}: .*its 100 bytes hash to" "$T/out" &&
+	grep -q "^not-regular .*objects/.*${B3#??}: blob xxh128:$B3 is a FIFO" "$T/out" &&
+	grep -q "^$NB blobs checked, 3 bad" "$T/out" && ok "store check names each bad blob" ||
+	{ bad "store check names each bad blob"; cat "$T/out"; }
+expect 3 "store check --json" "$KVMIG" store check --json "$S3"
+$PY - "$T/out" "$B1" "$B2" "$B3" "$NB" <<'PY' && ok "store check --json lines" || { bad "store check --json lines"; cat "$T/out"; }
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+issues = {e["digest"][7:]: e for e in ev if e["event"] == "issue"}
+assert issues[sys.argv[2]]["problem"] == "corrupt" and issues[sys.argv[2]]["errno"] == "EIO"
+assert issues[sys.argv[3]]["problem"] == "corrupt"
+assert issues[sys.argv[4]]["problem"] == "not-regular" and "FIFO" in issues[sys.argv[4]]["message"]
+assert len(issues) == 3 and not any(e["removed"] for e in issues.values())
+s = ev[-1]
+assert s["event"] == "summary" and s["bad"] == 3 and s["blobs"] == int(sys.argv[5]) and s["exit"] == 3, s
+PY
+# The next capture writes all three again, and says so.
+expect 0 "capture repairs" "$KVMIG" capture --pager shm:$SRC --store "$S3"
+grep -q "3 blobs written (3 repaired" "$T/err" && ok "capture reports 3 repaired" ||
+	{ bad "capture reports 3 repaired"; cat "$T/err"; }
+[ "$(xxhsum -H2 "$F1" | cut -d' ' -f1)" = "$B1" ] && [ -f "$F3" ] &&
+	[ "$(xxhsum -H2 "$F3" | cut -d' ' -f1)" = "$B3" ] && ok "repaired blobs hash to their names" ||
+	bad "repaired blobs hash to their names"
+expect 0 "store check after repair" "$KVMIG" store check "$S3"
+# --repair removes a bad blob; the next capture writes it back.
+truncate -s 10 "$F2"
+expect 3 "store check --repair" "$KVMIG" store check --repair "$S3"
+grep -q "^corrupt .*${B2#??}: .*(removed)" "$T/out" && [ ! -e "$F2" ] &&
+	ok "--repair removed the bad blob" || { bad "--repair removed the bad blob"; cat "$T/out"; }
+"$KVMIG" capture --pager shm:$SRC --store "$S3" 2>"$T/err" >/dev/null
+grep -q "1 blobs written" "$T/err" && [ "$(xxhsum -H2 "$F2" | cut -d' ' -f1)" = "$B2" ] &&
+	ok "capture after --repair writes it back" || { bad "capture after --repair"; cat "$T/err"; }
+expect_err 1 "no store at" "store check, no store" "$KVMIG" store check "$T/typo"
+expect_err 2 "one store directory" "store check without DIR" "$KVMIG" store check
+expect_err 2 "unknown subcommand" "store frob" "$KVMIG" store frob "$S3"
+
+# A capture killed mid-write leaves a temp file; check calls it a dead
+# writer's (not bad: exit 0), and the next capture removes it.
+S6="$T/store6"
+KVMIG_FAULT=store-write-stall:20000 "$KVMIG" capture --pager shm:$SRC --store "$S6" \
+	>/dev/null 2>&1 &
+CPID=$!
+for _ in $(seq 200); do [ -n "$(ls -A "$S6/tmp" 2>/dev/null)" ] && break; sleep 0.05; done
+kill -KILL $CPID
+wait $CPID 2>/dev/null
+expect 0 "store check, dead writer's temp file" "$KVMIG" store check "$S6"
+grep -q "^temp .*tmp/$CPID\.[0-9]*\.[0-9a-f]*\.[0-9]*: left by process $CPID, which is gone" "$T/out" &&
+	ok "store check names the dead writer" || { bad "store check names the dead writer"; cat "$T/out"; }
+expect 0 "capture after a killed one" "$KVMIG" capture --pager shm:$SRC --store "$S6"
+[ -z "$(ls -A "$S6/tmp")" ] && ok "dead writer's temp file removed" ||
+	{ bad "dead writer's temp file removed"; ls -A "$S6/tmp"; }
+
+# SIGINT during a restore: exit 1, nothing installed, every page it
+# allocated freed: the pager shows exactly what it showed before.
+# cas-stall (test-only) makes each batch of 32 pages take 300 ms.
+MI=kvmig-cli-mi-$$
+MJ=kvmig-cli-mj-$$
+"$KVMIG" pager init shm:$MI --preset tiny --capacity 256 --seqs 4 --pages-per-seq 40 >/dev/null
+"$KVMIG" capture --pager shm:$MI --store "$T/store7" > "$T/m7" 2>/dev/null
+"$KVMIG" pager init shm:$MJ --preset tiny --capacity 512 --seqs 2 --pages-per-seq 3 --seed 4 \
+	>/dev/null
+"$KVMIG" pager show shm:$MJ --json > "$T/mj-before.json"
+KVMIG_FAULT=cas-stall:300 "$KVMIG" restore --pager shm:$MJ --store "$T/store7" \
+	--manifest "$(cat "$T/m7")" > "$T/out" 2>"$T/err" &
+RPID=$!
+# Its pages allocated, the restore is between batches with its handler set.
+for _ in $(seq 200); do
+	n=$("$KVMIG" pager show shm:$MJ --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["occupied_pages"])')
+	[ "$n" -gt 6 ] && break
+	sleep 0.05
+done
+kill -INT $RPID
+wait $RPID
+rc=$?
+[ $rc -eq 1 ] && ok "restore SIGINT: exit 1" || { bad "restore SIGINT: exit $rc"; cat "$T/err"; }
+grep -q "^kvmig restore: interrupted by SIGINT: nothing installed into shm:$MJ, every page allocated here freed" \
+	"$T/err" && [ "$(wc -l < "$T/err")" -eq 1 ] && ok "restore SIGINT: one line says so" ||
+	{ bad "restore SIGINT: message"; cat "$T/err"; }
+"$KVMIG" pager show shm:$MJ --json > "$T/mj-after.json"
+cmp -s "$T/mj-before.json" "$T/mj-after.json" && ok "restore SIGINT: pager as before" ||
+	{ bad "restore SIGINT: pager as before"; cat "$T/mj-before.json" "$T/mj-after.json"; }
+# SIGTERM during a capture: exit 1, no manifest printed, no temp file left
+# (test_capture checks that the pager was resumed: its pause depth is 0).
+KVMIG_FAULT=cas-stall:300 "$KVMIG" capture --pager shm:$MI --store "$T/store8" \
+	> "$T/out" 2>"$T/err" &
+CPID=$!
+for _ in $(seq 200); do
+	[ -n "$(find "$T/store8/objects" -type f 2>/dev/null | head -n 1)" ] && break
+	sleep 0.05
+done
+kill -TERM $CPID
+wait $CPID
+rc=$?
+[ $rc -eq 1 ] && [ ! -s "$T/out" ] && grep -q "interrupted by SIGTERM: shm:$MI resumed" "$T/err" &&
+	ok "capture SIGTERM: exit 1, no manifest" || { bad "capture SIGTERM: exit $rc"; cat "$T/out" "$T/err"; }
+[ -z "$(ls -A "$T/store8/tmp")" ] && ok "capture SIGTERM: no temp file" ||
+	bad "capture SIGTERM: temp files left"
+# A second signal does not wait for the clean abort: a capture stuck in a
+# write (store-write-stall sleeps through signals, as on a hung filesystem)
+# dies of the second SIGINT.
+KVMIG_FAULT=store-write-stall:10000 "$KVMIG" capture --pager shm:$MI --store "$T/store9" \
+	> /dev/null 2>&1 &
+CPID=$!
+for _ in $(seq 200); do [ -n "$(ls -A "$T/store9/tmp" 2>/dev/null)" ] && break; sleep 0.05; done
+kill -INT $CPID
+sleep 0.3
+kill -0 $CPID 2>/dev/null && ok "capture, stuck: the first SIGINT waits for the batch" ||
+	bad "capture, stuck: the first SIGINT waits for the batch"
+kill -INT $CPID
+wait $CPID
+rc=$?
+[ $rc -eq 130 ] && ok "capture, stuck: the second SIGINT kills it" ||
+	bad "capture, stuck: second SIGINT: exit $rc, expected 130"
+for p in $MI $MJ; do "$KVMIG" pager rm shm:$p >/dev/null; done
+
 expect 0 "demo" "$KVMIG" demo --seqs 2 --pages-per-seq 6 --shared-prefix 2
 grep -q "^checked .*identical" "$T/out" && ok "demo checks bytes" || bad "demo checks bytes"
 
@@ -163,8 +305,8 @@ MC=kvmig-cli-mc-$$
 start_recv() {
 	pg=$1; shift
 	rm -f "$T/recv.json"
-	"$KVMIG" recv --listen 127.0.0.1:0 --pager shm:$pg --json --timeout 5000 "$@" \
-		> "$T/recv.json" 2>"$T/recv.err" &
+	KVMIG_FAULT="${RECV_FAULT:-}" "$KVMIG" recv --listen 127.0.0.1:0 --pager shm:$pg --json \
+		--timeout 5000 "$@" > "$T/recv.json" 2>"$T/recv.err" &
 	RPID=$!
 	for _ in $(seq 100); do
 		ADDR=$($PY -c 'import json,sys
@@ -245,9 +387,11 @@ wait $RPID
 rc=$?
 [ $rc -eq 0 ] && ok "same token: recv exit 0" || bad "same token: recv exit $rc"
 
-# The sender vanishes after the receiver's COMMIT (its ACK lost, fault
-# point): the receiver exits 7 holding the sequences as "?ID", which
-# `pager resolve --commit` installs under their own ids.
+# The sender's decision (its COMMIT_ACK) is lost with the connection (fault
+# point): both exit 7, in doubt. The source's sequences are departed, the
+# destination's pending: neither runs them. `pager status` shows both
+# records; `pager rm` refuses a pager holding one; `pager resolve` with
+# both pagers activates the destination's copy and releases the source's.
 ME=kvmig-cli-me-$$
 MF=kvmig-cli-mf-$$
 "$KVMIG" pager init shm:$ME --preset tiny --seqs 2 --pages-per-seq 3 --capacity 16 >/dev/null
@@ -257,17 +401,144 @@ KVMIG_FAULT=send-ack-lost "$KVMIG" send --to "$ADDR" --pager shm:$ME --quiet > "
 src=$?
 wait $RPID
 rc=$?
-[ $src -eq 0 ] && [ $rc -eq 7 ] && ok "ACK lost: sender 0, receiver 7" \
+[ $src -eq 7 ] && [ $rc -eq 7 ] && ok "ACK lost: sender 7, receiver 7" \
 	|| bad "ACK lost: sender $src, receiver $rc"
-"$KVMIG" pager show shm:$MF | grep -q '?seq-1' && ok "ACK lost: held as ?seq-1" \
-	|| bad "ACK lost: held as ?seq-1"
-expect 0 "pager resolve --commit" "$KVMIG" pager resolve shm:$MF --commit
-grep -q "installed 2 held sequences" "$T/out" && ok "resolve reports 2" || bad "resolve reports 2"
-"$KVMIG" pager show shm:$MF | grep -q ' seq-1 ' && ok "resolved: seq-1 installed" \
-	|| bad "resolved: seq-1 installed"
-expect_err 2 "--commit or --abort" "pager resolve without a decision" "$KVMIG" pager resolve \
-	shm:$MF
-for p in $MA $MB $MC $MD $ME $MF; do "$KVMIG" pager rm shm:$p >/dev/null; done
+"$KVMIG" pager show shm:$MF | grep -q 'seq-1 .*\[pending, migration' \
+	&& ok "ACK lost: pending at the destination" || bad "ACK lost: pending at the destination"
+"$KVMIG" pager show shm:$ME | grep -q 'seq-1 .*\[departed, migration' \
+	&& ok "ACK lost: departed at the source" || bad "ACK lost: departed at the source"
+expect 0 "pager status --json" "$KVMIG" pager status shm:$MF --json
+$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["records"]; assert len(r)==1 and r[0]["state"]=="prepared" and r[0]["role"]=="destination" and r[0]["in_doubt"] and r[0]["seqs"]==2' \
+	"$T/out" && ok "status: prepared, in doubt" || bad "status: prepared, in doubt"
+expect 0 "pager status (text)" "$KVMIG" pager status shm:$ME
+grep -q "source, departed (move), 2 sequences" "$T/out" && ok "status: departed" \
+	|| bad "status: departed"
+expect_err 1 "migration record" "pager rm refuses records" "$KVMIG" pager rm shm:$MF
+expect 0 "pager resolve (both pagers)" "$KVMIG" pager resolve shm:$MF shm:$ME
+grep -q "1 activated, 2 finished, 0 aborted, 0 still in doubt" "$T/out" \
+	&& ok "resolve: activated, then both closed" || { bad "resolve: activated, then both closed"; cat "$T/out"; }
+"$KVMIG" pager show shm:$MF | grep -q ' seq-1  .*3,4,5$' && ok "resolved: seq-1 runs at the destination" \
+	|| bad "resolved: seq-1 runs at the destination"
+"$KVMIG" pager show shm:$ME | grep -q '0 pages occupied (0 B), 0 sequences' \
+	&& ok "resolved: the source released its copy" || bad "resolved: the source released its copy"
+"$KVMIG" pager status shm:$ME | grep -q ': 0 migration records' && ok "resolved: no record left" \
+	|| bad "resolved: no record left"
+# Across hosts: the destination's prepared record, given the source's
+# state by hand (it has none: the COMMIT was lost, the sender aborted).
+MK=kvmig-cli-mk-$$
+"$KVMIG" pager init shm:$MK --preset tiny --seqs 1 --pages-per-seq 2 --capacity 16 >/dev/null
+ML=kvmig-cli-ml-$$
+"$KVMIG" pager init shm:$ML --preset tiny --capacity 16 >/dev/null
+RECV_FAULT=recv-commit-lost
+start_recv $ML
+RECV_FAULT=
+"$KVMIG" send --to "$ADDR" --pager shm:$MK --quiet > "$T/out" 2>&1
+src=$?
+wait $RPID
+rc=$?
+[ $src -eq 6 ] && [ $rc -eq 7 ] && ok "COMMIT lost: sender 6, receiver 7" \
+	|| bad "COMMIT lost: sender $src, receiver $rc"
+"$KVMIG" pager status shm:$ML --json > "$T/st"
+MIG=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["records"][0]["migration"])' "$T/st" 2>/dev/null)
+expect_err 2 "go together" "pager resolve --migration alone" "$KVMIG" pager resolve shm:$ML \
+	--migration "${MIG:-0}"
+expect_err 2 "not a record state" "pager resolve bad state" "$KVMIG" pager resolve shm:$ML \
+	--migration "${MIG:-0}" --peer-state maybe
+expect 0 "pager resolve --peer-state none" "$KVMIG" pager resolve shm:$ML --migration "${MIG:-0}" \
+	--peer-state none
+grep -q "0 activated, 0 finished, 1 aborted" "$T/out" && ok "by hand: aborted" \
+	|| { bad "by hand: aborted"; cat "$T/out"; }
+"$KVMIG" pager show shm:$ML | grep -q '0 pages occupied (0 B), 0 sequences' \
+	&& ok "by hand: the pending copy and its pages are gone" \
+	|| bad "by hand: the pending copy and its pages are gone"
+expect_err 2 "shm:NAME shm:OTHER" "pager resolve without a peer" "$KVMIG" pager resolve shm:$MF
+for p in $MA $MB $MC $MD $ME $MF $MK $ML; do "$KVMIG" pager rm shm:$p >/dev/null; done
+
+# pager rm refuses a pager in use (a receiver waits on it) and says so;
+# --force removes it anyway. SIGINT / SIGTERM: a clean abort on either side.
+MM=kvmig-cli-mm-$$
+MN=kvmig-cli-mn-$$
+"$KVMIG" pager init shm:$MM --preset tiny --seqs 2 --pages-per-seq 3 --capacity 16 >/dev/null
+"$KVMIG" pager init shm:$MN --preset tiny --capacity 16 >/dev/null
+start_recv $MN
+expect_err 1 "in use by process $RPID" "pager rm refuses a pager in use" "$KVMIG" pager rm shm:$MN
+kill -INT $RPID
+wait $RPID
+rc=$?
+[ $rc -eq 1 ] && grep -q "interrupted by SIGINT" "$T/recv.json" && ok "recv: SIGINT while waiting" \
+	|| { bad "recv: SIGINT while waiting (exit $rc)"; cat "$T/recv.json" "$T/recv.err"; }
+# The sender stalls before its FINAL (fault point): SIGTERM the receiver
+# meanwhile. It frees what it allocated, the sender is told and resumes.
+start_recv $MN
+KVMIG_FAULT=send-stall:4000 "$KVMIG" send --to "$ADDR" --pager shm:$MM --timeout 8000 \
+	> "$T/out" 2> "$T/err" &
+SPID=$!
+sleep 1
+kill -TERM $RPID
+wait $RPID
+rc=$?
+wait $SPID
+src=$?
+[ $rc -eq 1 ] && [ $src -eq 6 ] && ok "recv: SIGTERM mid-transfer (receiver 1, sender 6)" \
+	|| { bad "recv: SIGTERM mid-transfer (receiver $rc, sender $src)"; cat "$T/recv.json" "$T/err"; }
+grep -q "the receiver was interrupted" "$T/err" && ok "the sender is told the receiver was interrupted" \
+	|| { bad "the sender is told the receiver was interrupted"; cat "$T/err"; }
+"$KVMIG" pager show shm:$MN | grep -q '0 pages occupied (0 B), 0 sequences' \
+	&& ok "SIGTERM: the destination holds nothing" || bad "SIGTERM: the destination holds nothing"
+"$KVMIG" pager show shm:$MM | grep -q '6 pages occupied.*2 sequences' \
+	&& ok "SIGTERM: the source keeps its sequences" || bad "SIGTERM: the source keeps its sequences"
+# The receiver stalls (fault point): SIGINT the sender meanwhile.
+RECV_FAULT=recv-stall:3000
+start_recv $MN
+RECV_FAULT=
+"$KVMIG" send --to "$ADDR" --pager shm:$MM --timeout 8000 > "$T/out" 2> "$T/err" &
+SPID=$!
+sleep 1
+kill -INT $SPID
+wait $SPID
+src=$?
+wait $RPID
+[ $src -eq 1 ] && grep -q "interrupted by SIGINT: the migration was aborted; the source pager is resumed" "$T/err" \
+	&& ok "send: SIGINT mid-transfer" || { bad "send: SIGINT mid-transfer (exit $src)"; cat "$T/err"; }
+"$KVMIG" pager status shm:$MM --json > "$T/st"
+$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["paused"]==0 and d["records"]==[]' "$T/st" \
+	&& ok "SIGINT: the source is resumed, no record left" || { bad "SIGINT: the source is resumed, no record left"; cat "$T/st"; }
+start_recv $MN
+expect 0 "pager rm --force of a pager in use" "$KVMIG" pager rm --force shm:$MN
+kill $RPID 2>/dev/null
+wait $RPID 2>/dev/null
+"$KVMIG" pager init shm:$MN --preset tiny --capacity 16 >/dev/null
+# A peer that is not kvmig: exit 6 ("misbehaved"), not 4 (a meta mismatch).
+$PY - > "$T/port" <<'PY' &
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.recv(4096); c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4); c.close()
+PY
+GPID=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.05; done
+expect_err 6 "kvmig magic" "a peer that is not kvmig" "$KVMIG" send --to 127.0.0.1:$(cat "$T/port") \
+	--pager shm:$MM --timeout 3000
+wait $GPID
+start_recv $MN
+$PY -c 'import socket,sys; h,p=sys.argv[1].rsplit(":",1); s=socket.create_connection((h,int(p))); s.sendall(b"GET / HTTP/1.0\r\n\r\n"); s.recv(100)' "$ADDR" 2>/dev/null
+wait $RPID
+rc=$?
+[ $rc -eq 6 ] && grep -q "kvmig magic" "$T/recv.json" && ok "recv: garbage from a client is exit 6" \
+	|| { bad "recv: garbage from a client (exit $rc)"; cat "$T/recv.json"; }
+for p in $MM $MN; do "$KVMIG" pager rm shm:$p >/dev/null; done
+# A /dev/shm too small for the pager: a clear error, nothing left behind (a
+# private 8 MiB tmpfs over /dev/shm in a mount namespace; needs root).
+if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
+	unshare -m sh -c "mount -t tmpfs -o size=8m tmpfs /dev/shm && \
+		'$KVMIG' pager init shm:small --capacity 16; echo \$? > '$T/rc'; ls /dev/shm > '$T/ls'" \
+		> "$T/out" 2> "$T/err"
+	[ "$(cat "$T/rc")" = 1 ] && grep -q "cannot reserve .*/dev/shm has" "$T/err" && [ ! -s "$T/ls" ] \
+		&& ok "pager init on a full /dev/shm: a clear error, nothing left" \
+		|| { bad "pager init on a full /dev/shm (exit $(cat "$T/rc"))"; cat "$T/err" "$T/ls"; }
+else
+	echo "# not root or no mount namespaces: pager init on a full /dev/shm not tried"
+fi
 
 # Live: `pager run` decodes into the source while `send --live` pre-copies;
 # the JSON result lists the rounds (the last one paused), the engine saw its

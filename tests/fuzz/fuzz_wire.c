@@ -4,7 +4,7 @@
  * (transport/wire.c): the input is a byte stream of frames, as a peer would
  * send it. Each frame header is decoded; each payload goes to its type's
  * decoder, exactly as the engine does. Whatever the bytes, a decoder must
- * return 0 or -EPROTO with a message, never read outside the input, and
+ * return 0 or -EBADMSG with a message, never read outside the input, and
  * leak nothing; a decoded OFFER / DIGESTS / FINAL must re-encode.
  */
 #include <stdint.h>
@@ -20,9 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check(int ret)
 {
-	if (ret != 0 && ret != -EPROTO)
-		abort(); /* decoders report malformed input as EPROTO only */
-	if (ret == -EPROTO && !kvmig_last_error()[0])
+	if (ret != 0 && ret != -EBADMSG)
+		abort(); /* decoders report malformed input as EBADMSG only */
+	if (ret == -EBADMSG && !kvmig_last_error()[0])
 		abort(); /* ... and always say why */
 }
 
@@ -48,6 +48,17 @@ static void payload(uint8_t type, const uint8_t *p, size_t len)
 		struct kvmig_msg_round m;
 
 		check(kvmig_wire_get_round(p, len, &m));
+		break;
+	}
+	case KVMIG_MSG_RECORDS: {
+		struct kvmig_wire_record *w = NULL;
+		uint32_t n = 0;
+		int ret = kvmig_wire_get_records(p, len, &w, &n);
+
+		check(ret);
+		if (ret == 0 && kvmig_wire_put_records(&b, w, n) != 0)
+			abort();
+		free(w);
 		break;
 	}
 	case KVMIG_MSG_AUTH_CHALLENGE:

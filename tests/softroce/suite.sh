@@ -3,7 +3,8 @@
 # guest by run.sh (through boot.sh): two rxe devices, rxa on 10.77.0.1 and
 # rxb on 10.77.0.2, in one network namespace.
 #
-# 1. tests/integration/test_migrate over the verbs provider: full cache,
+# 1. tests/integration/test_migrate and test_crash (the crash matrix) over
+#    the verbs provider. test_migrate: full cache,
 #    layer-major, move and copy, subset with a shared prefix, meta and layout
 #    mismatch, destination out of pages, unknown sequence, receiver and sender
 #    killed mid-transfer, a wrong digest (EIO after one re-read), a wrong
@@ -31,6 +32,10 @@ ibv_devices
 echo "== test_migrate over rdma"
 check "test_migrate (rdma)" env KVMIG_TEST_TRANSPORT=rdma KVMIG_TEST_LISTEN=$A:0 \
 	timeout 900 "$build/tests/test_migrate"
+
+echo "== test_crash over rdma"
+check "test_crash (rdma): a side dies at every protocol step, records resolve it" \
+	env KVMIG_TEST_TRANSPORT=rdma KVMIG_TEST_LISTEN=$A:0 timeout 1500 "$build/tests/test_crash"
 
 echo "== cli"
 $K pager init shm:sr-a --preset tiny --seqs 4 --pages-per-seq 5 --shared-prefix 2 --capacity 64 > /dev/null

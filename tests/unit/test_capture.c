@@ -15,6 +15,7 @@
 #include <kvmig/cas.h>
 
 #include "pager_helpers.h"
+#include "store_internal.h"
 
 static struct kvmig_pager *make(const char *preset, enum kvmig_layout layout, uint64_t seed,
 				uint32_t seqs, uint32_t cap)
@@ -282,6 +283,237 @@ static void test_corrupt_blob_installs_nothing(void **state)
 	kvmig_pager_destroy(&dst);
 }
 
+/*
+ * A store that forwards to another and sets a cancel flag once it has
+ * served @after put or get batches: a signal that arrives mid-way, at a
+ * known point.
+ */
+struct cancel_store {
+	struct kvmig_store base;
+	struct kvmig_store *inner;
+	volatile sig_atomic_t flag;
+	int gets, puts, after;
+};
+
+static int cs_put(struct kvmig_store *s, struct kvmig_blob_io *ios, uint32_t n)
+{
+	struct cancel_store *c = (struct cancel_store *)s;
+
+	if (++c->puts == c->after)
+		c->flag = 1;
+	return kvmig_store_put_batch(c->inner, ios, n);
+}
+
+static int cs_get(struct kvmig_store *s, struct kvmig_blob_io *ios, uint32_t n)
+{
+	struct cancel_store *c = (struct cancel_store *)s;
+
+	if (++c->gets == c->after)
+		c->flag = 1;
+	return kvmig_store_get_batch(c->inner, ios, n);
+}
+
+static int cs_size(struct kvmig_store *s, const struct kvmig_digest *d, uint64_t *len)
+{
+	struct cancel_store *c = (struct cancel_store *)s;
+
+	return c->inner->ops->blob_size(c->inner, d, len);
+}
+
+static int cs_totals(struct kvmig_store *s, uint64_t *bytes, uint64_t *count)
+{
+	struct cancel_store *c = (struct cancel_store *)s;
+
+	return c->inner->ops->totals(c->inner, bytes, count);
+}
+
+static void cs_close(struct kvmig_store *s)
+{
+	(void)s; /* the test closes the inner store */
+}
+
+static const struct kvmig_store_ops cancel_ops = {
+	.put_batch = cs_put,
+	.get_batch = cs_get,
+	.blob_size = cs_size,
+	.totals = cs_totals,
+	.close = cs_close,
+};
+
+/* Every sequence of @p (ids, page indices, fills) and its occupied pages. */
+struct snapshot {
+	struct kvmig_seq_list seqs;
+	uint32_t *occ, n_occ;
+};
+
+static void take(struct kvmig_pager *p, struct snapshot *s)
+{
+	memset(s, 0, sizeof(*s));
+	assert_int_equal(kvmig_pager_seqs(p, &s->seqs), 0);
+	assert_int_equal(kvmig_pager_occupied(p, &s->occ, &s->n_occ), 0);
+}
+
+static void assert_unchanged(struct kvmig_pager *p, struct snapshot *was)
+{
+	struct snapshot now;
+
+	take(p, &now);
+	assert_int_equal(now.n_occ, was->n_occ);
+	assert_memory_equal(now.occ, was->occ, sizeof(uint32_t) * was->n_occ);
+	assert_int_equal(now.seqs.n, was->seqs.n);
+	for (uint32_t i = 0; i < was->seqs.n; i++) {
+		assert_string_equal(now.seqs.seqs[i].id, was->seqs.seqs[i].id);
+		assert_int_equal(now.seqs.seqs[i].n_pages, was->seqs.seqs[i].n_pages);
+		assert_memory_equal(now.seqs.seqs[i].page_ixs, was->seqs.seqs[i].page_ixs,
+				    sizeof(uint32_t) * was->seqs.seqs[i].n_pages);
+	}
+	kvmig_seq_list_free(&now.seqs);
+	free(now.occ);
+}
+
+static void drop(struct snapshot *s)
+{
+	kvmig_seq_list_free(&s->seqs);
+	free(s->occ);
+}
+
+/* Restore cancelled after 2 page batches (the manifest is the first get):
+ * -ECANCELED, "interrupted", and the destination exactly as before: same
+ * occupied pages, same sequences. Cancelled before it starts: the same. */
+static void test_restore_cancelled(void **state)
+{
+	struct kvmig_pager *src = synth_pager("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 3, 8, 16, 2, 256);
+	struct kvmig_pager *dst = synth_pager("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 4, 0, 8, 0, 512);
+	struct cancel_store cs = { { &cancel_ops, 0 }, NULL, 0, 0, 0, 3 };
+	struct kvmig_manifest *m = NULL;
+	struct kvmig_cas_opts o;
+	struct snapshot before;
+	struct kvmig_digest d;
+	uint32_t pad[5];
+	char *dir = mkstore(&cs.inner);
+
+	/* What the destination holds stays: a sequence of its own, and pages no
+	 * sequence uses. */
+	assert_int_equal(kvmig_pager_allocate(dst, 5, pad), 0);
+	struct kvmig_seq own = { .id = "own", .page_ixs = pad, .n_pages = 3 };
+	assert_int_equal(kvmig_pager_install(dst, &own, 1), 0);
+	assert_int_equal(kvmig_capture(src, cs.inner, &d, NULL), 0);
+	assert_true(n_occupied(src) > 3 * 32); /* more than 3 batches */
+	take(dst, &before);
+	kvmig_cas_opts_init(&o);
+	o.cancel = &cs.flag;
+	assert_int_equal(kvmig_restore_ex(dst, &cs.base, &o, &d, NULL), -ECANCELED);
+	assert_non_null(strstr(kvmig_last_error(), "interrupted after reading 64 of"));
+	assert_int_equal(cs.gets, 3);
+	assert_unchanged(dst, &before);
+	/* Already set before the first page is read: nothing is allocated. */
+	cs.gets = 0;
+	assert_int_equal(kvmig_restore_ex(dst, &cs.base, &o, &d, NULL), -ECANCELED);
+	assert_int_equal(cs.gets, 1); /* the manifest only */
+	assert_unchanged(dst, &before);
+	/* Not set: the same restore goes through. */
+	cs.flag = 0;
+	cs.after = 0;
+	assert_int_equal(kvmig_restore_ex(dst, &cs.base, &o, &d, NULL), 0);
+	assert_int_equal(kvmig_manifest_build(src, &m), 0);
+	assert_int_equal(kvmig_verify(dst, m, NULL), 0); /* "own" is ignored */
+	kvmig_manifest_free(&m);
+	drop(&before);
+	rmstore(&cs.inner, dir);
+	kvmig_pager_destroy(&src);
+	kvmig_pager_destroy(&dst);
+}
+
+/* Capture cancelled after 2 put batches: -ECANCELED, the pager resumed, no
+ * temp file and no manifest in the store; a later capture deduplicates
+ * what the cancelled one stored. */
+static void test_capture_cancelled(void **state)
+{
+	struct kvmig_pager *p = synth_pager("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 3, 8, 16, 2, 256);
+	struct cancel_store cs = { { &cancel_ops, 0 }, NULL, 0, 0, 0, 2 };
+	struct kvmig_manifest *m = NULL;
+	struct kvmig_capture_stats st;
+	struct kvmig_cas_opts o;
+	struct kvmig_digest d, want;
+	uint32_t depth = 99;
+	uint64_t count;
+	char *dir = mkstore(&cs.inner), cmd[160];
+	char *json;
+	size_t len;
+
+	kvmig_cas_opts_init(&o);
+	o.cancel = &cs.flag;
+	assert_int_equal(kvmig_capture_ex(p, &cs.base, &o, &d, &st), -ECANCELED);
+	assert_non_null(strstr(kvmig_last_error(), "interrupted after storing 64 of"));
+	assert_int_equal(cs.puts, 2);
+	assert_int_equal(kvmig_synth_pause_depth(p, &depth), 0);
+	assert_int_equal(depth, 0);
+	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s/tmp)\"", dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(kvmig_store_blob_count(cs.inner, &count), 0);
+	assert_int_equal(count, 2 * 64); /* two batches of 32 pages, K and V */
+	assert_int_equal(kvmig_manifest_build(p, &m), 0);
+	assert_int_equal(kvmig_manifest_serialize(m, &json, &len), 0);
+	kvmig_digest_compute(json, len, &want);
+	assert_int_equal(kvmig_store_has(cs.inner, &want), 0);
+	cs.flag = 0;
+	cs.after = 0;
+	assert_int_equal(kvmig_capture_ex(p, &cs.base, &o, &d, &st), 0);
+	assert_true(kvmig_digest_equal(&d, &want));
+	assert_int_equal(st.blobs_deduped, 2 * 64);
+	free(json);
+	kvmig_manifest_free(&m);
+	rmstore(&cs.inner, dir);
+	kvmig_pager_destroy(&p);
+}
+
+/* A page blob corrupted in place (same size) is rewritten by the next
+ * capture, which says so in blobs_repaired; the file is right afterwards
+ * and a restore of the capture works. */
+static void test_capture_repairs_blob(void **state)
+{
+	struct kvmig_pager *p = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 9, 3, 16);
+	struct kvmig_pager *dst = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 16);
+	struct kvmig_manifest *m = NULL;
+	struct kvmig_capture_stats st;
+	struct kvmig_store *s;
+	struct kvmig_digest d, got;
+	char path[256], cmd[300], line[128], hex[33];
+	char *dir = mkstore(&s);
+	FILE *fp;
+
+	assert_int_equal(kvmig_capture(p, s, &d, &st), 0);
+	assert_int_equal(st.blobs_repaired, 0);
+	assert_int_equal(kvmig_manifest_build(p, &m), 0);
+	blob_file(dir, &m->pages[1].v, path, sizeof(path));
+	fp = fopen(path, "r+b");
+	assert_non_null(fp);
+	fputc('!', fp);
+	fclose(fp);
+	assert_int_equal(kvmig_capture(p, s, &d, &st), 0);
+	assert_int_equal(st.blobs_repaired, 1);
+	assert_int_equal(st.blobs_written, 1);
+	assert_int_equal(st.blobs_deduped, 2 * st.pages); /* the manifest and the other halves */
+	/* An independent checker: the file hashes to its name again. */
+	snprintf(cmd, sizeof(cmd), "xxhsum -H2 %s", path);
+	fp = popen(cmd, "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(line, sizeof(line), fp));
+	assert_int_equal(pclose(fp), 0);
+	kvmig_digest_hex(&m->pages[1].v, hex);
+	assert_memory_equal(line, hex, 32);
+	(void)got;
+	assert_int_equal(kvmig_capture(p, s, &d, &st), 0);
+	assert_int_equal(st.blobs_repaired, 0);
+	assert_int_equal(st.blobs_written, 0);
+	assert_int_equal(kvmig_restore(dst, s, &d, NULL), 0);
+	assert_same_bytes(p, dst);
+	kvmig_manifest_free(&m);
+	rmstore(&s, dir);
+	kvmig_pager_destroy(&p);
+	kvmig_pager_destroy(&dst);
+}
+
 static void test_malformed_manifest_installs_nothing(void **state)
 {
 	struct kvmig_pager *dst = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 16);
@@ -359,6 +591,9 @@ int main(void)
 		cmocka_unit_test(test_enospc_and_eexist),
 		cmocka_unit_test(test_verify_detects_difference),
 		cmocka_unit_test(test_failing_blob_write),
+		cmocka_unit_test(test_restore_cancelled),
+		cmocka_unit_test(test_capture_cancelled),
+		cmocka_unit_test(test_capture_repairs_blob),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

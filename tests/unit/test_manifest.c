@@ -716,6 +716,9 @@ static const struct bad_case bad_cases[] = {
 	  "manifest field logical_seqs[0].id: sequence id is 129 bytes", NULL },
 	{ "bad_id_nul", DOC(META, PAGES, SEQS_OF(SEQ("a\\u0000b", "0", 0))),
 	  "manifest is not valid JSON", NULL },
+	{ "bad_id_reserved_prefix", DOC(META, PAGES, SEQS_OF(SEQ("?seq-1", "0", 0))),
+	  "manifest field logical_seqs[0].id: sequence id \"?seq-1\" begins with '?', which "
+	  "kvmig reserves", NULL },
 	/* duplicate keys */
 	{ "bad_duplicate_key_top", "{" META ",\"n_heads\":8," PAGES "," SEQS "}",
 	  "manifest is not valid JSON (line 1, column ", "duplicate object key" },

@@ -168,15 +168,15 @@ static void test_allocate_install_remove_free(void **state)
 	assert_true(g1 > g0);
 
 	struct kvmig_seq s[2] = {
-		{ (char *)"a", ixs, 2, 1 },
-		{ (char *)"b", ixs, 3, 0 },
+		{ .id = (char *)"a", .page_ixs = ixs, .n_pages = 2, .fill_in_last_page = 1 },
+		{ .id = (char *)"b", .page_ixs = ixs, .n_pages = 3, .fill_in_last_page = 0 },
 	};
 	assert_int_equal(kvmig_pager_install(p, s, 2), 0);
 	assert_int_equal(kvmig_pager_install(p, s, 1), -EEXIST);
-	struct kvmig_seq bad = { (char *)"c", ixs, 1, 4 };
+	struct kvmig_seq bad = { .id = (char *)"c", .page_ixs = ixs, .n_pages = 1, .fill_in_last_page = 4 };
 	assert_int_equal(kvmig_pager_install(p, &bad, 1), -EINVAL); /* fill == tokens */
 	uint32_t notalloc = 3;
-	struct kvmig_seq bad2 = { (char *)"d", &notalloc, 1, 0 };
+	struct kvmig_seq bad2 = { .id = (char *)"d", .page_ixs = &notalloc, .n_pages = 1, .fill_in_last_page = 0 };
 	assert_int_equal(kvmig_pager_install(p, &bad2, 1), -EINVAL);
 	/* a referenced page cannot be freed */
 	assert_int_equal(kvmig_pager_free(p, ixs, 1), -EINVAL);
@@ -253,7 +253,7 @@ static void test_shm_attach_other_process(void **state)
 		snprintf(spec, sizeof(spec), "shm:%s", name);
 		if (kvmig_pager_open(spec, &c) < 0 || kvmig_pager_allocate(c, 1, &ix) < 0)
 			_exit(11);
-		struct kvmig_seq s = { (char *)"child", &ix, 1, 0 };
+		struct kvmig_seq s = { .id = (char *)"child", .page_ixs = &ix, .n_pages = 1, .fill_in_last_page = 0 };
 		_exit(kvmig_pager_install(c, &s, 1) < 0 ? 12 : 0);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -457,6 +457,344 @@ static void test_pause_of_dead_process_pid_reused(void **state)
 	kvmig_synth_unlink(name);
 }
 
+/* A child attaches to @name, runs @fn with $KVMIG_FAULT @fault, then exits
+ * with what @fn returned (or dies where the fault says). */
+static pid_t child(const char *name, const char *fault, int (*fn)(struct kvmig_pager *c))
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvmig_pager *c = NULL;
+
+		if (fault)
+			setenv("KVMIG_FAULT", fault, 1);
+		if (kvmig_synth_attach(name, &c) < 0)
+			_exit(100);
+		_exit(fn(c) < 0 ? 101 : 0);
+	}
+	return pid;
+}
+
+static int take_a_pause(struct kvmig_pager *c)
+{
+	return kvmig_pager_pause(c);
+}
+
+/*
+ * A holder stopped with the lock held (SIGSTOP, a debugger): a robust mutex
+ * only covers a dead holder, so every operation waits a bounded time and
+ * fails with EBUSY naming the holder. Once it dies, the lock is recovered.
+ */
+static void test_stopped_lock_holder(void **state)
+{
+	char name[64], pidtext[32];
+	struct kvmig_pager *p = shm_pager(name, "stopped");
+	struct kvmig_seq_list l = { 0 };
+	uint32_t ix;
+	double t0;
+	int status;
+	pid_t pid = child(name, "stop-synth-locked", take_a_pause);
+
+	(void)state;
+	assert_int_equal(waitpid(pid, &status, WUNTRACED), pid);
+	assert_true(WIFSTOPPED(status));
+	snprintf(pidtext, sizeof(pidtext), "process %d", (int)pid);
+	t0 = kvmig_now();
+	assert_int_equal(kvmig_pager_allocate(p, 1, &ix), -EBUSY);
+	assert_non_null(strstr(kvmig_last_error(), pidtext));
+	assert_non_null(strstr(kvmig_last_error(), "stopped or stuck"));
+	assert_int_equal(kvmig_pager_seqs(p, &l), -EBUSY);
+	assert_true(kvmig_now() - t0 < 10.0); /* two waits of SYNTH_LOCK_MS, not forever */
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(kvmig_pager_allocate(p, 1, &ix), 0); /* recovered */
+	assert_int_equal(kvmig_pager_free(p, &ix, 1), 0);
+	kvmig_pager_destroy(&p);
+	kvmig_synth_unlink(name);
+}
+
+static int allocate_two(struct kvmig_pager *c)
+{
+	uint32_t ix[2];
+	struct kvmig_seq q = { .id = (char *)"kept", .page_ixs = ix, .n_pages = 1 };
+	int ret = kvmig_pager_allocate(c, 2, ix);
+
+	if (ret == 0)
+		ret = kvmig_pager_install(c, &q, 1); /* ix[0] used, ix[1] not */
+	if (ret == 0)
+		raise(SIGKILL);
+	return ret;
+}
+
+/*
+ * Pages belong to the process that allocated them until a sequence uses
+ * them: one that dies leaves nothing allocated that nothing uses. The next
+ * attach (or gc) reclaims it.
+ */
+static void test_dead_process_pages_reclaimed(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = shm_pager(name, "reclaim"), *q = NULL;
+	struct kvmig_gc_stats st;
+	int status;
+	pid_t pid = child(name, NULL, allocate_two);
+
+	(void)state;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(n_occupied(p), 2);
+	assert_int_equal(kvmig_pager_gc(p, &st), 0);
+	assert_int_equal(st.pages, 1);
+	assert_int_equal(n_occupied(p), 1); /* the page "kept" uses */
+	assert_int_equal(n_seqs(p), 1);
+	/* Another one, reclaimed by an attach. */
+	const char *ids[] = { "kept" };
+	assert_int_equal(kvmig_pager_remove(p, ids, 1), 0);
+	pid = child(name, NULL, allocate_two);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(n_occupied(p), 3);
+	assert_int_equal(kvmig_synth_attach(name, &q), 0);
+	assert_int_equal(n_occupied(p), 2); /* "kept" again, and the page we removed it from */
+	kvmig_pager_destroy(&q);
+	kvmig_pager_destroy(&p);
+	kvmig_synth_unlink(name);
+}
+
+static int install_three(struct kvmig_pager *c)
+{
+	uint32_t ix[3];
+	struct kvmig_seq q[3] = {
+		{ .id = (char *)"a", .page_ixs = ix, .n_pages = 1 },
+		{ .id = (char *)"b", .page_ixs = ix + 1, .n_pages = 1 },
+		{ .id = (char *)"c", .page_ixs = ix + 2, .n_pages = 1 },
+	};
+	int ret = kvmig_pager_allocate(c, 3, ix);
+
+	return ret < 0 ? ret : kvmig_pager_install(c, q, 3);
+}
+
+static int remove_two(struct kvmig_pager *c)
+{
+	const char *ids[] = { "a", "c" };
+
+	return kvmig_pager_remove(c, ids, 2);
+}
+
+/*
+ * A process killed inside an install or a remove, with the lock held and
+ * half the slots written: the next lock recovers, and the operation is
+ * all or nothing.
+ */
+static void test_death_inside_an_operation(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = shm_pager(name, "inside");
+	int status;
+	pid_t pid;
+
+	(void)state;
+	pid = child(name, "die-synth-install", install_three);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	assert_int_equal(n_seqs(p), 0); /* none of the three */
+	assert_int_equal(n_occupied(p), 0); /* and the dead child's pages are gone */
+	pid = child(name, NULL, install_three);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(n_seqs(p), 3);
+	pid = child(name, "die-synth-remove", remove_two);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(n_seqs(p), 3); /* neither removed */
+	assert_int_equal(n_occupied(p), 3);
+	pid = child(name, NULL, remove_two);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(n_seqs(p), 1);
+	assert_int_equal(kvmig_pager_gc(p, NULL), 0); /* the remover died before freeing */
+	assert_int_equal(n_occupied(p), 1);
+	kvmig_pager_destroy(&p);
+	kvmig_synth_unlink(name);
+}
+
+static struct kvmig_record rec_of(uint8_t tag, enum kvmig_record_role role)
+{
+	struct kvmig_record r = { .role = role, .move = 1 };
+
+	r.id.b[0] = tag;
+	r.peer_pager.b[0] = 0xee;
+	r.state = role == KVMIG_ROLE_SOURCE ? KVMIG_REC_SENDING : KVMIG_REC_RECEIVING;
+	return r;
+}
+
+static enum kvmig_seq_state state_of(struct kvmig_pager *p, const char *id)
+{
+	struct kvmig_seq_list l = { 0 };
+	enum kvmig_seq_state st = (enum kvmig_seq_state)-1;
+
+	assert_int_equal(kvmig_pager_seqs(p, &l), 0);
+	for (uint32_t i = 0; i < l.n; i++)
+		if (!strcmp(l.seqs[i].id, id))
+			st = l.seqs[i].state;
+	kvmig_seq_list_free(&l);
+	return st;
+}
+
+/* Migration records: each state's meaning for the sequences, the legal
+ * steps only, applying an outcome. */
+static void test_records(void **state)
+{
+	struct kvmig_pager *p = make(KVMIG_LAYOUT_PAGE_MAJOR, 1, 2, 2, 0, 16);
+	struct kvmig_record s = rec_of(1, KVMIG_ROLE_SOURCE), d = rec_of(2, KVMIG_ROLE_DEST), bad;
+	const char *ids[] = { "seq-0" };
+	uint32_t ix[2];
+	struct kvmig_seq q = { .id = (char *)"new", .page_ixs = ix, .n_pages = 2 };
+
+	(void)state;
+	assert_int_equal(kvmig_pager_record_create(p, &s), 0);
+	assert_int_equal(kvmig_pager_record_create(p, &s), -EEXIST);
+	bad = rec_of(3, KVMIG_ROLE_SOURCE);
+	bad.state = KVMIG_REC_DEPARTED;
+	assert_int_equal(kvmig_pager_record_create(p, &bad), -EINVAL);
+	/* Tagged while SENDING: still runnable. DEPARTED: not. */
+	assert_int_equal(kvmig_pager_record_tag(p, &s.id, ids, 1), 0);
+	assert_int_equal(kvmig_pager_record_tag(p, &s.id, ids, 1), -EBUSY);
+	assert_int_equal(state_of(p, "seq-0"), KVMIG_SEQ_ACTIVE);
+	assert_int_equal(kvmig_pager_record_set(p, &s.id, KVMIG_REC_SENDING, KVMIG_REC_ACTIVATED),
+			 -EINVAL); /* not a step of the protocol */
+	assert_int_equal(kvmig_pager_record_set(p, &s.id, KVMIG_REC_RECEIVING, KVMIG_REC_PREPARED),
+			 -ESTALE); /* legal, but it is not RECEIVING */
+	assert_int_equal(kvmig_pager_record_set(p, &s.id, KVMIG_REC_SENDING, KVMIG_REC_DEPARTED), 0);
+	assert_int_equal(state_of(p, "seq-0"), KVMIG_SEQ_DEPARTED);
+	assert_int_equal(kvmig_synth_decode(p, "seq-0", 1, NULL), -ENOENT); /* not runnable */
+	assert_int_equal(kvmig_pager_remove(p, ids, 1), -EBUSY);
+	/* A destination's pending sequences. */
+	assert_int_equal(kvmig_pager_record_create(p, &d), 0);
+	assert_int_equal(kvmig_pager_allocate(p, 2, ix), 0);
+	assert_int_equal(kvmig_pager_record_install(p, &d.id, &q, 1), 0);
+	assert_int_equal(state_of(p, "new"), KVMIG_SEQ_PENDING);
+	assert_int_equal(kvmig_pager_record_set(p, &d.id, KVMIG_REC_RECEIVING, KVMIG_REC_PREPARED), 0);
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, 1), -EINVAL); /* not activated */
+	assert_int_equal(kvmig_pager_record_set(p, &d.id, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED), 0);
+	assert_int_equal(state_of(p, "new"), KVMIG_SEQ_ACTIVE);
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, 0), -EINVAL); /* it runs: no abort */
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, 1), 0);
+	/* The source's commit removes seq-0 and frees its two pages. */
+	assert_int_equal(n_occupied(p), 6);
+	assert_int_equal(kvmig_pager_record_end(p, &s.id, 1), 0);
+	assert_int_equal(n_occupied(p), 4);
+	assert_int_equal(state_of(p, "seq-0"), (enum kvmig_seq_state)-1);
+	/* Aborts: a source's sequences run again, a destination's are gone. */
+	s = rec_of(4, KVMIG_ROLE_SOURCE);
+	const char *one[] = { "seq-1" };
+	assert_int_equal(kvmig_pager_record_create(p, &s), 0);
+	assert_int_equal(kvmig_pager_record_tag(p, &s.id, one, 1), 0);
+	assert_int_equal(kvmig_pager_record_set(p, &s.id, KVMIG_REC_SENDING, KVMIG_REC_DEPARTED), 0);
+	assert_int_equal(kvmig_pager_record_end(p, &s.id, 0), 0);
+	assert_int_equal(state_of(p, "seq-1"), KVMIG_SEQ_ACTIVE);
+	d = rec_of(5, KVMIG_ROLE_DEST);
+	q.id = (char *)"gone";
+	assert_int_equal(kvmig_pager_record_create(p, &d), 0);
+	assert_int_equal(kvmig_pager_allocate(p, 2, ix), 0);
+	assert_int_equal(kvmig_pager_record_install(p, &d.id, &q, 1), 0);
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, 0), 0);
+	assert_int_equal(state_of(p, "gone"), (enum kvmig_seq_state)-1);
+	assert_int_equal(n_occupied(p), 4); /* its pages went with it */
+	/* The reserved prefix. */
+	q.id = (char *)"?held";
+	assert_int_equal(kvmig_pager_allocate(p, 2, ix), 0);
+	assert_int_equal(kvmig_pager_install(p, &q, 1), -EINVAL);
+	assert_non_null(strstr(kvmig_last_error(), "reserves"));
+	kvmig_pager_destroy(&p);
+}
+
+static int hold_records(struct kvmig_pager *c)
+{
+	struct kvmig_record s = rec_of(7, KVMIG_ROLE_SOURCE), d = rec_of(8, KVMIG_ROLE_DEST),
+			    e = rec_of(9, KVMIG_ROLE_DEST);
+
+	if (kvmig_pager_record_create(c, &s) || kvmig_pager_record_create(c, &d) ||
+	    kvmig_pager_record_create(c, &e) ||
+	    kvmig_pager_record_set(c, &e.id, KVMIG_REC_RECEIVING, KVMIG_REC_PREPARED))
+		return -1;
+	raise(SIGKILL);
+	return 0;
+}
+
+/* A dead process's undecided records are aborted; a prepared one stays,
+ * driven by nobody, for resolution. */
+static void test_records_of_a_dead_process(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = shm_pager(name, "deadrec");
+	struct kvmig_record *r = NULL;
+	struct kvmig_gc_stats st;
+	uint32_t n = 0;
+	int status;
+	pid_t pid = child(name, NULL, hold_records);
+
+	(void)state;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(kvmig_pager_gc(p, &st), 0);
+	assert_int_equal(st.aborted, 2);
+	assert_int_equal(st.in_doubt, 1);
+	assert_int_equal(kvmig_pager_records(p, &r, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(r[0].state, KVMIG_REC_PREPARED);
+	assert_int_equal(r[0].owner_pid, 0);
+	free(r);
+	kvmig_pager_destroy(&p);
+	kvmig_synth_unlink(name);
+}
+
+static int sleep_attached(struct kvmig_pager *c)
+{
+	pause();
+	return 0;
+}
+
+/* pager rm refuses a pager that is paused, in use or holds records;
+ * --force removes it and a migration into it then cannot prepare. */
+static void test_remove_refuses(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = shm_pager(name, "rm");
+	struct kvmig_synth_remove_report rep;
+	struct kvmig_record d = rec_of(1, KVMIG_ROLE_DEST);
+	int status;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(kvmig_pager_pause(p), 0);
+	kvmig_pager_destroy(&p);
+	/* Paused by a live process (this one: it still holds the pause). */
+	assert_int_equal(kvmig_synth_remove(name, 0, &rep), -EBUSY);
+	assert_non_null(strstr(kvmig_last_error(), "paused by process"));
+	assert_int_equal(kvmig_synth_attach(name, &p), 0);
+	assert_int_equal(kvmig_pager_resume(p), 0);
+	kvmig_pager_destroy(&p);
+	/* Attached by another live process. */
+	pid = child(name, NULL, sleep_attached);
+	usleep(200 * 1000);
+	assert_int_equal(kvmig_synth_remove(name, 0, &rep), -EBUSY);
+	assert_int_equal(rep.attached_by, (uint32_t)pid);
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	/* A record. */
+	assert_int_equal(kvmig_synth_attach(name, &p), 0);
+	assert_int_equal(kvmig_pager_record_create(p, &d), 0);
+	assert_int_equal(kvmig_synth_remove(name, 0, &rep), -EBUSY);
+	assert_int_equal(rep.records, 1);
+	assert_non_null(strstr(kvmig_last_error(), "migration record"));
+	/* Forced: gone, and the receiver still attached cannot prepare. */
+	assert_int_equal(kvmig_synth_remove(name, 1, &rep), 0);
+	assert_int_equal(kvmig_pager_record_set(p, &d.id, KVMIG_REC_RECEIVING, KVMIG_REC_PREPARED),
+			 -EIDRM);
+	kvmig_pager_destroy(&p);
+	assert_int_equal(kvmig_synth_attach(name, &p), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -470,6 +808,12 @@ int main(void)
 		cmocka_unit_test(test_shm_attach_other_process),
 		cmocka_unit_test(test_pause_of_dead_process_dropped),
 		cmocka_unit_test(test_pause_of_dead_process_pid_reused),
+		cmocka_unit_test(test_stopped_lock_holder),
+		cmocka_unit_test(test_dead_process_pages_reclaimed),
+		cmocka_unit_test(test_death_inside_an_operation),
+		cmocka_unit_test(test_records),
+		cmocka_unit_test(test_records_of_a_dead_process),
+		cmocka_unit_test(test_remove_refuses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,7 @@
 #include "internal.h"
 #include "wire.h"
 
-/* Decode any payload of @type; 0 or -EPROTO. Frees what it decoded. */
+/* Decode any payload of @type; 0 or -EBADMSG. Frees what it decoded. */
 static int decode(uint8_t type, const uint8_t *p, size_t len)
 {
 	struct kvmig_msg_hello h;
@@ -52,8 +52,15 @@ static int decode(uint8_t type, const uint8_t *p, size_t len)
 		return kvmig_wire_get_abort(p, len, &ab);
 	case KVMIG_MSG_ROUND:
 		return kvmig_wire_get_round(p, len, &rd);
+	case KVMIG_MSG_RECORDS: {
+		struct kvmig_wire_record *w = NULL;
+
+		ret = kvmig_wire_get_records(p, len, &w, &n);
+		free(w);
+		return ret;
+	}
 	default:
-		return len == 0 ? 0 : -EPROTO;
+		return len == 0 ? 0 : -EBADMSG;
 	}
 }
 
@@ -63,7 +70,14 @@ static struct kvmig_wire_extent ext[4] = {
 /* One frame of every message type, concatenated in @b; returns the count. */
 static int all_messages(struct kvmig_wbuf *b)
 {
-	struct kvmig_msg_hello h = { 1, KVMIG_HELLO_NO_VERIFY, KVMIG_LAYOUT_LAYER_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 512 };
+	struct kvmig_msg_hello h = { .role = 1, .flags = KVMIG_HELLO_NO_VERIFY,
+				     .layout = KVMIG_LAYOUT_LAYER_MAJOR,
+				     .meta = { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, .half_bytes = 512,
+				     .migration = { { 0xa5, [15] = 0x5a } }, .pager = { { 7 } } };
+	struct kvmig_wire_record recs[2] = {
+		{ .id = { { 1, 2, 3 } }, .role = KVMIG_ROLE_DEST, .state = KVMIG_REC_PREPARED },
+		{ .id = { { 9 } }, .role = KVMIG_ROLE_SOURCE, .state = KVMIG_REC_DEPARTED },
+	};
 	struct kvmig_wire_region regions[2] = { { 0x1000, 1 << 20, 7 }, { 1ull << 40, 4096, 9 } };
 	struct kvmig_msg_regions rg = { 2, regions };
 	struct kvmig_offer_page pages[2] = { { 3, 2, 11, ext }, { 9, 2, 12, ext + 2 } };
@@ -71,7 +85,10 @@ static int all_messages(struct kvmig_wbuf *b)
 	struct kvmig_msg_read_req rq = { 77, 0x1000, 256, 7 };
 	struct kvmig_manifest_page dg[1] = { { 3, { { 1, 2, 3 } }, { { 4, 5, 6 } } } };
 	uint32_t ixs[3] = { 3, 9, 3 };
-	struct kvmig_seq seqs[2] = { { (char *)"req-\"1\"", ixs, 3, 2 }, { (char *)"b", ixs, 0, 0 } };
+	struct kvmig_seq seqs[2] = {
+		{ .id = (char *)"req-\"1\"", .page_ixs = ixs, .n_pages = 3, .fill_in_last_page = 2 },
+		{ .id = (char *)"b", .page_ixs = ixs },
+	};
 
 	assert_int_equal(kvmig_wire_put_hello(b, &h), 0);
 	assert_int_equal(kvmig_wire_put_regions(b, &rg), 0);
@@ -82,7 +99,10 @@ static int all_messages(struct kvmig_wbuf *b)
 	assert_int_equal(kvmig_wire_put_empty(b, KVMIG_MSG_COMMIT), 0);
 	assert_int_equal(kvmig_wire_put_abort(b, -ENOSPC, "destination out of pages"), 0);
 	assert_int_equal(kvmig_wire_put_round(b, &(struct kvmig_msg_round){ 3, 70000 }), 0);
-	return 9;
+	assert_int_equal(kvmig_wire_put_empty(b, KVMIG_MSG_ACTIVATED), 0);
+	assert_int_equal(kvmig_wire_put_empty(b, KVMIG_MSG_FORGET), 0);
+	assert_int_equal(kvmig_wire_put_records(b, recs, 2), 0);
+	return 12;
 }
 
 static void test_round_trip(void **state)
@@ -105,6 +125,9 @@ static void test_round_trip(void **state)
 			assert_int_equal(m.layout, KVMIG_LAYOUT_LAYER_MAJOR);
 			assert_int_equal(m.meta.head_dim, 16);
 			assert_int_equal(m.half_bytes, 512);
+			assert_int_equal(m.migration.b[0], 0xa5);
+			assert_int_equal(m.migration.b[15], 0x5a);
+			assert_int_equal(m.pager.b[0], 7);
 			break;
 		}
 		case KVMIG_MSG_REGIONS: {
@@ -156,8 +179,22 @@ static void test_round_trip(void **state)
 			break;
 		}
 		case KVMIG_MSG_COMMIT:
+		case KVMIG_MSG_ACTIVATED:
+		case KVMIG_MSG_FORGET:
 			assert_int_equal(h.len, 0);
 			break;
+		case KVMIG_MSG_RECORDS: {
+			struct kvmig_wire_record *w = NULL;
+			uint32_t cnt;
+			assert_int_equal(kvmig_wire_get_records(p, h.len, &w, &cnt), 0);
+			assert_int_equal(cnt, 2);
+			assert_int_equal(w[0].id.b[2], 3);
+			assert_int_equal(w[0].role, KVMIG_ROLE_DEST);
+			assert_int_equal(w[0].state, KVMIG_REC_PREPARED);
+			assert_int_equal(w[1].state, KVMIG_REC_DEPARTED);
+			free(w);
+			break;
+		}
 		case KVMIG_MSG_ABORT: {
 			struct kvmig_msg_abort m;
 			assert_int_equal(kvmig_wire_get_abort(p, h.len, &m), 0);
@@ -197,7 +234,7 @@ static void test_every_truncation_and_trailing_byte(void **state)
 			uint8_t *cut = malloc(len ? len : 1);
 
 			memcpy(cut, p, len);
-			assert_int_equal(decode(h.type, cut, len), -EPROTO);
+			assert_int_equal(decode(h.type, cut, len), -EBADMSG);
 			assert_true(kvmig_last_error()[0] != '\0');
 			free(cut);
 		}
@@ -205,7 +242,7 @@ static void test_every_truncation_and_trailing_byte(void **state)
 
 		memcpy(longer, p, h.len);
 		longer[h.len] = 0;
-		assert_int_equal(decode(h.type, longer, h.len + 1), -EPROTO);
+		assert_int_equal(decode(h.type, longer, h.len + 1), -EBADMSG);
 		if (h.type != KVMIG_MSG_COMMIT)
 			assert_non_null(strstr(kvmig_last_error(), "trailing"));
 		free(longer);
@@ -223,30 +260,30 @@ static void test_header_violations(void **state)
 	assert_int_equal(kvmig_wire_put_empty(&b, KVMIG_MSG_COMMIT), 0);
 	memcpy(f, b.p, sizeof(f));
 	f[0] = 'X';
-	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "magic"));
 	memcpy(f, b.p, sizeof(f));
-	f[4] = 2;
-	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
-	assert_non_null(strstr(kvmig_last_error(), "version 2"));
+	f[4] = 1;
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "version 1"));
 	memcpy(f, b.p, sizeof(f));
 	f[5] = 0;
-	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
-	f[5] = 15;
-	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
+	f[5] = KVMIG_MSG_LAST + 1;
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "unknown message type"));
 	memcpy(f, b.p, sizeof(f));
 	f[7] = 1;
-	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
 	memcpy(f, b.p, sizeof(f));
 	f[8] = 0xff; /* length 4 GiB - ... */
-	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "exceeds the limit"));
 	memcpy(f, b.p, sizeof(f));
 	f[10] = 0x04; /* a COMMIT of 1 KiB: small messages stay small */
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), 0);
 	f[11] = 0x01;
-	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EPROTO);
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "at most 1024"));
 	f[5] = KVMIG_MSG_OFFER; /* an OFFER may be larger */
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), 0);
@@ -261,40 +298,41 @@ static void test_huge_counts_refused_before_allocation(void **state)
 	uint8_t q[12] = { 0, 0, 0, 1, 0, 0, 0xea, 0x60, 0, 0, 0, 0 }; /* 60000 pages */
 	uint8_t final_small[8] = { 0, 0, 0, 200, 0, 1, 'a', 0 };
 
-	assert_int_equal(decode(KVMIG_MSG_DIGESTS, p, sizeof(p)), -EPROTO);
+	assert_int_equal(decode(KVMIG_MSG_DIGESTS, p, sizeof(p)), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "above the limit"));
-	assert_int_equal(decode(KVMIG_MSG_FINAL, p, sizeof(p)), -EPROTO);
-	assert_int_equal(decode(KVMIG_MSG_REGIONS, p, sizeof(p)), -EPROTO);
-	assert_int_equal(decode(KVMIG_MSG_OFFER, q, sizeof(q)), -EPROTO);
+	assert_int_equal(decode(KVMIG_MSG_FINAL, p, sizeof(p)), -EBADMSG);
+	assert_int_equal(decode(KVMIG_MSG_REGIONS, p, sizeof(p)), -EBADMSG);
+	assert_int_equal(decode(KVMIG_MSG_OFFER, q, sizeof(q)), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "only"));
-	assert_int_equal(decode(KVMIG_MSG_FINAL, final_small, sizeof(final_small)), -EPROTO);
+	assert_int_equal(decode(KVMIG_MSG_FINAL, final_small, sizeof(final_small)), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "only"));
 }
 
 static void test_semantic_violations(void **state)
 {
 	struct kvmig_wbuf b = { 0 };
-	struct kvmig_msg_hello h = { 0, 0, KVMIG_LAYOUT_PAGE_MAJOR, { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, 999 };
+	struct kvmig_msg_hello h = { .layout = KVMIG_LAYOUT_PAGE_MAJOR,
+				     .meta = { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, .half_bytes = 999 };
 	struct kvmig_offer_page odd = { 1, 3, 0, ext };
 	struct kvmig_msg_offer of = { 0, 1, &odd, NULL };
 
 	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
 	assert_int_equal(decode(KVMIG_MSG_HELLO, b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN),
-			 -EPROTO);
+			 -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "half_bytes"));
 	b.len = 0;
 	h.half_bytes = 512;
 	h.meta.n_layers = 0;
 	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
 	assert_int_equal(decode(KVMIG_MSG_HELLO, b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN),
-			 -EPROTO);
+			 -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "n_layers"));
 	b.len = 0;
 	h.meta.n_layers = 2;
 	h.flags = 0x80; /* a flag this version does not know */
 	assert_int_equal(kvmig_wire_put_hello(&b, &h), 0);
 	assert_int_equal(decode(KVMIG_MSG_HELLO, b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN),
-			 -EPROTO);
+			 -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "flags 0x80"));
 	b.len = 0;
 	assert_int_equal(kvmig_wire_put_offer(&b, &of), -EINVAL); /* odd extent count */
@@ -322,14 +360,14 @@ static void test_read_resp_header(void **state)
 	assert_true(id == 0x0102030405060708ull);
 	assert_int_equal(len, 65536);
 	assert_int_equal(kvmig_wire_get_read_resp(h + KVMIG_WIRE_HDR_LEN, fh.len - 1, &id, &len),
-			 -EPROTO);
+			 -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "claims 65536"));
-	assert_int_equal(kvmig_wire_get_read_resp(h + KVMIG_WIRE_HDR_LEN, 11, &id, &len), -EPROTO);
+	assert_int_equal(kvmig_wire_get_read_resp(h + KVMIG_WIRE_HDR_LEN, 11, &id, &len), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "truncated"));
 }
 
 /* Deterministic corruption: flip bytes of valid frames; the decoder must
- * return 0 or -EPROTO, never crash (this suite also runs under ASan). */
+ * return 0 or -EBADMSG, never crash (this suite also runs under ASan). */
 static void test_byte_flip_fuzz(void **state)
 {
 	struct kvmig_wbuf b = { 0 };
@@ -353,7 +391,7 @@ static void test_byte_flip_fuzz(void **state)
 			copy[kvmig_splitmix64(&rng) % h.len] ^= (uint8_t)(1 + kvmig_splitmix64(&rng) % 255);
 		int ret = decode(h.type, copy, h.len);
 
-		assert_true(ret == 0 || ret == -EPROTO);
+		assert_true(ret == 0 || ret == -EBADMSG);
 		ret == 0 ? accepted++ : refused++;
 		free(copy);
 	}
