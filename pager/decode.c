@@ -64,8 +64,8 @@ static int decode_one(struct kvmig_synth_engine *e, struct dseq *q)
 	uint64_t t;
 	int ret = kvmig_synth_decode(e->p, q->id, e->o.seed, &t);
 
-	if (ret == -EAGAIN)
-		return ret;
+	if (ret == -EAGAIN || ret == -EBUSY)
+		return -EAGAIN; /* paused, or the lock's holder is stopped: later */
 	if (ret < 0) {
 		atomic_store(&q->state, ret == -ENOENT ? SEQ_GONE : SEQ_STOPPED);
 		return 0;

@@ -23,6 +23,7 @@ int kvmig_pager_create(const struct kvmig_pager_ops *ops, void *impl, struct kvm
 	    !ops->extents || !ops->regions || !ops->generation || !ops->allocate || !ops->free ||
 	    !ops->install || !ops->remove || !ops->identity || !ops->record_create ||
 	    !ops->record_set || !ops->record_tag || !ops->record_install || !ops->record_end ||
+	    !ops->record_disown ||
 	    !ops->records || !ops->gc)
 		return kvmig_err(-EINVAL, "pager ops table is missing an operation");
 	p = calloc(1, sizeof(*p));
@@ -207,9 +208,15 @@ int kvmig_pager_record_install(struct kvmig_pager *p, const struct kvmig_id *id,
 	return p->ops->record_install(p->impl, id, seqs, n);
 }
 
-int kvmig_pager_record_end(struct kvmig_pager *p, const struct kvmig_id *id, int commit)
+int kvmig_pager_record_end(struct kvmig_pager *p, const struct kvmig_id *id,
+			   enum kvmig_record_state from, int commit)
 {
-	return p->ops->record_end(p->impl, id, commit);
+	return p->ops->record_end(p->impl, id, from, commit);
+}
+
+int kvmig_pager_record_disown(struct kvmig_pager *p, const struct kvmig_id *id)
+{
+	return p->ops->record_disown(p->impl, id);
 }
 
 int kvmig_pager_records(struct kvmig_pager *p, struct kvmig_record **recs, uint32_t *n)

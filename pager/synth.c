@@ -248,6 +248,7 @@ const struct kvmig_pager_ops synth_ops = {
 	.record_tag = synth_record_tag,
 	.record_install = synth_record_install,
 	.record_end = synth_record_end,
+	.record_disown = synth_record_disown,
 	.records = synth_records,
 	.gc = synth_gc,
 	.destroy = synth_destroy,
@@ -596,8 +597,12 @@ int kvmig_synth_remove(const char *name, int force, struct kvmig_synth_remove_re
 		ret = 0;
 	}
 	synth_unlock(s);
+	if (ret == 0 && (ret = kvmig_synth_unlink(name)) < 0 && synth_lock(s) == 0) {
+		s->hdr->removed = 0; /* still there: usable as before */
+		synth_unlock(s);
+	}
 	synth_destroy(s);
-	return ret < 0 ? ret : kvmig_synth_unlink(name);
+	return ret;
 }
 
 int kvmig_synth_fill_page(struct kvmig_pager *p, uint32_t ix, uint64_t seed, uint64_t stream)

@@ -65,7 +65,8 @@ static void self_id(int32_t *pid, uint64_t *start)
 
 	if (me != c_pid) {
 		c_start = synth_proc_start(me);
-		c_pid = me;
+		/* "Unknown" (1) matches any start time: never keep it. */
+		c_pid = c_start > 1 ? me : 0;
 	}
 	*pid = me;
 	*start = c_start;
@@ -93,7 +94,7 @@ int synth_holder_self(struct synth *s, int make)
 			hs[h].pid = me; /* last: an entry with a pid is whole */
 			return (int)h;
 		}
-		if (pass == 0)
+		if (pass == 0 && !s->reaping)
 			synth_reap(s, NULL); /* dead processes' entries */
 	}
 	return kvmig_err(-EUSERS, "%u processes use pager %s already", SYNTH_MAX_HOLDERS, s->name);
@@ -104,6 +105,8 @@ void synth_reap(struct synth *s, struct kvmig_gc_stats *st)
 	struct synth_hdr *h = s->hdr;
 	bool dead[SYNTH_MAX_HOLDERS] = { false }, any = false;
 
+	if (s->reaping)
+		return; /* called back from inside: the outer one does it */
 	for (uint32_t i = 0; i < SYNTH_MAX_HOLDERS; i++) {
 		uint64_t start;
 
@@ -115,6 +118,7 @@ void synth_reap(struct synth *s, struct kvmig_gc_stats *st)
 	}
 	if (!any)
 		return;
+	s->reaping = 1;
 	for (uint32_t i = 0; i < SYNTH_MAX_HOLDERS; i++) {
 		if (!dead[i])
 			continue;
@@ -129,8 +133,9 @@ void synth_reap(struct synth *s, struct kvmig_gc_stats *st)
 		uint32_t o = h->recs[r].owner;
 
 		if (h->recs[r].state != KVMIG_REC_NONE && o && o <= SYNTH_MAX_HOLDERS && dead[o - 1])
-			synth_record_orphaned(s, r, st);
+			synth_record_orphaned(s, r, (int)o - 1, st);
 	}
+	SYNTH_STEP();
 	for (uint32_t ix = 0; ix < h->capacity; ix++) {
 		uint32_t o = s->owner[ix];
 
@@ -147,9 +152,11 @@ void synth_reap(struct synth *s, struct kvmig_gc_stats *st)
 		}
 	}
 	/* Last: an entry is reused only once nothing refers to it. */
+	SYNTH_STEP();
 	for (uint32_t i = 0; i < SYNTH_MAX_HOLDERS; i++)
 		if (dead[i])
 			h->holders[i].pid = 0;
+	s->reaping = 0;
 }
 
 /* ---- the lock ---- */
@@ -475,12 +482,14 @@ int synth_install_locked(struct synth *s, const struct kvmig_seq *seqs, uint32_t
 	/* All or nothing even if this process dies in the middle: the slots
 	 * are NEW until the txn word is cleared (recover() drops them). */
 	h->txn = 1;
+	SYNTH_STEP();
 	for (uint32_t i = 0; i < h->max_seqs && k < n; i++)
 		if (s->slots[i].state == SLOT_FREE)
 			slot_write(s, made[k] = &s->slots[i], &seqs[k], rec, SLOT_NEW), k++;
 	if (kvmig_fault("die-synth-install", NULL))
 		raise(SIGKILL); /* test-only: a death inside the txn */
 	__atomic_store_n(&h->txn, 0, __ATOMIC_RELEASE); /* the commit */
+	SYNTH_STEP();
 	for (uint32_t i = 0; i < n; i++) {
 		made[i]->state = SLOT_USED;
 		for (uint32_t j = 0; j < seqs[i].n_pages; j++)
@@ -504,6 +513,7 @@ static void remove_slots(struct synth *s, struct synth_slot **sl, uint32_t n, in
 	if (!n)
 		return;
 	h->txn = 1;
+	SYNTH_STEP();
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t np = synth_slot_pages(sl[i]), c = sl[i]->head;
 
@@ -516,11 +526,13 @@ static void remove_slots(struct synth *s, struct synth_slot **sl, uint32_t n, in
 			if (s->refcnt[ix] && --s->refcnt[ix] == 0 && self >= 0)
 				s->owner[ix] = OWNER_HOLDER(self);
 		}
+		SYNTH_STEP(); /* the pages' new owner before the slot dies */
 		sl[i]->state = SLOT_DEAD;
 	}
 	if (kvmig_fault("die-synth-remove", NULL))
 		raise(SIGKILL); /* test-only: a death inside the txn */
 	__atomic_store_n(&h->txn, 0, __ATOMIC_RELEASE); /* the commit */
+	SYNTH_STEP();
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t np = synth_slot_pages(sl[i]), c = sl[i]->head;
 
@@ -544,7 +556,7 @@ static void remove_slots(struct synth *s, struct synth_slot **sl, uint32_t n, in
 	}
 }
 
-void synth_remove_tagged(struct synth *s, uint32_t rec)
+void synth_remove_tagged(struct synth *s, uint32_t rec, int owner)
 {
 	struct synth_slot **sl = malloc(sizeof(*sl) * (s->hdr->n_seqs ? s->hdr->n_seqs : 1));
 	uint32_t n = 0;
@@ -558,9 +570,9 @@ void synth_remove_tagged(struct synth *s, uint32_t rec)
 		if (sl)
 			sl[n++] = one;
 		else
-			remove_slots(s, &one, 1, synth_holder_self(s, 1), 1);
+			remove_slots(s, &one, 1, owner, 1);
 	}
-	remove_slots(s, sl, n, synth_holder_self(s, 1), 1);
+	remove_slots(s, sl, n, owner, 1);
 	free(sl);
 }
 
@@ -586,6 +598,7 @@ int synth_append_page(struct synth *s, struct synth_slot *sl)
 	 * sequence's: a death before that leaves an unused page to gc. */
 	s->owner[ix] = OWNER_HOLDER(self);
 	h->n_allocated++;
+	SYNTH_STEP();
 	if (n % SYNTH_CHUNK_IXS == 0) {
 		uint32_t c = pop_chunk(s);
 
@@ -665,7 +678,9 @@ void synth_recover(struct synth *s)
 	for (uint32_t i = 0; i < SYNTH_MAX_HOLDERS; i++)
 		if (h->holders[i].pid)
 			h->pause_depth += h->holders[i].pauses;
+	s->reaping = 1; /* completing a record must not start a reap */
 	synth_records_recover(s);
+	s->reaping = 0;
 	synth_reap(s, NULL); /* the holder that died, at least, is gone */
 }
 
@@ -843,6 +858,7 @@ int synth_free(void *impl, const uint32_t *ixs, uint32_t n)
 		/* Ours first, then free: a death between leaves them to gc. */
 		for (uint32_t i = 0; i < n; i++)
 			s->owner[sorted[i]] = OWNER_HOLDER(self);
+		SYNTH_STEP();
 		for (uint32_t i = 0; i < n; i++)
 			s->owner[sorted[i]] = OWNER_FREE;
 		s->hdr->n_allocated -= n;

@@ -47,6 +47,15 @@
 #define SYNTH_LOCK_MS 2000    /* a lock held longer than this: its holder is stuck */
 #define SYNTH_NONE UINT32_MAX
 
+/*
+ * Between two stores whose order a death must see (the txn word, then the
+ * slots it covers): the compiler may not move one across it. A death is an
+ * asynchronous stop of this thread, which is exactly what a signal fence
+ * orders for; x86 and arm64 keep a thread's own stores in program order
+ * for what another process reads after it died.
+ */
+#define SYNTH_STEP() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
 enum slot_state {
 	SLOT_FREE = 0,
 	SLOT_USED,  /* an installed sequence */
@@ -122,6 +131,7 @@ struct synth {
 	uint32_t *free_chunks;
 	uint8_t *data;
 	int registered;  /* counted in this process's holder entry (attached) */
+	int reaping;     /* inside synth_reap / synth_recover: do not reap again */
 	char name[208];  /* "shm:NAME" or "in-process pager", for messages */
 };
 
@@ -155,8 +165,9 @@ enum kvmig_seq_state synth_slot_state(const struct synth *s, const struct synth_
 /* Under the lock: install @seqs (tagged with record index @rec + 1, or 0). */
 int synth_install_locked(struct synth *s, const struct kvmig_seq *seqs, uint32_t n, uint32_t rec);
 /* Under the lock: remove every sequence tagged with record @rec and free
- * the pages no sequence uses any more. */
-void synth_remove_tagged(struct synth *s, uint32_t rec);
+ * the pages no sequence uses any more; until they are free they belong to
+ * holder @owner (a death half way leaves them to gc), or -1. */
+void synth_remove_tagged(struct synth *s, uint32_t rec, int owner);
 /* Under the lock: the slots of installed sequences @ids into @out, all or
  * -ENOENT / -EINVAL (listed twice). */
 int synth_lookup(struct synth *s, const char *const *ids, uint32_t n, struct synth_slot **out);
@@ -174,8 +185,8 @@ void synth_set_len(struct synth_slot *sl, uint32_t n_pages, uint32_t fill);
 /* Under the lock: finish applying the records a death left ABORTING /
  * FINISHING, and clear tags of records that are gone. */
 void synth_records_recover(struct synth *s);
-/* Under the lock: a record whose driving process died (gc). */
-void synth_record_orphaned(struct synth *s, uint32_t r, struct kvmig_gc_stats *st);
+/* Under the lock: a record whose driving process (holder @dead) died. */
+void synth_record_orphaned(struct synth *s, uint32_t r, int dead, struct kvmig_gc_stats *st);
 
 int synth_identity(void *impl, struct kvmig_id *id);
 int synth_record_create(void *impl, const struct kvmig_record *rec);
@@ -184,7 +195,9 @@ int synth_record_set(void *impl, const struct kvmig_id *id, enum kvmig_record_st
 int synth_record_tag(void *impl, const struct kvmig_id *id, const char *const *ids, uint32_t n);
 int synth_record_install(void *impl, const struct kvmig_id *id, const struct kvmig_seq *seqs,
 			 uint32_t n);
-int synth_record_end(void *impl, const struct kvmig_id *id, int commit);
+int synth_record_end(void *impl, const struct kvmig_id *id, enum kvmig_record_state from,
+		     int commit);
+int synth_record_disown(void *impl, const struct kvmig_id *id);
 int synth_records(void *impl, struct kvmig_record *out, uint32_t max, uint32_t *n);
 int synth_gc(void *impl, struct kvmig_gc_stats *st);
 

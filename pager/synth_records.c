@@ -43,25 +43,28 @@ static void untag(struct synth *s, uint32_t r)
 }
 
 /* Apply the outcome the record's transient state names, then free it.
- * Idempotent: recovery calls it again after a death half way. */
-static void complete_end(struct synth *s, uint32_t r)
+ * Idempotent: recovery calls it again after a death half way. Pages it
+ * frees belong to holder @owner until they are free. */
+static void complete_end(struct synth *s, uint32_t r, int owner)
 {
 	struct synth_rec *rec = &s->hdr->recs[r];
 	int finishing = rec->state == KVMIG_REC_FINISHING;
 
 	if ((finishing && rec->role == KVMIG_ROLE_SOURCE && rec->move) ||
 	    (!finishing && rec->role == KVMIG_ROLE_DEST))
-		synth_remove_tagged(s, r);
+		synth_remove_tagged(s, r, owner);
 	else
 		untag(s, r);
+	SYNTH_STEP();
 	__atomic_store_n(&rec->state, KVMIG_REC_NONE, __ATOMIC_RELEASE);
 }
 
-static void apply_end(struct synth *s, uint32_t r, int commit)
+static void apply_end(struct synth *s, uint32_t r, int commit, int owner)
 {
 	__atomic_store_n(&s->hdr->recs[r].state, commit ? KVMIG_REC_FINISHING : KVMIG_REC_ABORTING,
 			 __ATOMIC_RELEASE);
-	complete_end(s, r);
+	SYNTH_STEP();
+	complete_end(s, r, owner);
 }
 
 void synth_records_recover(struct synth *s)
@@ -70,7 +73,7 @@ void synth_records_recover(struct synth *s)
 		uint32_t st = s->hdr->recs[r].state;
 
 		if (st == KVMIG_REC_ABORTING || st == KVMIG_REC_FINISHING)
-			complete_end(s, r);
+			complete_end(s, r, synth_holder_self(s, 1));
 		else if (st == KVMIG_REC_ACTIVATED)
 			untag(s, r); /* what record_set was doing */
 	}
@@ -82,22 +85,24 @@ void synth_records_recover(struct synth *s)
 	}
 }
 
-void synth_record_orphaned(struct synth *s, uint32_t r, struct kvmig_gc_stats *st)
+void synth_record_orphaned(struct synth *s, uint32_t r, int dead, struct kvmig_gc_stats *st)
 {
 	struct synth_rec *rec = &s->hdr->recs[r];
 
+	/* Pages freed here stay the dead holder's until then: if this process
+	 * dies half way too, the next gc still finds them. */
 	switch (rec->state) {
 	case KVMIG_REC_SENDING:
 	case KVMIG_REC_RECEIVING:
 		/* Undecided: the source never chose commit (a destination is
 		 * RECEIVING until it told the source it holds everything). */
-		apply_end(s, r, 0);
+		apply_end(s, r, 0, dead);
 		if (st)
 			st->aborted++;
 		break;
 	case KVMIG_REC_ABORTING:
 	case KVMIG_REC_FINISHING:
-		complete_end(s, r);
+		complete_end(s, r, dead);
 		if (st)
 			st->completed++;
 		break;
@@ -150,7 +155,7 @@ int synth_record_create(void *impl, const struct kvmig_record *in)
 			synth_reap(s, NULL);
 	}
 	if (!rec) {
-		ret = kvmig_err(-ENOSPC, "pager %s holds %u migration records already: resolve the "
+		ret = kvmig_err(-EBUSY, "pager %s holds %u migration records already: resolve the "
 				"ones in doubt (kvmig pager status)", s->name, SYNTH_MAX_RECORDS);
 		goto out;
 	}
@@ -273,7 +278,8 @@ int synth_record_install(void *impl, const struct kvmig_id *id, const struct kvm
 	return ret;
 }
 
-int synth_record_end(void *impl, const struct kvmig_id *id, int commit)
+int synth_record_end(void *impl, const struct kvmig_id *id, enum kvmig_record_state from,
+		     int commit)
 {
 	struct synth *s = impl;
 	uint32_t st;
@@ -287,6 +293,13 @@ int synth_record_end(void *impl, const struct kvmig_id *id, int commit)
 		goto out;
 	}
 	st = s->hdr->recs[r].state;
+	if (st != (uint32_t)from) {
+		kvmig_id_format(id, hex);
+		ret = kvmig_err(-ESTALE, "migration %s is %s in pager %s, not %s", hex,
+				kvmig_record_state_name(st), s->name,
+				kvmig_record_state_name(from));
+		goto out;
+	}
 	if (s->hdr->recs[r].role == KVMIG_ROLE_SOURCE)
 		ok = commit ? st == KVMIG_REC_DEPARTED || st == KVMIG_REC_COMMITTED :
 			st == KVMIG_REC_SENDING || st == KVMIG_REC_DEPARTED ||
@@ -301,9 +314,25 @@ int synth_record_end(void *impl, const struct kvmig_id *id, int commit)
 				commit ? "committed" : "aborted");
 		goto out;
 	}
-	apply_end(s, (uint32_t)r, commit);
+	apply_end(s, (uint32_t)r, commit, synth_holder_self(s, 1));
 	ret = 0;
 out:
+	synth_unlock(s);
+	return ret;
+}
+
+int synth_record_disown(void *impl, const struct kvmig_id *id)
+{
+	struct synth *s = impl;
+	int r, ret, self;
+
+	if ((ret = synth_lock(s)) < 0)
+		return ret;
+	self = synth_holder_self(s, 0);
+	if ((r = find_rec(s, id)) < 0)
+		ret = no_such(s, id);
+	else if (self >= 0 && s->hdr->recs[r].owner == (uint32_t)self + 1)
+		s->hdr->recs[r].owner = 0;
 	synth_unlock(s);
 	return ret;
 }

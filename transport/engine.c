@@ -241,8 +241,10 @@ int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
 			return engine_salvage_abort(e, ret); /* it may have said why first */
 		if (ret < 0)
 			return ret;
-		if (ret == 0)
+		if (ret == 0 && wake_fd >= 0)
 			return 0;
+		if (ret == 0)
+			continue; /* nothing of the peer's: the same deadline holds */
 		deadline = wait_deadline(e);
 		engine_progress(e, 0);
 	}
@@ -419,6 +421,21 @@ void engine_progress(struct engine *e, int force)
 
 /* ---- records of earlier migrations ---- */
 
+enum kvmig_record_state engine_record_state(struct kvmig_pager *p, const struct kvmig_id *id)
+{
+	enum kvmig_record_state st = KVMIG_REC_NONE;
+	struct kvmig_record *all = NULL;
+	uint32_t n = 0;
+
+	if (kvmig_pager_records(p, &all, &n) < 0)
+		return KVMIG_REC_NONE;
+	for (uint32_t i = 0; i < n; i++)
+		if (!memcmp(&all[i].id, id, sizeof(*id)))
+			st = all[i].state;
+	free(all);
+	return st;
+}
+
 /* Our records naming @peer_pager: into *out (malloc'd) as the wire carries them. */
 static int records_for(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 		       struct kvmig_record **all, uint32_t *n_all, struct kvmig_wire_record **out,
@@ -445,7 +462,9 @@ static int records_for(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 	return 0;
 }
 
-static int send_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager)
+/* Send our records naming the peer; what was sent into *sent (malloc'd). */
+static int send_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+			struct kvmig_wire_record **sent, uint32_t *nsent)
 {
 	struct kvmig_record *all = NULL;
 	struct kvmig_wire_record *w = NULL;
@@ -455,7 +474,12 @@ static int send_records(struct engine *e, struct kvmig_pager *p, const struct kv
 	if (ret == 0 && (ret = kvmig_wire_put_records(&e->wb, w, n)) == 0)
 		ret = engine_flush(e);
 	free(all);
-	free(w);
+	if (ret == 0 && sent) {
+		*sent = w;
+		*nsent = n;
+	} else {
+		free(w);
+	}
 	return ret;
 }
 
@@ -474,11 +498,27 @@ static int take_records(struct engine *e, struct kvmig_wire_record **w, uint32_t
 	return ret;
 }
 
-/* Act on our records naming the peer, given the peer's (@peer_newer: read
- * after ours reached their states). Records driven by a live process, ours
- * or not, are left alone by resolve_decide(). */
-static int act_on(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
-		  const struct kvmig_wire_record *w, uint32_t nw, int peer_newer,
+/* Whether @r stands in @sent (a list we sent) in the same state. */
+static int sent_as_is(const struct kvmig_record *r, const struct kvmig_wire_record *sent,
+		      uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (!memcmp(&sent[i].id, &r->id, sizeof(r->id)) && sent[i].state == (uint8_t)r->state)
+			return 1;
+	return 0;
+}
+
+/*
+ * Act on our records naming the peer, given the peer's list @w. The peer
+ * made @w after it received @sent (our earlier list; NULL: none), so for a
+ * record of ours that stood in @sent in the state it has now, "the peer has
+ * none" is evidence; for any other (it moved on, or a migration that began
+ * since), the peer's list may simply predate it. Undecided records a live
+ * process drives are left alone by resolve_decide().
+ */
+static int act_on(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+		  const struct kvmig_wire_record *w, uint32_t nw,
+		  const struct kvmig_wire_record *sent, uint32_t nsent,
 		  struct kvmig_resolve_stats *st)
 {
 	struct kvmig_record *all = NULL;
@@ -496,7 +536,9 @@ static int act_on(struct engine *e, struct kvmig_pager *p, const struct kvmig_id
 			if (!memcmp(&w[j].id, &all[i].id, sizeof(w[j].id)) &&
 			    w[j].role != (uint8_t)all[i].role)
 				peer = (enum kvmig_record_state)w[j].state;
-		ret = resolve_apply(p, &all[i], resolve_decide(&all[i], peer, peer_newer), st);
+		ret = resolve_apply(p, &all[i],
+				    resolve_decide(&all[i], peer, sent_as_is(&all[i], sent, nsent)),
+				    st);
 	}
 	free(all);
 	return ret;
@@ -505,33 +547,37 @@ static int act_on(struct engine *e, struct kvmig_pager *p, const struct kvmig_id
 int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 			struct kvmig_resolve_stats *st)
 {
-	struct kvmig_wire_record *w = NULL;
-	uint32_t nw = 0;
+	struct kvmig_wire_record *w = NULL, *sent = NULL;
+	uint32_t nw = 0, nsent = 0;
 	int ret;
 
 	/*
 	 * "The peer has no record" is evidence only in a list the peer made
-	 * after our own record reached its state. Sender: #1 ours, #2 theirs
-	 * (made after #1: act on it fully), #3 ours again. Receiver: act on #1
-	 * only where it holds a record (a decided source), then #2 ours, then
-	 * act on #3 fully.
+	 * after our record reached its state: the peer's answer to a list of
+	 * ours that showed it so. Sender: #1 ours, #2 theirs (an answer to
+	 * #1), act, #3 ours. Receiver: act on #1 (no list of ours before it:
+	 * only what the sender's records say outright), #2 ours, act on #3
+	 * (an answer to #2).
 	 */
 	if (e->role == 0) {
-		if ((ret = send_records(e, p, peer_pager)) < 0 || (ret = take_records(e, &w, &nw)) < 0 ||
-		    (ret = act_on(e, p, peer_pager, w, nw, 1, st)) < 0)
+		if ((ret = send_records(e, p, peer_pager, &sent, &nsent)) < 0 ||
+		    (ret = take_records(e, &w, &nw)) < 0 ||
+		    (ret = act_on(p, peer_pager, w, nw, sent, nsent, st)) < 0)
 			goto out;
-		ret = send_records(e, p, peer_pager);
+		ret = send_records(e, p, peer_pager, NULL, NULL);
 		goto out;
 	}
-	if ((ret = take_records(e, &w, &nw)) < 0 || (ret = act_on(e, p, peer_pager, w, nw, 0, st)) < 0 ||
-	    (ret = send_records(e, p, peer_pager)) < 0)
+	if ((ret = take_records(e, &w, &nw)) < 0 ||
+	    (ret = act_on(p, peer_pager, w, nw, NULL, 0, st)) < 0 ||
+	    (ret = send_records(e, p, peer_pager, &sent, &nsent)) < 0)
 		goto out;
 	free(w);
 	w = NULL;
 	if ((ret = take_records(e, &w, &nw)) == 0)
-		ret = act_on(e, p, peer_pager, w, nw, 1, st);
+		ret = act_on(p, peer_pager, w, nw, sent, nsent, st);
 out:
 	free(w);
+	free(sent);
 	return ret;
 }
 

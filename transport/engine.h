@@ -141,6 +141,11 @@ enum kvmig_record_state resolve_peer_state(const struct kvmig_record *recs, uint
 int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 			struct kvmig_resolve_stats *st);
 
+/* The state of migration @id's record in @p (KVMIG_REC_NONE: none, or the
+ * records could not be read). A step the pager refused as stale may have
+ * been taken by a resolver meanwhile: this says where it stands. */
+enum kvmig_record_state engine_record_state(struct kvmig_pager *p, const struct kvmig_id *id);
+
 /* Test-only: SIGKILL this process at @point ($KVMIG_FAULT "die-POINT"). */
 #define ENGINE_DIE(point)                                  \
 	do {                                                  \

@@ -208,7 +208,8 @@ static int cancelled(int fd)
 {
 	struct pollfd pfd = { fd, POLLIN, 0 };
 
-	if (fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP)))
+	/* Readable, or no longer a pipe we can read (closed: POLLNVAL): stop. */
+	if (fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
 		return kvmig_err(-ECANCELED, "interrupted");
 	return 0;
 }
@@ -218,6 +219,7 @@ static int cm_wait_cancel(struct rdma_event_channel *ch, enum rdma_cm_event_type
 			  struct rdma_cm_event **out)
 {
 	struct pollfd pfd[2] = { { ch->fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
+	double until = kvmig_now() + (timeout_ms < 0 ? 0 : timeout_ms) / 1000.0;
 	struct rdma_cm_event *ev;
 	int r, err;
 
@@ -226,8 +228,10 @@ static int cm_wait_cancel(struct rdma_event_channel *ch, enum rdma_cm_event_type
 			break;
 		if (errno != EAGAIN && errno != EINTR)
 			return kvmig_err(-errno, "%s: rdma_get_cm_event: %s", what, strerror(errno));
+		/* After a signal, only what is left of the wait. */
 		do
-			r = poll(pfd, cancel_fd >= 0 ? 2 : 1, timeout_ms);
+			r = poll(pfd, cancel_fd >= 0 ? 2 : 1, timeout_ms < 0 ? -1 :
+				 (int)KVMIG_MAX(0.0, (until - kvmig_now()) * 1000.0));
 		while (r < 0 && errno == EINTR && !cancelled(cancel_fd));
 		if ((err = cancelled(cancel_fd)) < 0)
 			return err;
@@ -822,11 +826,12 @@ static int wait_events(struct rdma_conn *c, int timeout_ms, int wake_fd, int *wo
 		return n;
 	if ((r = cancelled(c->cancel_fd)) < 0)
 		return r;
-	do
-		r = poll(pfd, 4, timeout_ms); /* negative fds are skipped */
-	while (r < 0 && errno == EINTR && !cancelled(c->cancel_fd));
+	/* A signal ends the wait: the caller counts what is left of it. */
+	r = poll(pfd, 4, timeout_ms); /* negative fds are skipped */
 	if (cancelled(c->cancel_fd) < 0)
 		return -ECANCELED;
+	if (r < 0 && errno == EINTR)
+		return 0;
 	if (r < 0)
 		return kvmig_err(-errno, "poll: %s", strerror(errno));
 	if (pfd[0].revents && ibv_get_cq_event(c->cc, &cq, &ctx) == 0) {

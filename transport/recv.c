@@ -1106,6 +1106,8 @@ static int await_decision(struct receiver *r)
 		return ret;
 	ENGINE_DIE("recv-ack-recv");
 	ret = kvmig_pager_record_set(r->p, &r->mig, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED);
+	if (ret == -ESTALE && engine_record_state(r->p, &r->mig) == KVMIG_REC_ACTIVATED)
+		ret = 0; /* a resolver activated them meanwhile */
 	if (ret < 0)
 		return kvmig_err_prefix(ret, "the sender decided to commit, but the sequences "
 					"could not be activated here");
@@ -1121,26 +1123,35 @@ static int await_decision(struct receiver *r)
 		ret = engine_unexpected(m, "FORGET");
 	engine_msg_free(&m);
 	if (ret < 0) {
+		/* Left for the next exchange or a resolution: nobody drives it. */
 		r->unconfirmed = 1;
+		kvmig_pager_record_disown(r->p, &r->mig);
 		return 0;
 	}
 	ENGINE_DIE("recv-forget-recv");
-	if (kvmig_pager_record_end(r->p, &r->mig, 1) < 0)
+	if (kvmig_pager_record_end(r->p, &r->mig, KVMIG_REC_ACTIVATED, 1) < 0) {
 		r->unconfirmed = 1;
-	else
+		kvmig_pager_record_disown(r->p, &r->mig);
+	} else {
 		r->state = RECV_DONE;
+	}
 	return 0;
 }
 
 static int commit(struct receiver *r)
 {
-	char hex[33];
+	char hex[33], why[1024];
 	int ret;
 
 	if ((ret = prepare(r)) == 0 && (ret = await_decision(r)) == 0)
 		return 0;
 	if (r->state != RECV_PREPARED || r->e.peer_aborted)
 		return ret; /* not prepared yet, or the sender aborted before deciding */
+	/* In doubt: the record stays, and anyone may resolve it from the
+	 * sender's (this process may live on, in an engine). */
+	snprintf(why, sizeof(why), "%s", kvmig_last_error());
+	kvmig_pager_record_disown(r->p, &r->mig);
+	kvmig_err(ret, "%s", why);
 	kvmig_id_format(&r->mig, hex);
 	return kvmig_err(-ENOTCONN, "commit outcome unknown: %s. The %u sequences stay here as "
 			 "pending (not running) under migration %s until the sender's record says "
@@ -1165,7 +1176,9 @@ static void cleanup_failed(struct receiver *r, int err)
 	if (r->state == RECV_HANDSHAKE)
 		return; /* nothing of this migration here yet */
 	/* Test-only: the pager refuses to take them out. */
-	ret = kvmig_fault("recv-uninstall", NULL) ? -EIO : kvmig_pager_record_end(r->p, &r->mig, 0);
+	ret = kvmig_fault("recv-uninstall", NULL) ? -EIO :
+		kvmig_pager_record_end(r->p, &r->mig, r->state == RECV_PREPARED ? KVMIG_REC_PREPARED :
+				       KVMIG_REC_RECEIVING, 0);
 	if (ret < 0 && installed) {
 		kvmig_err(err, "%s; and the %u sequences installed here as pending could not be "
 			  "removed (%s): they do not run, and gc removes them once this process is "

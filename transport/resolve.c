@@ -22,8 +22,10 @@
  *     destination never held it (its pager was removed): run it again.
  * "Has no record" is only evidence when the peer's records were read
  * after this side's record reached its state (a migration started since
- * would not show yet): @peer_newer says so. Records driven by a live
- * process are left to it.
+ * would not show yet): @peer_newer says so. An undecided record driven by
+ * a live process is left to it; every step is taken only from the state
+ * it was read in (the pager checks), so a resolver beside a live process
+ * cannot undo what that process did meanwhile.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +38,13 @@
 enum kvmig_resolve_act resolve_decide(const struct kvmig_record *mine,
 				      enum kvmig_record_state peer, int peer_newer)
 {
-	if (mine->owner_pid)
-		return RESOLVE_NONE; /* its process is alive and drives it */
+	/* An undecided record whose process is alive is that process's to
+	 * decide. Every other step below is taken only if the record is still
+	 * in the state it was read in (the pager refuses a stale one), so it
+	 * is safe beside a live process that drives the commit. */
+	if (mine->owner_pid && (mine->state == KVMIG_REC_SENDING ||
+				mine->state == KVMIG_REC_RECEIVING))
+		return RESOLVE_NONE;
 	if (mine->role == KVMIG_ROLE_DEST) {
 		switch (mine->state) {
 		case KVMIG_REC_RECEIVING:
@@ -83,11 +90,11 @@ int resolve_apply(struct kvmig_pager *p, const struct kvmig_record *r, enum kvmi
 			st->activated++;
 		break;
 	case RESOLVE_ABORT:
-		if ((ret = kvmig_pager_record_end(p, &r->id, 0)) == 0)
+		if ((ret = kvmig_pager_record_end(p, &r->id, r->state, 0)) == 0)
 			st->aborted++;
 		break;
 	case RESOLVE_END:
-		if ((ret = kvmig_pager_record_end(p, &r->id, 1)) == 0)
+		if ((ret = kvmig_pager_record_end(p, &r->id, r->state, 1)) == 0)
 			st->finished++;
 		break;
 	}
@@ -203,9 +210,9 @@ int kvmig_migrate_resolve_record(struct kvmig_pager *p, const struct kvmig_id *m
 			r = &recs[i];
 	if (!r)
 		ret = kvmig_err(-ENOENT, "this pager has no record of migration %s", hex);
-	else if (r->owner_pid)
-		ret = kvmig_err(-EBUSY, "migration %s is driven by process %d, which is alive: it "
-				"resolves it itself", hex, (int)r->owner_pid);
+	else if (r->owner_pid && (r->state == KVMIG_REC_SENDING || r->state == KVMIG_REC_RECEIVING))
+		ret = kvmig_err(-EBUSY, "migration %s is under way in process %d, which is alive: "
+				"it decides it", hex, (int)r->owner_pid);
 	else if ((ret = resolve_apply(p, r, resolve_decide(r, peer_state, 1), &st)) == 0)
 		st.in_doubt = !(st.activated + st.finished + st.aborted);
 	free(recs);

@@ -542,7 +542,11 @@ static int release(struct sender *s)
 	    ((ret = kvmig_pager_seqs(s->p, &all)) < 0 ||
 	     (ret = kvmig_pages_unused(&all, ids, s->seqs.n, s->ixs, s->n, unused, &nu)) < 0))
 		goto out;
-	if ((ret = kvmig_pager_record_end(s->p, &s->mig, 1)) < 0)
+	ret = kvmig_pager_record_end(s->p, &s->mig, s->e.o.mode == KVMIG_MODE_MOVE ?
+				     KVMIG_REC_DEPARTED : KVMIG_REC_COMMITTED, 1);
+	if (ret == -ENOENT)
+		ret = nu = 0; /* a resolver released it meanwhile */
+	if (ret < 0)
 		goto out;
 	s->st->pages_freed = nu;
 	s->state = SEND_RELEASED;
@@ -563,7 +567,7 @@ static void abort_record(struct sender *s)
 	snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
 	/* Should this fail, the record stays SENDING with this process as its
 	 * owner: gc aborts it once the process is gone. */
-	kvmig_pager_record_end(s->p, &s->mig, 0);
+	kvmig_pager_record_end(s->p, &s->mig, KVMIG_REC_SENDING, 0);
 	kvmig_err(-EIO, "%s", keep);
 	s->state = SEND_CONNECTING;
 }
@@ -733,6 +737,18 @@ static int serve(struct sender *s)
 	return 0;
 }
 
+/* In doubt after the decision: the record stays, driven by nobody, so that
+ * anyone may resolve it from the receiver's (this process may live on, in
+ * an engine). Keeps the last error. */
+static void disown(struct sender *s)
+{
+	char keep[1024];
+
+	snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
+	kvmig_pager_record_disown(s->p, &s->mig);
+	kvmig_err(-ENOTCONN, "%s", keep);
+}
+
 /* After the decision: the receiver says it activated them, then we release
  * our copy and tell it to drop its record. */
 static int finish(struct sender *s)
@@ -748,6 +764,8 @@ static int finish(struct sender *s)
 		ret = engine_unexpected(m, "ACTIVATED");
 	engine_msg_free(&m);
 	if (ret < 0)
+		disown(s);
+	if (ret < 0)
 		return kvmig_err(-ENOTCONN, "migration %s committed, but the receiver did not "
 				 "confirm it activated the sequences (%s). They stay here %s until "
 				 "resolved from the receiver's record: run kvmig send to it again, "
@@ -755,7 +773,7 @@ static int finish(struct sender *s)
 				 s->e.o.mode == KVMIG_MODE_MOVE ? "departed (not running)" :
 				 "running, and the record stays");
 	ENGINE_DIE("send-activated-recv");
-	if ((ret = release(s)) < 0)
+	if ((ret = release(s)) < 0 && (disown(s), 1))
 		return kvmig_err_prefix(-ENOTCONN, "migration %s committed and the receiver runs "
 					"the sequences, but this side could not release its copy; "
 					"kvmig pager resolve finishes it", hex);
@@ -874,6 +892,25 @@ static int precopy(struct sender *s)
 		engine_progress(&s->e, 1);
 	}
 	return (int)round;
+}
+
+/*
+ * Resume the source pager. Its lock may be held by a process that is
+ * stopped (EBUSY after the lock's deadline): try again for one timeout, as
+ * a pause left behind keeps the engine stopped for as long as this process
+ * lives (it is dropped when the process exits).
+ */
+static int resume(struct sender *s)
+{
+	double until = kvmig_now() + s->e.o.timeout_ms / 1000.0;
+	int ret;
+
+	while ((ret = kvmig_pager_resume(s->p)) == -EBUSY && kvmig_now() < until)
+		;
+	if (ret < 0)
+		kvmig_err_prefix(ret, "the source pager stays paused by this process until it "
+				 "exits");
+	return ret;
 }
 
 static int handshake(struct sender *s)
@@ -998,7 +1035,7 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 		deregister_memory(s);
 	s->n_runs = 0;
 	engine_phase(&s->e, "resume");
-	rret = kvmig_pager_resume(p);
+	rret = resume(s);
 	st.pause_seconds = kvmig_now() - tp;
 	s->paused = 0;
 	ret = finish(s);
@@ -1010,8 +1047,10 @@ fail:
 		engine_abort(&s->e, ret);
 		abort_record(s);
 	}
-	if (s->state == SEND_DECIDED) /* a failure after the decision: in doubt */
+	if (s->state == SEND_DECIDED) { /* a failure after the decision: in doubt */
+		disown(s);
 		ret = kvmig_err_prefix(-ENOTCONN, "migration committed, then");
+	}
 out:
 	stop_hasher(s, 0);
 	if (s->efd >= 0)
@@ -1020,7 +1059,7 @@ out:
 		deregister_memory(s);
 	if (s->paused) {
 		engine_phase(&s->e, "resume");
-		rret = kvmig_pager_resume(p);
+		rret = resume(s);
 		st.pause_seconds = kvmig_now() - tp;
 		if (rret < 0 && ret == 0)
 			ret = kvmig_err_prefix(rret, "cannot resume the source pager");

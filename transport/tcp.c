@@ -116,9 +116,18 @@ static int cancelled(int fd)
 {
 	struct pollfd pfd = { fd, POLLIN, 0 };
 
-	if (fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP)))
+	/* Readable, or no longer a pipe we can read (closed: POLLNVAL): stop. */
+	if (fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
 		return kvmig_err(-ECANCELED, "interrupted");
 	return 0;
+}
+
+/* Milliseconds left until @until (>= 0), for a poll. */
+static int ms_left(double until)
+{
+	double left = (until - kvmig_now()) * 1000.0;
+
+	return left <= 0 ? 0 : left >= INT32_MAX ? INT32_MAX : (int)left + 1;
 }
 
 static int tcp_listen(const char *addr, struct xport_listener **ret)
@@ -375,13 +384,25 @@ static int recv_full(struct tcp_conn *c, void *buf, size_t len, const char *what
 	return ret;
 }
 
+/*
+ * Send all of @iov. SO_SNDTIMEO bounds each wait for room; the whole send
+ * must also be done within the timeout, or a peer reading a trickle would
+ * keep this side (and a paused source pager) waiting as long as it likes.
+ */
 static int send_iov(struct tcp_conn *c, struct iovec *iov, int n, const char *what)
 {
+	double until = kvmig_now() + c->timeout_ms / 1000.0;
 	struct msghdr mh = { 0 };
+	int ret;
 
 	mh.msg_iov = iov;
 	mh.msg_iovlen = (size_t)n;
 	while (mh.msg_iovlen) {
+		if (kvmig_now() > until)
+			return c->tx_broken = broke(c, kvmig_err(-ETIMEDOUT, "peer %s did not take "
+								 "our message within %d ms (it reads "
+								 "too slowly or stalls) while %s",
+								 c->peer, c->timeout_ms, what), "");
 		/* Test-only: at most 1000 bytes per call, as a full socket would. */
 		size_t keep = mh.msg_iov->iov_len, cap = kvmig_fault("tcp-short-write", NULL) ? 1000 : 0;
 		size_t keep_n = mh.msg_iovlen;
@@ -396,6 +417,8 @@ static int send_iov(struct tcp_conn *c, struct iovec *iov, int n, const char *wh
 		mh.msg_iovlen = keep_n;
 
 		if (r < 0) {
+			if (errno == EINTR && (ret = cancelled(c->cancel_fd)) < 0)
+				return ret; /* mid-frame: the connection is done for */
 			if (errno == EINTR)
 				continue;
 			return c->tx_broken = broke(c, -errno, what);
@@ -630,23 +653,29 @@ static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 	struct tcp_conn *c = to_conn(xc);
 	struct pollfd pfd[3] = { { c->fd, POLLIN, 0 }, { c->cancel_fd, POLLIN, 0 },
 				 { wake_fd, POLLIN, 0 } };
+	double until = kvmig_now() + (timeout_ms < 0 ? 0 : timeout_ms) / 1000.0;
 	int r, ret;
 
 	if (c->broken)
 		return c->broken;
-	if ((ret = cancelled(c->cancel_fd)) < 0)
-		return ret;
-	do
-		r = poll(pfd, wake_fd >= 0 ? 3 : 2, timeout_ms);
-	while (r < 0 && errno == EINTR && !cancelled(c->cancel_fd));
-	if ((ret = cancelled(c->cancel_fd)) < 0)
-		return ret;
-	if (r < 0)
-		return kvmig_err(-errno, "poll: %s", strerror(errno));
-	if (r == 0)
-		return broke(c, -EAGAIN, "waiting for a message");
-	if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
-		return 0; /* woken */
+	for (;;) {
+		if ((ret = cancelled(c->cancel_fd)) < 0)
+			return ret;
+		/* A signal (a profiler's, an engine's timer) must not restart
+		 * the wait from scratch: only what is left of it. */
+		r = poll(pfd, wake_fd >= 0 ? 3 : 2, timeout_ms < 0 ? -1 : ms_left(until));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return kvmig_err(-errno, "poll: %s", strerror(errno));
+		if (r == 0)
+			return broke(c, -EAGAIN, "waiting for a message");
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
+			break;
+		if (wake_fd >= 0 && pfd[2].revents)
+			return 0; /* woken */
+		/* else the cancel fd: the check at the top says so */
+	}
 	/* Drain what is there, but return now and then so the engine can act,
 	 * and after each control message: one at a time is queued, so a peer
 	 * cannot make this side hold more than one (unauthenticated, say). */

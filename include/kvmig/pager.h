@@ -186,8 +186,8 @@ struct kvmig_pager_ops {
 	 * death of the caller at any instruction: afterwards the record and
 	 * the sequences are as before it or as after it.
 	 * record_create: a new record (SENDING or RECEIVING), driven by the
-	 *   calling process; -EEXIST (same id), -ENOSPC (table full), -EIDRM
-	 *   (the pager was removed).
+	 *   calling process; -EEXIST (same id), -EBUSY (the table is full of
+	 *   records waiting for resolution), -EIDRM (the pager was removed).
 	 * record_set: move record @id from @from to @to, or -ESTALE (it is not
 	 *   in @from), -ENOENT; the caller checked the edge is legal.
 	 * record_tag: tag the runnable sequences @ids with source record @id
@@ -195,11 +195,15 @@ struct kvmig_pager_ops {
 	 *   -ENOENT (not installed / not runnable), -EBUSY (tagged already).
 	 * record_install: install @seqs as pending sequences of destination
 	 *   record @id (RECEIVING); install's contract otherwise.
-	 * record_end: apply the outcome and delete the record. @commit: a
-	 *   DEPARTED source removes its tagged sequences and frees the pages no
-	 *   sequence uses; an ACTIVATED destination's become plain sequences.
-	 *   Abort: a source's tagged sequences run again; a destination's are
-	 *   removed and the pages no sequence uses freed.
+	 * record_end: if record @id is in state @from (else -ESTALE), apply
+	 *   the outcome and delete the record. @commit: a DEPARTED source
+	 *   removes its tagged sequences and frees the pages no sequence uses;
+	 *   an ACTIVATED destination's become plain sequences. Abort: a
+	 *   source's tagged sequences run again; a destination's are removed
+	 *   and the pages no sequence uses freed. -EINVAL for an outcome the
+	 *   state does not allow (abort an ACTIVATED destination, ...).
+	 * record_disown: the calling process stops driving record @id (it
+	 *   returns in doubt): the record stays, for resolution by anyone.
 	 * records: every record (at most @max; *n gets how many there are,
 	 *   -ENOBUFS if more than @max).
 	 * gc: reclaim what dead processes left (pauses, pages no sequence uses,
@@ -212,7 +216,9 @@ struct kvmig_pager_ops {
 			  uint32_t n);
 	int (*record_install)(void *impl, const struct kvmig_id *id, const struct kvmig_seq *seqs,
 			      uint32_t n);
-	int (*record_end)(void *impl, const struct kvmig_id *id, int commit);
+	int (*record_end)(void *impl, const struct kvmig_id *id, enum kvmig_record_state from,
+			  int commit);
+	int (*record_disown)(void *impl, const struct kvmig_id *id);
 	int (*records)(void *impl, struct kvmig_record *out, uint32_t max, uint32_t *n);
 	int (*gc)(void *impl, struct kvmig_gc_stats *st);
 	/* Release the implementation; called once from kvmig_pager_destroy. */
@@ -262,7 +268,8 @@ KVMIG_API int kvmig_pager_record_tag(struct kvmig_pager *p, const struct kvmig_i
 KVMIG_API int kvmig_pager_record_install(struct kvmig_pager *p, const struct kvmig_id *id,
 					 const struct kvmig_seq *seqs, uint32_t n);
 KVMIG_API int kvmig_pager_record_end(struct kvmig_pager *p, const struct kvmig_id *id,
-				     int commit);
+				     enum kvmig_record_state from, int commit);
+KVMIG_API int kvmig_pager_record_disown(struct kvmig_pager *p, const struct kvmig_id *id);
 /*
  * kvmig_pager_records() - every migration record of @p into a malloc'd
  * array (caller frees; NULL when there are none). Return: 0 and *recs, *n.

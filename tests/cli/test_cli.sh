@@ -17,7 +17,7 @@ cleanup() {
 	"$KVMIG" pager rm --force shm:$SRC 2>/dev/null
 	"$KVMIG" pager rm --force shm:$DST 2>/dev/null
 	"$KVMIG" pager rm --force shm:$BIG 2>/dev/null
-	for p in ma mb mc md me mf mg mh mi mj mk ml mm mn; do "$KVMIG" pager rm --force shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
+	for p in ma mb mc md me mf mg mh mi mj mk ml mm mn mo mp; do "$KVMIG" pager rm --force shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -452,6 +452,37 @@ grep -q "0 activated, 0 finished, 1 aborted" "$T/out" && ok "by hand: aborted" \
 	&& ok "by hand: the pending copy and its pages are gone" \
 	|| bad "by hand: the pending copy and its pages are gone"
 expect_err 2 "shm:NAME shm:OTHER" "pager resolve without a peer" "$KVMIG" pager resolve shm:$MF
+# The same lost decision, then a fresh send / recv between the two pagers:
+# the receiver says its pager holds an unresolved record, and their
+# handshake activates the destination's copy and releases the source's
+# before the new migration (of nothing left) runs.
+MO=kvmig-cli-mo-$$
+MP=kvmig-cli-mp-$$
+"$KVMIG" pager init shm:$MO --preset tiny --seqs 2 --pages-per-seq 3 --capacity 16 >/dev/null
+"$KVMIG" pager init shm:$MP --preset tiny --capacity 16 >/dev/null
+start_recv $MP
+KVMIG_FAULT=send-ack-lost "$KVMIG" send --to "$ADDR" --pager shm:$MO --quiet > "$T/out" 2>&1
+wait $RPID
+start_recv $MP
+expect 0 "reconnect: send" "$KVMIG" send --to "$ADDR" --pager shm:$MO --json
+wait $RPID
+rc=$?
+[ $rc -eq 0 ] && ok "reconnect: recv exit 0" || { bad "reconnect: recv exit $rc"; cat "$T/recv.err"; }
+$PY - "$T/out" "$T/recv.json" <<'PY' && ok "reconnect: the handshake resolved the records (JSON)" || { bad "reconnect: the handshake resolved the records (JSON)"; cat "$T/out" "$T/recv.json"; }
+import json, sys
+s = [json.loads(l) for l in open(sys.argv[1])]
+r = [json.loads(l) for l in open(sys.argv[2])]
+assert any(e["event"] == "records" and e["unresolved"] == 1 for e in r), r
+rs, rr = s[-1], r[-1]
+assert rs["event"] == "result" and rs["resolved"]["finished"] == 1 and rs["seqs"] == 0, rs
+assert rr["event"] == "result" and rr["resolved"]["activated"] == 1, rr
+assert rr["resolved"]["finished"] == 1 and not rr["unconfirmed"], rr
+PY
+"$KVMIG" pager show shm:$MP | grep -q '2 sequences' && ! "$KVMIG" pager show shm:$MP | grep -q pending \
+	&& ok "reconnect: both sequences run at the destination" || bad "reconnect: both sequences run at the destination"
+"$KVMIG" pager status shm:$MO | grep -q ': 0 migration records' && "$KVMIG" pager status shm:$MP | grep -q ': 0 migration records' \
+	&& ok "reconnect: no record left on either side" || bad "reconnect: no record left on either side"
+for p in $MO $MP; do "$KVMIG" pager rm shm:$p >/dev/null; done
 for p in $MA $MB $MC $MD $ME $MF $MK $ML; do "$KVMIG" pager rm shm:$p >/dev/null; done
 
 # pager rm refuses a pager in use (a receiver waits on it) and says so;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -150,8 +151,14 @@ struct side {
 	int accepts;                 /* receiver: migrations to accept (0 means 1) */
 	int reattach;                /* receiver: a fresh pager handle for each accept */
 	const char *remove_at_round; /* sender: remove this sequence when round 1 begins */
+	uint32_t alarm_every_ms;     /* > 0: a SIGALRM this often (an engine's timer) */
 	struct kvmig_pager *p;       /* the child's pager */
 };
+
+static inline void harness_on_alarm(int sig)
+{
+	(void)sig;
+}
 
 static inline void kill_on_progress(void *arg, const struct kvmig_event *ev)
 {
@@ -194,6 +201,14 @@ static inline void __attribute__((noreturn)) run_side(struct kvmig_listener *l, 
 
 	if (s->fault)
 		setenv("KVMIG_FAULT", s->fault, 1);
+	if (s->alarm_every_ms) {
+		struct sigaction sa = { .sa_handler = harness_on_alarm }; /* no SA_RESTART */
+		struct itimerval it = { { 0, (long)s->alarm_every_ms * 1000 },
+					{ 0, (long)s->alarm_every_ms * 1000 } };
+
+		sigaction(SIGALRM, &sa, NULL);
+		setitimer(ITIMER_REAL, &it, NULL);
+	}
 	if (s->kill_after_pages || s->kill_after_bytes || s->kill_at_phase || s->remove_at_round) {
 		s->o.on_event = kill_on_progress;
 		s->o.event_arg = s;

@@ -867,10 +867,11 @@ static void raw_records(int fd, int sender)
 	kvmig_wbuf_free(&b);
 }
 
-/* A real receiver with @timeout_ms on a fresh pair of pagers, and the
- * parent connected to it as a sender that has said HELLO; the socket. */
-static int raw_sender_start(uint32_t timeout_ms, struct kvmig_listener **l, pid_t *r,
-			    struct kvmig_wbuf *b)
+/* A real receiver with @timeout_ms (and a SIGALRM every @alarm_ms, if not
+ * 0) on a fresh pair of pagers, and the parent connected to it as a sender
+ * that has said HELLO; the socket. */
+static int raw_sender_start(uint32_t timeout_ms, uint32_t alarm_ms, struct kvmig_listener **l,
+			    pid_t *r, struct kvmig_wbuf *b)
 {
 	struct kvmig_msg_hello h;
 	struct side rs;
@@ -879,6 +880,7 @@ static int raw_sender_start(uint32_t timeout_ms, struct kvmig_listener **l, pid_
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
 	side_init(&rs);
 	rs.o.timeout_ms = timeout_ms;
+	rs.alarm_every_ms = alarm_ms;
 	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, l), 0);
 	*r = fork_receiver(*l, &rs);
 	fd = raw_connect(kvmig_listener_addr(*l));
@@ -888,15 +890,21 @@ static int raw_sender_start(uint32_t timeout_ms, struct kvmig_listener **l, pid_
 	return fd;
 }
 
-/* A sender that says HELLO and then nothing: the receiver times out. */
+/* A sender that says HELLO and then nothing: the receiver times out, also
+ * when a timer's signal interrupts its every wait (each must go on with
+ * what is left of it, not start again). */
 static void test_silent_sender(void **state)
 {
 	struct kvmig_listener *l = NULL;
 	struct kvmig_wbuf b = { 0 };
+	double t0 = kvmig_now();
 	pid_t r;
-	int fd = raw_sender_start(300, &l, &r, &b);
+	int fd = raw_sender_start(300, 20, &l, &r, &b);
 
 	assert_int_equal(reap(r), ETIMEDOUT);
+	if (kvmig_now() - t0 > 2.0)
+		fail_msg("the receiver took %.2f s to give up on a silent sender",
+			 kvmig_now() - t0);
 	assert_int_equal(n_occupied(dst), 3);
 	close(fd);
 	kvmig_wbuf_free(&b);
@@ -925,7 +933,7 @@ static void trickle(int after_handshake)
 	int fd, rc = -1, st;
 	pid_t r;
 
-	fd = raw_sender_start(500, &l, &r, &b);
+	fd = raw_sender_start(500, 0, &l, &r, &b);
 	if (after_handshake) {
 		assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_HELLO);
 		free(p);
@@ -965,6 +973,8 @@ static void test_trickling_sender(void **state)
 	trickle(1);
 }
 
+static int fake_rcvbuf; /* > 0: the fake receiver's socket receive buffer */
+
 /* Accept a real sender and complete the handshake; returns the socket. */
 static int fake_receiver_start(struct kvmig_listener **l, pid_t *s, struct side *ss,
 			       struct kvmig_msg_regions *rg, struct kvmig_msg_offer *of)
@@ -979,6 +989,8 @@ static int fake_receiver_start(struct kvmig_listener **l, pid_t *s, struct side 
 	int fd, lfd, type;
 
 	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fake_rcvbuf) /* before listen: the accepted socket's window */
+		setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &fake_rcvbuf, sizeof(fake_rcvbuf));
 	sa.sin_family = AF_INET;
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
 	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
@@ -1042,6 +1054,92 @@ static void test_bad_range_request(void **state)
 	kvmig_msg_offer_free(&of);
 	kvmig_msg_regions_free(&rg);
 	kvmig_wbuf_free(&b);
+	drop_pagers();
+}
+
+/*
+ * A receiver that asks for every page and then reads a trickle (4 KiB every
+ * 50 ms, a 4 KiB window): each of the sender's writes makes a little
+ * progress, but the sender must still give up within its timeout and
+ * resume its pager, not stay paused for as long as the reader likes.
+ */
+static void test_slow_reader(void **state)
+{
+	struct kvmig_listener *l;
+	struct kvmig_msg_regions rg;
+	struct kvmig_msg_offer of;
+	struct kvmig_wbuf b = { 0 };
+	uint32_t ixs[200], id = 0;
+	struct kvmig_seq big = { .id = (char *)"big", .page_ixs = ixs, .n_pages = 200 };
+	struct side ss;
+	char sink[4096];
+	double t0;
+	int fd, st, rc = -1;
+	pid_t s;
+
+	src_capacity = 256;
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	src_capacity = 64;
+	assert_int_equal(kvmig_pager_allocate(src, 200, ixs), 0); /* 12.5 MiB more */
+	assert_int_equal(kvmig_pager_install(src, &big, 1), 0);
+	side_init(&ss);
+	ss.o.timeout_ms = 1000;
+	fake_rcvbuf = 4096;
+	fd = fake_receiver_start(&l, &s, &ss, &rg, &of);
+	fake_rcvbuf = 0;
+	for (uint32_t i = 0; i < of.n; i++)
+		for (uint32_t j = 0; j < of.pages[i].n_ext; j++) {
+			const struct kvmig_wire_extent *x = &of.pages[i].ext[j];
+			struct kvmig_msg_read_req q = { id++, x->addr, (uint32_t)x->len, rg.r[0].key };
+
+			for (uint32_t k = 0; k < rg.n; k++)
+				if (x->addr >= rg.r[k].addr && x->addr - rg.r[k].addr < rg.r[k].len)
+					q.key = rg.r[k].key;
+			assert_int_equal(kvmig_wire_put_read_req(&b, &q), 0);
+		}
+	raw_send(fd, &b);
+	t0 = kvmig_now();
+	while (rc < 0 && kvmig_now() - t0 < 10.0) {
+		if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) == 0)
+			break;
+		usleep(50 * 1000);
+		if (waitpid(s, &st, WNOHANG) == s)
+			rc = WIFEXITED(st) ? WEXITSTATUS(st) : 1000;
+	}
+	if (rc < 0)
+		rc = reap(s);
+	assert_int_equal(rc, ETIMEDOUT);
+	if (kvmig_now() - t0 > 3.0)
+		fail_msg("the sender took %.2f s to give up on a reader that takes a trickle",
+			 kvmig_now() - t0);
+	assert_int_equal(pause_depth(src), 0);
+	assert_int_equal(n_records(src), 0);
+	close(fd);
+	kvmig_msg_offer_free(&of);
+	kvmig_msg_regions_free(&rg);
+	kvmig_wbuf_free(&b);
+	drop_pagers();
+}
+
+/* A cancel fd that is closed (POLLNVAL) cancels: it never reads as "woken". */
+static void test_closed_cancel_fd(void **state)
+{
+	struct side rs, ss;
+	int fds[2], rrc, src_rc;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	assert_int_equal(pipe(fds), 0);
+	close(fds[0]);
+	close(fds[1]);
+	side_init(&rs);
+	side_init(&ss);
+	rs.o.cancel_fd = fds[0]; /* closed */
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(rrc, ECANCELED);
+	assert_true(src_rc != 0);
+	assert_int_equal(n_occupied(dst), 3);
+	assert_int_equal(n_seqs(dst), 0);
+	assert_int_equal(n_active(src), 4);
 	drop_pagers();
 }
 
@@ -1585,6 +1683,8 @@ int main(void)
 		cmocka_unit_test(test_silent_sender),
 		cmocka_unit_test(test_trickling_sender),
 		cmocka_unit_test(test_silent_receiver),
+		cmocka_unit_test(test_slow_reader),
+		cmocka_unit_test(test_closed_cancel_fd),
 		cmocka_unit_test(test_bad_range_request),
 		cmocka_unit_test(test_digest_mismatch_persists),
 		cmocka_unit_test(test_transient_corruption_reread),

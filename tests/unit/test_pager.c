@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <kvmig/cas.h>
+#include <kvmig/migrate.h>
 
 #include "internal.h"
 #include "pager_helpers.h"
@@ -675,14 +676,15 @@ static void test_records(void **state)
 	assert_int_equal(kvmig_pager_record_install(p, &d.id, &q, 1), 0);
 	assert_int_equal(state_of(p, "new"), KVMIG_SEQ_PENDING);
 	assert_int_equal(kvmig_pager_record_set(p, &d.id, KVMIG_REC_RECEIVING, KVMIG_REC_PREPARED), 0);
-	assert_int_equal(kvmig_pager_record_end(p, &d.id, 1), -EINVAL); /* not activated */
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, KVMIG_REC_PREPARED, 1), -EINVAL); /* not activated */
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, KVMIG_REC_RECEIVING, 0), -ESTALE);
 	assert_int_equal(kvmig_pager_record_set(p, &d.id, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED), 0);
 	assert_int_equal(state_of(p, "new"), KVMIG_SEQ_ACTIVE);
-	assert_int_equal(kvmig_pager_record_end(p, &d.id, 0), -EINVAL); /* it runs: no abort */
-	assert_int_equal(kvmig_pager_record_end(p, &d.id, 1), 0);
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, KVMIG_REC_ACTIVATED, 0), -EINVAL); /* it runs: no abort */
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, KVMIG_REC_ACTIVATED, 1), 0);
 	/* The source's commit removes seq-0 and frees its two pages. */
 	assert_int_equal(n_occupied(p), 6);
-	assert_int_equal(kvmig_pager_record_end(p, &s.id, 1), 0);
+	assert_int_equal(kvmig_pager_record_end(p, &s.id, KVMIG_REC_DEPARTED, 1), 0);
 	assert_int_equal(n_occupied(p), 4);
 	assert_int_equal(state_of(p, "seq-0"), (enum kvmig_seq_state)-1);
 	/* Aborts: a source's sequences run again, a destination's are gone. */
@@ -691,14 +693,14 @@ static void test_records(void **state)
 	assert_int_equal(kvmig_pager_record_create(p, &s), 0);
 	assert_int_equal(kvmig_pager_record_tag(p, &s.id, one, 1), 0);
 	assert_int_equal(kvmig_pager_record_set(p, &s.id, KVMIG_REC_SENDING, KVMIG_REC_DEPARTED), 0);
-	assert_int_equal(kvmig_pager_record_end(p, &s.id, 0), 0);
+	assert_int_equal(kvmig_pager_record_end(p, &s.id, KVMIG_REC_DEPARTED, 0), 0);
 	assert_int_equal(state_of(p, "seq-1"), KVMIG_SEQ_ACTIVE);
 	d = rec_of(5, KVMIG_ROLE_DEST);
 	q.id = (char *)"gone";
 	assert_int_equal(kvmig_pager_record_create(p, &d), 0);
 	assert_int_equal(kvmig_pager_allocate(p, 2, ix), 0);
 	assert_int_equal(kvmig_pager_record_install(p, &d.id, &q, 1), 0);
-	assert_int_equal(kvmig_pager_record_end(p, &d.id, 0), 0);
+	assert_int_equal(kvmig_pager_record_end(p, &d.id, KVMIG_REC_RECEIVING, 0), 0);
 	assert_int_equal(state_of(p, "gone"), (enum kvmig_seq_state)-1);
 	assert_int_equal(n_occupied(p), 4); /* its pages went with it */
 	/* The reserved prefix. */
@@ -748,8 +750,11 @@ static void test_records_of_a_dead_process(void **state)
 	kvmig_synth_unlink(name);
 }
 
+static int ready_fd = -1;
+
 static int sleep_attached(struct kvmig_pager *c)
 {
+	(void)!write(ready_fd, "r", 1); /* attached */
 	pause();
 	return 0;
 }
@@ -775,8 +780,15 @@ static void test_remove_refuses(void **state)
 	assert_int_equal(kvmig_pager_resume(p), 0);
 	kvmig_pager_destroy(&p);
 	/* Attached by another live process. */
+	int fds[2];
+	char c;
+
+	assert_int_equal(pipe(fds), 0);
+	ready_fd = fds[1];
 	pid = child(name, NULL, sleep_attached);
-	usleep(200 * 1000);
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &c, 1), 1);
+	close(fds[0]);
 	assert_int_equal(kvmig_synth_remove(name, 0, &rep), -EBUSY);
 	assert_int_equal(rep.attached_by, (uint32_t)pid);
 	kill(pid, SIGKILL);
@@ -793,6 +805,127 @@ static void test_remove_refuses(void **state)
 			 -EIDRM);
 	kvmig_pager_destroy(&p);
 	assert_int_equal(kvmig_synth_attach(name, &p), -ENOENT);
+}
+
+/*
+ * Every one of the 64 holder entries is taken by a process that then died,
+ * one of them mid-migration (a RECEIVING record with a pending sequence).
+ * The next process to attach has no entry of its own: reclaiming must not
+ * need one (it once recursed until the stack ran out, with the lock held,
+ * and every later attach crashed the same way).
+ */
+static void test_gc_with_every_holder_dead(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = NULL;
+	struct kvmig_synth_opts o;
+	struct kvmig_gc_stats st;
+	pid_t pids[64];
+	int fds[2], status;
+
+	(void)state;
+	snprintf(name, sizeof(name), "kvmig-test-full-%d", (int)getpid());
+	kvmig_synth_unlink(name);
+	assert_int_equal(pipe(fds), 0);
+	for (int i = 0; i < 64; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct kvmig_pager *c = NULL;
+			struct kvmig_record d = rec_of(1, KVMIG_ROLE_DEST);
+			uint32_t ix[2];
+			struct kvmig_seq q = { .id = (char *)"pending", .page_ixs = ix, .n_pages = 2 };
+
+			close(fds[0]);
+			if (i == 0) { /* the first makes the pager: no parent entry */
+				kvmig_synth_opts_init(&o);
+				o.shm_name = name;
+				o.capacity_pages = 8;
+				kvmig_meta_preset("tiny", &o.meta);
+				if (kvmig_synth_create(&o, &c) < 0 ||
+				    kvmig_pager_record_create(c, &d) < 0 ||
+				    kvmig_pager_allocate(c, 2, ix) < 0 ||
+				    kvmig_pager_record_install(c, &d.id, &q, 1) < 0)
+					_exit(1);
+			} else {
+				for (int t = 0; t < 500 && kvmig_synth_attach(name, &c) < 0; t++)
+					usleep(2000);
+				if (!c)
+					_exit(2);
+			}
+			(void)!write(fds[1], "r", 1);
+			pause();
+			_exit(0);
+		}
+		if (i == 0) { /* the pager exists before the others attach */
+			char c;
+
+			assert_int_equal(read(fds[0], &c, 1), 1);
+		}
+	}
+	close(fds[1]);
+	for (int i = 1; i < 64; i++) {
+		char c;
+
+		assert_int_equal(read(fds[0], &c, 1), 1);
+	}
+	close(fds[0]);
+	for (int i = 0; i < 64; i++) {
+		kill(pids[i], SIGKILL);
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+	}
+	assert_int_equal(kvmig_synth_attach(name, &p), 0);
+	assert_int_equal(kvmig_pager_gc(p, &st), 0);
+	assert_int_equal(n_seqs(p), 0);      /* the pending sequence is gone */
+	assert_int_equal(n_occupied(p), 0);  /* and its pages */
+	kvmig_pager_destroy(&p);
+	assert_int_equal(kvmig_synth_attach(name, &p), 0); /* and again */
+	kvmig_pager_destroy(&p);
+	kvmig_synth_unlink(name);
+}
+
+/*
+ * A migration whose process lives on (an engine embedding kvmig) and
+ * returned in doubt: its record is disowned, and a resolver acts on
+ * prepared or decided records beside a live process anyway (each step only
+ * from the state it read).
+ */
+static void test_resolve_beside_a_live_owner(void **state)
+{
+	struct kvmig_pager *a = make(KVMIG_LAYOUT_PAGE_MAJOR, 1, 1, 2, 0, 8);
+	struct kvmig_pager *b = make(KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 2, 0, 8);
+	struct kvmig_record s = rec_of(3, KVMIG_ROLE_SOURCE), d = rec_of(3, KVMIG_ROLE_DEST);
+	struct kvmig_resolve_stats rs;
+	struct kvmig_record *r = NULL;
+	const char *ids[] = { "seq-0" };
+	uint32_t ix[2], n;
+	struct kvmig_seq q = { .id = (char *)"seq-0", .page_ixs = ix, .n_pages = 2 };
+
+	(void)state;
+	assert_int_equal(kvmig_pager_identity(b, &s.peer_pager), 0);
+	assert_int_equal(kvmig_pager_identity(a, &d.peer_pager), 0);
+	assert_int_equal(kvmig_pager_record_create(a, &s), 0);
+	assert_int_equal(kvmig_pager_record_create(b, &d), 0);
+	assert_int_equal(kvmig_pager_allocate(b, 2, ix), 0);
+	assert_int_equal(kvmig_pager_record_install(b, &d.id, &q, 1), 0);
+	assert_int_equal(kvmig_pager_record_set(b, &d.id, KVMIG_REC_RECEIVING, KVMIG_REC_PREPARED), 0);
+	assert_int_equal(kvmig_pager_record_tag(a, &s.id, ids, 1), 0);
+	assert_int_equal(kvmig_pager_record_set(a, &s.id, KVMIG_REC_SENDING, KVMIG_REC_DEPARTED), 0);
+	/* The receiving side gave up in doubt: it disowns its record. */
+	assert_int_equal(kvmig_pager_record_disown(b, &d.id), 0);
+	assert_int_equal(kvmig_pager_records(b, &r, &n), 0);
+	assert_int_equal(r[0].owner_pid, 0);
+	free(r);
+	/* The source's record is still this live process's: resolved anyway. */
+	assert_int_equal(kvmig_migrate_resolve_pair(a, b, &rs), 0);
+	assert_int_equal(rs.activated, 1);
+	assert_int_equal(rs.finished, 2);
+	assert_int_equal(rs.in_doubt, 0);
+	assert_int_equal(state_of(b, "seq-0"), KVMIG_SEQ_ACTIVE);
+	assert_int_equal(state_of(a, "seq-0"), (enum kvmig_seq_state)-1);
+	assert_int_equal(n_occupied(a), 0);
+	kvmig_pager_destroy(&a);
+	kvmig_pager_destroy(&b);
 }
 
 int main(void)
@@ -814,6 +947,8 @@ int main(void)
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_records_of_a_dead_process),
 		cmocka_unit_test(test_remove_refuses),
+		cmocka_unit_test(test_gc_with_every_holder_dead),
+		cmocka_unit_test(test_resolve_beside_a_live_owner),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
