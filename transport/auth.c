@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/auth.c - proving a shared secret right after the HELLOs
+ * (docs/SECURITY.md): each side sends a random nonce and proves it holds
+ * the secret with an HMAC-SHA-256 over the role and both nonces, before the
+ * sender pauses or registers anything. The secret never travels.
+ */
+#include <string.h>
+
+#include <sodium.h>
+
+#include "engine.h"
+#include "internal.h"
+
+int engine_auth_agree(struct engine *e, const struct kvmig_msg_hello *peer)
+{
+	int theirs = !!(peer->flags & KVMIG_HELLO_AUTH);
+
+	if (theirs == e->auth)
+		return 0;
+	return kvmig_err(-EKEYREJECTED, "the peer %s a shared secret but this side %s: both need the "
+			 "same --token-file, or neither", theirs ? "uses" : "does not use",
+			 e->auth ? "has one" : "has none");
+}
+
+int engine_auth_challenge(struct engine *e)
+{
+	randombytes_buf(e->nonce, sizeof(e->nonce));
+	return kvmig_wire_put_auth(&e->wb, KVMIG_MSG_AUTH_CHALLENGE, e->nonce);
+}
+
+int engine_auth_take_challenge(struct engine *e)
+{
+	struct xport_msg *m = NULL;
+	int ret = engine_wait_msg(e, -1, &m);
+
+	if (ret < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_AUTH_CHALLENGE)
+		ret = engine_unexpected(m, "AUTH_CHALLENGE");
+	else
+		ret = kvmig_wire_get_auth(m->payload, m->hdr.len, e->peer_nonce);
+	engine_msg_free(&m);
+	return ret;
+}
+
+/* HMAC-SHA-256(key, role label || the challenged side's nonce || the other's). */
+static void proof_of(const struct engine *e, int role, const uint8_t *challenged,
+		     const uint8_t *other, uint8_t out[KVMIG_AUTH_LEN])
+{
+	static const char *const label[2] = { "kvmig-v1 sender proof", "kvmig-v1 receiver proof" };
+	crypto_auth_hmacsha256_state st;
+
+	crypto_auth_hmacsha256_init(&st, e->key, sizeof(e->key));
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)label[role], strlen(label[role]) + 1);
+	crypto_auth_hmacsha256_update(&st, challenged, KVMIG_AUTH_LEN);
+	crypto_auth_hmacsha256_update(&st, other, KVMIG_AUTH_LEN);
+	crypto_auth_hmacsha256_final(&st, out);
+}
+
+int engine_auth_prove(struct engine *e, int role)
+{
+	uint8_t p[KVMIG_AUTH_LEN];
+
+	/* Over the nonce the peer chose, so it cannot be replayed elsewhere. */
+	proof_of(e, role, e->peer_nonce, e->nonce, p);
+	return kvmig_wire_put_auth(&e->wb, KVMIG_MSG_AUTH_PROOF, p);
+}
+
+int engine_auth_check(struct engine *e, int peer_role)
+{
+	uint8_t want[KVMIG_AUTH_LEN], got[KVMIG_AUTH_LEN];
+	struct xport_msg *m = NULL;
+	int ret = engine_wait_msg(e, -1, &m);
+
+	if (ret < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_AUTH_PROOF)
+		ret = engine_unexpected(m, "AUTH_PROOF");
+	else
+		ret = kvmig_wire_get_auth(m->payload, m->hdr.len, got);
+	engine_msg_free(&m);
+	if (ret < 0)
+		return ret;
+	proof_of(e, peer_role, e->nonce, e->peer_nonce, want);
+	if (crypto_verify_32(want, got) != 0)
+		return kvmig_err(-EKEYREJECTED, "the %s did not prove it holds the shared secret (wrong "
+				 "--token-file)", peer_role ? "receiver" : "sender");
+	return 0;
+}

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/reconnect.c - the RECORDS exchange that follows every
+ * handshake: the two sides' records of earlier migrations between the same
+ * two pagers, resolved with the table in resolve.c (docs/PROTOCOL.md,
+ * "Crash safety"). This is how two processes that meet again settle what a
+ * death left in doubt, before they move anything new.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "internal.h"
+
+enum kvmig_record_state engine_record_state(struct kvmig_pager *p, const struct kvmig_id *id)
+{
+	enum kvmig_record_state st = KVMIG_REC_NONE;
+	struct kvmig_record *all = NULL;
+	uint32_t n = 0;
+
+	if (kvmig_pager_records(p, &all, &n) < 0)
+		return KVMIG_REC_NONE;
+	for (uint32_t i = 0; i < n; i++)
+		if (!memcmp(&all[i].id, id, sizeof(*id)))
+			st = all[i].state;
+	free(all);
+	return st;
+}
+
+/* Our records naming @peer_pager: into *out (malloc'd) as the wire carries them. */
+static int records_for(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+		       struct kvmig_record **all, uint32_t *n_all, struct kvmig_wire_record **out,
+		       uint32_t *n)
+{
+	struct kvmig_wire_record *w;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if ((ret = kvmig_pager_records(p, all, n_all)) < 0)
+		return ret;
+	if (!(w = calloc(*n_all ? *n_all : 1, sizeof(*w))))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < *n_all && *n < KVMIG_WIRE_MAX_RECORDS; i++) {
+		if (memcmp(&(*all)[i].peer_pager, peer_pager, sizeof(*peer_pager)))
+			continue;
+		w[*n].id = (*all)[i].id;
+		w[*n].role = (uint8_t)(*all)[i].role;
+		w[*n].state = (uint8_t)(*all)[i].state;
+		(*n)++;
+	}
+	*out = w;
+	return 0;
+}
+
+/* Send our records naming the peer; what was sent into *sent (malloc'd). */
+static int send_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+			struct kvmig_wire_record **sent, uint32_t *nsent)
+{
+	struct kvmig_record *all = NULL;
+	struct kvmig_wire_record *w = NULL;
+	uint32_t n_all = 0, n = 0;
+	int ret = records_for(p, peer_pager, &all, &n_all, &w, &n);
+
+	if (ret == 0 && (ret = kvmig_wire_put_records(&e->wb, w, n)) == 0)
+		ret = engine_flush(e);
+	free(all);
+	if (ret == 0 && sent) {
+		*sent = w;
+		*nsent = n;
+	} else {
+		free(w);
+	}
+	return ret;
+}
+
+static int take_records(struct engine *e, struct kvmig_wire_record **w, uint32_t *n)
+{
+	struct xport_msg *m = NULL;
+	int ret = engine_wait_msg(e, -1, &m);
+
+	if (ret < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_RECORDS)
+		ret = engine_unexpected(m, "RECORDS");
+	else
+		ret = kvmig_wire_get_records(m->payload, m->hdr.len, w, n);
+	engine_msg_free(&m);
+	return ret;
+}
+
+/* Whether @r stands in @sent (a list we sent) in the same state. */
+static int sent_as_is(const struct kvmig_record *r, const struct kvmig_wire_record *sent,
+		      uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (!memcmp(&sent[i].id, &r->id, sizeof(r->id)) && sent[i].state == (uint8_t)r->state)
+			return 1;
+	return 0;
+}
+
+/*
+ * Act on our records naming the peer, given the peer's list @w. The peer
+ * made @w after it received @sent (our earlier list; NULL: none), so for a
+ * record of ours that stood in @sent in the state it has now, "the peer has
+ * none" is evidence; for any other (it moved on, or a migration that began
+ * since), the peer's list may simply predate it. Undecided records a live
+ * process drives are left alone by resolve_decide().
+ */
+static int act_on(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+		  const struct kvmig_wire_record *w, uint32_t nw,
+		  const struct kvmig_wire_record *sent, uint32_t nsent,
+		  struct kvmig_resolve_stats *st)
+{
+	struct kvmig_record *all = NULL;
+	uint32_t n = 0;
+	int ret;
+
+	if ((ret = kvmig_pager_records(p, &all, &n)) < 0)
+		return ret;
+	for (uint32_t i = 0; i < n && ret == 0; i++) {
+		enum kvmig_record_state peer = KVMIG_REC_NONE;
+
+		if (memcmp(&all[i].peer_pager, peer_pager, sizeof(*peer_pager)))
+			continue;
+		for (uint32_t j = 0; j < nw; j++)
+			if (!memcmp(&w[j].id, &all[i].id, sizeof(w[j].id)) &&
+			    w[j].role != (uint8_t)all[i].role)
+				peer = (enum kvmig_record_state)w[j].state;
+		ret = resolve_apply(p, &all[i],
+				    resolve_decide(&all[i], peer, sent_as_is(&all[i], sent, nsent)),
+				    st);
+	}
+	free(all);
+	return ret;
+}
+
+int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+			struct kvmig_resolve_stats *st)
+{
+	struct kvmig_wire_record *w = NULL, *sent = NULL;
+	uint32_t nw = 0, nsent = 0;
+	int ret;
+
+	/*
+	 * "The peer has no record" is evidence only in a list the peer made
+	 * after our record reached its state: the peer's answer to a list of
+	 * ours that showed it so. Sender: #1 ours, #2 theirs (an answer to
+	 * #1), act, #3 ours. Receiver: act on #1 (no list of ours before it:
+	 * only what the sender's records say outright), #2 ours, act on #3
+	 * (an answer to #2).
+	 */
+	if (e->role == 0) {
+		if ((ret = send_records(e, p, peer_pager, &sent, &nsent)) < 0 ||
+		    (ret = take_records(e, &w, &nw)) < 0 ||
+		    (ret = act_on(p, peer_pager, w, nw, sent, nsent, st)) < 0)
+			goto out;
+		ret = send_records(e, p, peer_pager, NULL, NULL);
+		goto out;
+	}
+	if ((ret = take_records(e, &w, &nw)) < 0 ||
+	    (ret = act_on(p, peer_pager, w, nw, NULL, 0, st)) < 0 ||
+	    (ret = send_records(e, p, peer_pager, &sent, &nsent)) < 0)
+		goto out;
+	free(w);
+	w = NULL;
+	if ((ret = take_records(e, &w, &nw)) == 0)
+		ret = act_on(p, peer_pager, w, nw, sent, nsent, st);
+out:
+	free(w);
+	free(sent);
+	return ret;
+}

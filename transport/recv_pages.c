@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/recv_pages.c - the receiver's pages: the map from the sender's
+ * page indices to ours, the read scheduler (queue_depth reads in flight,
+ * extents contiguous on both sides read in one piece), hashing each read as
+ * it lands, and the comparison with the sender's digest (one re-read on a
+ * mismatch, then EIO naming the page).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <kvmig/cas.h>
+
+#include "internal.h"
+#include "recv_internal.h"
+
+/* ---- src ix -> page ---- */
+
+static uint32_t hash_ix(uint32_t ix, uint32_t cap)
+{
+	return (ix * 2654435761u) & (cap - 1);
+}
+
+int recv_slot_find(const struct receiver *r, uint32_t ix)
+{
+	if (!r->slot_cap)
+		return -1;
+	for (uint32_t h = hash_ix(ix, r->slot_cap);; h = (h + 1) & (r->slot_cap - 1)) {
+		if (!r->slot[h])
+			return -1;
+		if (r->pg[r->slot[h] - 1].src_ix == ix)
+			return (int)(r->slot[h] - 1);
+	}
+}
+
+int recv_slot_grow(struct receiver *r, uint32_t need)
+{
+	uint32_t cap = r->slot_cap ? r->slot_cap : 1024, *ns;
+
+	while (cap < need * 2)
+		cap *= 2;
+	if (cap == r->slot_cap)
+		return 0;
+	ns = calloc(cap, sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < r->n; i++) {
+		uint32_t h = hash_ix(r->pg[i].src_ix, cap);
+
+		while (ns[h])
+			h = (h + 1) & (cap - 1);
+		ns[h] = i + 1;
+	}
+	free(r->slot);
+	r->slot = ns;
+	r->slot_cap = cap;
+	return 0;
+}
+
+void recv_slot_add(struct receiver *r, uint32_t idx)
+{
+	uint32_t h = hash_ix(r->pg[idx].src_ix, r->slot_cap);
+
+	while (r->slot[h])
+		h = (h + 1) & (r->slot_cap - 1);
+	r->slot[h] = idx + 1;
+}
+
+/* ---- read queue ---- */
+
+int recv_enqueue(struct receiver *r, uint32_t idx)
+{
+	if (r->q_len == r->q_cap) {
+		uint32_t cap = r->q_cap ? r->q_cap * 2 : 1024, *nq = malloc(sizeof(*nq) * cap);
+
+		if (!nq)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < r->q_len; i++)
+			nq[i] = r->queue[(r->q_head + i) % r->q_cap];
+		free(r->queue);
+		r->queue = nq;
+		r->q_head = 0;
+		r->q_cap = cap;
+	}
+	r->queue[(r->q_head + r->q_len++) % r->q_cap] = idx;
+	return 0;
+}
+
+static int start_page(struct receiver *r)
+{
+	struct cursor *c = &r->cur;
+	uint32_t idx = r->queue[r->q_head], nk = 0, nv = 0;
+	int ret;
+
+	r->q_head = (r->q_head + 1) % r->q_cap;
+	r->q_len--;
+	ret = kvmig_pager_extents(r->p, r->pg[idx].dst_ix, KVMIG_HALF_K, c->local,
+				  MAX_HALF_EXTENTS, &nk);
+	if (ret == 0)
+		ret = kvmig_pager_extents(r->p, r->pg[idx].dst_ix, KVMIG_HALF_V, c->local + nk,
+					  MAX_HALF_EXTENTS, &nv);
+	if (ret < 0)
+		return kvmig_err_prefix(ret, "destination page %u", r->pg[idx].dst_ix);
+	c->active = 1;
+	c->page = idx;
+	c->n_local = nk + nv;
+	c->ri = c->li = 0;
+	c->roff = c->loff = 0;
+	c->poff = 0;
+	r->pg[idx].reads_left = 0;
+	r->pg[idx].next_off = 0;
+	r->pg[idx].in_order = 1;
+	r->pg[idx].stream = -1;
+	if (r->e.o.verify && r->n_free_streams) {
+		int32_t st = r->free_streams[--r->n_free_streams];
+
+		kvmig_digest_stream_reset(r->streams[2 * st]);
+		kvmig_digest_stream_reset(r->streams[2 * st + 1]);
+		r->pg[idx].stream = st;
+	}
+	return 0;
+}
+
+/*
+ * Bytes readable in one piece from remote extent @i at @off on: the rest
+ * of it plus the following extents that continue it in memory under the
+ * same key, up to @max.
+ */
+static uint64_t remote_run(const struct rext *x, uint32_t n, uint32_t i, uint64_t off, uint64_t max)
+{
+	uint64_t run = x[i].len - off;
+
+	while (run < max && i + 1 < n && x[i + 1].addr == x[i].addr + x[i].len &&
+	       x[i + 1].key == x[i].key)
+		run += x[++i].len;
+	return KVMIG_MIN(run, max);
+}
+
+/* The same for the destination's extents, never past the end of the
+ * destination region the run starts in (one registration per region). */
+static uint64_t local_run(const struct receiver *r, const struct kvmig_extent *x, uint32_t n,
+			  uint32_t i, uint64_t off, uint64_t max)
+{
+	const uint8_t *start = (const uint8_t *)x[i].addr + off, *end = NULL;
+	uint64_t run = x[i].len - off;
+
+	for (uint32_t k = 0; k < r->n_lreg && !end; k++) {
+		const uint8_t *b = r->lregion[k].base;
+
+		if (start >= b && start < b + r->lregion[k].len)
+			end = b + r->lregion[k].len;
+	}
+	while (run < max && i + 1 < n &&
+	       (const uint8_t *)x[i + 1].addr == (const uint8_t *)x[i].addr + x[i].len)
+		run += x[++i].len;
+	run = KVMIG_MIN(run, max);
+	return end ? KVMIG_MIN(run, (uint64_t)(end - start)) : run;
+}
+
+/* Post reads until the queue depth is reached or nothing is left to read.
+ * A read spans extents that are contiguous on both sides (coalescing). */
+int recv_fill_reads(struct receiver *r)
+{
+	struct cursor *c = &r->cur;
+	unsigned nb = 0;
+	int ret;
+
+	while (r->n_free) {
+		if (!c->active) {
+			if (!r->q_len)
+				break;
+			if ((ret = start_page(r)) < 0)
+				return ret;
+		}
+		struct rpage *pg = &r->pg[c->page];
+		const struct rext *rxs = &r->rx[pg->ext_off], *rx = &rxs[c->ri];
+		const struct kvmig_extent *lx = &c->local[c->li];
+		uint64_t len = remote_run(rxs, pg->n_ext, c->ri, c->roff, r->e.o.max_read_bytes);
+		struct xport_read *rd = r->free_reads[--r->n_free];
+
+		len = local_run(r, c->local, c->n_local, c->li, c->loff, len);
+		kvmig_container_of(rd, struct rread, x)->off = c->poff;
+		c->poff += len;
+		rd->local = (uint8_t *)lx->addr + c->loff;
+		rd->remote = rx->addr + c->roff;
+		rd->len = (uint32_t)len;
+		rd->key = rx->key;
+		if (kvmig_fault("recv-bad-key", NULL))
+			rd->key ^= 0x5a5a;
+		if (kvmig_fault("recv-read-unoffered", NULL)) {
+			/* Test-only: the bytes right after the last offered run. */
+			const struct kvmig_wire_region *g = &r->regions.r[r->regions.n - 1];
+
+			rd->remote = g->addr + g->len;
+			rd->key = g->key;
+		}
+		rd->ctx = (void *)(uintptr_t)c->page;
+		r->batch[nb++] = rd;
+		pg->reads_left++;
+		c->roff += len;
+		c->loff += len;
+		while (c->ri < pg->n_ext && c->roff >= rxs[c->ri].len) {
+			c->roff -= rxs[c->ri].len;
+			c->ri++;
+		}
+		while (c->li < c->n_local && c->loff >= c->local[c->li].len) {
+			c->loff -= c->local[c->li].len;
+			c->li++;
+		}
+		if (c->ri == pg->n_ext || c->li == c->n_local)
+			c->active = 0; /* equal totals were checked: both end together */
+	}
+	if (!nb)
+		return 0;
+	r->inflight += nb;
+	r->n_reads += nb;
+	return r->e.ops->post_reads(r->e.c, r->batch, nb);
+}
+
+/* ---- verification ---- */
+
+static int hash_page(struct receiver *r, struct rpage *pg)
+{
+	struct kvmig_extent ext[MAX_HALF_EXTENTS];
+	struct iovec iov[MAX_HALF_EXTENTS];
+	uint32_t n = 0;
+	int ret;
+
+	for (int half = 0; half < 2; half++) {
+		ret = kvmig_pager_extents(r->p, pg->dst_ix, (enum kvmig_half)half, ext,
+					  MAX_HALF_EXTENTS, &n);
+		if (ret < 0)
+			return ret;
+		for (uint32_t i = 0; i < n; i++)
+			iov[i] = (struct iovec){ ext[i].addr, ext[i].len };
+		kvmig_digest_computev(iov, (int)n, half ? &pg->rv : &pg->rk);
+	}
+	return 0;
+}
+
+/*
+ * Whether a page's bytes and digest are compared as soon as both are here.
+ * Live: only after FINAL, since a page may still be written at the source
+ * during the rounds (it is then offered again, which voids its digest).
+ */
+int recv_comparing(const struct receiver *r)
+{
+	return !r->live || r->have_final;
+}
+
+/* Both the bytes and the sender's digest are here: compare. */
+int recv_check_page(struct receiver *r, uint32_t idx)
+{
+	struct rpage *pg = &r->pg[idx];
+	int k_ok = kvmig_digest_equal(&pg->rk, &pg->sk), v_ok = kvmig_digest_equal(&pg->rv, &pg->sv);
+	int ret;
+
+	if (!r->verified && (ret = KVMIG_FAULT_FAIL("recv-verify")) < 0)
+		return ret; /* test-only, at the first comparison */
+	if (k_ok && v_ok) {
+		pg->verified = 1;
+		r->verified++;
+		return 0;
+	}
+	if (pg->attempts < 2) {
+		/* Once more: a transient fault must not fail a migration. */
+		pg->attempts++;
+		pg->landed = 0;
+		r->rereads++;
+		return recv_enqueue(r, idx);
+	}
+	return kvmig_err(-EIO, "page %u (source index) does not match the sender's digest after "
+			 "a re-read: %s%s%s differ", pg->src_ix, k_ok ? "" : "K",
+			 k_ok || v_ok ? "" : " and ", v_ok ? "" : "V");
+}
+
+/* Hash a landed read now if it continues the page's stream in order. */
+static void stream_read(struct receiver *r, struct rpage *pg, const struct xport_read *rd)
+{
+	uint64_t off = kvmig_container_of(rd, const struct rread, x)->off;
+
+	if (pg->stream < 0 || !pg->in_order)
+		return;
+	if (off != pg->next_off) {
+		pg->in_order = 0; /* out of order: hash the whole page when it lands */
+		return;
+	}
+	/* A coalesced read may end the K half and begin the V half. */
+	uint64_t half = r->hello.half_bytes;
+	uint64_t k = off < half ? KVMIG_MIN((uint64_t)rd->len, half - off) : 0;
+
+	if (k)
+		kvmig_digest_stream_update(r->streams[2 * pg->stream], rd->local, k);
+	if (rd->len > k)
+		kvmig_digest_stream_update(r->streams[2 * pg->stream + 1], (const uint8_t *)rd->local + k,
+					   rd->len - k);
+	pg->next_off += rd->len;
+}
+
+/* The page landed: take the streamed digests, or hash it whole. */
+static int finish_hash(struct receiver *r, struct rpage *pg)
+{
+	int32_t st = pg->stream;
+
+	pg->stream = -1;
+	if (st >= 0) {
+		r->free_streams[r->n_free_streams++] = st;
+		if (pg->in_order && pg->next_off == 2 * r->hello.half_bytes) {
+			kvmig_digest_stream_final(r->streams[2 * st], &pg->rk);
+			kvmig_digest_stream_final(r->streams[2 * st + 1], &pg->rv);
+			return 0;
+		}
+	}
+	return hash_page(r, pg);
+}
+
+int recv_on_read_done(struct receiver *r, struct xport_read *rd)
+{
+	uint32_t idx = (uint32_t)(uintptr_t)rd->ctx;
+	struct rpage *pg = &r->pg[idx];
+	int ret;
+
+	r->inflight--;
+	r->free_reads[r->n_free++] = rd;
+	if (rd->status < 0)
+		return kvmig_err(rd->status, "read of source page %u failed", pg->src_ix);
+	if (r->e.o.verify)
+		stream_read(r, pg, rd);
+	if (--pg->reads_left || (r->cur.active && r->cur.page == idx))
+		return 0;
+	if (r->landed == 1 && (ret = KVMIG_FAULT_FAIL("recv-transfer")) < 0)
+		return ret;
+	if (r->landed == 1)
+		ENGINE_DIE("recv-mid-reads");
+	if (pg->attempts == 1) {
+		r->landed++;
+		r->e.ev.pages_done = r->landed;
+		r->e.ev.bytes_done += 2 * r->hello.half_bytes;
+	}
+	pg->landed = 1;
+	if (!r->e.o.verify)
+		return 0;
+	if ((ret = finish_hash(r, pg)) < 0)
+		return ret;
+	return pg->has_digest && recv_comparing(r) ? recv_check_page(r, idx) : 0;
+}
+
+int recv_setup(struct receiver *r)
+{
+	uint32_t qd = r->e.o.queue_depth;
+	double t0;
+	int ret;
+
+	r->reads = calloc(qd, sizeof(*r->reads));
+	r->free_reads = malloc(sizeof(*r->free_reads) * qd);
+	r->batch = malloc(sizeof(*r->batch) * qd);
+	if (!r->reads || !r->free_reads || !r->batch)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < qd; i++)
+		r->free_reads[i] = &r->reads[i].x;
+	r->n_free = qd;
+	/* A page's reads are posted together, so at most qd + 1 pages are open. */
+	r->n_streams = qd + 1;
+	r->streams = calloc(2 * r->n_streams, sizeof(*r->streams));
+	r->free_streams = malloc(sizeof(*r->free_streams) * r->n_streams);
+	if (!r->streams || !r->free_streams)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < 2 * r->n_streams; i++)
+		if (!(r->streams[i] = kvmig_digest_stream_new()))
+			return -ENOMEM;
+	for (uint32_t i = 0; i < r->n_streams; i++)
+		r->free_streams[r->n_free_streams++] = (int32_t)i;
+	ret = kvmig_pager_regions(r->p, r->lregion, MAX_LOCAL_REGIONS, &r->n_lreg);
+	if (ret == -ENOBUFS)
+		return kvmig_err(-ENOBUFS, "destination pager has %u memory regions; at most %u",
+				 r->n_lreg, MAX_LOCAL_REGIONS);
+	if (ret < 0)
+		return ret;
+	t0 = kvmig_now();
+	for (uint32_t i = 0; i < r->n_lreg; i++) {
+		if ((ret = r->e.ops->reg_local(r->e.c, r->lregion[i].base, r->lregion[i].len,
+					       &r->lreg[i])) < 0)
+			return kvmig_err_prefix(ret, "cannot register destination memory");
+		r->reg_reused += ret == 1;
+	}
+	r->reg_seconds = kvmig_now() - t0;
+	return 0;
+}
+
+void recv_pages_fini(struct receiver *r)
+{
+	free(r->pg);
+	free(r->rx);
+	free(r->slot);
+	free(r->queue);
+	for (uint32_t i = 0; r->streams && i < 2 * r->n_streams; i++)
+		kvmig_digest_stream_free(&r->streams[i]);
+	free(r->streams);
+	free(r->free_streams);
+	free(r->reads);
+	free(r->free_reads);
+	free(r->batch);
+}
