@@ -261,9 +261,8 @@ int cmd_bench(int argc, char **argv)
 			iperf3 = NULL;
 			break;
 		case 't':
-			if (!strcmp(optarg, "rdma"))
-				transport = KVMIG_TRANSPORT_RDMA;
-			else if (strcmp(optarg, "tcp"))
+			if (kvmig_transport_parse(optarg, &transport) < 0 ||
+			    transport == KVMIG_TRANSPORT_AUTO)
 				return cli_usage_error("bench", "--transport is tcp or rdma");
 			break;
 		case 'l':

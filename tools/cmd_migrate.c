@@ -457,13 +457,7 @@ static int run(int argc, char **argv, int sender)
 			token_file = optarg;
 			break;
 		case O_TRANSPORT:
-			if (!strcmp(optarg, "tcp"))
-				mo.transport = KVMIG_TRANSPORT_TCP;
-			else if (!strcmp(optarg, "rdma"))
-				mo.transport = KVMIG_TRANSPORT_RDMA;
-			else if (!strcmp(optarg, "auto"))
-				mo.transport = KVMIG_TRANSPORT_AUTO;
-			else
+			if (kvmig_transport_parse(optarg, &mo.transport) < 0)
 				return cli_usage_error(cmd, "--transport is tcp, rdma or auto, not "
 						       "\"%s\"", optarg);
 			break;

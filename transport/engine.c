@@ -43,8 +43,7 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, int rol
 		e->o = *opts;
 	else
 		kvmig_migrate_opts_init(&e->o);
-	if (e->o.transport != KVMIG_TRANSPORT_TCP && e->o.transport != KVMIG_TRANSPORT_RDMA &&
-	    e->o.transport != KVMIG_TRANSPORT_AUTO)
+	if (!kvmig_transport_name(e->o.transport))
 		return kvmig_err(-EINVAL, "unknown transport %d", (int)e->o.transport);
 	if (e->o.mode != KVMIG_MODE_MOVE && e->o.mode != KVMIG_MODE_COPY)
 		return kvmig_err(-EINVAL, "unknown migration mode %d", (int)e->o.mode);
@@ -77,14 +76,6 @@ int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, int rol
 	return 0;
 }
 
-const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive)
-{
-	if (t == KVMIG_TRANSPORT_RDMA)
-		return &kvmig_xport_rdma;
-	if (t == KVMIG_TRANSPORT_AUTO && kvmig_rdma_serves(addr, passive))
-		return &kvmig_xport_rdma;
-	return &kvmig_xport_tcp;
-}
 
 void engine_connected(struct engine *e)
 {

@@ -48,9 +48,19 @@ void engine_handshake_begin(struct engine *e);
 void engine_handshake_done(struct engine *e);
 void engine_fini(struct engine *e);
 
+/* A row of the provider table (providers.c). */
+struct xport_provider {
+	enum kvmig_transport transport;
+	const char *name;
+	const struct xport_ops *ops;
+	/* For `auto`: 1 if this provider serves @addr (@passive: to listen
+	 * on it); NULL: any address. */
+	int (*serves)(const char *addr, int passive);
+};
+
 /*
- * The provider for @addr under transport @t: auto asks rdma_cm whether an
- * RDMA device serves the address (@passive: to listen on it).
+ * The provider for @addr under transport @t, from the table: auto takes the
+ * first row whose probe says it serves the address (@passive: to listen).
  */
 const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive);
 

@@ -23,6 +23,11 @@ enum kvmig_transport {
 	KVMIG_TRANSPORT_AUTO,    /* rdma when an RDMA device serves the address, else tcp */
 };
 
+/* Return: "tcp", "rdma", "auto", or NULL for a value that is not a transport. */
+KVMIG_API const char *kvmig_transport_name(enum kvmig_transport t);
+/* Return: 0 and *out, or -EINVAL (with a message) if @name is not a transport. */
+KVMIG_API int kvmig_transport_parse(const char *name, enum kvmig_transport *out);
+
 enum kvmig_migrate_mode {
 	KVMIG_MODE_MOVE = 0, /* after commit the source removes the sequences, frees their pages */
 	KVMIG_MODE_COPY,     /* the source keeps everything */

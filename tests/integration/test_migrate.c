@@ -390,6 +390,18 @@ static void test_bad_options(void **state)
 	kvmig_listener_close(&l);
 	check_untouched(&d0, 3, 0);
 	drop_pagers();
+	/* The names come from the one provider table. */
+	enum kvmig_transport t;
+
+	for (const char *const *n = (const char *const[]){ "tcp", "rdma", "auto", NULL }; *n; n++) {
+		assert_int_equal(kvmig_transport_parse(*n, &t), 0);
+		assert_string_equal(kvmig_transport_name(t), *n);
+	}
+	assert_int_equal(kvmig_transport_parse("udp", &t), -EINVAL);
+	assert_null(kvmig_transport_name((enum kvmig_transport)42));
+	kvmig_migrate_opts_init(&o);
+	o.transport = (enum kvmig_transport)42;
+	assert_int_equal(kvmig_migrate_send(src, "127.0.0.1:1", &o, &st), -EINVAL);
 }
 
 static void test_receiver_killed_mid_transfer(void **state)

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/providers.c - the one table of transports. The parser
+ * (kvmig_transport_parse), the names in reports (kvmig_transport_name),
+ * option checking (engine_init) and the `auto` choice (engine_pick) all read
+ * it: a new provider is its ops table (one file) and a row here.
+ */
+#include <string.h>
+
+#include <kvmig/migrate.h>
+
+#include "engine.h"
+#include "internal.h"
+
+/* In the order `auto` tries them: the first whose probe says it serves
+ * the address; a row without a probe serves any address. */
+static const struct xport_provider providers[] = {
+	{ KVMIG_TRANSPORT_RDMA, "rdma", &kvmig_xport_rdma, kvmig_rdma_serves },
+	{ KVMIG_TRANSPORT_TCP, "tcp", &kvmig_xport_tcp, NULL },
+};
+
+const char *kvmig_transport_name(enum kvmig_transport t)
+{
+	if (t == KVMIG_TRANSPORT_AUTO)
+		return "auto";
+	for (size_t i = 0; i < KVMIG_ARRAY_SIZE(providers); i++)
+		if (providers[i].transport == t)
+			return providers[i].name;
+	return NULL;
+}
+
+int kvmig_transport_parse(const char *name, enum kvmig_transport *out)
+{
+	if (name && !strcmp(name, "auto")) {
+		*out = KVMIG_TRANSPORT_AUTO;
+		return 0;
+	}
+	for (size_t i = 0; name && i < KVMIG_ARRAY_SIZE(providers); i++) {
+		if (!strcmp(name, providers[i].name)) {
+			*out = providers[i].transport;
+			return 0;
+		}
+	}
+	return kvmig_err(-EINVAL, "\"%s\" is not a transport (tcp, rdma or auto)",
+			 name ? name : "(null)");
+}
+
+const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive)
+{
+	for (size_t i = 0; i < KVMIG_ARRAY_SIZE(providers); i++) {
+		const struct xport_provider *pv = &providers[i];
+
+		if (pv->transport == t ||
+		    (t == KVMIG_TRANSPORT_AUTO && (!pv->serves || pv->serves(addr, passive))))
+			return pv->ops;
+	}
+	return &kvmig_xport_tcp; /* engine_init refused any other value */
+}
