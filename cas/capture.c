@@ -394,11 +394,11 @@ int kvmig_restore_ex(struct kvmig_pager *p, struct kvmig_store *s, const struct 
 out:
 	if (allocated && m->n_pages) {
 		/* Nothing was installed: hand every page back, keep the first error. */
-		char keep[512];
+		struct kvmig_err_saved keep;
 
-		snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
+		kvmig_err_save(&keep);
 		kvmig_pager_free(p, dst, m->n_pages);
-		kvmig_err(ret, "%s", keep);
+		kvmig_err_restore(&keep, ret);
 	}
 	for (uint32_t i = 0; seqs && m && i < m->n_seqs; i++)
 		free(seqs[i].page_ixs);

@@ -45,7 +45,7 @@ int engine_auth_take_challenge(struct engine *e)
 }
 
 /* HMAC-SHA-256(key, role label || the challenged side's nonce || the other's). */
-static void proof_of(const struct engine *e, int role, const uint8_t *challenged,
+static void proof_of(const struct engine *e, enum engine_role role, const uint8_t *challenged,
 		     const uint8_t *other, uint8_t out[KVMIG_AUTH_LEN])
 {
 	static const char *const label[2] = { "kvmig-v1 sender proof", "kvmig-v1 receiver proof" };
@@ -58,7 +58,7 @@ static void proof_of(const struct engine *e, int role, const uint8_t *challenged
 	crypto_auth_hmacsha256_final(&st, out);
 }
 
-int engine_auth_prove(struct engine *e, int role)
+int engine_auth_prove(struct engine *e, enum engine_role role)
 {
 	uint8_t p[KVMIG_AUTH_LEN];
 
@@ -67,7 +67,7 @@ int engine_auth_prove(struct engine *e, int role)
 	return kvmig_wire_put_auth(&e->wb, KVMIG_MSG_AUTH_PROOF, p);
 }
 
-int engine_auth_check(struct engine *e, int peer_role)
+int engine_auth_check(struct engine *e, enum engine_role peer_role)
 {
 	uint8_t want[KVMIG_AUTH_LEN], got[KVMIG_AUTH_LEN];
 	struct xport_msg *m = NULL;
@@ -85,6 +85,6 @@ int engine_auth_check(struct engine *e, int peer_role)
 	proof_of(e, peer_role, e->nonce, e->peer_nonce, want);
 	if (crypto_verify_32(want, got) != 0)
 		return kvmig_err(-EKEYREJECTED, "the %s did not prove it holds the shared secret (wrong "
-				 "--token-file)", peer_role ? "receiver" : "sender");
+				 "--token-file)", role_name(peer_role));
 	return 0;
 }

@@ -33,7 +33,7 @@ void kvmig_migrate_opts_init(struct kvmig_migrate_opts *o)
 	o->cancel_fd = -1;
 }
 
-int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, int role)
+int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, enum engine_role role)
 {
 	memset(e, 0, sizeof(*e));
 	e->role = role;
@@ -194,7 +194,7 @@ int engine_peer_abort(struct engine *e, const struct xport_msg *m)
 	default:
 		ret = -ECONNABORTED;
 	}
-	return kvmig_err(ret, "the %s aborted the migration: %s", e->role ? "sender" : "receiver",
+	return kvmig_err(ret, "the %s aborted the migration: %s", role_name(role_other(e->role)),
 			 a.text[0] ? a.text : strerror(a.err));
 }
 
@@ -227,10 +227,10 @@ int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
 		left = (int)((deadline - kvmig_now()) * 1000.0);
 		if (left <= 0 && e->until > 0 && deadline >= e->until)
 			return kvmig_err(-ETIMEDOUT, "the %s did not finish the handshake within %u ms",
-					 e->role ? "sender" : "receiver", e->o.timeout_ms);
+					 role_name(role_other(e->role)), e->o.timeout_ms);
 		if (left <= 0)
 			return kvmig_err(-ETIMEDOUT, "the %s was silent for %u ms",
-					 e->role ? "sender" : "receiver", e->o.timeout_ms);
+					 role_name(role_other(e->role)), e->o.timeout_ms);
 		ret = e->ops->progress(e->c, left, wake_fd);
 		if (ret == -ECONNRESET || ret == -EPIPE)
 			return engine_salvage_abort(e, ret); /* it may have said why first */
@@ -256,13 +256,13 @@ int engine_abort(struct engine *e, int err)
 	 * names "the peer" here would name the reader there. */
 	if (err == -ETIMEDOUT && e->until > 0)
 		snprintf(text, sizeof(text), "the %s did not finish the handshake within %u ms",
-			 e->role ? "sender" : "receiver", e->o.timeout_ms);
+			 role_name(role_other(e->role)), e->o.timeout_ms);
 	else if (err == -ETIMEDOUT)
 		snprintf(text, sizeof(text), "it heard nothing from the %s for %u ms",
-			 e->role ? "sender" : "receiver", e->o.timeout_ms);
+			 role_name(role_other(e->role)), e->o.timeout_ms);
 	else if (err == -ECANCELED)
 		snprintf(text, sizeof(text), "the %s was interrupted (signal)",
-			 e->role ? "receiver" : "sender");
+			 role_name(e->role));
 	else
 		snprintf(text, sizeof(text), "%s", kvmig_last_error()[0] ? kvmig_last_error() :
 			 strerror(-err));
@@ -276,13 +276,13 @@ int engine_abort(struct engine *e, int err)
 	return err;
 }
 
-int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, const struct kvmig_id *mig,
+int engine_hello(struct kvmig_pager *p, enum engine_role role, uint8_t flags, const struct kvmig_id *mig,
 		 struct kvmig_msg_hello *h)
 {
 	int ret;
 
 	memset(h, 0, sizeof(*h));
-	h->role = role;
+	h->role = (uint8_t)role;
 	h->flags = flags;
 	if (mig)
 		h->migration = *mig;
@@ -297,7 +297,8 @@ int engine_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_ms
 	char a[128], b[128];
 
 	if (peer->role == mine->role)
-		return kvmig_err(-EBADMSG, "peer is also a %s", mine->role ? "receiver" : "sender");
+		return kvmig_err(-EBADMSG, "peer is also a %s",
+				 role_name(mine->role ? ROLE_RECEIVER : ROLE_SENDER));
 	if (!memcmp(&peer->pager, &mine->pager, sizeof(mine->pager)))
 		return kvmig_err(-EINVAL, "both sides use the same pager: a pager cannot migrate "
 				 "into itself");

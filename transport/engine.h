@@ -22,9 +22,26 @@ struct kvmig_listener {
 	uint64_t pager_serial; /* kvmig_pager_serial() of the last one received into */
 };
 
+/* Which half of a migration this side is: HELLO's role byte. */
+enum engine_role {
+	ROLE_SENDER = 0,
+	ROLE_RECEIVER = 1,
+};
+
+/* The other half's name, and ours, for messages. */
+static inline const char *role_name(enum engine_role r)
+{
+	return r == ROLE_SENDER ? "sender" : "receiver";
+}
+
+static inline enum engine_role role_other(enum engine_role r)
+{
+	return r == ROLE_SENDER ? ROLE_RECEIVER : ROLE_SENDER;
+}
+
 struct engine {
 	struct kvmig_migrate_opts o;
-	int role;                 /* 0 sender, 1 receiver (HELLO's role byte) */
+	enum engine_role role;
 	double until;             /* > 0: no wait goes past this (the handshake's deadline) */
 	const struct xport_ops *ops;
 	struct xport_conn *c;
@@ -40,7 +57,7 @@ struct engine {
 };
 
 /* Copy @opts (or the defaults) into @e and check the values. Return 0 or -EINVAL. */
-int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, int role);
+int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, enum engine_role role);
 /* The connection is up (e->c): give it the timeout and the cancel fd. */
 void engine_connected(struct engine *e);
 /* The handshake must be over within one timeout from now (engine_handshake_done ends it). */
@@ -105,17 +122,17 @@ int engine_abort(struct engine *e, int err);
  * they must agree, else -EACCES naming the side that lacks one.
  * engine_auth_challenge(): a fresh nonce into e->wb.
  * engine_auth_take_challenge(): wait for the peer's CHALLENGE.
- * engine_auth_prove(): our PROOF for @role (0 sender, 1 receiver) into e->wb.
+ * engine_auth_prove(): our PROOF for @role into e->wb.
  * engine_auth_check(): wait for the peer's PROOF and check it (-EACCES).
  */
 int engine_auth_agree(struct engine *e, const struct kvmig_msg_hello *peer);
 int engine_auth_challenge(struct engine *e);
 int engine_auth_take_challenge(struct engine *e);
-int engine_auth_prove(struct engine *e, int role);
-int engine_auth_check(struct engine *e, int peer_role);
+int engine_auth_prove(struct engine *e, enum engine_role role);
+int engine_auth_check(struct engine *e, enum engine_role peer_role);
 
 /* Build our HELLO from the pager (@mig: the migration's id, or NULL). */
-int engine_hello(struct kvmig_pager *p, uint8_t role, uint8_t flags, const struct kvmig_id *mig,
+int engine_hello(struct kvmig_pager *p, enum engine_role role, uint8_t flags, const struct kvmig_id *mig,
 		 struct kvmig_msg_hello *h);
 /* Compare the peer's HELLO with ours: -EPROTO naming the difference. */
 int engine_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_msg_hello *peer);

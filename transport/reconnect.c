@@ -150,7 +150,7 @@ int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kv
 	 * only what the sender's records say outright), #2 ours, act on #3
 	 * (an answer to #2).
 	 */
-	if (e->role == 0) {
+	if (e->role == ROLE_SENDER) {
 		if ((ret = send_records(e, p, peer_pager, &sent, &nsent)) < 0 ||
 		    (ret = take_records(e, &w, &nw)) < 0 ||
 		    (ret = act_on(p, peer_pager, w, nw, sent, nsent, st)) < 0)

@@ -89,7 +89,7 @@ static int handshake(struct receiver *r)
 	engine_phase(&r->e, "handshake");
 	if ((ret = KVMIG_FAULT_FAIL("recv-handshake")) < 0)
 		return ret;
-	if ((ret = engine_hello(r->p, 1, (r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
+	if ((ret = engine_hello(r->p, ROLE_RECEIVER, (r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
 				(r->e.auth ? KVMIG_HELLO_AUTH : 0), NULL, &r->hello)) < 0)
 		return ret;
 	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
@@ -114,11 +114,11 @@ static int handshake(struct receiver *r)
 		return ret;
 	if ((ret = kvmig_wire_put_hello(&r->e.wb, &r->hello)) < 0 ||
 	    (r->e.auth && ((ret = engine_auth_challenge(&r->e)) < 0 ||
-			   (ret = engine_auth_prove(&r->e, 1)) < 0)) ||
+			   (ret = engine_auth_prove(&r->e, ROLE_RECEIVER)) < 0)) ||
 	    (ret = engine_flush(&r->e)) < 0)
 		return ret;
 	/* Nothing from an unproven sender is read beyond this point. */
-	if (r->e.auth && (ret = engine_auth_check(&r->e, 0)) < 0)
+	if (r->e.auth && (ret = engine_auth_check(&r->e, ROLE_SENDER)) < 0)
 		return ret;
 	return engine_sync_records(&r->e, r->p, &r->peer_pager, &r->resolved);
 }
@@ -292,7 +292,8 @@ static int await_decision(struct receiver *r)
 
 static int commit(struct receiver *r)
 {
-	char hex[33], why[1024];
+	struct kvmig_err_saved keep;
+	char hex[33];
 	int ret;
 
 	if ((ret = prepare(r)) == 0 && (ret = await_decision(r)) == 0)
@@ -301,9 +302,9 @@ static int commit(struct receiver *r)
 		return ret; /* not prepared yet, or the sender aborted before deciding */
 	/* In doubt: the record stays, and anyone may resolve it from the
 	 * sender's (this process may live on, in an engine). */
-	snprintf(why, sizeof(why), "%s", kvmig_last_error());
+	kvmig_err_save(&keep);
 	kvmig_pager_record_disown(r->p, &r->mig);
-	kvmig_err(ret, "%s", why);
+	kvmig_err_restore(&keep, ret);
 	kvmig_id_format(&r->mig, hex);
 	return kvmig_err(-ENOTCONN, "commit outcome unknown: %s. The %u sequences stay here as "
 			 "pending (not running) under migration %s until the sender's record says "
@@ -365,7 +366,7 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	if (!r)
 		return -ENOMEM;
 	r->p = p;
-	if ((ret = engine_init(&r->e, opts, 1)) < 0)
+	if ((ret = engine_init(&r->e, opts, ROLE_RECEIVER)) < 0)
 		goto out;
 	r->e.ops = l->ops;
 	/* Registrations the provider kept belong to the last pager. */

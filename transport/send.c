@@ -560,15 +560,15 @@ out:
 /* SEND_OFFERING -> gone: the source keeps its sequences running. */
 static void abort_record(struct sender *s)
 {
-	char keep[512];
+	struct kvmig_err_saved keep;
 
 	if (s->state != SEND_OFFERING)
 		return;
-	snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
+	kvmig_err_save(&keep);
 	/* Should this fail, the record stays SENDING with this process as its
 	 * owner: gc aborts it once the process is gone. */
 	kvmig_pager_record_end(s->p, &s->mig, KVMIG_REC_SENDING, 0);
-	kvmig_err(-EIO, "%s", keep);
+	kvmig_err_restore(&keep, 0);
 	s->state = SEND_CONNECTING;
 }
 
@@ -742,11 +742,11 @@ static int serve(struct sender *s)
  * an engine). Keeps the last error. */
 static void disown(struct sender *s)
 {
-	char keep[1024];
+	struct kvmig_err_saved keep;
 
-	snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
+	kvmig_err_save(&keep);
 	kvmig_pager_record_disown(s->p, &s->mig);
-	kvmig_err(-ENOTCONN, "%s", keep);
+	kvmig_err_restore(&keep, 0);
 }
 
 /* After the decision: the receiver says it activated them, then we release
@@ -924,7 +924,7 @@ static int handshake(struct sender *s)
 		return ret;
 	if (getrandom(&s->mig, sizeof(s->mig), 0) != (ssize_t)sizeof(s->mig))
 		return kvmig_err(-EIO, "cannot draw a migration id: %s", strerror(errno));
-	ret = engine_hello(s->p, 0, (s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
+	ret = engine_hello(s->p, ROLE_SENDER, (s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
 			   (s->e.auth ? KVMIG_HELLO_AUTH : 0) | (s->e.o.live ? KVMIG_HELLO_LIVE : 0),
 			   &s->mig, &s->hello);
 	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->e.wb, &s->hello)) < 0 ||
@@ -945,8 +945,9 @@ static int handshake(struct sender *s)
 	/* The receiver proves the secret before anything here is paused or
 	 * registered, then we prove it in turn. */
 	if (s->e.auth &&
-	    ((ret = engine_auth_take_challenge(&s->e)) < 0 || (ret = engine_auth_check(&s->e, 1)) < 0 ||
-	     (ret = engine_auth_prove(&s->e, 0)) < 0 || (ret = engine_flush(&s->e)) < 0))
+	    ((ret = engine_auth_take_challenge(&s->e)) < 0 ||
+	     (ret = engine_auth_check(&s->e, ROLE_RECEIVER)) < 0 ||
+	     (ret = engine_auth_prove(&s->e, ROLE_SENDER)) < 0 || (ret = engine_flush(&s->e)) < 0))
 		return ret;
 	/* Earlier migrations between these two pagers that a death left
 	 * unresolved, from both sides' records. */
@@ -984,7 +985,7 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->efd = -1;
 	s->st = &st;
 	s->addr = addr;
-	if ((ret = engine_init(&s->e, opts, 0)) < 0)
+	if ((ret = engine_init(&s->e, opts, ROLE_SENDER)) < 0)
 		goto out;
 	s->e.ops = engine_pick(s->e.o.transport, addr, 0);
 	s->e.ev.transport = s->e.ops->name;

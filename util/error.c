@@ -57,3 +57,14 @@ int kvmig_err_prefix(int code, const char *fmt, ...)
 	last_error[n + t] = '\0';
 	return code;
 }
+
+void kvmig_err_save(struct kvmig_err_saved *k)
+{
+	snprintf(k->msg, sizeof(k->msg), "%s", last_error);
+}
+
+int kvmig_err_restore(const struct kvmig_err_saved *k, int code)
+{
+	snprintf(last_error, sizeof(last_error), "%s", k->msg);
+	return code;
+}

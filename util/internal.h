@@ -28,6 +28,19 @@ int kvmig_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 int kvmig_err_prefix(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
+ * Keep the last error across calls that may record their own (a clean-up
+ * after a failure must not replace the reason for it):
+ *   struct kvmig_err_saved keep; kvmig_err_save(&keep); ...cleanup...;
+ *   return kvmig_err_restore(&keep, code);
+ */
+struct kvmig_err_saved {
+	char msg[1024];
+};
+void kvmig_err_save(struct kvmig_err_saved *k);
+/* Put the saved message back; returns @code. */
+int kvmig_err_restore(const struct kvmig_err_saved *k, int code);
+
+/*
  * kvmig_fault() - test-only fault injection: 1 when $KVMIG_FAULT names
  * @point ("point" or "point:N", *arg = N when @arg). Compiled in only with
  * -Dfault_injection=true outside release builds; otherwise always 0.
