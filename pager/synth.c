@@ -586,8 +586,19 @@ int kvmig_synth_remove(const char *name, int force, struct kvmig_synth_remove_re
 		return kvmig_synth_unlink(name);
 	}
 	if ((ret = synth_lock(s)) < 0) {
+		if (force && ret == -EBUSY) {
+			/* Its lock holder is stopped: what it holds cannot be
+			 * read. Mark it removed anyway (one word; the holder
+			 * reads it under the lock once it runs again, so a
+			 * migration into it still fails before it prepares). */
+			rep->locked_by = (uint32_t)__atomic_load_n(&s->hdr->lock_pid,
+								   __ATOMIC_RELAXED);
+			__atomic_store_n(&s->hdr->removed, 1, __ATOMIC_SEQ_CST);
+			synth_destroy(s);
+			return kvmig_synth_unlink(name);
+		}
 		synth_destroy(s);
-		return force ? kvmig_synth_unlink(name) : ret;
+		return ret;
 	}
 	synth_reap(s, NULL);
 	ret = in_use(s, rep);

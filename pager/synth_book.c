@@ -896,10 +896,11 @@ int synth_remove(void *impl, const char *const *ids, uint32_t n)
 		ret = self;
 	if (!ret && (ret = synth_lookup(s, ids, n, sl)) == 0) {
 		for (uint32_t i = 0; i < n && !ret; i++)
-			if (synth_slot_state(s, sl[i]) != KVMIG_SEQ_ACTIVE)
-				ret = kvmig_err(-EBUSY, "sequence \"%s\" is %s: it belongs to a migration "
-						"whose outcome is not applied (kvmig pager status)",
-						sl[i]->id, kvmig_seq_state_name(synth_slot_state(s, sl[i])));
+			if (sl[i]->rec)
+				ret = kvmig_err(-EBUSY, "sequence \"%s\" belongs to a migration (%s): "
+						"under way, or its outcome not applied yet (kvmig "
+						"pager status)", sl[i]->id,
+						kvmig_seq_state_name(synth_slot_state(s, sl[i])));
 		if (!ret)
 			remove_slots(s, sl, n, self, 0);
 	}

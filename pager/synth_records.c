@@ -248,8 +248,8 @@ int synth_record_tag(void *impl, const struct kvmig_id *id, const char *const *i
 		goto out;
 	for (uint32_t i = 0; i < n; i++) {
 		if (sl[i]->rec) {
-			ret = kvmig_err(-EBUSY, "sequence \"%s\" belongs to another migration",
-					sl[i]->id);
+			ret = kvmig_err(-EBUSY, "sequence \"%s\" belongs to another migration (under "
+					"way, or its outcome not applied yet)", sl[i]->id);
 			goto out;
 		}
 	}

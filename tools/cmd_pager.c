@@ -138,6 +138,8 @@ static int pager_init(int argc, char **argv)
 	}
 	if (optind + 1 != argc || strncmp(argv[optind], "shm:", 4) || !argv[optind][4])
 		return cli_usage_error("pager init", "expected one pager name shm:NAME");
+	if (!o.capacity_pages)
+		return cli_usage_error("pager init", "--capacity is at least 1");
 	o.shm_name = argv[optind] + 4;
 	ret = kvmig_synth_create(&o, &p);
 	if (ret < 0)
@@ -284,9 +286,11 @@ static json_t *record_json(const struct kvmig_record *r)
 
 	kvmig_id_format(&r->id, hex);
 	kvmig_id_format(&r->peer_pager, peer);
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:i,s:b,s:s}", "migration", hex,
+	/* Only the source knows the mode (HELLO does not carry it). */
+	return json_pack("{s:s,s:s,s:s,s:s*,s:s,s:s,s:i,s:I,s:i,s:b,s:s}", "migration", hex,
 			 "role", r->role == KVMIG_ROLE_SOURCE ? "source" : "destination", "state",
-			 kvmig_record_state_name(r->state), "mode", r->move ? "move" : "copy",
+			 kvmig_record_state_name(r->state),
+			 "mode", r->role != KVMIG_ROLE_SOURCE ? NULL : r->move ? "move" : "copy",
 			 "peer_pager", peer, "peer_addr",
 			 cli_printable(r->peer_addr, addr, sizeof(addr)), "owner_pid",
 			 (int)r->owner_pid, "created", (json_int_t)r->created, "seqs",
@@ -332,11 +336,11 @@ static int pager_status(int argc, char **argv)
 
 			kvmig_id_format(&r->id, hex);
 			kvmig_id_format(&r->peer_pager, peer);
-			printf("  migration %s: %s, %s (%s), %u sequence%s; peer pager %s (%s)%s\n",
-			       hex, r->role == KVMIG_ROLE_SOURCE ? "source" : "destination",
-			       kvmig_record_state_name(r->state), r->move ? "move" : "copy",
-			       r->n_seqs, r->n_seqs == 1 ? "" : "s", peer, r->peer_addr,
-			       r->owner_pid ? "" : "");
+			printf("  migration %s: %s, %s%s, %u sequence%s; peer pager %s (%s)\n", hex,
+			       r->role == KVMIG_ROLE_SOURCE ? "source" : "destination",
+			       kvmig_record_state_name(r->state),
+			       r->role != KVMIG_ROLE_SOURCE ? "" : r->move ? " (move)" : " (copy)",
+			       r->n_seqs, r->n_seqs == 1 ? "" : "s", peer, r->peer_addr);
 			printf("    %s%s\n", record_advice(r),
 			       r->owner_pid ? "" : "; resolve with kvmig pager resolve");
 		}
@@ -372,7 +376,11 @@ static int pager_rm(int argc, char **argv)
 				"anyway)", spec);
 	if (ret < 0)
 		return cli_fail("pager rm", ret, "cannot remove pager %s", spec);
-	if (force && (rep.seqs || rep.records || rep.paused_by || rep.attached_by))
+	if (force && rep.locked_by)
+		fprintf(stderr, "kvmig pager rm: removed %s while process %u held its lock (stopped "
+			"or stuck): what it held could not be read and is gone; a migration into "
+			"it fails before it commits\n", spec, rep.locked_by);
+	else if (force && (rep.seqs || rep.records || rep.paused_by || rep.attached_by))
 		fprintf(stderr, "kvmig pager rm: removed %s with %u sequences, %u pages and %u "
 			"migration records%s%s; a migration into it that was still running fails "
 			"before it commits\n", spec, rep.seqs, rep.pages, rep.records,
@@ -450,7 +458,9 @@ static int pager_resolve(int argc, char **argv)
 	if (ret < 0)
 		return cli_fail("pager resolve", ret, "cannot resolve");
 	print_resolved(mig_text ? mig_text : "records", &st, json);
-	return EXIT_OK;
+	/* Records still in doubt: the other side must move first, or its
+	 * record is needed; not done, as exit 7 says for a migration. */
+	return st.in_doubt ? EXIT_INDOUBT : EXIT_OK;
 }
 
 static int pager_gc(int argc, char **argv)

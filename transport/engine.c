@@ -234,6 +234,9 @@ int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m)
 		ret = e->ops->progress(e->c, left, wake_fd);
 		if (ret == -ECONNRESET || ret == -EPIPE)
 			return engine_salvage_abort(e, ret); /* it may have said why first */
+		if (ret == -ETIMEDOUT && e->until > 0 && kvmig_now() >= e->until - 0.002)
+			return kvmig_err(-ETIMEDOUT, "the %s did not finish the handshake within %u ms",
+					 role_name(role_other(e->role)), e->o.timeout_ms);
 		if (ret < 0)
 			return ret;
 		if (ret == 0 && wake_fd >= 0)

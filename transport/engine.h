@@ -162,8 +162,8 @@ enum kvmig_record_state resolve_peer_state(const struct kvmig_record *recs, uint
 
 /*
  * In the handshake, with the peer authenticated: resolve the records of
- * @p that name the peer's pager @peer_pager with the peer's own (three
- * RECORDS messages: sender, receiver, sender; docs/PROTOCOL.md).
+ * @p that name the peer's pager @peer_pager with the peer's own (four
+ * RECORDS messages, alternating, the sender's first; docs/PROTOCOL.md).
  */
 int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 			struct kvmig_resolve_stats *st);

@@ -140,33 +140,31 @@ int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kv
 {
 	struct kvmig_wire_record *w = NULL, *sent = NULL;
 	uint32_t nw = 0, nsent = 0;
-	int ret;
+	int ret = 0;
 
 	/*
-	 * "The peer has no record" is evidence only in a list the peer made
-	 * after our record reached its state: the peer's answer to a list of
-	 * ours that showed it so. Sender: #1 ours, #2 theirs (an answer to
-	 * #1), act, #3 ours. Receiver: act on #1 (no list of ours before it:
-	 * only what the sender's records say outright), #2 ours, act on #3
-	 * (an answer to #2).
+	 * Four lists, alternating, the sender's first. Each side acts on each
+	 * list it receives, then answers with its own (the last list gets no
+	 * answer). "The peer has no record" is evidence only in the peer's
+	 * answer to a list of ours that showed our record in the state it is
+	 * in now (act_on). Four are enough for the longest chain, whichever
+	 * side was the source: the destination activates, the source releases
+	 * its copy, the destination drops its record.
 	 */
-	if (e->role == ROLE_SENDER) {
-		if ((ret = send_records(e, p, peer_pager, &sent, &nsent)) < 0 ||
-		    (ret = take_records(e, &w, &nw)) < 0 ||
-		    (ret = act_on(p, peer_pager, w, nw, sent, nsent, st)) < 0)
-			goto out;
-		ret = send_records(e, p, peer_pager, NULL, NULL);
-		goto out;
+	for (int i = 0; i < 4 && ret == 0; i++) {
+		int ours = (i % 2 == 0) == (e->role == ROLE_SENDER);
+
+		if (ours) {
+			free(sent);
+			sent = NULL;
+			ret = send_records(e, p, peer_pager, &sent, &nsent);
+			continue;
+		}
+		free(w);
+		w = NULL;
+		if ((ret = take_records(e, &w, &nw)) == 0)
+			ret = act_on(p, peer_pager, w, nw, sent, sent ? nsent : 0, st);
 	}
-	if ((ret = take_records(e, &w, &nw)) < 0 ||
-	    (ret = act_on(p, peer_pager, w, nw, NULL, 0, st)) < 0 ||
-	    (ret = send_records(e, p, peer_pager, &sent, &nsent)) < 0)
-		goto out;
-	free(w);
-	w = NULL;
-	if ((ret = take_records(e, &w, &nw)) == 0)
-		ret = act_on(p, peer_pager, w, nw, sent, nsent, st);
-out:
 	free(w);
 	free(sent);
 	return ret;

@@ -494,26 +494,38 @@ static const char **seq_ids(const struct sender *s)
 }
 
 /*
+ * The final round's sequences, paused: tag them with our record. From here
+ * no other process can move, remove or re-install them (another migration
+ * is refused with EBUSY, a remove too), so what was offered, hashed and read
+ * is what the decision applies to. While the record is SENDING they still
+ * count as runnable; an abort untags them.
+ */
+static int reserve(struct sender *s)
+{
+	const char **ids = seq_ids(s);
+	int ret;
+
+	if (!ids)
+		return -ENOMEM;
+	ret = kvmig_pager_record_tag(s->p, &s->mig, ids, s->seqs.n);
+	free(ids);
+	if (ret < 0)
+		return kvmig_err_prefix(ret, "cannot reserve the sequences for this migration");
+	ENGINE_DIE("send-tagged");
+	return 0;
+}
+
+/*
  * SEND_OFFERING -> SEND_DECIDED: the receiver holds everything, verified,
  * pending under its record. One store in our record is the decision (move:
  * the tagged sequences depart, no longer runnable here; copy: committed).
  */
 static int decide(struct sender *s)
 {
-	const char **ids = NULL;
 	int ret;
 
 	if (s->state != SEND_OFFERING)
 		return kvmig_err(-EINVAL, "decision taken in the wrong state %d", (int)s->state);
-	if (s->e.o.mode == KVMIG_MODE_MOVE) {
-		if (!(ids = seq_ids(s)))
-			return -ENOMEM;
-		ret = kvmig_pager_record_tag(s->p, &s->mig, ids, s->seqs.n);
-		free(ids);
-		if (ret < 0)
-			return kvmig_err_prefix(ret, "cannot mark the sequences as leaving");
-		ENGINE_DIE("send-tagged");
-	}
 	ret = kvmig_pager_record_set(s->p, &s->mig, KVMIG_REC_SENDING,
 				     s->e.o.mode == KVMIG_MODE_MOVE ? KVMIG_REC_DEPARTED :
 				     KVMIG_REC_COMMITTED);
@@ -1015,7 +1027,7 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->paused = 1;
 	tp = kvmig_now();
 	/* The final round: what is still dirty, then digests of the paused state. */
-	if ((ret = plan_round(s)) < 0)
+	if ((ret = plan_round(s)) < 0 || (ret = reserve(s)) < 0)
 		goto fail;
 	engine_phase(&s->e, "register");
 	if ((ret = register_memory(s, round == 0)) < 0)

@@ -177,7 +177,8 @@ struct kvmig_pager_ops {
 	 * -EINVAL if a page is not allocated or fill is out of range.
 	 */
 	int (*install)(void *impl, const struct kvmig_seq *seqs, uint32_t n);
-	/* Remove sequences by id, all or nothing (-ENOENT); pages stay allocated. */
+	/* Remove sequences by id, all or nothing (-ENOENT; -EBUSY for one a
+	 * migration holds); pages stay allocated. */
 	int (*remove)(void *impl, const char *const *ids, uint32_t n);
 	/* This pager's identity: 16 random bytes fixed when it was made. */
 	int (*identity)(void *impl, struct kvmig_id *id);
@@ -191,8 +192,9 @@ struct kvmig_pager_ops {
 	 * record_set: move record @id from @from to @to, or -ESTALE (it is not
 	 *   in @from), -ENOENT; the caller checked the edge is legal.
 	 * record_tag: tag the runnable sequences @ids with source record @id
-	 *   (SENDING): they leave with it once it is DEPARTED. All or nothing;
-	 *   -ENOENT (not installed / not runnable), -EBUSY (tagged already).
+	 *   (SENDING): reserved for it (another tag or a remove is -EBUSY
+	 *   until the record ends); they leave with it once it is DEPARTED.
+	 *   All or nothing; -ENOENT (not installed), -EBUSY (tagged already).
 	 * record_install: install @seqs as pending sequences of destination
 	 *   record @id (RECEIVING); install's contract otherwise.
 	 * record_end: if record @id is in state @from (else -ESTALE), apply
@@ -339,6 +341,8 @@ struct kvmig_synth_remove_report {
 	uint32_t records;       /* migration records (any state) */
 	uint32_t paused_by;     /* pid of a live process holding a pause, or 0 */
 	uint32_t attached_by;   /* pid of another live process attached to it, or 0 */
+	uint32_t locked_by;     /* forced while this process held its lock (stopped):
+				 * the fields above are unknown */
 };
 
 /*

@@ -444,6 +444,13 @@ expect_err 2 "go together" "pager resolve --migration alone" "$KVMIG" pager reso
 	--migration "${MIG:-0}"
 expect_err 2 "not a record state" "pager resolve bad state" "$KVMIG" pager resolve shm:$ML \
 	--migration "${MIG:-0}" --peer-state maybe
+expect 7 "pager resolve, the source still deciding: exit 7" "$KVMIG" pager resolve shm:$ML \
+	--migration "${MIG:-0}" --peer-state sending
+grep -q "0 activated, 0 finished, 0 aborted, 1 still in doubt" "$T/out" \
+	&& ok "resolve: nothing done while the source decides" || { bad "resolve: nothing done while the source decides"; cat "$T/out"; }
+"$KVMIG" pager status shm:$ML > "$T/out"
+grep -q "destination, prepared, 1 sequence;" "$T/out" && ok "status: a destination's record (no mode)" \
+	|| { bad "status: a destination's record (no mode)"; cat "$T/out"; }
 expect 0 "pager resolve --peer-state none" "$KVMIG" pager resolve shm:$ML --migration "${MIG:-0}" \
 	--peer-state none
 grep -q "0 activated, 0 finished, 1 aborted" "$T/out" && ok "by hand: aborted" \

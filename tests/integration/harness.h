@@ -64,6 +64,20 @@ static inline void make_pagers(enum kvmig_layout layout, uint32_t dst_capacity, 
 	assert_int_equal(kvmig_pager_allocate(dst, 3, busy), 0);
 }
 
+/* The children attach by name: swap the names (and handles) so that a
+ * migration runs from the destination's pager to the source's. */
+static inline void swap_pagers(void)
+{
+	char name[64];
+	struct kvmig_pager *p = src;
+
+	memcpy(name, src_name, sizeof(name));
+	memcpy(src_name, dst_name, sizeof(name));
+	memcpy(dst_name, name, sizeof(name));
+	src = dst;
+	dst = p;
+}
+
 static inline void drop_pagers(void)
 {
 	kvmig_pager_destroy(&src);

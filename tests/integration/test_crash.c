@@ -47,7 +47,7 @@ static const struct point points[] = {
 	{ 's', "send-record", SOURCE, 0 },      /* record written, nothing offered */
 	{ 's', "send-transfer", SOURCE, 0 },    /* every page offered, reads under way */
 	{ 's', "send-commit-recv", SOURCE, 0 }, /* the receiver is prepared; no decision */
-	{ 's', "send-tagged", SOURCE, 1 },      /* sequences tagged, record still SENDING */
+	{ 's', "send-tagged", SOURCE, 0 },      /* sequences reserved (tagged), record SENDING */
 	{ 's', "send-decided", DEST, 0 },       /* decision recorded, not sent */
 	{ 's', "send-ack-sent", DEST, 0 },      /* decision sent */
 	{ 's', "send-activated-recv", DEST, 0 },/* the receiver runs them; ours not released */
@@ -246,6 +246,48 @@ static void matrix_reconnect(int live)
 	       live ? "live" : "stop-and-copy", n);
 }
 
+/*
+ * Resolved by the two sides reconnecting the other way: a migration from
+ * the destination's pager to the source's, of a sequence neither has (it
+ * fails after its handshake, which resolved the old records). Here the
+ * pager that was the destination speaks first in the RECORDS exchange.
+ */
+static void matrix_reconnect_reverse(int live)
+{
+	static const char *const none[] = { "no-such-sequence" };
+	unsigned n = 0;
+
+	for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+		const struct point *pt = &points[i];
+		struct kvmig_manifest *before;
+		struct side rs, ss;
+		char what[160];
+		int rrc, src_rc;
+
+		case_name(what, sizeof(what), pt, 1, live, "resolved by reconnecting the other way");
+		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+		before = snapshot(src);
+		crash(pt, 1, live);
+		swap_pagers();
+		side_init(&rs);
+		side_init(&ss);
+		rs.o.timeout_ms = ss.o.timeout_ms = timeout_ms();
+		ss.o.seq_ids = none;
+		ss.o.n_seq_ids = 1;
+		migrate(&rs, &ss, &rrc, &src_rc);
+		swap_pagers();
+		if (src_rc != ENOENT)
+			fail_msg("%s: the reverse migration ended with receiver %d, sender %d", what,
+				 rrc, src_rc);
+		check_invariant(before, 1, pt->out, what);
+		kvmig_manifest_free(&before);
+		drop_pagers();
+		n++;
+	}
+	printf("crash matrix (move, %s, resolved by reconnecting the other way): %u deaths, "
+	       "invariant held\n", live ? "live" : "stop-and-copy", n);
+}
+
 static void test_move_stop_and_copy(void **state)
 {
 	matrix_pair(1, 0);
@@ -276,6 +318,11 @@ static void test_reconnect_live(void **state)
 	matrix_reconnect(1);
 }
 
+static void test_reconnect_reverse(void **state)
+{
+	matrix_reconnect_reverse(0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +332,7 @@ int main(void)
 		cmocka_unit_test(test_copy_live),
 		cmocka_unit_test(test_reconnect_stop_and_copy),
 		cmocka_unit_test(test_reconnect_live),
+		cmocka_unit_test(test_reconnect_reverse),
 	};
 	int ret = harness_init("crash");
 

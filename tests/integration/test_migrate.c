@@ -368,6 +368,59 @@ static void test_longest_id(void **state)
 	drop_pagers();
 }
 
+/*
+ * A second migration of the same source while the first is under way
+ * (stalled before its FINAL): the first reserved its sequences when it
+ * planned its final round, so the second is refused (EBUSY) and so is a
+ * remove; once the stall ends, the first completes with exactly the bytes it
+ * offered. (Without the reservation, the second could move the sequences and
+ * a restore re-use their pages under the first's offer.)
+ */
+static void test_second_migration_refused(void **state)
+{
+	struct kvmig_manifest *before;
+	struct side rs, ss, rs2, ss2;
+	const char *ids[] = { "seq-0" };
+	char addr[96], addr2[96];
+	pid_t r1, s1, r2, s2;
+	int reserved = 0;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	before = snapshot(src);
+	side_init(&rs);
+	side_init(&ss);
+	rs.o.timeout_ms = ss.o.timeout_ms = 6000;
+	ss.fault = "send-stall:2500";
+	r1 = fork_listening_receiver(&rs, addr);
+	s1 = fork_sender(addr, &ss);
+	/* Wait for the first to have reserved the four sequences. */
+	for (int t = 0; t < 400 && !reserved; t++) {
+		struct kvmig_record *rec = NULL;
+		uint32_t n = 0;
+
+		assert_int_equal(kvmig_pager_records(src, &rec, &n), 0);
+		reserved = n == 1 && rec[0].n_seqs == 4;
+		free(rec);
+		if (!reserved)
+			usleep(10 * 1000);
+	}
+	assert_true(reserved);
+	assert_int_equal(kvmig_pager_remove(src, ids, 1), -EBUSY);
+	side_init(&rs2);
+	side_init(&ss2);
+	r2 = fork_listening_receiver(&rs2, addr2);
+	s2 = fork_sender(addr2, &ss2);
+	assert_int_equal(reap(s2), EBUSY);
+	assert_true(reap(r2) != 0);
+	assert_int_equal(reap(s1), 0);
+	assert_int_equal(reap(r1), 0);
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	assert_int_equal(n_seqs(src), 0);
+	assert_int_equal(n_records(src) + n_records(dst), 0);
+	kvmig_manifest_free(&before);
+	drop_pagers();
+}
+
 /* Options the library refuses: -EINVAL with the reason, nothing touched. */
 static void test_bad_options(void **state)
 {
@@ -859,15 +912,15 @@ static void hello_of(struct kvmig_pager *p, uint8_t role, struct kvmig_msg_hello
 			h->migration.b[i] = (uint8_t)(rand() >> 3);
 }
 
-/* After the HELLOs, the three RECORDS messages (sender, receiver, sender):
- * the raw peer has no records. @sender: the raw peer plays the sender. */
+/* After the HELLOs, the four RECORDS messages (sender, receiver, sender,
+ * receiver): the raw peer has no records. @sender: it plays the sender. */
 static void raw_records(int fd, int sender)
 {
 	struct kvmig_wbuf b = { 0 };
 	uint8_t *p;
 	uint32_t len;
 
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		if ((i % 2 == 0) == !!sender) {
 			assert_int_equal(kvmig_wire_put_records(&b, NULL, 0), 0);
 			raw_send(fd, &b);
@@ -1671,6 +1724,7 @@ int main(void)
 		cmocka_unit_test(test_reads_coalesced),
 		cmocka_unit_test(test_two_migrations_one_listener),
 		cmocka_unit_test(test_bad_options),
+		cmocka_unit_test(test_second_migration_refused),
 		cmocka_unit_test(test_longest_id),
 		cmocka_unit_test(test_meta_mismatch),
 		cmocka_unit_test(test_layout_mismatch),

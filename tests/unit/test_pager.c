@@ -515,6 +515,33 @@ static void test_stopped_lock_holder(void **state)
 	kvmig_synth_unlink(name);
 }
 
+/* pager rm --force while the lock's holder is stopped: the pager is still
+ * marked removed, so a migration into it (a handle still open) cannot
+ * prepare, and the report says it could not be read. */
+static void test_forced_remove_of_a_locked_pager(void **state)
+{
+	char name[64];
+	struct kvmig_pager *p = shm_pager(name, "lockedrm");
+	struct kvmig_synth_remove_report rep;
+	struct kvmig_record d = { .role = KVMIG_ROLE_DEST, .state = KVMIG_REC_RECEIVING };
+	int status;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(kvmig_pager_record_create(p, &d), 0);
+	pid = child(name, "stop-synth-locked", take_a_pause);
+	assert_int_equal(waitpid(pid, &status, WUNTRACED), pid);
+	assert_int_equal(kvmig_synth_remove(name, 0, &rep), -EBUSY); /* not without --force */
+	assert_int_equal(kvmig_synth_remove(name, 1, &rep), 0);
+	assert_int_equal(rep.locked_by, (uint32_t)pid);
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(kvmig_pager_record_set(p, &d.id, KVMIG_REC_RECEIVING, KVMIG_REC_PREPARED),
+			 -EIDRM);
+	kvmig_pager_destroy(&p);
+	assert_int_equal(kvmig_synth_attach(name, &p), -ENOENT);
+}
+
 static int allocate_two(struct kvmig_pager *c)
 {
 	uint32_t ix[2];
@@ -942,6 +969,7 @@ int main(void)
 		cmocka_unit_test(test_pause_of_dead_process_dropped),
 		cmocka_unit_test(test_pause_of_dead_process_pid_reused),
 		cmocka_unit_test(test_stopped_lock_holder),
+		cmocka_unit_test(test_forced_remove_of_a_locked_pager),
 		cmocka_unit_test(test_dead_process_pages_reclaimed),
 		cmocka_unit_test(test_death_inside_an_operation),
 		cmocka_unit_test(test_records),
