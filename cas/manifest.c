@@ -29,26 +29,6 @@
 /* Longest field path: "logical_seqs[65535].page_ixs[16777215]" and friends. */
 #define PATH_MAX_LEN 96
 
-/* ---- sequences ---- */
-
-static void seqs_free(struct kvmig_seq *seqs, uint32_t n)
-{
-	for (uint32_t i = 0; seqs && i < n; i++) {
-		free(seqs[i].id);
-		free(seqs[i].page_ixs);
-	}
-	free(seqs);
-}
-
-void kvmig_seq_list_free(struct kvmig_seq_list *list)
-{
-	if (!list)
-		return;
-	seqs_free(list->seqs, list->n);
-	list->seqs = NULL;
-	list->n = 0;
-}
-
 /* ---- helpers ---- */
 
 /* Capacity implied by @n entries: 0, or the next power of two >= max(n, 8). */
@@ -230,7 +210,7 @@ void kvmig_manifest_free(struct kvmig_manifest **m)
 	if (!m || !*m)
 		return;
 	free((*m)->pages);
-	seqs_free((*m)->seqs, (*m)->n_seqs);
+	kvmig_seq_list_free(&(struct kvmig_seq_list){ (*m)->seqs, (*m)->n_seqs });
 	free(*m);
 	*m = NULL;
 }

@@ -36,6 +36,19 @@ int kvmig_pager_create(const struct kvmig_pager_ops *ops, void *impl, struct kvm
 	return 0;
 }
 
+void kvmig_seq_list_free(struct kvmig_seq_list *list)
+{
+	for (uint32_t i = 0; list && list->seqs && i < list->n; i++) {
+		free(list->seqs[i].id);
+		free(list->seqs[i].page_ixs);
+	}
+	if (!list)
+		return;
+	free(list->seqs);
+	list->seqs = NULL;
+	list->n = 0;
+}
+
 uint64_t kvmig_pager_serial(const struct kvmig_pager *p)
 {
 	return p->serial;

@@ -17,13 +17,6 @@
 
 /* ---- control messages ---- */
 
-static int cmp_region(const void *a, const void *b)
-{
-	const struct kvmig_wire_region *x = a, *y = b;
-
-	return x->addr < y->addr ? -1 : x->addr > y->addr;
-}
-
 /* The sender's registrations (a live sender adds some each round), sorted
  * by address for find_region(). */
 int recv_take_regions(struct receiver *r, const struct xport_msg *m)
@@ -56,7 +49,7 @@ int recv_take_regions(struct receiver *r, const struct xport_msg *m)
 		r->regions.n += add.n;
 		kvmig_msg_regions_free(&add);
 	}
-	qsort(r->regions.r, r->regions.n, sizeof(*r->regions.r), cmp_region);
+	qsort(r->regions.r, r->regions.n, sizeof(*r->regions.r), kvmig_wire_region_cmp);
 	return 0;
 }
 

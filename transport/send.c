@@ -278,13 +278,6 @@ static int plan_round(struct sender *s)
 	return 0;
 }
 
-static int cmp_run(const void *a, const void *b)
-{
-	const struct kvmig_wire_region *x = a, *y = b;
-
-	return x->addr < y->addr ? -1 : x->addr > y->addr;
-}
-
 /*
  * Register the memory of the planned round's pages not offered before (the
  * offered pages' extents, sorted and merged where they touch: what the
@@ -326,7 +319,7 @@ static int register_memory(struct sender *s, int first)
 								   s->ext[pg->ext_off + j].len, 0 };
 	}
 	if (k > base) /* s->runs may still be NULL: nothing offered */
-		qsort(s->runs + base, k - base, sizeof(*s->runs), cmp_run);
+		qsort(s->runs + base, k - base, sizeof(*s->runs), kvmig_wire_region_cmp);
 	n = base; /* runs so far; s->n_runs moves only as they are registered */
 	for (uint32_t i = base; i < k; i++) {
 		struct kvmig_wire_region *last = n > base ? &s->runs[n - 1] : NULL;
@@ -873,18 +866,9 @@ static int precopy(struct sender *s)
 			usleep((useconds_t)(stall_ms * 1000));
 		if ((ret = plan_round(s)) < 0)
 			return ret;
-		/*
-		 * Round 0 moves everything and streams at full speed; a round of a
-		 * few pages does not. So the rate that predicts the pause is the
-		 * one of a small round: the budget is consulted from round 2 on.
-		 * Pause once nothing is dirty, or once the rest fits the budget and
-		 * grew since the last round (the engine dirties pages faster than
-		 * rounds move them). While it shrinks or holds, one more round
-		 * costs about a millisecond and may leave nothing for the pause:
-		 * the pause then holds what the engine writes during one short
-		 * round, whatever the size of the cache. A dirty set that holds
-		 * steady runs all max_rounds rounds.
-		 */
+		/* The stop rule and why (docs/PROTOCOL.md, "The stop rule"):
+		 * nothing dirty, or (from round 2 on, at a small round's rate)
+		 * the rest fits the budget and grew since the last round. */
 		if (round > 0 && s->r_n == 0)
 			break;
 		if (round > 1 && (double)s->r_n * s->page_bytes <= bw * budget &&

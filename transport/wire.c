@@ -10,6 +10,13 @@
 #include "internal.h"
 #include "wire.h"
 
+int kvmig_wire_region_cmp(const void *a, const void *b)
+{
+	const struct kvmig_wire_region *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
 /* ---- output ---- */
 
 void kvmig_wbuf_free(struct kvmig_wbuf *b)

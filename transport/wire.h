@@ -82,6 +82,9 @@ struct kvmig_wire_region {
 	uint32_t key;
 };
 
+/* qsort / bsearch order of regions: by address. */
+int kvmig_wire_region_cmp(const void *a, const void *b);
+
 struct kvmig_msg_regions {
 	uint32_t n;
 	struct kvmig_wire_region *r; /* decoded: malloc'd, kvmig_msg_regions_free() */
