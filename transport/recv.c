@@ -38,7 +38,7 @@
 static int finished(const struct receiver *r)
 {
 	return r->have_final && !r->q_len && !r->cur.active && !r->inflight &&
-	       (r->e.o.verify ? r->verified + r->n_dropped : r->landed) == r->n;
+	       !r->n_in[RP_QUEUED] && !(r->e.o.verify && r->n_in[RP_LANDED]);
 }
 
 /* Pull every page, verify it, until FINAL has come and all is checked. */
@@ -63,10 +63,10 @@ static int transfer(struct receiver *r)
 		}
 		if (ret != -EAGAIN)
 			return ret;
-		if (finished(r))
-			return 0;
 		if ((ret = recv_answer_round(r)) < 0 || (ret = recv_fill_reads(r)) < 0)
 			return ret;
+		if (finished(r))
+			return 0;
 		if ((ret = r->e.ops->progress(r->e.c, (int)r->e.o.timeout_ms, -1)) < 0)
 			return ret;
 		while ((ret = r->e.ops->reap(r->e.c, done, KVMIG_ARRAY_SIZE(done))) > 0)
@@ -203,12 +203,12 @@ static int free_dropped(struct receiver *r)
 	uint32_t *ixs, k = 0;
 	int ret;
 
-	if (!r->n_dropped)
+	if (!r->n_in[RP_DROPPED])
 		return 0;
-	if (!(ixs = malloc(sizeof(*ixs) * r->n_dropped)))
+	if (!(ixs = malloc(sizeof(*ixs) * r->n_in[RP_DROPPED])))
 		return -ENOMEM;
 	for (uint32_t i = 0; i < r->n; i++)
-		if (r->pg[i].dropped)
+		if (r->pg[i].state == RP_DROPPED)
 			ixs[k++] = r->pg[i].dst_ix;
 	ret = kvmig_pager_free(r->p, ixs, k);
 	free(ixs);
@@ -343,7 +343,8 @@ static void cleanup_failed(struct receiver *r, int err)
 		ret = -ENOMEM;
 	/* The pending sequences' pages went with them. */
 	for (uint32_t i = 0; ixs && i < r->n; i++)
-		if (!(installed && !r->pg[i].dropped) && !(r->pg[i].dropped && r->dropped_freed))
+		if (!(installed && r->pg[i].state != RP_DROPPED) &&
+		    !(r->pg[i].state == RP_DROPPED && r->dropped_freed))
 			ixs[k++] = r->pg[i].dst_ix;
 	if (ixs && k)
 		ret = kvmig_pager_free(r->p, ixs, k);
@@ -404,11 +405,11 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	 * ABORT from it (it had not decided) lets this side abort. */
 	if (ret < 0 && (r->state != RECV_PREPARED || r->e.peer_aborted))
 		goto fail;
-	st.pages = r->n - r->n_dropped;
+	st.pages = r->n - r->n_in[RP_DROPPED];
 	st.seqs = r->final.n;
 	st.bytes = (uint64_t)st.pages * 2 * r->hello.half_bytes;
 	st.n_rounds = r->round.round + 1;
-	st.pages_verified = r->verified;
+	st.pages_verified = r->n_in[RP_VERIFIED];
 	goto out;
 fail:
 	engine_abort(&r->e, ret);

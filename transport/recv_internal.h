@@ -14,13 +14,31 @@
 
 #define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
 
+/*
+ * Where an offered page is; recv_page_to() takes it from one state to the
+ * next and refuses any other move. The sender's digest is apart (has_digest):
+ * it may come before or after the bytes.
+ *
+ *   QUEUED ---> LANDED ---> VERIFIED      any ---> DROPPED
+ *      ^          |
+ *      +----------+  a mismatch (read once more), or live: offered again
+ */
+enum rpage_state {
+	RP_QUEUED,   /* offered: waiting to be read, or being read */
+	RP_LANDED,   /* every read landed (and was hashed, when verifying) */
+	RP_VERIFIED, /* the bytes match the sender's digest */
+	RP_DROPPED,  /* FINAL left it out: freed after the install (reads of it
+		      * already posted still land) */
+	RP_N_STATES
+};
+
 struct rpage {
 	uint32_t src_ix, dst_ix;
 	uint64_t ext_off;   /* first remote extent in the pool: K's then V's */
 	uint32_t n_ext;
 	uint32_t reads_left;
-	uint8_t has_digest, landed, verified, attempts;
-	uint8_t dropped;    /* no final sequence uses it (live); freed after install */
+	uint8_t state;      /* enum rpage_state */
+	uint8_t has_digest, attempts;
 	uint32_t round;     /* round it was last offered in */
 	uint8_t in_order;   /* every read so far landed at next_off */
 	int32_t stream;     /* pair of digest streams hashing reads as they land, or -1 */
@@ -98,8 +116,9 @@ struct receiver {
 	 * every page offered so far has landed. */
 	int live, round_pending, have_digests, dropped_freed;
 	struct kvmig_msg_round round;
-	uint32_t n_dropped;
-	uint32_t landed, verified, rereads, n_reads;
+	uint32_t n_in[RP_N_STATES]; /* pages in each state */
+	uint32_t pages_done;        /* landings of an offer (progress), re-reads not counted */
+	uint32_t rereads, n_reads;
 	struct kvmig_region lregion[MAX_LOCAL_REGIONS]; /* this pager's memory */
 	void *lreg[MAX_LOCAL_REGIONS];
 	uint32_t n_lreg;
@@ -108,6 +127,11 @@ struct receiver {
 };
 
 /* ---- recv_pages.c ---- */
+
+/* Move page @idx to state @to (-EPROTO for a move the diagram does not have). */
+int recv_page_to(struct receiver *r, uint32_t idx, enum rpage_state to);
+/* A new page @idx enters the map as QUEUED. */
+void recv_page_new(struct receiver *r, uint32_t idx);
 
 /* The page offered as source index @ix: its index in r->pg, or -1. */
 int recv_slot_find(const struct receiver *r, uint32_t ix);

@@ -130,7 +130,7 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 
 		/* A live sender offers a page again once it changed; by then the
 		 * last copy must have landed (the round was answered). */
-		if (known >= 0 && (r->pg[known].round == m.round || !r->pg[known].landed)) {
+		if (known >= 0 && (r->pg[known].round == m.round || r->pg[known].state != RP_LANDED)) {
 			ret = kvmig_err(-EBADMSG, "OFFER lists source page %u twice in round %u",
 					op->ix, m.round);
 			goto out;
@@ -203,14 +203,15 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 			pg->src_ix = op->ix;
 			pg->dst_ix = dst[k++];
 			recv_slot_add(r, r->n);
+			recv_page_new(r, r->n);
 			idx = (int)r->n++;
 		} else {
 			/* Changed since its last offer: read it again; a digest
 			 * sent for the old bytes no longer holds. */
 			pg = &r->pg[idx];
-			pg->landed = 0;
 			pg->has_digest = 0;
-			r->landed--;
+			if ((ret = recv_page_to(r, (uint32_t)idx, RP_QUEUED)) < 0)
+				goto out;
 		}
 		pg->round = m.round;
 		pg->ext_off = r->n_rx;
@@ -261,7 +262,7 @@ int recv_answer_round(struct receiver *r)
 {
 	int ret;
 
-	if (!r->round_pending || r->q_len || r->cur.active || r->inflight || r->landed != r->n)
+	if (!r->round_pending || r->q_len || r->cur.active || r->inflight || r->n_in[RP_QUEUED])
 		return 0;
 	if (r->round.round == 0 && (ret = KVMIG_FAULT_FAIL("recv-round")) < 0)
 		return ret;
@@ -300,7 +301,7 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 		pg->sk = d[i].k;
 		pg->sv = d[i].v;
 		pg->has_digest = 1;
-		if (pg->landed && recv_comparing(r))
+		if (pg->state == RP_LANDED && recv_comparing(r))
 			ret = recv_check_page(r, (uint32_t)idx);
 	}
 	free(d);
@@ -353,13 +354,12 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 		 * meanwhile; anything else: a careless sender): freed after the
 		 * install, never left behind. */
 		if (!used[i]) {
-			pg->dropped = 1;
 			pg->has_digest = 0;
-			r->n_dropped++;
+			ret = recv_page_to(r, i, RP_DROPPED);
 		} else if (r->e.o.verify && !pg->has_digest) {
 			ret = kvmig_err(-EBADMSG, "FINAL arrived before the digest of page %u",
 					pg->src_ix);
-		} else if (r->live && pg->landed && pg->has_digest && !pg->verified) {
+		} else if (r->live && pg->state == RP_LANDED && pg->has_digest) {
 			ret = recv_check_page(r, i);
 		}
 	}

@@ -67,6 +67,37 @@ void recv_slot_add(struct receiver *r, uint32_t idx)
 	r->slot[h] = idx + 1;
 }
 
+/* ---- page states ---- */
+
+static const char *const rp_names[RP_N_STATES] = { "QUEUED", "LANDED", "VERIFIED", "DROPPED" };
+
+/* The moves of the diagram in recv_internal.h, by state: a bit per target. */
+static const uint8_t rp_moves[RP_N_STATES] = {
+	[RP_QUEUED] = 1u << RP_LANDED | 1u << RP_DROPPED,
+	[RP_LANDED] = 1u << RP_QUEUED | 1u << RP_VERIFIED | 1u << RP_DROPPED,
+	[RP_VERIFIED] = 1u << RP_DROPPED,
+	[RP_DROPPED] = 0,
+};
+
+void recv_page_new(struct receiver *r, uint32_t idx)
+{
+	r->pg[idx].state = RP_QUEUED;
+	r->n_in[RP_QUEUED]++;
+}
+
+int recv_page_to(struct receiver *r, uint32_t idx, enum rpage_state to)
+{
+	struct rpage *pg = &r->pg[idx];
+
+	if (!(rp_moves[pg->state] & (1u << to)))
+		return kvmig_err(-EPROTO, "internal: source page %u cannot go from %s to %s",
+				 pg->src_ix, rp_names[pg->state], rp_names[to]);
+	r->n_in[pg->state]--;
+	r->n_in[to]++;
+	pg->state = (uint8_t)to;
+	return 0;
+}
+
 /* ---- read queue ---- */
 
 int recv_enqueue(struct receiver *r, uint32_t idx)
@@ -95,6 +126,8 @@ static int start_page(struct receiver *r)
 
 	r->q_head = (r->q_head + 1) % r->q_cap;
 	r->q_len--;
+	if (r->pg[idx].state == RP_DROPPED)
+		return 0; /* FINAL left it out before it was read */
 	ret = kvmig_pager_extents(r->p, r->pg[idx].dst_ix, KVMIG_HALF_K, c->local,
 				  MAX_HALF_EXTENTS, &nk);
 	if (ret == 0)
@@ -172,6 +205,8 @@ int recv_fill_reads(struct receiver *r)
 				break;
 			if ((ret = start_page(r)) < 0)
 				return ret;
+			if (!c->active)
+				continue; /* dropped */
 		}
 		struct rpage *pg = &r->pg[c->page];
 		const struct rext *rxs = &r->rx[pg->ext_off], *rx = &rxs[c->ri];
@@ -256,18 +291,16 @@ int recv_check_page(struct receiver *r, uint32_t idx)
 	int k_ok = kvmig_digest_equal(&pg->rk, &pg->sk), v_ok = kvmig_digest_equal(&pg->rv, &pg->sv);
 	int ret;
 
-	if (!r->verified && (ret = KVMIG_FAULT_FAIL("recv-verify")) < 0)
+	if (!r->n_in[RP_VERIFIED] && (ret = KVMIG_FAULT_FAIL("recv-verify")) < 0)
 		return ret; /* test-only, at the first comparison */
-	if (k_ok && v_ok) {
-		pg->verified = 1;
-		r->verified++;
-		return 0;
-	}
+	if (k_ok && v_ok)
+		return recv_page_to(r, idx, RP_VERIFIED);
 	if (pg->attempts < 2) {
 		/* Once more: a transient fault must not fail a migration. */
 		pg->attempts++;
-		pg->landed = 0;
 		r->rereads++;
+		if ((ret = recv_page_to(r, idx, RP_QUEUED)) < 0)
+			return ret;
 		return recv_enqueue(r, idx);
 	}
 	return kvmig_err(-EIO, "page %u (source index) does not match the sender's digest after "
@@ -329,18 +362,22 @@ int recv_on_read_done(struct receiver *r, struct xport_read *rd)
 		stream_read(r, pg, rd);
 	if (--pg->reads_left || (r->cur.active && r->cur.page == idx))
 		return 0;
-	if (r->landed == 1 && (ret = KVMIG_FAULT_FAIL("recv-transfer")) < 0)
+	if (pg->state == RP_DROPPED) { /* FINAL left it out while it was read */
+		if (pg->stream >= 0)
+			r->free_streams[r->n_free_streams++] = pg->stream;
+		pg->stream = -1;
+		return 0;
+	}
+	if (r->pages_done == 1 && (ret = KVMIG_FAULT_FAIL("recv-transfer")) < 0)
 		return ret;
-	if (r->landed == 1)
+	if (r->pages_done == 1)
 		ENGINE_DIE("recv-mid-reads");
 	if (pg->attempts == 1) {
-		r->landed++;
-		r->e.ev.pages_done = r->landed;
+		r->e.ev.pages_done = ++r->pages_done;
 		r->e.ev.bytes_done += 2 * r->hello.half_bytes;
 	}
-	pg->landed = 1;
-	if (!r->e.o.verify)
-		return 0;
+	if ((ret = recv_page_to(r, idx, RP_LANDED)) < 0 || !r->e.o.verify)
+		return ret;
 	if ((ret = finish_hash(r, pg)) < 0)
 		return ret;
 	return pg->has_digest && recv_comparing(r) ? recv_check_page(r, idx) : 0;

@@ -1232,16 +1232,24 @@ static void test_silent_receiver(void **state)
 	drop_pagers();
 }
 
+/* How fake_sender() misbehaves. */
+struct fake {
+	int bad_digest;    /* page 9's digest is wrong, so the mismatch persists */
+	int corrupt_first; /* the first answer for page 9's first read has a flipped
+			    * byte; the re-read gets good bytes */
+	int dup;           /* the OFFER lists page 5 twice */
+	int drop_late;     /* FINAL, sent once every read was answered (so both pages
+			    * are verified by then), names page 5 only */
+	int drop_early;    /* FINAL, sent with the OFFER, names page 5 only */
+};
+
 /*
  * The parent plays the sender of two pages (source ix 5 and 9) from its own
- * buffer, serving READ_REQs itself. @bad_digest: page 9's digest is wrong, so
- * the mismatch persists. @corrupt_first: the first answer for page 9's first
- * read has a flipped byte, the re-read gets good bytes. @dup: the OFFER lists
- * page 5 twice. Returns the receiver's exit code; *page9_reads counts reads
- * of page 9's first extent piece.
+ * buffer, serving READ_REQs itself, misbehaving as @f says. Returns the
+ * receiver's exit code; *page9_reads counts reads of page 9's first extent
+ * piece.
  */
-static int fake_sender(int bad_digest, int corrupt_first, int dup, int *page9_reads,
-		       char *abort_text)
+static int fake_sender(const struct fake *f, int *page9_reads, char *abort_text)
 {
 	enum { HALF = 32 * 1024 };
 	static uint8_t buf[4 * HALF];
@@ -1259,12 +1267,13 @@ static int fake_sender(int bad_digest, int corrupt_first, int dup, int *page9_re
 	struct side rs;
 	uint8_t *p;
 	uint32_t len;
+	uint64_t served = 0;
 	int fd, type, rc, corrupted = 0;
 	pid_t r;
 
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (uint8_t)(i * 131 + 7);
-	if (dup)
+	if (f->dup)
 		ixs[1] = ixs[0];
 	side_init(&rs);
 	assert_int_equal(kvmig_listener_open("127.0.0.1:0", NULL, &l), 0);
@@ -1289,12 +1298,15 @@ static int fake_sender(int bad_digest, int corrupt_first, int dup, int *page9_re
 		kvmig_digest_compute(buf + 2 * i * HALF, HALF, &dig[i].k);
 		kvmig_digest_compute(buf + (2 * i + 1) * HALF, HALF, &dig[i].v);
 	}
-	if (bad_digest)
+	if (f->bad_digest)
 		dig[1].v.b[0] ^= 1;
 	assert_int_equal(kvmig_wire_put_regions(&b, &rg), 0);
 	assert_int_equal(kvmig_wire_put_offer(&b, &of), 0);
 	assert_int_equal(kvmig_wire_put_digests(&b, dig, 2), 0);
-	assert_int_equal(kvmig_wire_put_final(&b, &seq, 1), 0);
+	if (f->drop_late || f->drop_early)
+		seq.n_pages = 1;
+	if (!f->drop_late)
+		assert_int_equal(kvmig_wire_put_final(&b, &seq, 1), 0);
 	raw_send(fd, &b);
 	*page9_reads = 0;
 	abort_text[0] = '\0';
@@ -1311,7 +1323,7 @@ static int fake_sender(int bad_digest, int corrupt_first, int dup, int *page9_re
 				(*page9_reads)++;
 			kvmig_wire_read_resp_hdr(hdr, q.id, q.len);
 			assert_int_equal(send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL), (ssize_t)sizeof(hdr));
-			if (corrupt_first && data == buf + 2 * HALF && !corrupted) {
+			if (f->corrupt_first && data == buf + 2 * HALF && !corrupted) {
 				uint8_t *bad = malloc(q.len);
 
 				memcpy(bad, data, q.len);
@@ -1321,6 +1333,12 @@ static int fake_sender(int bad_digest, int corrupt_first, int dup, int *page9_re
 				corrupted = 1;
 			} else {
 				assert_int_equal(send(fd, data, q.len, MSG_NOSIGNAL), (ssize_t)q.len);
+			}
+			/* Behind every answer on the stream: the receiver has
+			 * compared both pages when it reads this FINAL. */
+			if (f->drop_late && (served += q.len) == sizeof(buf)) {
+				assert_int_equal(kvmig_wire_put_final(&b, &seq, 1), 0);
+				raw_send(fd, &b);
 			}
 		} else if (type == KVMIG_MSG_COMMIT) {
 			assert_int_equal(kvmig_wire_put_empty(&b, KVMIG_MSG_COMMIT_ACK), 0);
@@ -1348,7 +1366,7 @@ static void test_digest_mismatch_persists(void **state)
 	int reads;
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
-	assert_int_equal(fake_sender(1, 0, 0, &reads, text), EIO);
+	assert_int_equal(fake_sender(&(struct fake){ .bad_digest = 1 }, &reads, text), EIO);
 	assert_int_equal(reads, 2); /* read, then re-read once */
 	assert_non_null(strstr(text, "page 9"));
 	assert_non_null(strstr(text, "re-read"));
@@ -1364,7 +1382,7 @@ static void test_offer_lists_page_twice(void **state)
 	int reads;
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
-	assert_int_equal(fake_sender(0, 0, 1, &reads, text), EBADMSG);
+	assert_int_equal(fake_sender(&(struct fake){ .dup = 1 }, &reads, text), EBADMSG);
 	assert_int_equal(reads, 0);
 	assert_non_null(strstr(text, "page 5 twice"));
 	assert_int_equal(n_occupied(dst), 3);
@@ -1381,7 +1399,7 @@ static void test_transient_corruption_reread(void **state)
 	int reads;
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
-	assert_int_equal(fake_sender(0, 1, 0, &reads, text), 0);
+	assert_int_equal(fake_sender(&(struct fake){ .corrupt_first = 1 }, &reads, text), 0);
 	assert_int_equal(reads, 2);
 	assert_int_equal(n_occupied(dst), 5);
 	assert_int_equal(kvmig_pager_seqs(dst, &got), 0);
@@ -1395,6 +1413,36 @@ static void test_transient_corruption_reread(void **state)
 			fail_msg("byte %zu of page 9's K half differs", i);
 	kvmig_seq_list_free(&got);
 	drop_pagers();
+}
+
+/*
+ * A page that FINAL leaves out is dropped and freed after the install, also
+ * when it was verified already (counted once, so the migration completes
+ * instead of waiting for a page that will never be verified) or is still
+ * queued (not read at all).
+ */
+static void test_verified_page_dropped_at_final(void **state)
+{
+	for (int early = 0; early < 2; early++) {
+		char text[KVMIG_WIRE_MAX_TEXT + 1];
+		struct kvmig_seq_list got;
+		int reads;
+
+		make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+		assert_int_equal(fake_sender(&(struct fake){ .drop_late = !early,
+							      .drop_early = early },
+					     &reads, text), 0);
+		/* Early, FINAL comes with the OFFER: page 9 is dropped before
+		 * (or while) it is read. */
+		assert_true(early ? reads <= 1 : reads == 1);
+		assert_string_equal(text, "");
+		assert_int_equal(n_occupied(dst), 4); /* 3 before, page 5; page 9 freed */
+		assert_int_equal(kvmig_pager_seqs(dst, &got), 0);
+		assert_int_equal(got.n, 1);
+		assert_int_equal(got.seqs[0].n_pages, 1);
+		kvmig_seq_list_free(&got);
+		drop_pagers();
+	}
 }
 
 /* ---- live migration while a decoding engine writes ---- */
@@ -1754,6 +1802,7 @@ int main(void)
 		cmocka_unit_test(test_bad_range_request),
 		cmocka_unit_test(test_digest_mismatch_persists),
 		cmocka_unit_test(test_transient_corruption_reread),
+		cmocka_unit_test(test_verified_page_dropped_at_final),
 		cmocka_unit_test(test_offer_lists_page_twice),
 	};
 
