@@ -19,8 +19,9 @@
 
 #include <kvmig/cas.h>
 
-#include "internal.h"
-#include "store_internal.h"
+#include "cas/store_internal.h"
+#include "pager/internal.h"
+#include "util/internal.h"
 
 /* Pages per store batch: bounds the iovec arrays, keeps the ring busy. */
 #define BATCH_PAGES 32u

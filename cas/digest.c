@@ -15,8 +15,8 @@
 
 #include <kvmig/cas.h>
 
-#include "digest_stream.h"
-#include "internal.h"
+#include "cas/internal.h"
+#include "util/internal.h"
 
 static void from_hash(XXH128_hash_t h, struct kvmig_digest *out)
 {

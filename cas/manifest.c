@@ -23,7 +23,7 @@
 
 #include <kvmig/cas.h>
 
-#include "internal.h"
+#include "util/internal.h"
 
 #define ARRAY_MIN_CAP 8u
 /* Longest field path: "logical_seqs[65535].page_ixs[16777215]" and friends. */

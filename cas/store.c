@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "store_internal.h"
+#include "util/internal.h"
+#include "cas/store_internal.h"
 
 uint64_t kvmig_iov_total(const struct iovec *iov, int iovcnt)
 {

@@ -34,9 +34,9 @@
 
 #include <liburing.h>
 
-#include "digest_stream.h"
-#include "internal.h"
-#include "store_internal.h"
+#include "cas/internal.h"
+#include "util/internal.h"
+#include "cas/store_internal.h"
 
 /* Blobs per io_uring window; bounds the per-window arrays on the stack. */
 #define WINDOW_MAX 128u

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "store_internal.h"
+#include "util/internal.h"
+#include "cas/store_internal.h"
 
 struct mem_blob {
 	struct kvmig_digest d;

@@ -16,9 +16,9 @@
 #include <string.h>
 #include <time.h>
 
-#include <kvmig/pager.h>
+#include <kvmig/synth.h>
 
-#include "internal.h"
+#include "util/internal.h"
 
 enum seq_state { SEQ_RUNNING, SEQ_FINISHED, SEQ_GONE, SEQ_STOPPED };
 

@@ -8,7 +8,7 @@
 
 #include <kvmig/common.h>
 
-#include "internal.h"
+#include "util/internal.h"
 
 static const struct {
 	const char *name;

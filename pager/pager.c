@@ -7,10 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <kvmig/pager.h>
+#include <kvmig/synth.h>
 
-#include "internal.h"
-#include "pager_internal.h"
+#include "pager/internal.h"
+#include "pager/pager_internal.h"
+#include "util/internal.h"
 
 /* Handles get serials that never repeat, unlike addresses after a free. */
 static _Atomic uint64_t next_serial = 1;
@@ -359,10 +360,22 @@ int kvmig_pager_with_paused(struct kvmig_pager *p, int (*fn)(struct kvmig_pager 
 	return ret;
 }
 
+/* The pager specs kvmig_pager_open() knows: a prefix, and what opens the rest. */
+static const struct pager_scheme {
+	const char *prefix;
+	int (*open)(const char *rest, struct kvmig_pager **ret);
+} pager_schemes[] = {
+	{ "shm:", kvmig_synth_attach }, /* a shared-memory synthetic pager (kvmig/synth.h) */
+};
+
 int kvmig_pager_open(const char *spec, struct kvmig_pager **ret)
 {
-	if (spec && !strncmp(spec, "shm:", 4) && spec[4])
-		return kvmig_synth_attach(spec + 4, ret);
+	for (size_t i = 0; spec && i < KVMIG_ARRAY_SIZE(pager_schemes); i++) {
+		size_t n = strlen(pager_schemes[i].prefix);
+
+		if (!strncmp(spec, pager_schemes[i].prefix, n) && spec[n])
+			return pager_schemes[i].open(spec + n, ret);
+	}
 	return kvmig_err(-EINVAL, "unknown pager spec \"%s\" (expected shm:NAME)",
 			 spec ? spec : "(null)");
 }

@@ -34,9 +34,9 @@
 
 #include <kvmig/pager.h>
 
-#include "internal.h"
-#include "pager_internal.h"
-#include "synth_internal.h"
+#include "util/internal.h"
+#include "pager/pager_internal.h"
+#include "pager/synth_internal.h"
 
 #define DATA_ALIGN (2u << 20)
 

@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "synth_internal.h"
+#include "util/internal.h"
+#include "pager/synth_internal.h"
 
 /* ---- processes ---- */
 

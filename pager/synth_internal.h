@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include <kvmig/pager.h>
+#include <kvmig/synth.h>
 
 #define SYNTH_MAGIC 0x31595347494d564bull /* "KVMIGSY1" little-endian */
 #define SYNTH_VERSION 4u

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
-#include "synth_internal.h"
+#include "util/internal.h"
+#include "pager/synth_internal.h"
 
 static int find_rec(const struct synth *s, const struct kvmig_id *id)
 {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <kvmig/pager.h>
+#include <kvmig/synth.h>
 
 /* An in-process synthetic pager of preset @preset. */
 static inline struct kvmig_pager *synth_pager(const char *preset, enum kvmig_layout layout,

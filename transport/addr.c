@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "internal.h"
-#include "provider.h"
+#include "util/internal.h"
+#include "transport/provider.h"
 
 int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
 {

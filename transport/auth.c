@@ -9,8 +9,8 @@
 
 #include <sodium.h>
 
-#include "engine.h"
-#include "internal.h"
+#include "transport/engine.h"
+#include "util/internal.h"
 
 int engine_auth_agree(struct engine *e, const struct kvmig_msg_hello *peer)
 {

@@ -15,8 +15,8 @@
 
 #include <sodium.h>
 
-#include "engine.h"
-#include "internal.h"
+#include "transport/engine.h"
+#include "util/internal.h"
 
 void kvmig_migrate_opts_init(struct kvmig_migrate_opts *o)
 {

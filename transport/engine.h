@@ -10,8 +10,8 @@
 
 #include <kvmig/migrate.h>
 
-#include "provider.h"
-#include "wire.h"
+#include "transport/provider.h"
+#include "transport/wire.h"
 
 /* Largest OFFER / DIGESTS chunk the sender builds (well inside the limits). */
 #define KVMIG_OFFER_CHUNK 1024u

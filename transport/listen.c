@@ -6,8 +6,8 @@
  */
 #include <stdlib.h>
 
-#include "engine.h"
-#include "internal.h"
+#include "transport/engine.h"
+#include "util/internal.h"
 
 int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
 			struct kvmig_listener **ret)

@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "wire.h"
+#include "transport/wire.h"
 
 struct xport_ops;
 

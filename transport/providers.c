@@ -9,8 +9,8 @@
 
 #include <kvmig/migrate.h>
 
-#include "engine.h"
-#include "internal.h"
+#include "transport/engine.h"
+#include "util/internal.h"
 
 /* In the order `auto` tries them: the first whose probe says it serves
  * the address; a row without a probe serves any address. */

@@ -46,8 +46,8 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
-#include "internal.h"
-#include "provider.h"
+#include "util/internal.h"
+#include "transport/provider.h"
 
 #define CTL_BUF (64u << 10)     /* one control SEND / RECV buffer */
 #define N_RECV 32u              /* receive buffers posted */

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
-#include "internal.h"
+#include "transport/engine.h"
+#include "util/internal.h"
 
 enum kvmig_record_state engine_record_state(struct kvmig_pager *p, const struct kvmig_id *id)
 {

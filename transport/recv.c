@@ -32,8 +32,9 @@
 
 #include <kvmig/cas.h>
 
-#include "internal.h"
-#include "recv_internal.h"
+#include "pager/internal.h"
+#include "transport/recv_internal.h"
+#include "util/internal.h"
 
 static int finished(const struct receiver *r)
 {

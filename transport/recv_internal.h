@@ -9,8 +9,8 @@
 #ifndef KVMIG_RECV_INTERNAL_H
 #define KVMIG_RECV_INTERNAL_H
 
-#include "digest_stream.h"
-#include "engine.h"
+#include "cas/internal.h"
+#include "transport/engine.h"
 
 #define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
 

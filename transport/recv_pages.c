@@ -12,8 +12,8 @@
 
 #include <kvmig/cas.h>
 
-#include "internal.h"
-#include "recv_internal.h"
+#include "util/internal.h"
+#include "transport/recv_internal.h"
 
 /* ---- src ix -> page ---- */
 

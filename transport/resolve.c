@@ -32,8 +32,8 @@
 
 #include <kvmig/migrate.h>
 
-#include "engine.h"
-#include "internal.h"
+#include "transport/engine.h"
+#include "util/internal.h"
 
 enum kvmig_resolve_act resolve_decide(const struct kvmig_record *mine,
 				      enum kvmig_record_state peer, int peer_newer)

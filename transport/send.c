@@ -35,8 +35,9 @@
 
 #include <kvmig/cas.h>
 
-#include "engine.h"
-#include "internal.h"
+#include "pager/internal.h"
+#include "transport/engine.h"
+#include "util/internal.h"
 
 #define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
 #define HASH_SIGNAL_EVERY 64u

@@ -32,8 +32,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "provider.h"
+#include "util/internal.h"
+#include "transport/provider.h"
 
 #define TCP_MAX_READ (16u << 20)  /* largest single read a peer may ask for */
 #define FRAMES_PER_PROGRESS 256   /* then return, so the engine can act */

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "util/internal.h"
+#include "transport/wire.h"
 
 int kvmig_wire_region_cmp(const void *a, const void *b)
 {

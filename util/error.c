@@ -5,7 +5,7 @@
 
 #include <kvmig/common.h>
 
-#include "internal.h"
+#include "util/internal.h"
 
 static _Thread_local char last_error[1024];
 

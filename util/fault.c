@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "util/internal.h"
 
 #ifdef KVMIG_FAULT_INJECTION
 int kvmig_fault(const char *point, uint64_t *arg)

@@ -60,20 +60,6 @@ static inline int kvmig_fault(const char *point, uint64_t *arg)
 #define KVMIG_FAULT_FAIL(point) \
 	(kvmig_fault((point), NULL) ? kvmig_err(-EIO, "fault injected at %s", (point)) : 0)
 
-struct kvmig_pager;
-/* pager/pager.c: a number unique to this pager handle in this process, never
- * reused (a handle's address can be, after it is freed). */
-uint64_t kvmig_pager_serial(const struct kvmig_pager *p);
-
-struct kvmig_seq_list;
-/* pager/pager.c: the pages of @cand (repeats allowed) that no sequence of
- * @all uses but those named in @drop, each once, into @out (room for @n; may
- * be @cand itself), their number in @n_out. 0 or -ENOMEM. Worked out before
- * the sequences are removed, so a failure leaves nothing half done. */
-int kvmig_pages_unused(const struct kvmig_seq_list *all, const char *const *drop,
-		       uint32_t n_drop, const uint32_t *cand, uint32_t n, uint32_t *out,
-		       uint32_t *n_out);
-
 /* qsort / bsearch order of uint32_t values. */
 static inline int kvmig_cmp_u32(const void *a, const void *b)
 {

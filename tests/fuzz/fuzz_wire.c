@@ -13,8 +13,8 @@
 
 #include <kvmig/kvmig.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "util/internal.h"
+#include "transport/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

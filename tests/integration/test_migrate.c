@@ -31,8 +31,8 @@
 #include <kvmig/kvmig.h>
 
 #include "harness.h"
-#include "internal.h"
-#include "wire.h"
+#include "util/internal.h"
+#include "transport/wire.h"
 
 /* ---- successful migrations ---- */
 

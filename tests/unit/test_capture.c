@@ -15,7 +15,7 @@
 #include <kvmig/cas.h>
 
 #include "pager_helpers.h"
-#include "store_internal.h"
+#include "cas/store_internal.h"
 
 static struct kvmig_pager *make(const char *preset, enum kvmig_layout layout, uint64_t seed,
 				uint32_t seqs, uint32_t cap)

@@ -17,7 +17,7 @@
 
 #include <kvmig/cas.h>
 
-#include "internal.h"
+#include "util/internal.h"
 
 /* ---- helpers ---- */
 

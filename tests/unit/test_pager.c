@@ -18,7 +18,8 @@
 #include <kvmig/cas.h>
 #include <kvmig/migrate.h>
 
-#include "internal.h"
+#include "pager/internal.h"
+#include "util/internal.h"
 #include "pager_helpers.h"
 
 static struct kvmig_pager *make(enum kvmig_layout layout, uint64_t seed, uint32_t seqs,

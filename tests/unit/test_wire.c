@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "util/internal.h"
+#include "transport/wire.h"
 
 /* Decode any payload of @type; 0 or -EBADMSG. Frees what it decoded. */
 static int decode(uint8_t type, const uint8_t *p, size_t len)

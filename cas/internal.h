@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cas/digest_stream.h - XXH3-128 over bytes that arrive piece by piece (the
- * migration receiver hashes each read as it lands, while it is in cache).
- * Internal: not installed. Equal bytes give the digest kvmig_digest_compute
- * gives for their concatenation.
+ * cas/internal.h - what cas/ offers transport/ beyond the public kvmig/cas.h:
+ * XXH3-128 over bytes that arrive piece by piece (the migration receiver
+ * hashes each read as it lands, while it is in cache). Equal bytes give the
+ * digest kvmig_digest_compute gives for their concatenation. Internal: not
+ * installed.
  */
-#ifndef KVMIG_DIGEST_STREAM_H
-#define KVMIG_DIGEST_STREAM_H
+#ifndef KVMIG_CAS_LIB_INTERNAL_H
+#define KVMIG_CAS_LIB_INTERNAL_H
 
 #include <stddef.h>
 

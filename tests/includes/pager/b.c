@@ -1,0 +1,2 @@
+#include "util/internal.h"
+#include "cas/internal.h" /* BAD: a folder above */

@@ -1,0 +1,6 @@
+#include <stdio.h>
+#include "transport/a.h"
+#include "util/internal.h"
+#include "cas/internal.h"
+#include "pager/synth_internal.h" /* BAD: another folder's private header */
+#include "engine.h"               /* BAD: bare name */

@@ -1,0 +1,1 @@
+#include "util/nope.h" /* BAD: util/ includes only util/ */
