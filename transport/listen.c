@@ -6,7 +6,7 @@
  */
 #include <stdlib.h>
 
-#include "transport/engine.h"
+#include "transport/session.h"
 #include "util/internal.h"
 
 int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
@@ -17,7 +17,7 @@ int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
 
 	if (!l)
 		return -ENOMEM;
-	l->ops = engine_pick(opts ? opts->transport : KVMIG_TRANSPORT_TCP, addr, 1);
+	l->ops = session_pick(opts ? opts->transport : KVMIG_TRANSPORT_TCP, addr, 1);
 	err = l->ops->listen(addr, &l->impl);
 	if (err < 0) {
 		free(l);

@@ -2,14 +2,14 @@
 /*
  * transport/providers.c - the one table of transports. The parser
  * (kvmig_transport_parse), the names in reports (kvmig_transport_name),
- * option checking (engine_init) and the `auto` choice (engine_pick) all read
+ * option checking (session_init) and the `auto` choice (session_pick) all read
  * it: a new provider is its ops table (one file) and a row here.
  */
 #include <string.h>
 
 #include <kvmig/migrate.h>
 
-#include "transport/engine.h"
+#include "transport/session.h"
 #include "util/internal.h"
 
 /* In the order `auto` tries them: the first whose probe says it serves
@@ -45,7 +45,7 @@ int kvmig_transport_parse(const char *name, enum kvmig_transport *out)
 			 name ? name : "(null)");
 }
 
-const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive)
+const struct xport_ops *session_pick(enum kvmig_transport t, const char *addr, int passive)
 {
 	for (size_t i = 0; i < KVMIG_ARRAY_SIZE(providers); i++) {
 		const struct xport_provider *pv = &providers[i];
@@ -54,5 +54,5 @@ const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, in
 		    (t == KVMIG_TRANSPORT_AUTO && (!pv->serves || pv->serves(addr, passive))))
 			return pv->ops;
 	}
-	return &kvmig_xport_tcp; /* engine_init refused any other value */
+	return &kvmig_xport_tcp; /* session_init refused any other value */
 }

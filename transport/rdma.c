@@ -6,7 +6,7 @@
  * the receiver's registered destination pages. The sender's CPU takes no
  * part in moving page bytes.
  *
- * Control channel. The engine's frames are a byte stream cut into SENDs of
+ * Control channel. The session's frames are a byte stream cut into SENDs of
  * at most CTL_BUF bytes from a ring of N_SEND registered buffers; the peer
  * has N_RECV buffers of CTL_BUF posted and reassembles the stream, so a frame
  * may be any size the wire codec allows. A SEND that finds no posted RECV is
@@ -30,7 +30,7 @@
  * Receiver: IBV_ACCESS_LOCAL_WRITE only, and cached: a listener bound to a
  * device keeps one protection domain for the connections it accepts, and
  * the destination regions registered in it stay registered until the
- * listener closes or the engine says the pager changed (listener_forget),
+ * listener closes or the session says the pager changed (listener_forget),
  * so a receiver serving one pager registers it once. Nothing remote can
  * use a local registration.
  */
@@ -52,7 +52,7 @@
 #define CTL_BUF (64u << 10)     /* one control SEND / RECV buffer */
 #define N_RECV 32u              /* receive buffers posted */
 #define N_SEND 16u              /* send buffers in the ring */
-#define MAX_READS 1024u         /* reads outstanding (the engine's queue_depth limit) */
+#define MAX_READS 1024u         /* reads outstanding (the session's queue_depth limit) */
 #define SIGNAL_EVERY 16u        /* one signaled read per this many */
 #define KEEPALIVE_DIV 4         /* keepalive after timeout / this of our own silence */
 #define RESOLVE_MS 5000         /* address and route resolution */
@@ -786,7 +786,7 @@ static int drain_cq(struct rdma_conn *c)
 	}
 	if (n < 0)
 		return broke(c, kvmig_err(-EIO, "ibv_poll_cq failed on %s", c->dev));
-	/* What arrived before a failure is handled first: the engine pops
+	/* What arrived before a failure is handled first: the session pops
 	 * queued messages before it calls progress() again. */
 	return total ? total : c->broken;
 }
@@ -876,7 +876,7 @@ static int vb_send(struct xport_conn *xc, const void *frames, size_t len)
 	double deadline = kvmig_now() + c->timeout_ms / 1000.0;
 	int ret, woken;
 
-	/* A silent peer (ETIMEDOUT) leaves the queue pair working: the engine
+	/* A silent peer (ETIMEDOUT) leaves the queue pair working: the session
 	 * still tells it why it gives up (ABORT). */
 	if (c->broken && c->broken != -ETIMEDOUT)
 		return c->broken;

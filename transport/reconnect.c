@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "transport/engine.h"
+#include "transport/session.h"
 #include "util/internal.h"
 
-enum kvmig_record_state engine_record_state(struct kvmig_pager *p, const struct kvmig_id *id)
+enum kvmig_record_state session_record_state(struct kvmig_pager *p, const struct kvmig_id *id)
 {
 	enum kvmig_record_state st = KVMIG_REC_NONE;
 	struct kvmig_record *all = NULL;
@@ -54,7 +54,7 @@ static int records_for(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 }
 
 /* Send our records naming the peer; what was sent into *sent (malloc'd). */
-static int send_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+static int send_records(struct session *ses, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 			struct kvmig_wire_record **sent, uint32_t *nsent)
 {
 	struct kvmig_record *all = NULL;
@@ -62,8 +62,8 @@ static int send_records(struct engine *e, struct kvmig_pager *p, const struct kv
 	uint32_t n_all = 0, n = 0;
 	int ret = records_for(p, peer_pager, &all, &n_all, &w, &n);
 
-	if (ret == 0 && (ret = kvmig_wire_put_records(&e->wb, w, n)) == 0)
-		ret = engine_flush(e);
+	if (ret == 0 && (ret = kvmig_wire_put_records(&ses->wb, w, n)) == 0)
+		ret = session_flush(ses);
 	free(all);
 	if (ret == 0 && sent) {
 		*sent = w;
@@ -74,18 +74,18 @@ static int send_records(struct engine *e, struct kvmig_pager *p, const struct kv
 	return ret;
 }
 
-static int take_records(struct engine *e, struct kvmig_wire_record **w, uint32_t *n)
+static int take_records(struct session *ses, struct kvmig_wire_record **w, uint32_t *n)
 {
 	struct xport_msg *m = NULL;
-	int ret = engine_wait_msg(e, -1, &m);
+	int ret = session_wait_msg(ses, -1, &m);
 
 	if (ret < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_RECORDS)
-		ret = engine_unexpected(m, "RECORDS");
+		ret = session_unexpected(m, "RECORDS");
 	else
 		ret = kvmig_wire_get_records(m->payload, m->hdr.len, w, n);
-	engine_msg_free(&m);
+	session_msg_free(&m);
 	return ret;
 }
 
@@ -135,7 +135,7 @@ static int act_on(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 	return ret;
 }
 
-int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+int session_sync_records(struct session *ses, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 			struct kvmig_resolve_stats *st)
 {
 	struct kvmig_wire_record *w = NULL, *sent = NULL;
@@ -152,17 +152,17 @@ int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kv
 	 * its copy, the destination drops its record.
 	 */
 	for (int i = 0; i < 4 && ret == 0; i++) {
-		int ours = (i % 2 == 0) == (e->role == ROLE_SENDER);
+		int ours = (i % 2 == 0) == (ses->role == ROLE_SENDER);
 
 		if (ours) {
 			free(sent);
 			sent = NULL;
-			ret = send_records(e, p, peer_pager, &sent, &nsent);
+			ret = send_records(ses, p, peer_pager, &sent, &nsent);
 			continue;
 		}
 		free(w);
 		w = NULL;
-		if ((ret = take_records(e, &w, &nw)) == 0)
+		if ((ret = take_records(ses, &w, &nw)) == 0)
 			ret = act_on(p, peer_pager, w, nw, sent, sent ? nsent : 0, st);
 	}
 	free(w);

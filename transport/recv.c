@@ -39,7 +39,7 @@
 static int finished(const struct receiver *r)
 {
 	return r->have_final && !r->q_len && !r->cur.active && !r->inflight &&
-	       !r->n_in[RP_QUEUED] && !(r->e.o.verify && r->n_in[RP_LANDED]);
+	       !r->n_in[RP_QUEUED] && !(r->ses.o.verify && r->n_in[RP_LANDED]);
 }
 
 /* Pull every page, verify it, until FINAL has come and all is checked. */
@@ -48,7 +48,7 @@ static int transfer(struct receiver *r)
 	struct xport_read *done[64];
 	int ret;
 
-	engine_phase(&r->e, "transfer");
+	session_phase(&r->ses, "transfer");
 	for (int round = 0;; round++) {
 		struct xport_msg *m = NULL;
 		uint64_t stall_ms;
@@ -56,9 +56,9 @@ static int transfer(struct receiver *r)
 		if (round == 1 && kvmig_fault("recv-stall", &stall_ms))
 			usleep((useconds_t)(stall_ms * 1000)); /* test-only: go silent */
 
-		while ((ret = r->e.ops->ctl_pop(r->e.c, &m)) == 0) {
+		while ((ret = r->ses.ops->ctl_pop(r->ses.c, &m)) == 0) {
 			ret = recv_take_msg(r, m);
-			engine_msg_free(&m);
+			session_msg_free(&m);
 			if (ret < 0)
 				return ret;
 		}
@@ -68,16 +68,16 @@ static int transfer(struct receiver *r)
 			return ret;
 		if (finished(r))
 			return 0;
-		if ((ret = r->e.ops->progress(r->e.c, (int)r->e.o.timeout_ms, -1)) < 0)
+		if ((ret = r->ses.ops->progress(r->ses.c, (int)r->ses.o.timeout_ms, -1)) < 0)
 			return ret;
-		while ((ret = r->e.ops->reap(r->e.c, done, KVMIG_ARRAY_SIZE(done))) > 0)
+		while ((ret = r->ses.ops->reap(r->ses.c, done, KVMIG_ARRAY_SIZE(done))) > 0)
 			for (int i = 0; i < ret; i++) {
 				int err = recv_on_read_done(r, done[i]);
 
 				if (err < 0)
 					return err;
 			}
-		engine_progress(&r->e, 0);
+		session_progress(&r->ses, 0);
 	}
 }
 
@@ -87,20 +87,20 @@ static int handshake(struct receiver *r)
 	struct xport_msg *m = NULL;
 	int ret;
 
-	engine_phase(&r->e, "handshake");
+	session_phase(&r->ses, "handshake");
 	if ((ret = KVMIG_FAULT_FAIL("recv-handshake")) < 0)
 		return ret;
-	if ((ret = engine_hello(r->p, ROLE_RECEIVER, (r->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
-				(r->e.auth ? KVMIG_HELLO_AUTH : 0), NULL, &r->hello)) < 0)
+	if ((ret = session_hello(r->p, ROLE_RECEIVER, (r->ses.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
+				(r->ses.auth ? KVMIG_HELLO_AUTH : 0), NULL, &r->hello)) < 0)
 		return ret;
-	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
+	if ((ret = session_wait_msg(&r->ses, -1, &m)) < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_HELLO)
-		ret = engine_unexpected(m, "HELLO");
+		ret = session_unexpected(m, "HELLO");
 	else if ((ret = kvmig_wire_get_hello(m->payload, m->hdr.len, &peer)) == 0 &&
-		 (ret = engine_auth_agree(&r->e, &peer)) == 0)
-		ret = engine_hello_match(&r->hello, &peer);
-	engine_msg_free(&m);
+		 (ret = session_auth_agree(&r->ses, &peer)) == 0)
+		ret = session_hello_match(&r->hello, &peer);
+	session_msg_free(&m);
 	if (ret < 0)
 		return ret;
 	r->live = !!(peer.flags & KVMIG_HELLO_LIVE);
@@ -110,18 +110,18 @@ static int handshake(struct receiver *r)
 		return kvmig_err(-EPROTO, "the sender %s digests but this receiver %s: both sides "
 				 "need the same --no-verify setting",
 				 r->hello.flags & KVMIG_HELLO_NO_VERIFY ? "sends" : "does not send",
-				 r->e.o.verify ? "verifies" : "does not verify");
-	if (r->e.auth && (ret = engine_auth_take_challenge(&r->e)) < 0)
+				 r->ses.o.verify ? "verifies" : "does not verify");
+	if (r->ses.auth && (ret = session_auth_take_challenge(&r->ses)) < 0)
 		return ret;
-	if ((ret = kvmig_wire_put_hello(&r->e.wb, &r->hello)) < 0 ||
-	    (r->e.auth && ((ret = engine_auth_challenge(&r->e)) < 0 ||
-			   (ret = engine_auth_prove(&r->e, ROLE_RECEIVER)) < 0)) ||
-	    (ret = engine_flush(&r->e)) < 0)
+	if ((ret = kvmig_wire_put_hello(&r->ses.wb, &r->hello)) < 0 ||
+	    (r->ses.auth && ((ret = session_auth_challenge(&r->ses)) < 0 ||
+			   (ret = session_auth_prove(&r->ses, ROLE_RECEIVER)) < 0)) ||
+	    (ret = session_flush(&r->ses)) < 0)
 		return ret;
 	/* Nothing from an unproven sender is read beyond this point. */
-	if (r->e.auth && (ret = engine_auth_check(&r->e, ROLE_SENDER)) < 0)
+	if (r->ses.auth && (ret = session_auth_check(&r->ses, ROLE_SENDER)) < 0)
 		return ret;
-	return engine_sync_records(&r->e, r->p, &r->peer_pager, &r->resolved);
+	return session_sync_records(&r->ses, r->p, &r->peer_pager, &r->resolved);
 }
 
 /* RECV_HANDSHAKE -> RECV_RECEIVING: our record, before a page is allocated;
@@ -134,18 +134,18 @@ static int begin_record(struct receiver *r)
 
 	rec.id = r->mig;
 	rec.peer_pager = r->peer_pager;
-	snprintf(rec.peer_addr, sizeof(rec.peer_addr), "%s", r->e.ops->peer_addr(r->e.c));
+	snprintf(rec.peer_addr, sizeof(rec.peer_addr), "%s", r->ses.ops->peer_addr(r->ses.c));
 	if ((ret = kvmig_pager_record_create(r->p, &rec)) < 0)
 		return kvmig_err_prefix(ret, "cannot record the migration in the destination pager");
 	r->state = RECV_RECEIVING;
-	ENGINE_DIE("recv-record");
-	if ((ret = engine_wait_msg(&r->e, -1, &m)) < 0)
+	SESSION_DIE("recv-record");
+	if ((ret = session_wait_msg(&r->ses, -1, &m)) < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_REGIONS)
-		ret = engine_unexpected(m, "REGIONS");
+		ret = session_unexpected(m, "REGIONS");
 	else
 		ret = recv_take_regions(r, m);
-	engine_msg_free(&m);
+	session_msg_free(&m);
 	return ret;
 }
 
@@ -178,7 +178,7 @@ static int install(struct receiver *r)
 	struct kvmig_seq *q = calloc(r->final.n ? r->final.n : 1, sizeof(*q));
 	int ret;
 
-	engine_phase(&r->e, "install");
+	session_phase(&r->ses, "install");
 	if (!q)
 		return -ENOMEM;
 	if ((ret = KVMIG_FAULT_FAIL("recv-install")) < 0) {
@@ -194,7 +194,7 @@ static int install(struct receiver *r)
 	else
 		r->state = RECV_PENDING;
 	free_remapped(r, q);
-	ENGINE_DIE("recv-pending");
+	SESSION_DIE("recv-pending");
 	return ret;
 }
 
@@ -224,7 +224,7 @@ static int prepare(struct receiver *r)
 {
 	int ret;
 
-	engine_phase(&r->e, "commit");
+	session_phase(&r->ses, "commit");
 	if ((ret = KVMIG_FAULT_FAIL("recv-commit-send")) < 0)
 		return ret;
 	/* Durable before the sender hears of it: once it has, it may decide. */
@@ -232,17 +232,17 @@ static int prepare(struct receiver *r)
 					  KVMIG_REC_PREPARED)) < 0)
 		return kvmig_err_prefix(ret, "cannot record that the migration is prepared");
 	r->state = RECV_PREPARED;
-	ENGINE_DIE("recv-prepared");
-	if ((ret = kvmig_wire_put_empty(&r->e.wb, KVMIG_MSG_COMMIT)) < 0)
+	SESSION_DIE("recv-prepared");
+	if ((ret = kvmig_wire_put_empty(&r->ses.wb, KVMIG_MSG_COMMIT)) < 0)
 		return ret;
 	if (kvmig_fault("recv-commit-lost", NULL)) {
 		/* Test-only: the COMMIT and the connection are lost together. */
-		r->e.wb.len = 0;
-		r->e.ops->close(&r->e.c);
+		r->ses.wb.len = 0;
+		r->ses.ops->close(&r->ses.c);
 		return kvmig_err(-ECONNRESET, "fault injected at recv-commit-lost");
 	}
-	ret = engine_flush(&r->e);
-	ENGINE_DIE("recv-commit-sent");
+	ret = session_flush(&r->ses);
+	SESSION_DIE("recv-commit-sent");
 	return ret;
 }
 
@@ -250,38 +250,38 @@ static int prepare(struct receiver *r)
 static int await_decision(struct receiver *r)
 {
 	struct xport_msg *m = NULL;
-	int ret = engine_wait_msg(&r->e, -1, &m);
+	int ret = session_wait_msg(&r->ses, -1, &m);
 
 	if (ret > 0 && (m->hdr.type != KVMIG_MSG_COMMIT_ACK || m->hdr.len))
-		ret = engine_unexpected(m, "COMMIT_ACK");
-	engine_msg_free(&m);
+		ret = session_unexpected(m, "COMMIT_ACK");
+	session_msg_free(&m);
 	if (ret < 0)
 		return ret;
-	ENGINE_DIE("recv-ack-recv");
+	SESSION_DIE("recv-ack-recv");
 	ret = kvmig_pager_record_set(r->p, &r->mig, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED);
-	if (ret == -ESTALE && engine_record_state(r->p, &r->mig) == KVMIG_REC_ACTIVATED)
+	if (ret == -ESTALE && session_record_state(r->p, &r->mig) == KVMIG_REC_ACTIVATED)
 		ret = 0; /* a resolver activated them meanwhile */
 	if (ret < 0)
 		return kvmig_err_prefix(ret, "the sender decided to commit, but the sequences "
 					"could not be activated here");
 	r->state = RECV_ACTIVATED;
-	ENGINE_DIE("recv-activated");
-	if ((ret = kvmig_wire_put_empty(&r->e.wb, KVMIG_MSG_ACTIVATED)) == 0)
-		ret = engine_flush(&r->e);
-	ENGINE_DIE("recv-activated-sent");
+	SESSION_DIE("recv-activated");
+	if ((ret = kvmig_wire_put_empty(&r->ses.wb, KVMIG_MSG_ACTIVATED)) == 0)
+		ret = session_flush(&r->ses);
+	SESSION_DIE("recv-activated-sent");
 	/* The sender releases its copy, then says so. Without that word the
 	 * record stays (activated: the sequences run) for a later exchange. */
-	if (ret == 0 && (ret = engine_wait_msg(&r->e, -1, &m)) > 0 &&
+	if (ret == 0 && (ret = session_wait_msg(&r->ses, -1, &m)) > 0 &&
 	    (m->hdr.type != KVMIG_MSG_FORGET || m->hdr.len))
-		ret = engine_unexpected(m, "FORGET");
-	engine_msg_free(&m);
+		ret = session_unexpected(m, "FORGET");
+	session_msg_free(&m);
 	if (ret < 0) {
 		/* Left for the next exchange or a resolution: nobody drives it. */
 		r->unconfirmed = 1;
 		kvmig_pager_record_disown(r->p, &r->mig);
 		return 0;
 	}
-	ENGINE_DIE("recv-forget-recv");
+	SESSION_DIE("recv-forget-recv");
 	if (kvmig_pager_record_end(r->p, &r->mig, KVMIG_REC_ACTIVATED, 1) < 0) {
 		r->unconfirmed = 1;
 		kvmig_pager_record_disown(r->p, &r->mig);
@@ -299,7 +299,7 @@ static int commit(struct receiver *r)
 
 	if ((ret = prepare(r)) == 0 && (ret = await_decision(r)) == 0)
 		return 0;
-	if (r->state != RECV_PREPARED || r->e.peer_aborted)
+	if (r->state != RECV_PREPARED || r->ses.peer_aborted)
 		return ret; /* not prepared yet, or the sender aborted before deciding */
 	/* In doubt: the record stays, and anyone may resolve it from the
 	 * sender's (this process may live on, in an engine). */
@@ -368,43 +368,43 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	if (!r)
 		return -ENOMEM;
 	r->p = p;
-	if ((ret = engine_init(&r->e, opts, ROLE_RECEIVER)) < 0)
+	if ((ret = session_init(&r->ses, opts, ROLE_RECEIVER)) < 0)
 		goto out;
-	r->e.ops = l->ops;
+	r->ses.ops = l->ops;
 	/* Registrations the provider kept belong to the last pager. */
 	if (l->pager_serial != kvmig_pager_serial(p) && l->ops->listener_forget)
 		l->ops->listener_forget(l->impl);
 	l->pager_serial = kvmig_pager_serial(p);
-	r->e.ev.transport = l->ops->name;
-	r->e.ev.type = KVMIG_EVENT_LISTENING;
-	r->e.ev.addr = kvmig_listener_addr(l);
-	if (r->e.o.on_event)
-		r->e.o.on_event(r->e.o.event_arg, &r->e.ev);
-	r->e.ev.addr = NULL;
-	ret = l->ops->accept(l->impl, r->e.o.accept_timeout_ms ? (int)r->e.o.accept_timeout_ms : -1,
-			     r->e.o.cancel_fd, &r->e.c);
+	r->ses.ev.transport = l->ops->name;
+	r->ses.ev.type = KVMIG_EVENT_LISTENING;
+	r->ses.ev.addr = kvmig_listener_addr(l);
+	if (r->ses.o.on_event)
+		r->ses.o.on_event(r->ses.o.event_arg, &r->ses.ev);
+	r->ses.ev.addr = NULL;
+	ret = l->ops->accept(l->impl, r->ses.o.accept_timeout_ms ? (int)r->ses.o.accept_timeout_ms : -1,
+			     r->ses.o.cancel_fd, &r->ses.c);
 	if (ret < 0)
 		goto out;
 	t0 = kvmig_now();
-	engine_connected(&r->e);
-	engine_handshake_begin(&r->e);
+	session_connected(&r->ses);
+	session_handshake_begin(&r->ses);
 	if ((ret = handshake(r)) < 0)
 		goto fail;
-	engine_handshake_done(&r->e);
+	session_handshake_done(&r->ses);
 	if ((ret = begin_record(r)) < 0 || (ret = recv_setup(r)) < 0)
 		goto fail;
 	tx = kvmig_now();
 	if ((ret = transfer(r)) < 0)
 		goto fail;
-	ENGINE_DIE("recv-verified");
+	SESSION_DIE("recv-verified");
 	st.transfer_seconds = kvmig_now() - tx;
-	engine_progress(&r->e, 1);
+	session_progress(&r->ses, 1);
 	if ((ret = install(r)) < 0 || (ret = free_dropped(r)) < 0)
 		goto fail;
 	ret = commit(r);
 	/* Prepared, the receiver waits for the sender's decision: only an
 	 * ABORT from it (it had not decided) lets this side abort. */
-	if (ret < 0 && (r->state != RECV_PREPARED || r->e.peer_aborted))
+	if (ret < 0 && (r->state != RECV_PREPARED || r->ses.peer_aborted))
 		goto fail;
 	st.pages = r->n - r->n_in[RP_DROPPED];
 	st.seqs = r->final.n;
@@ -413,30 +413,30 @@ int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
 	st.pages_verified = r->n_in[RP_VERIFIED];
 	goto out;
 fail:
-	engine_abort(&r->e, ret);
+	session_abort(&r->ses, ret);
 	/* Deregister and close before any page is freed: an RDMA NIC writes
 	 * into the pages on its own while reads are posted; a read that lands
 	 * after the deregistration fails on the NIC instead of writing. */
-	for (uint32_t i = 0; r->e.c && i < r->n_lreg; i++)
-		r->e.ops->dereg(r->e.c, &r->lreg[i]);
-	if (r->e.c)
-		r->e.ops->close(&r->e.c);
+	for (uint32_t i = 0; r->ses.c && i < r->n_lreg; i++)
+		r->ses.ops->dereg(r->ses.c, &r->lreg[i]);
+	if (r->ses.c)
+		r->ses.ops->close(&r->ses.c);
 	cleanup_failed(r, ret);
 out:
 	st.rereads = r->rereads;
 	st.reads = r->n_reads;
 	st.register_seconds = r->reg_seconds;
 	st.regions_reused = r->reg_reused;
-	snprintf(st.transport, sizeof(st.transport), "%s", r->e.ops->name);
+	snprintf(st.transport, sizeof(st.transport), "%s", r->ses.ops->name);
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	st.migration = r->mig;
 	st.resolved = r->resolved;
 	st.unconfirmed = r->unconfirmed;
 	if (stats)
 		*stats = st;
-	for (uint32_t i = 0; r->e.c && i < r->n_lreg; i++)
-		r->e.ops->dereg(r->e.c, &r->lreg[i]);
-	engine_fini(&r->e);
+	for (uint32_t i = 0; r->ses.c && i < r->n_lreg; i++)
+		r->ses.ops->dereg(r->ses.c, &r->lreg[i]);
+	session_fini(&r->ses);
 	kvmig_seq_list_free(&r->final);
 	kvmig_msg_regions_free(&r->regions);
 	recv_pages_fini(r);

@@ -10,7 +10,7 @@
 #define KVMIG_RECV_INTERNAL_H
 
 #include "cas/internal.h"
-#include "transport/engine.h"
+#include "transport/session.h"
 
 #define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
 
@@ -85,7 +85,7 @@ enum recv_state {
 };
 
 struct receiver {
-	struct engine e;
+	struct session ses;
 	struct kvmig_pager *p;
 	struct kvmig_msg_hello hello;
 	enum recv_state state;

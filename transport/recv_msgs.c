@@ -191,7 +191,7 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 					 "allocated for this migration)", r->n);
 		goto out;
 	}
-	ENGINE_DIE("recv-allocated");
+	SESSION_DIE("recv-allocated");
 	for (uint32_t i = 0; i < m.n; i++) {
 		const struct kvmig_offer_page *op = &m.pages[i];
 		int idx = recv_slot_find(r, op->ix);
@@ -229,8 +229,8 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 	for (uint32_t i = 0; i < m.n; i++)
 		if ((ret = recv_enqueue(r, (uint32_t)recv_slot_find(r, m.pages[i].ix))) < 0)
 			goto out;
-	r->e.ev.pages_total += m.n;
-	r->e.ev.bytes_total += (uint64_t)m.n * 2 * r->hello.half_bytes;
+	r->ses.ev.pages_total += m.n;
+	r->ses.ev.bytes_total += (uint64_t)m.n * 2 * r->hello.half_bytes;
 	ret = 0;
 out:
 	free(dst);
@@ -267,9 +267,9 @@ int recv_answer_round(struct receiver *r)
 	if (r->round.round == 0 && (ret = KVMIG_FAULT_FAIL("recv-round")) < 0)
 		return ret;
 	r->round_pending = 0;
-	if ((ret = kvmig_wire_put_round(&r->e.wb, &r->round)) < 0)
+	if ((ret = kvmig_wire_put_round(&r->ses.wb, &r->round)) < 0)
 		return ret;
-	return engine_flush(&r->e);
+	return session_flush(&r->ses);
 }
 
 static int take_digests(struct receiver *r, const struct xport_msg *msg)
@@ -278,7 +278,7 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 	uint32_t n = 0;
 	int ret;
 
-	if (!r->e.o.verify || r->have_final)
+	if (!r->ses.o.verify || r->have_final)
 		return kvmig_err(-EBADMSG, "sender sent DIGESTS %s",
 				 r->have_final ? "after FINAL" : "although it said it would not");
 	if ((ret = kvmig_wire_get_digests(msg->payload, msg->hdr.len, &d, &n)) < 0)
@@ -356,7 +356,7 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 		if (!used[i]) {
 			pg->has_digest = 0;
 			ret = recv_page_to(r, i, RP_DROPPED);
-		} else if (r->e.o.verify && !pg->has_digest) {
+		} else if (r->ses.o.verify && !pg->has_digest) {
 			ret = kvmig_err(-EBADMSG, "FINAL arrived before the digest of page %u",
 					pg->src_ix);
 		} else if (r->live && pg->state == RP_LANDED && pg->has_digest) {
@@ -365,7 +365,7 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 	}
 	free(used);
 	if (ret == 0)
-		engine_phase(&r->e, "verify");
+		session_phase(&r->ses, "verify");
 	return ret;
 }
 
@@ -383,8 +383,8 @@ int recv_take_msg(struct receiver *r, struct xport_msg *m)
 	case KVMIG_MSG_REGIONS:
 		return recv_take_regions(r, m);
 	case KVMIG_MSG_ABORT:
-		return engine_peer_abort(&r->e, m);
+		return session_peer_abort(&r->ses, m);
 	default:
-		return engine_unexpected(m, "OFFER, DIGESTS, FINAL, ROUND or REGIONS");
+		return session_unexpected(m, "OFFER, DIGESTS, FINAL, ROUND or REGIONS");
 	}
 }

@@ -145,7 +145,7 @@ static int start_page(struct receiver *r)
 	r->pg[idx].next_off = 0;
 	r->pg[idx].in_order = 1;
 	r->pg[idx].stream = -1;
-	if (r->e.o.verify && r->n_free_streams) {
+	if (r->ses.o.verify && r->n_free_streams) {
 		int32_t st = r->free_streams[--r->n_free_streams];
 
 		kvmig_digest_stream_reset(r->streams[2 * st]);
@@ -211,7 +211,7 @@ int recv_fill_reads(struct receiver *r)
 		struct rpage *pg = &r->pg[c->page];
 		const struct rext *rxs = &r->rx[pg->ext_off], *rx = &rxs[c->ri];
 		const struct kvmig_extent *lx = &c->local[c->li];
-		uint64_t len = remote_run(rxs, pg->n_ext, c->ri, c->roff, r->e.o.max_read_bytes);
+		uint64_t len = remote_run(rxs, pg->n_ext, c->ri, c->roff, r->ses.o.max_read_bytes);
 		struct xport_read *rd = r->free_reads[--r->n_free];
 
 		len = local_run(r, c->local, c->n_local, c->li, c->loff, len);
@@ -250,7 +250,7 @@ int recv_fill_reads(struct receiver *r)
 		return 0;
 	r->inflight += nb;
 	r->n_reads += nb;
-	return r->e.ops->post_reads(r->e.c, r->batch, nb);
+	return r->ses.ops->post_reads(r->ses.c, r->batch, nb);
 }
 
 /* ---- verification ---- */
@@ -358,7 +358,7 @@ int recv_on_read_done(struct receiver *r, struct xport_read *rd)
 	r->free_reads[r->n_free++] = rd;
 	if (rd->status < 0)
 		return kvmig_err(rd->status, "read of source page %u failed", pg->src_ix);
-	if (r->e.o.verify)
+	if (r->ses.o.verify)
 		stream_read(r, pg, rd);
 	if (--pg->reads_left || (r->cur.active && r->cur.page == idx))
 		return 0;
@@ -371,12 +371,12 @@ int recv_on_read_done(struct receiver *r, struct xport_read *rd)
 	if (r->pages_done == 1 && (ret = KVMIG_FAULT_FAIL("recv-transfer")) < 0)
 		return ret;
 	if (r->pages_done == 1)
-		ENGINE_DIE("recv-mid-reads");
+		SESSION_DIE("recv-mid-reads");
 	if (pg->attempts == 1) {
-		r->e.ev.pages_done = ++r->pages_done;
-		r->e.ev.bytes_done += 2 * r->hello.half_bytes;
+		r->ses.ev.pages_done = ++r->pages_done;
+		r->ses.ev.bytes_done += 2 * r->hello.half_bytes;
 	}
-	if ((ret = recv_page_to(r, idx, RP_LANDED)) < 0 || !r->e.o.verify)
+	if ((ret = recv_page_to(r, idx, RP_LANDED)) < 0 || !r->ses.o.verify)
 		return ret;
 	if ((ret = finish_hash(r, pg)) < 0)
 		return ret;
@@ -385,7 +385,7 @@ int recv_on_read_done(struct receiver *r, struct xport_read *rd)
 
 int recv_setup(struct receiver *r)
 {
-	uint32_t qd = r->e.o.queue_depth;
+	uint32_t qd = r->ses.o.queue_depth;
 	double t0;
 	int ret;
 
@@ -416,7 +416,7 @@ int recv_setup(struct receiver *r)
 		return ret;
 	t0 = kvmig_now();
 	for (uint32_t i = 0; i < r->n_lreg; i++) {
-		if ((ret = r->e.ops->reg_local(r->e.c, r->lregion[i].base, r->lregion[i].len,
+		if ((ret = r->ses.ops->reg_local(r->ses.c, r->lregion[i].base, r->lregion[i].len,
 					       &r->lreg[i])) < 0)
 			return kvmig_err_prefix(ret, "cannot register destination memory");
 		r->reg_reused += ret == 1;

@@ -6,7 +6,7 @@
  * local uses, both pagers on this host (kvmig_migrate_resolve_pair) and
  * one record with the peer's state given by hand (kvmig_migrate_resolve_
  * record). The handshake uses the same table with the peer's records over
- * the wire (resolve_exchange in engine.c). Nothing here touches the network.
+ * the wire (the RECORDS exchange in reconnect.c). Nothing here touches the network.
  *
  * Why the table is safe. The sender decides; the receiver only prepares:
  *   - the source's record exists from before the first offer until it has
@@ -32,7 +32,7 @@
 
 #include <kvmig/migrate.h>
 
-#include "transport/engine.h"
+#include "transport/session.h"
 #include "util/internal.h"
 
 enum kvmig_resolve_act resolve_decide(const struct kvmig_record *mine,

@@ -36,7 +36,7 @@
 #include <kvmig/cas.h>
 
 #include "pager/internal.h"
-#include "transport/engine.h"
+#include "transport/session.h"
 #include "util/internal.h"
 
 #define MAX_HALF_EXTENTS (KVMIG_WIRE_MAX_EXTENTS / 2)
@@ -65,7 +65,7 @@ struct spage {
 };
 
 struct sender {
-	struct engine e;
+	struct session ses;
 	struct kvmig_pager *p;
 	struct kvmig_msg_hello hello;
 	struct kvmig_id mig, peer_pager;
@@ -111,7 +111,7 @@ struct sender {
  */
 static int select_pages(struct sender *s)
 {
-	const struct kvmig_migrate_opts *o = &s->e.o;
+	const struct kvmig_migrate_opts *o = &s->ses.o;
 	struct kvmig_seq_list all = { 0 };
 	uint64_t total = 0, *seen;
 	uint32_t max_ix = 0;
@@ -338,7 +338,7 @@ static int register_memory(struct sender *s, int first)
 				 "most %u can be registered", (unsigned long long)n,
 				 KVMIG_WIRE_MAX_REGIONS);
 	for (uint32_t i = base; i < n; i++) {
-		ret = s->e.ops->reg_remote(s->e.c, (void *)(uintptr_t)s->runs[i].addr,
+		ret = s->ses.ops->reg_remote(s->ses.c, (void *)(uintptr_t)s->runs[i].addr,
 					   s->runs[i].len, &s->runs[i].key, &s->reg[i]);
 		if (ret < 0) /* deregister_memory() undoes the ones before */
 			return kvmig_err_prefix(ret, "cannot register page memory");
@@ -349,15 +349,15 @@ static int register_memory(struct sender *s, int first)
 		return 0;
 	rm.n = s->n_runs - base;
 	rm.r = s->runs + base;
-	if ((ret = kvmig_wire_put_regions(&s->e.wb, &rm)) < 0)
+	if ((ret = kvmig_wire_put_regions(&s->ses.wb, &rm)) < 0)
 		return ret;
-	return engine_flush(&s->e);
+	return session_flush(&s->ses);
 }
 
 static void deregister_memory(struct sender *s)
 {
 	for (uint32_t i = 0; s->reg && i < s->n_runs; i++)
-		s->e.ops->dereg(s->e.c, &s->reg[i]);
+		s->ses.ops->dereg(s->ses.c, &s->reg[i]);
 }
 
 /* Send the planned round's OFFERs; the pages' offered generations move on. */
@@ -383,7 +383,7 @@ static int send_offers(struct sender *s, uint32_t round)
 			pg->offered_gen = pg->plan_gen;
 			pg->digest_sent = 0; /* the receiver drops it: new bytes coming */
 		}
-		if ((ret = kvmig_wire_put_offer(&s->e.wb, &m)) < 0 || (ret = engine_flush(&s->e)) < 0)
+		if ((ret = kvmig_wire_put_offer(&s->ses.wb, &m)) < 0 || (ret = session_flush(&s->ses)) < 0)
 			break;
 		if (s->r_n == 0)
 			break;
@@ -394,8 +394,8 @@ static int send_offers(struct sender *s, uint32_t round)
 	rs->pages = s->r_n;
 	rs->bytes = (uint64_t)s->r_n * s->page_bytes;
 	s->st->bytes_sent += rs->bytes;
-	s->e.ev.pages_total += s->r_n;
-	s->e.ev.bytes_total += rs->bytes;
+	s->ses.ev.pages_total += s->r_n;
+	s->ses.ev.bytes_total += rs->bytes;
 	return 0;
 }
 
@@ -454,7 +454,7 @@ static int start_hasher(struct sender *s, const uint32_t *idx, uint32_t n)
 	atomic_store(&s->stop, 0);
 	if (s->efd < 0 && (s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return kvmig_err(-errno, "eventfd: %s", strerror(errno));
-	if (!s->e.o.verify || n == 0) {
+	if (!s->ses.o.verify || n == 0) {
 		/* Nothing to hash (or nothing to send): no thread. */
 		atomic_store(&s->hashed, n);
 		return 0;
@@ -505,7 +505,7 @@ static int reserve(struct sender *s)
 	free(ids);
 	if (ret < 0)
 		return kvmig_err_prefix(ret, "cannot reserve the sequences for this migration");
-	ENGINE_DIE("send-tagged");
+	SESSION_DIE("send-tagged");
 	return 0;
 }
 
@@ -521,12 +521,12 @@ static int decide(struct sender *s)
 	if (s->state != SEND_OFFERING)
 		return kvmig_err(-EINVAL, "decision taken in the wrong state %d", (int)s->state);
 	ret = kvmig_pager_record_set(s->p, &s->mig, KVMIG_REC_SENDING,
-				     s->e.o.mode == KVMIG_MODE_MOVE ? KVMIG_REC_DEPARTED :
+				     s->ses.o.mode == KVMIG_MODE_MOVE ? KVMIG_REC_DEPARTED :
 				     KVMIG_REC_COMMITTED);
 	if (ret < 0)
 		return kvmig_err_prefix(ret, "cannot record the decision");
 	s->state = SEND_DECIDED;
-	ENGINE_DIE("send-decided");
+	SESSION_DIE("send-decided");
 	return 0;
 }
 
@@ -544,11 +544,11 @@ static int release(struct sender *s)
 
 	if (!ids || !unused)
 		goto out;
-	if (s->e.o.mode == KVMIG_MODE_MOVE &&
+	if (s->ses.o.mode == KVMIG_MODE_MOVE &&
 	    ((ret = kvmig_pager_seqs(s->p, &all)) < 0 ||
 	     (ret = kvmig_pages_unused(&all, ids, s->seqs.n, s->ixs, s->n, unused, &nu)) < 0))
 		goto out;
-	ret = kvmig_pager_record_end(s->p, &s->mig, s->e.o.mode == KVMIG_MODE_MOVE ?
+	ret = kvmig_pager_record_end(s->p, &s->mig, s->ses.o.mode == KVMIG_MODE_MOVE ?
 				     KVMIG_REC_DEPARTED : KVMIG_REC_COMMITTED, 1);
 	if (ret == -ENOENT)
 		ret = nu = 0; /* a resolver released it meanwhile */
@@ -585,7 +585,7 @@ static int send_digests_ready(struct sender *s, uint32_t *sent)
 	uint32_t ready = s->n_ready + atomic_load(&s->hashed);
 	int ret;
 
-	if (!s->e.o.verify) {
+	if (!s->ses.o.verify) {
 		*sent = s->n_dig;
 		return 0;
 	}
@@ -599,13 +599,13 @@ static int send_digests_ready(struct sender *s, uint32_t *sent)
 
 			chunk[i] = (struct kvmig_manifest_page){ pg->ix, pg->k, pg->v };
 		}
-		if ((ret = kvmig_wire_put_digests(&s->e.wb, chunk, k)) < 0)
+		if ((ret = kvmig_wire_put_digests(&s->ses.wb, chunk, k)) < 0)
 			return ret;
 		*sent += k;
-		if (s->e.wb.len >= (256u << 10) && (ret = engine_flush(&s->e)) < 0)
+		if (s->ses.wb.len >= (256u << 10) && (ret = session_flush(&s->ses)) < 0)
 			return ret;
 	}
-	return s->e.wb.len ? engine_flush(&s->e) : 0;
+	return s->ses.wb.len ? session_flush(&s->ses) : 0;
 }
 
 /*
@@ -633,7 +633,7 @@ static int plan_digests(struct sender *s)
 		/* plan_gen was read paused: it is the generation now. */
 		if (pg->digest_sent)
 			continue; /* the receiver has it, and the page was not offered since */
-		if (s->e.o.verify && pg->hashed && pg->hashed_gen == pg->plan_gen)
+		if (s->ses.o.verify && pg->hashed && pg->hashed_gen == pg->plan_gen)
 			s->dig_order[s->n_ready++] = s->sel[i];
 		else
 			jobs[nj++] = s->sel[i];
@@ -646,15 +646,15 @@ static int plan_digests(struct sender *s)
 }
 
 /* Pages served so far, for PROGRESS events: bytes read / page size. */
-static void refresh_served(struct engine *e)
+static void refresh_served(struct session *ses)
 {
-	struct sender *s = kvmig_container_of(e, struct sender, e);
+	struct sender *s = kvmig_container_of(ses, struct sender, ses);
 	struct xport_counters cnt;
 
-	e->ops->counters(e->c, &cnt);
-	e->ev.bytes_done = cnt.bytes_served;
-	e->ev.pages_done = s->page_bytes ?
-		(uint32_t)KVMIG_MIN(cnt.bytes_served / s->page_bytes, e->ev.pages_total) : 0;
+	ses->ops->counters(ses->c, &cnt);
+	ses->ev.bytes_done = cnt.bytes_served;
+	ses->ev.pages_done = s->page_bytes ?
+		(uint32_t)KVMIG_MIN(cnt.bytes_served / s->page_bytes, ses->ev.pages_total) : 0;
 }
 
 /* Test-only: fail, cut the connection or go silent while the receiver
@@ -666,9 +666,9 @@ static int transfer_faults(struct sender *s)
 
 	if ((ret = KVMIG_FAULT_FAIL("send-transfer")) < 0)
 		return ret;
-	ENGINE_DIE("send-transfer");
+	SESSION_DIE("send-transfer");
 	if (kvmig_fault("send-cut", NULL)) {
-		s->e.ops->close(&s->e.c);
+		s->ses.ops->close(&s->ses.c);
 		return kvmig_err(-ECONNRESET, "fault injected at send-cut");
 	}
 	if (kvmig_fault("send-stall", &stall_ms))
@@ -682,7 +682,7 @@ static int serve(struct sender *s)
 	uint32_t sent = 0;
 	int final_sent = 0, ret;
 
-	engine_phase(&s->e, "transfer");
+	session_phase(&s->ses, "transfer");
 	for (;;) {
 		struct xport_msg *m = NULL;
 
@@ -691,13 +691,13 @@ static int serve(struct sender *s)
 		if (sent == s->n_dig && !final_sent) {
 			if ((ret = transfer_faults(s)) < 0)
 				return ret;
-			if ((ret = kvmig_wire_put_final(&s->e.wb, s->seqs.seqs, s->seqs.n)) < 0 ||
-			    (ret = engine_flush(&s->e)) < 0)
+			if ((ret = kvmig_wire_put_final(&s->ses.wb, s->seqs.seqs, s->seqs.n)) < 0 ||
+			    (ret = session_flush(&s->ses)) < 0)
 				return ret;
 			final_sent = 1;
-			engine_phase(&s->e, "verify");
+			session_phase(&s->ses, "verify");
 		}
-		ret = engine_wait_msg(&s->e, final_sent ? -1 : s->efd, &m);
+		ret = session_wait_msg(&s->ses, final_sent ? -1 : s->efd, &m);
 		if (ret < 0)
 			return ret;
 		if (ret == 0) {
@@ -714,15 +714,15 @@ static int serve(struct sender *s)
 				m->hdr.type == KVMIG_MSG_COMMIT ?
 				kvmig_err(-EBADMSG, "COMMIT message carries %u payload bytes",
 					  m->hdr.len) :
-				engine_unexpected(m, "COMMIT");
-			engine_msg_free(&m);
+				session_unexpected(m, "COMMIT");
+			session_msg_free(&m);
 			return ret;
 		}
-		engine_msg_free(&m);
+		session_msg_free(&m);
 		/* Test-only: fail on receiving COMMIT, before the commit point. */
 		if ((ret = KVMIG_FAULT_FAIL("send-commit-recv")) < 0)
 			return ret;
-		ENGINE_DIE("send-commit-recv");
+		SESSION_DIE("send-commit-recv");
 		break;
 	}
 	/* The commit point (docs/PROTOCOL.md): recorded in our pager before
@@ -730,16 +730,16 @@ static int serve(struct sender *s)
 	if ((ret = decide(s)) < 0)
 		return ret;
 	s->commit_at = kvmig_now();
-	engine_phase(&s->e, "commit");
-	engine_progress(&s->e, 1);
+	session_phase(&s->ses, "commit");
+	session_progress(&s->ses, 1);
 	/* A lost decision changes nothing here: the receiver is prepared, and
 	 * resolution activates it from our record. */
 	if (kvmig_fault("send-ack-lost", NULL))
-		s->e.ops->close(&s->e.c); /* test-only: the ACK and the connection are lost */
-	else if (kvmig_wire_put_empty(&s->e.wb, KVMIG_MSG_COMMIT_ACK) == 0)
-		s->e.ops->send(s->e.c, s->e.wb.p, s->e.wb.len);
-	s->e.wb.len = 0;
-	ENGINE_DIE("send-ack-sent");
+		s->ses.ops->close(&s->ses.c); /* test-only: the ACK and the connection are lost */
+	else if (kvmig_wire_put_empty(&s->ses.wb, KVMIG_MSG_COMMIT_ACK) == 0)
+		s->ses.ops->send(s->ses.c, s->ses.wb.p, s->ses.wb.len);
+	s->ses.wb.len = 0;
+	SESSION_DIE("send-ack-sent");
 	return 0;
 }
 
@@ -764,11 +764,11 @@ static int finish(struct sender *s)
 	int ret;
 
 	kvmig_id_format(&s->mig, hex);
-	ret = s->e.c ? engine_wait_msg(&s->e, -1, &m) :
+	ret = s->ses.c ? session_wait_msg(&s->ses, -1, &m) :
 		kvmig_err(-ECONNRESET, "the connection is gone");
 	if (ret > 0 && (m->hdr.type != KVMIG_MSG_ACTIVATED || m->hdr.len))
-		ret = engine_unexpected(m, "ACTIVATED");
-	engine_msg_free(&m);
+		ret = session_unexpected(m, "ACTIVATED");
+	session_msg_free(&m);
 	if (ret < 0)
 		disown(s);
 	if (ret < 0)
@@ -776,17 +776,17 @@ static int finish(struct sender *s)
 				 "confirm it activated the sequences (%s). They stay here %s until "
 				 "resolved from the receiver's record: run kvmig send to it again, "
 				 "or kvmig pager resolve", hex, kvmig_last_error(),
-				 s->e.o.mode == KVMIG_MODE_MOVE ? "departed (not running)" :
+				 s->ses.o.mode == KVMIG_MODE_MOVE ? "departed (not running)" :
 				 "running, and the record stays");
-	ENGINE_DIE("send-activated-recv");
+	SESSION_DIE("send-activated-recv");
 	if ((ret = release(s)) < 0 && (disown(s), 1))
 		return kvmig_err_prefix(-ENOTCONN, "migration %s committed and the receiver runs "
 					"the sequences, but this side could not release its copy; "
 					"kvmig pager resolve finishes it", hex);
-	ENGINE_DIE("send-released");
-	if (kvmig_wire_put_empty(&s->e.wb, KVMIG_MSG_FORGET) == 0)
-		s->e.ops->send(s->e.c, s->e.wb.p, s->e.wb.len);
-	s->e.wb.len = 0;
+	SESSION_DIE("send-released");
+	if (kvmig_wire_put_empty(&s->ses.wb, KVMIG_MSG_FORGET) == 0)
+		s->ses.ops->send(s->ses.c, s->ses.wb.p, s->ses.wb.len);
+	s->ses.wb.len = 0;
 	return 0;
 }
 
@@ -797,22 +797,22 @@ static int wait_round(struct sender *s, uint32_t round)
 	struct xport_msg *m = NULL;
 	int ret;
 
-	if ((ret = kvmig_wire_put_round(&s->e.wb, &(struct kvmig_msg_round){ round, s->r_n })) < 0 ||
-	    (ret = engine_flush(&s->e)) < 0)
+	if ((ret = kvmig_wire_put_round(&s->ses.wb, &(struct kvmig_msg_round){ round, s->r_n })) < 0 ||
+	    (ret = session_flush(&s->ses)) < 0)
 		return ret;
 	uint64_t fail_round;
 
 	if (kvmig_fault("send-round", &fail_round) && fail_round == round)
 		return kvmig_err(-EIO, "fault injected at send-round:%u", round);
-	if ((ret = engine_wait_msg(&s->e, -1, &m)) < 0)
+	if ((ret = session_wait_msg(&s->ses, -1, &m)) < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_ROUND)
-		ret = engine_unexpected(m, "ROUND");
+		ret = session_unexpected(m, "ROUND");
 	else if ((ret = kvmig_wire_get_round(m->payload, m->hdr.len, &mr)) == 0 &&
 		 (mr.round != round || mr.pages != s->r_n))
 		ret = kvmig_err(-EBADMSG, "receiver finished round %u of %u pages; this was round "
 				"%u of %u", mr.round, mr.pages, round, s->r_n);
-	engine_msg_free(&m);
+	session_msg_free(&m);
 	return ret;
 }
 
@@ -828,7 +828,7 @@ static int send_settled_digests(struct sender *s)
 	uint32_t k = 0;
 	int ret;
 
-	for (uint32_t i = 0; s->e.o.verify && i <= s->r_n; i++) {
+	for (uint32_t i = 0; s->ses.o.verify && i <= s->r_n; i++) {
 		struct spage *pg = i < s->r_n ? &s->pg[s->r_idx[i]] : NULL;
 
 		if (pg && pg->hashed && pg->hashed_gen == pg->offered_gen) {
@@ -836,12 +836,12 @@ static int send_settled_digests(struct sender *s)
 			pg->digest_sent = 1;
 		}
 		if (k && (k == KVMIG_ARRAY_SIZE(chunk) || !pg)) {
-			if ((ret = kvmig_wire_put_digests(&s->e.wb, chunk, k)) < 0)
+			if ((ret = kvmig_wire_put_digests(&s->ses.wb, chunk, k)) < 0)
 				return ret;
 			k = 0;
 		}
 	}
-	return s->e.wb.len ? engine_flush(&s->e) : 0;
+	return s->ses.wb.len ? session_flush(&s->ses) : 0;
 }
 
 /*
@@ -852,11 +852,11 @@ static int send_settled_digests(struct sender *s)
  */
 static int precopy(struct sender *s)
 {
-	double budget = s->e.o.max_downtime_ms / 1000.0, bw = 0;
+	double budget = s->ses.o.max_downtime_ms / 1000.0, bw = 0;
 	uint32_t round;
 	int ret;
 
-	for (round = 0; round < s->e.o.max_rounds; round++) {
+	for (round = 0; round < s->ses.o.max_rounds; round++) {
 		struct kvmig_round_stats *rs = &s->st->round[s->st->n_rounds];
 		double t0 = kvmig_now();
 		uint64_t stall_ms;
@@ -875,7 +875,7 @@ static int precopy(struct sender *s)
 		if (round > 1 && (double)s->r_n * s->page_bytes <= bw * budget &&
 		    s->r_n > s->st->round[s->st->n_rounds - 1].pages)
 			break;
-		engine_phase(&s->e, round == 0 ? "offer" : "round");
+		session_phase(&s->ses, round == 0 ? "offer" : "round");
 		if ((ret = register_memory(s, round == 0)) < 0 || (ret = send_offers(s, round)) < 0 ||
 		    (ret = start_hasher(s, s->r_idx, s->r_n)) < 0)
 			return ret;
@@ -886,7 +886,7 @@ static int precopy(struct sender *s)
 		rs->seconds = kvmig_now() - t0;
 		bw = rs->seconds > 0 ? (double)rs->bytes / rs->seconds : 0;
 		s->st->n_rounds++;
-		engine_progress(&s->e, 1);
+		session_progress(&s->ses, 1);
 	}
 	return (int)round;
 }
@@ -899,7 +899,7 @@ static int precopy(struct sender *s)
  */
 static int resume(struct sender *s)
 {
-	double until = kvmig_now() + s->e.o.timeout_ms / 1000.0;
+	double until = kvmig_now() + s->ses.o.timeout_ms / 1000.0;
 	int ret;
 
 	while ((ret = kvmig_pager_resume(s->p)) == -EBUSY && kvmig_now() < until)
@@ -916,39 +916,39 @@ static int handshake(struct sender *s)
 	struct xport_msg *m = NULL;
 	int ret;
 
-	engine_phase(&s->e, "handshake");
+	session_phase(&s->ses, "handshake");
 	if ((ret = KVMIG_FAULT_FAIL("send-handshake")) < 0)
 		return ret;
 	if (getrandom(&s->mig, sizeof(s->mig), 0) != (ssize_t)sizeof(s->mig))
 		return kvmig_err(-EIO, "cannot draw a migration id: %s", strerror(errno));
-	ret = engine_hello(s->p, ROLE_SENDER, (s->e.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
-			   (s->e.auth ? KVMIG_HELLO_AUTH : 0) | (s->e.o.live ? KVMIG_HELLO_LIVE : 0),
+	ret = session_hello(s->p, ROLE_SENDER, (s->ses.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
+			   (s->ses.auth ? KVMIG_HELLO_AUTH : 0) | (s->ses.o.live ? KVMIG_HELLO_LIVE : 0),
 			   &s->mig, &s->hello);
-	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->e.wb, &s->hello)) < 0 ||
-	    (s->e.auth && (ret = engine_auth_challenge(&s->e)) < 0) ||
-	    (ret = engine_flush(&s->e)) < 0)
+	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->ses.wb, &s->hello)) < 0 ||
+	    (s->ses.auth && (ret = session_auth_challenge(&s->ses)) < 0) ||
+	    (ret = session_flush(&s->ses)) < 0)
 		return ret;
-	if ((ret = engine_wait_msg(&s->e, -1, &m)) < 0)
+	if ((ret = session_wait_msg(&s->ses, -1, &m)) < 0)
 		return ret;
 	if (m->hdr.type != KVMIG_MSG_HELLO)
-		ret = engine_unexpected(m, "HELLO");
+		ret = session_unexpected(m, "HELLO");
 	else if ((ret = kvmig_wire_get_hello(m->payload, m->hdr.len, &peer)) == 0 &&
-		 (ret = engine_auth_agree(&s->e, &peer)) == 0)
-		ret = engine_hello_match(&s->hello, &peer);
-	engine_msg_free(&m);
+		 (ret = session_auth_agree(&s->ses, &peer)) == 0)
+		ret = session_hello_match(&s->hello, &peer);
+	session_msg_free(&m);
 	if (ret < 0)
 		return ret;
 	s->peer_pager = peer.pager;
 	/* The receiver proves the secret before anything here is paused or
 	 * registered, then we prove it in turn. */
-	if (s->e.auth &&
-	    ((ret = engine_auth_take_challenge(&s->e)) < 0 ||
-	     (ret = engine_auth_check(&s->e, ROLE_RECEIVER)) < 0 ||
-	     (ret = engine_auth_prove(&s->e, ROLE_SENDER)) < 0 || (ret = engine_flush(&s->e)) < 0))
+	if (s->ses.auth &&
+	    ((ret = session_auth_take_challenge(&s->ses)) < 0 ||
+	     (ret = session_auth_check(&s->ses, ROLE_RECEIVER)) < 0 ||
+	     (ret = session_auth_prove(&s->ses, ROLE_SENDER)) < 0 || (ret = session_flush(&s->ses)) < 0))
 		return ret;
 	/* Earlier migrations between these two pagers that a death left
 	 * unresolved, from both sides' records. */
-	return engine_sync_records(&s->e, s->p, &s->peer_pager, &s->st->resolved);
+	return session_sync_records(&s->ses, s->p, &s->peer_pager, &s->st->resolved);
 }
 
 /* SEND_CONNECTING -> SEND_OFFERING: our record, before anything is offered. */
@@ -958,13 +958,13 @@ static int begin_record(struct sender *s)
 	int ret;
 
 	rec.id = s->mig;
-	rec.move = s->e.o.mode == KVMIG_MODE_MOVE;
+	rec.move = s->ses.o.mode == KVMIG_MODE_MOVE;
 	rec.peer_pager = s->peer_pager;
-	snprintf(rec.peer_addr, sizeof(rec.peer_addr), "%s", s->e.ops->peer_addr(s->e.c));
+	snprintf(rec.peer_addr, sizeof(rec.peer_addr), "%s", s->ses.ops->peer_addr(s->ses.c));
 	if ((ret = kvmig_pager_record_create(s->p, &rec)) < 0)
 		return kvmig_err_prefix(ret, "cannot record the migration in the source pager");
 	s->state = SEND_OFFERING;
-	ENGINE_DIE("send-record");
+	SESSION_DIE("send-record");
 	return 0;
 }
 
@@ -982,29 +982,29 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->efd = -1;
 	s->st = &st;
 	s->addr = addr;
-	if ((ret = engine_init(&s->e, opts, ROLE_SENDER)) < 0)
+	if ((ret = session_init(&s->ses, opts, ROLE_SENDER)) < 0)
 		goto out;
-	s->e.ops = engine_pick(s->e.o.transport, addr, 0);
-	s->e.ev.transport = s->e.ops->name;
-	engine_phase(&s->e, "connect");
-	if ((ret = s->e.ops->connect(addr, (int)s->e.o.timeout_ms, &s->e.c)) < 0)
+	s->ses.ops = session_pick(s->ses.o.transport, addr, 0);
+	s->ses.ev.transport = s->ses.ops->name;
+	session_phase(&s->ses, "connect");
+	if ((ret = s->ses.ops->connect(addr, (int)s->ses.o.timeout_ms, &s->ses.c)) < 0)
 		goto out;
-	engine_connected(&s->e);
-	engine_handshake_begin(&s->e);
+	session_connected(&s->ses);
+	session_handshake_begin(&s->ses);
 	if ((ret = handshake(s)) < 0)
 		goto fail;
-	engine_handshake_done(&s->e);
+	session_handshake_done(&s->ses);
 	if ((ret = begin_record(s)) < 0)
 		goto fail;
 	s->page_bytes = 2 * s->hello.half_bytes;
-	s->e.refresh = refresh_served;
+	s->ses.refresh = refresh_served;
 	tx = kvmig_now();
-	if (s->e.o.live && (round = precopy(s)) < 0) {
+	if (s->ses.o.live && (round = precopy(s)) < 0) {
 		ret = round;
 		goto fail;
 	}
 
-	engine_phase(&s->e, "pause");
+	session_phase(&s->ses, "pause");
 	if ((ret = kvmig_pager_pause(p)) < 0) {
 		kvmig_err_prefix(ret, "cannot pause the source pager");
 		goto fail;
@@ -1014,10 +1014,10 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	/* The final round: what is still dirty, then digests of the paused state. */
 	if ((ret = plan_round(s)) < 0 || (ret = reserve(s)) < 0)
 		goto fail;
-	engine_phase(&s->e, "register");
+	session_phase(&s->ses, "register");
 	if ((ret = register_memory(s, round == 0)) < 0)
 		goto fail;
-	engine_phase(&s->e, "offer");
+	session_phase(&s->ses, "offer");
 	if ((ret = send_offers(s, (uint32_t)round)) < 0 || (ret = plan_digests(s)) < 0 ||
 	    (ret = serve(s)) < 0)
 		goto fail;
@@ -1026,13 +1026,13 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	st.pages = s->n;
 	st.seqs = s->seqs.n;
 	st.bytes = (uint64_t)s->n * s->page_bytes;
-	st.pages_verified = s->e.o.verify ? s->n : 0;
+	st.pages_verified = s->ses.o.verify ? s->n : 0;
 	/* Decided: the engine may run again (departed sequences it will not). */
 	stop_hasher(s, 0);
-	if (s->e.c)
+	if (s->ses.c)
 		deregister_memory(s);
 	s->n_runs = 0;
-	engine_phase(&s->e, "resume");
+	session_phase(&s->ses, "resume");
 	rret = resume(s);
 	st.pause_seconds = kvmig_now() - tp;
 	s->paused = 0;
@@ -1042,7 +1042,7 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	goto out;
 fail:
 	if (s->state < SEND_DECIDED) {
-		engine_abort(&s->e, ret);
+		session_abort(&s->ses, ret);
 		abort_record(s);
 	}
 	if (s->state == SEND_DECIDED) { /* a failure after the decision: in doubt */
@@ -1053,10 +1053,10 @@ out:
 	stop_hasher(s, 0);
 	if (s->efd >= 0)
 		close(s->efd);
-	if (s->e.c)
+	if (s->ses.c)
 		deregister_memory(s);
 	if (s->paused) {
-		engine_phase(&s->e, "resume");
+		session_phase(&s->ses, "resume");
 		rret = resume(s);
 		st.pause_seconds = kvmig_now() - tp;
 		if (rret < 0 && ret == 0)
@@ -1064,11 +1064,11 @@ out:
 	}
 	st.register_seconds = s->reg_seconds;
 	st.migration = s->mig;
-	snprintf(st.transport, sizeof(st.transport), "%s", s->e.ops->name);
+	snprintf(st.transport, sizeof(st.transport), "%s", s->ses.ops->name);
 	st.seconds = kvmig_now() - t0;
 	if (stats)
 		*stats = st;
-	engine_fini(&s->e);
+	session_fini(&s->ses);
 	kvmig_seq_list_free(&s->seqs);
 	free(s->ixs);
 	free(s->pg);

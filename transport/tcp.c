@@ -8,7 +8,7 @@
  * straight from its registered page memory (sendmsg over the page), and the
  * receiver's progress() receives them straight into the destination page
  * (recv into the posted read's buffer). No page byte is staged on either
- * side. Control frames share the connection and are queued for the engine.
+ * side. Control frames share the connection and are queued for the session.
  *
  * TCP keeps order and the sender answers requests one by one, so responses
  * arrive in request order: the pending reads are a FIFO and each response
@@ -36,7 +36,7 @@
 #include "transport/provider.h"
 
 #define TCP_MAX_READ (16u << 20)  /* largest single read a peer may ask for */
-#define FRAMES_PER_PROGRESS 256   /* then return, so the engine can act */
+#define FRAMES_PER_PROGRESS 256   /* then return, so the session can act */
 
 struct tcp_reg {
 	void *base;
@@ -198,7 +198,7 @@ static int tcp_accept(struct xport_listener *xl, int timeout_ms, int cancel_fd,
 	fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 	if (fd < 0)
 		return kvmig_err(-errno, "accept on %s: %s", l->addr, strerror(errno));
-	/* The connection's own timeout is set by the engine right after. */
+	/* The connection's own timeout is set by the session right after. */
 	return conn_new(fd, 30000, &ss, ret);
 }
 
@@ -442,7 +442,7 @@ static int tcp_send(struct xport_conn *xc, const void *frames, size_t len)
 	struct iovec iov = { (void *)frames, len };
 
 	/* What broke the incoming stream (a silent peer, a malformed frame, a
-	 * refused read) leaves ours at a frame boundary: the engine can still
+	 * refused read) leaves ours at a frame boundary: the session can still
 	 * say why it gives up (ABORT). */
 	if (c->tx_broken)
 		return c->tx_broken;
@@ -618,7 +618,7 @@ static int queue_ctl(struct tcp_conn *c, const struct kvmig_wire_hdr *h)
 }
 
 /* One frame: a read served or a response taken (0), a control message
- * queued for the engine (1), or -errno. */
+ * queued for the session (1), or -errno. */
 static int handle_frame(struct tcp_conn *c)
 {
 	uint8_t raw[KVMIG_WIRE_HDR_LEN];
@@ -676,12 +676,12 @@ static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 			return 0; /* woken */
 		/* else the cancel fd: the check at the top says so */
 	}
-	/* Drain what is there, but return now and then so the engine can act,
+	/* Drain what is there, but return now and then so the session can act,
 	 * and after each control message: one at a time is queued, so a peer
 	 * cannot make this side hold more than one (unauthenticated, say). */
 	for (int i = 0; i < FRAMES_PER_PROGRESS; i++) {
 		/* An error after a handled frame waits (c->broken is sticky) so the
-		 * engine first sees what arrived before it, e.g. a final COMMIT_ACK. */
+		 * session first sees what arrived before it, e.g. a final COMMIT_ACK. */
 		if ((ret = handle_frame(c)) < 0)
 			return i ? 1 : ret;
 		if (ret == 1)

@@ -3,4 +3,4 @@
 #include "util/internal.h"
 #include "cas/internal.h"
 #include "pager/synth_internal.h" /* BAD: another folder's private header */
-#include "engine.h"               /* BAD: bare name */
+#include "session.h"              /* BAD: bare name */

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * transport/engine.h - what the sender (send.c) and receiver (recv.c) halves
- * of the migration engine share: the connection, control-message waits with
+ * transport/session.h - the migration session (struct session): what the
+ * sender (send.c) and receiver (recv.c) halves share: the connection, control-message waits with
  * the per-wait timeout, ABORT in both directions, the handshake and progress
  * events. Internal: not installed.
  */
-#ifndef KVMIG_ENGINE_H
-#define KVMIG_ENGINE_H
+#ifndef KVMIG_SESSION_H
+#define KVMIG_SESSION_H
 
 #include <kvmig/migrate.h>
 
@@ -23,25 +23,25 @@ struct kvmig_listener {
 };
 
 /* Which half of a migration this side is: HELLO's role byte. */
-enum engine_role {
+enum session_role {
 	ROLE_SENDER = 0,
 	ROLE_RECEIVER = 1,
 };
 
 /* The other half's name, and ours, for messages. */
-static inline const char *role_name(enum engine_role r)
+static inline const char *role_name(enum session_role r)
 {
 	return r == ROLE_SENDER ? "sender" : "receiver";
 }
 
-static inline enum engine_role role_other(enum engine_role r)
+static inline enum session_role role_other(enum session_role r)
 {
 	return r == ROLE_SENDER ? ROLE_RECEIVER : ROLE_SENDER;
 }
 
-struct engine {
+struct session {
 	struct kvmig_migrate_opts o;
-	enum engine_role role;
+	enum session_role role;
 	double until;             /* > 0: no wait goes past this (the handshake's deadline) */
 	const struct xport_ops *ops;
 	struct xport_conn *c;
@@ -49,21 +49,21 @@ struct engine {
 	struct kvmig_event ev;    /* last event, updated in place */
 	double last_event;        /* when the last PROGRESS event was sent */
 	int peer_aborted;         /* the peer sent ABORT: do not answer with one */
-	/* Refresh e->ev's counters before a PROGRESS event (may be NULL). */
-	void (*refresh)(struct engine *e);
+	/* Refresh ses->ev's counters before a PROGRESS event (may be NULL). */
+	void (*refresh)(struct session *ses);
 	/* Authentication (opts.token): the MAC key and both sides' nonces. */
 	int auth;
 	uint8_t key[32], nonce[KVMIG_AUTH_LEN], peer_nonce[KVMIG_AUTH_LEN];
 };
 
-/* Copy @opts (or the defaults) into @e and check the values. Return 0 or -EINVAL. */
-int engine_init(struct engine *e, const struct kvmig_migrate_opts *opts, enum engine_role role);
-/* The connection is up (e->c): give it the timeout and the cancel fd. */
-void engine_connected(struct engine *e);
-/* The handshake must be over within one timeout from now (engine_handshake_done ends it). */
-void engine_handshake_begin(struct engine *e);
-void engine_handshake_done(struct engine *e);
-void engine_fini(struct engine *e);
+/* Copy @opts (or the defaults) into @ses and check the values. Return 0 or -EINVAL. */
+int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enum session_role role);
+/* The connection is up (ses->c): give it the timeout and the cancel fd. */
+void session_connected(struct session *ses);
+/* The handshake must be over within one timeout from now (session_handshake_done ends it). */
+void session_handshake_begin(struct session *ses);
+void session_handshake_done(struct session *ses);
+void session_fini(struct session *ses);
 
 /* A row of the provider table (providers.c). */
 struct xport_provider {
@@ -79,63 +79,63 @@ struct xport_provider {
  * The provider for @addr under transport @t, from the table: auto takes the
  * first row whose probe says it serves the address (@passive: to listen).
  */
-const struct xport_ops *engine_pick(enum kvmig_transport t, const char *addr, int passive);
+const struct xport_ops *session_pick(enum kvmig_transport t, const char *addr, int passive);
 
-/* Send what e->wb holds and empty it. A connection the peer closed is
- * reported with the peer's ABORT reason when one arrived (engine_salvage_abort). */
-int engine_flush(struct engine *e);
+/* Send what ses->wb holds and empty it. A connection the peer closed is
+ * reported with the peer's ABORT reason when one arrived (session_salvage_abort). */
+int session_flush(struct session *ses);
 
 /* After @err (peer gone): return the peer's ABORT as -errno if it sent one
  * before going, else @err. Discards other queued messages. */
-int engine_salvage_abort(struct engine *e, int err);
+int session_salvage_abort(struct session *ses, int err);
 
 /*
  * Wait for the next control message, making provider progress meanwhile
  * (the tcp sender serves reads there). Gives up after opts.timeout_ms
  * without hearing from the peer. @wake_fd >= 0: return 0 with *m NULL when it
  * becomes readable. An ABORT from the peer becomes its errno with the peer's
- * text. Return: 1 with *m set (caller frees with engine_msg_free), 0 (woken),
+ * text. Return: 1 with *m set (caller frees with session_msg_free), 0 (woken),
  * or -errno.
  */
-int engine_wait_msg(struct engine *e, int wake_fd, struct xport_msg **m);
-void engine_msg_free(struct xport_msg **m);
+int session_wait_msg(struct session *ses, int wake_fd, struct xport_msg **m);
+void session_msg_free(struct xport_msg **m);
 
 /* Turn a received ABORT into -errno with "peer aborted: TEXT" recorded. */
-int engine_peer_abort(struct engine *e, const struct xport_msg *m);
+int session_peer_abort(struct session *ses, const struct xport_msg *m);
 
 /* An unexpected message type: -EPROTO naming it and what was expected. */
-int engine_unexpected(const struct xport_msg *m, const char *expected);
+int session_unexpected(const struct xport_msg *m, const char *expected);
 
 /*
  * Best effort: tell the peer why we stop (kvmig_last_error() of @err), unless
  * the peer aborted first or the connection is gone. Returns @err.
  */
-int engine_abort(struct engine *e, int err);
+int session_abort(struct session *ses, int err);
 
 /*
- * Authentication, when e->auth (docs/SECURITY.md). The sender sends HELLO +
+ * Authentication, when ses->auth (docs/SECURITY.md). The sender sends HELLO +
  * CHALLENGE; the receiver answers HELLO + CHALLENGE + PROOF; the sender checks
  * that PROOF before it pauses or registers anything and sends its own; the
  * receiver checks it before it reads anything else.
  *
- * engine_auth_agree(): both HELLOs say whether their side has a secret;
+ * session_auth_agree(): both HELLOs say whether their side has a secret;
  * they must agree, else -EACCES naming the side that lacks one.
- * engine_auth_challenge(): a fresh nonce into e->wb.
- * engine_auth_take_challenge(): wait for the peer's CHALLENGE.
- * engine_auth_prove(): our PROOF for @role into e->wb.
- * engine_auth_check(): wait for the peer's PROOF and check it (-EACCES).
+ * session_auth_challenge(): a fresh nonce into ses->wb.
+ * session_auth_take_challenge(): wait for the peer's CHALLENGE.
+ * session_auth_prove(): our PROOF for @role into ses->wb.
+ * session_auth_check(): wait for the peer's PROOF and check it (-EACCES).
  */
-int engine_auth_agree(struct engine *e, const struct kvmig_msg_hello *peer);
-int engine_auth_challenge(struct engine *e);
-int engine_auth_take_challenge(struct engine *e);
-int engine_auth_prove(struct engine *e, enum engine_role role);
-int engine_auth_check(struct engine *e, enum engine_role peer_role);
+int session_auth_agree(struct session *ses, const struct kvmig_msg_hello *peer);
+int session_auth_challenge(struct session *ses);
+int session_auth_take_challenge(struct session *ses);
+int session_auth_prove(struct session *ses, enum session_role role);
+int session_auth_check(struct session *ses, enum session_role peer_role);
 
 /* Build our HELLO from the pager (@mig: the migration's id, or NULL). */
-int engine_hello(struct kvmig_pager *p, enum engine_role role, uint8_t flags, const struct kvmig_id *mig,
+int session_hello(struct kvmig_pager *p, enum session_role role, uint8_t flags, const struct kvmig_id *mig,
 		 struct kvmig_msg_hello *h);
 /* Compare the peer's HELLO with ours: -EPROTO naming the difference. */
-int engine_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_msg_hello *peer);
+int session_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_msg_hello *peer);
 
 /*
  * Resolution (resolve.c): what to do with one of our records (@mine) given
@@ -165,24 +165,24 @@ enum kvmig_record_state resolve_peer_state(const struct kvmig_record *recs, uint
  * @p that name the peer's pager @peer_pager with the peer's own (four
  * RECORDS messages, alternating, the sender's first; docs/PROTOCOL.md).
  */
-int engine_sync_records(struct engine *e, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
+int session_sync_records(struct session *ses, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 			struct kvmig_resolve_stats *st);
 
 /* The state of migration @id's record in @p (KVMIG_REC_NONE: none, or the
  * records could not be read). A step the pager refused as stale may have
  * been taken by a resolver meanwhile: this says where it stands. */
-enum kvmig_record_state engine_record_state(struct kvmig_pager *p, const struct kvmig_id *id);
+enum kvmig_record_state session_record_state(struct kvmig_pager *p, const struct kvmig_id *id);
 
 /* Test-only: SIGKILL this process at @point ($KVMIG_FAULT "die-POINT"). */
-#define ENGINE_DIE(point)                                  \
+#define SESSION_DIE(point)                                  \
 	do {                                                  \
 		if (kvmig_fault("die-" point, NULL))          \
-			engine_die();                         \
+			session_die();                         \
 	} while (0)
-void engine_die(void);
+void session_die(void);
 
-void engine_phase(struct engine *e, const char *phase);
+void session_phase(struct session *ses, const char *phase);
 /* Emit a PROGRESS event if the interval passed (or @force). */
-void engine_progress(struct engine *e, int force);
+void session_progress(struct session *ses, int force);
 
 #endif
