@@ -54,8 +54,9 @@ static int records_for(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 }
 
 /* Send our records naming the peer; what was sent into *sent (malloc'd). */
-static int send_records(struct session *ses, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
-			struct kvmig_wire_record **sent, uint32_t *nsent)
+static int send_records(struct session *ses, struct kvmig_pager *p,
+			const struct kvmig_id *peer_pager, struct kvmig_wire_record **sent,
+			uint32_t *nsent)
 {
 	struct kvmig_record *all = NULL;
 	struct kvmig_wire_record *w = NULL;
@@ -135,8 +136,8 @@ static int act_on(struct kvmig_pager *p, const struct kvmig_id *peer_pager,
 	return ret;
 }
 
-int session_sync_records(struct session *ses, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
-			struct kvmig_resolve_stats *st)
+int session_sync_records(struct session *ses, struct kvmig_pager *p,
+			 const struct kvmig_id *peer_pager, struct kvmig_resolve_stats *st)
 {
 	struct kvmig_wire_record *w = NULL, *sent = NULL;
 	uint32_t nw = 0, nsent = 0;

@@ -91,7 +91,7 @@ static int handshake(struct receiver *r)
 	if ((ret = KVMIG_FAULT_FAIL("recv-handshake")) < 0)
 		return ret;
 	if ((ret = session_hello(r->p, ROLE_RECEIVER, (r->ses.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
-				(r->ses.auth ? KVMIG_HELLO_AUTH : 0), NULL, &r->hello)) < 0)
+				 (r->ses.auth ? KVMIG_HELLO_AUTH : 0), NULL, &r->hello)) < 0)
 		return ret;
 	if ((ret = session_wait_msg(&r->ses, -1, &m)) < 0)
 		return ret;
@@ -115,7 +115,7 @@ static int handshake(struct receiver *r)
 		return ret;
 	if ((ret = kvmig_wire_put_hello(&r->ses.wb, &r->hello)) < 0 ||
 	    (r->ses.auth && ((ret = session_auth_challenge(&r->ses)) < 0 ||
-			   (ret = session_auth_prove(&r->ses, ROLE_RECEIVER)) < 0)) ||
+			     (ret = session_auth_prove(&r->ses, ROLE_RECEIVER)) < 0)) ||
 	    (ret = session_flush(&r->ses)) < 0)
 		return ret;
 	/* Nothing from an unproven sender is read beyond this point. */

@@ -417,7 +417,7 @@ int recv_setup(struct receiver *r)
 	t0 = kvmig_now();
 	for (uint32_t i = 0; i < r->n_lreg; i++) {
 		if ((ret = r->ses.ops->reg_local(r->ses.c, r->lregion[i].base, r->lregion[i].len,
-					       &r->lreg[i])) < 0)
+						 &r->lreg[i])) < 0)
 			return kvmig_err_prefix(ret, "cannot register destination memory");
 		r->reg_reused += ret == 1;
 	}

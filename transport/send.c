@@ -339,7 +339,7 @@ static int register_memory(struct sender *s, int first)
 				 KVMIG_WIRE_MAX_REGIONS);
 	for (uint32_t i = base; i < n; i++) {
 		ret = s->ses.ops->reg_remote(s->ses.c, (void *)(uintptr_t)s->runs[i].addr,
-					   s->runs[i].len, &s->runs[i].key, &s->reg[i]);
+					     s->runs[i].len, &s->runs[i].key, &s->reg[i]);
 		if (ret < 0) /* deregister_memory() undoes the ones before */
 			return kvmig_err_prefix(ret, "cannot register page memory");
 		s->n_runs = i + 1;
@@ -922,8 +922,8 @@ static int handshake(struct sender *s)
 	if (getrandom(&s->mig, sizeof(s->mig), 0) != (ssize_t)sizeof(s->mig))
 		return kvmig_err(-EIO, "cannot draw a migration id: %s", strerror(errno));
 	ret = session_hello(s->p, ROLE_SENDER, (s->ses.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
-			   (s->ses.auth ? KVMIG_HELLO_AUTH : 0) | (s->ses.o.live ? KVMIG_HELLO_LIVE : 0),
-			   &s->mig, &s->hello);
+			    (s->ses.auth ? KVMIG_HELLO_AUTH : 0) | (s->ses.o.live ? KVMIG_HELLO_LIVE : 0),
+			    &s->mig, &s->hello);
 	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->ses.wb, &s->hello)) < 0 ||
 	    (s->ses.auth && (ret = session_auth_challenge(&s->ses)) < 0) ||
 	    (ret = session_flush(&s->ses)) < 0)

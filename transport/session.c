@@ -279,8 +279,8 @@ int session_abort(struct session *ses, int err)
 	return err;
 }
 
-int session_hello(struct kvmig_pager *p, enum session_role role, uint8_t flags, const struct kvmig_id *mig,
-		 struct kvmig_msg_hello *h)
+int session_hello(struct kvmig_pager *p, enum session_role role, uint8_t flags,
+		  const struct kvmig_id *mig, struct kvmig_msg_hello *h)
 {
 	int ret;
 

@@ -57,7 +57,8 @@ struct session {
 };
 
 /* Copy @opts (or the defaults) into @ses and check the values. Return 0 or -EINVAL. */
-int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enum session_role role);
+int session_init(struct session *ses, const struct kvmig_migrate_opts *opts,
+		 enum session_role role);
 /* The connection is up (ses->c): give it the timeout and the cancel fd. */
 void session_connected(struct session *ses);
 /* The handshake must be over within one timeout from now (session_handshake_done ends it). */
@@ -132,8 +133,8 @@ int session_auth_prove(struct session *ses, enum session_role role);
 int session_auth_check(struct session *ses, enum session_role peer_role);
 
 /* Build our HELLO from the pager (@mig: the migration's id, or NULL). */
-int session_hello(struct kvmig_pager *p, enum session_role role, uint8_t flags, const struct kvmig_id *mig,
-		 struct kvmig_msg_hello *h);
+int session_hello(struct kvmig_pager *p, enum session_role role, uint8_t flags,
+		  const struct kvmig_id *mig, struct kvmig_msg_hello *h);
 /* Compare the peer's HELLO with ours: -EPROTO naming the difference. */
 int session_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_msg_hello *peer);
 
@@ -165,8 +166,8 @@ enum kvmig_record_state resolve_peer_state(const struct kvmig_record *recs, uint
  * @p that name the peer's pager @peer_pager with the peer's own (four
  * RECORDS messages, alternating, the sender's first; docs/PROTOCOL.md).
  */
-int session_sync_records(struct session *ses, struct kvmig_pager *p, const struct kvmig_id *peer_pager,
-			struct kvmig_resolve_stats *st);
+int session_sync_records(struct session *ses, struct kvmig_pager *p,
+			 const struct kvmig_id *peer_pager, struct kvmig_resolve_stats *st);
 
 /* The state of migration @id's record in @p (KVMIG_REC_NONE: none, or the
  * records could not be read). A step the pager refused as stale may have
