@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * transport/provider.h - what the migration engine needs from a transport
- * (tcp.c, and the verbs provider rdma.c). Internal: not installed.
+ * transport/provider.h - what the migration session needs from a transport
+ * (tcp.c, and the verbs provider rdma*.c): the provider contract, which
+ * tests/integration/test_provider.c checks against every row of the table
+ * in providers.c. Internal: not installed.
  *
  * The model is RDMA's: the sender registers page memory for remote READ and
  * hands out (address, key) pairs; the receiver posts reads "local extent <-
  * remote address + key" and reaps their completions; small control messages
- * (complete wire frames) travel beside them. While the engine waits in
+ * (complete wire frames) travel beside them. While the session waits in
  * progress() the provider does what a NIC would: it serves the peer's reads
  * from registered memory (tcp) and receives control messages into a queue.
  *
@@ -34,18 +36,18 @@ struct xport_listener {
 	const struct xport_ops *ops;
 };
 
-/* One posted read. The engine owns the struct until it is reaped. */
+/* One posted read. The session owns the struct until it is reaped. */
 struct xport_read {
 	void *local;       /* destination bytes in this process */
 	uint64_t remote;   /* source address in the peer's registered memory */
 	uint32_t len;
 	uint32_t key;      /* the peer's registration key */
 	int status;        /* out: 0, or -errno for this read */
-	void *ctx;         /* the engine's */
+	void *ctx;         /* the session's */
 	struct xport_read *next; /* provider's queue link */
 };
 
-/* A received control message; payload is malloc'd, the engine frees it. */
+/* A received control message; payload is malloc'd, the session frees it. */
 struct xport_msg {
 	struct kvmig_wire_hdr hdr;
 	uint8_t *payload;

@@ -3,7 +3,8 @@
  * transport/providers.c - the one table of transports. The parser
  * (kvmig_transport_parse), the names in reports (kvmig_transport_name),
  * option checking (session_init) and the `auto` choice (session_pick) all read
- * it: a new provider is its ops table (one file) and a row here.
+ * it: a new provider is its ops table (its own files) and a row here, and
+ * tests/integration/test_provider.c then checks it keeps the contract.
  */
 #include <string.h>
 
@@ -18,6 +19,12 @@ static const struct xport_provider providers[] = {
 	{ KVMIG_TRANSPORT_RDMA, "rdma", &kvmig_xport_rdma, kvmig_rdma_serves },
 	{ KVMIG_TRANSPORT_TCP, "tcp", &kvmig_xport_tcp, NULL },
 };
+
+const struct xport_provider *xport_providers(size_t *n)
+{
+	*n = KVMIG_ARRAY_SIZE(providers);
+	return providers;
+}
 
 const char *kvmig_transport_name(enum kvmig_transport t)
 {

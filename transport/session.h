@@ -75,6 +75,8 @@ struct xport_provider {
 	 * on it); NULL: any address. */
 	int (*serves)(const char *addr, int passive);
 };
+/* The provider table (transport/providers.c): its rows and their number. */
+const struct xport_provider *xport_providers(size_t *n);
 
 /*
  * The provider for @addr under transport @t, from the table: auto takes the

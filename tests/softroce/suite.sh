@@ -29,6 +29,10 @@ check() {
 }
 
 ibv_devices
+echo "== the provider contract, every provider (tcp and rdma)"
+check "test_provider: every provider keeps the contract on $A" \
+	env KVMIG_TEST_LISTEN=$A:0 KVMIG_TEST_EVERY_PROVIDER=1 timeout 600 "$build/tests/test_provider"
+
 echo "== test_migrate over rdma"
 check "test_migrate (rdma)" env KVMIG_TEST_TRANSPORT=rdma KVMIG_TEST_LISTEN=$A:0 \
 	timeout 900 "$build/tests/test_migrate"
