@@ -132,15 +132,58 @@ static int cancel_point(const struct kvmig_cas_opts *o, const char *verb, uint32
 	return 0;
 }
 
-static int add_seqs(struct kvmig_pager *p, struct kvmig_manifest *m)
+/* The runnable sequences of @l into @m (pending and departed ones belong to
+ * a migration whose outcome is not applied: never captured). */
+static int add_seqs(const struct kvmig_seq_list *l, struct kvmig_manifest *m)
 {
-	struct kvmig_seq_list l = { 0 };
-	int ret = kvmig_pager_seqs(p, &l);
+	int ret = 0;
 
-	for (uint32_t i = 0; ret == 0 && i < l.n; i++)
-		ret = kvmig_manifest_add_seq(m, l.seqs[i].id, l.seqs[i].page_ixs,
-					     l.seqs[i].n_pages, l.seqs[i].fill_in_last_page);
-	kvmig_seq_list_free(&l);
+	for (uint32_t i = 0; ret == 0 && i < l->n; i++)
+		if (l->seqs[i].state == KVMIG_SEQ_ACTIVE)
+			ret = kvmig_manifest_add_seq(m, l->seqs[i].id, l->seqs[i].page_ixs,
+						     l->seqs[i].n_pages,
+						     l->seqs[i].fill_in_last_page);
+	return ret;
+}
+
+/*
+ * Drop from the occupied pages @ixs (*n of them) those that only
+ * sequences not runnable use: they belong to a migration in flight or in
+ * doubt. Pages outside every sequence stay (an engine's own).
+ */
+static int drop_unrunnable_pages(const struct kvmig_seq_list *l, uint32_t *ixs, uint32_t *n)
+{
+	const char **ids = malloc(sizeof(*ids) * (l->n ? l->n : 1));
+	uint32_t *cand = NULL, n_ids = 0, n_cand = 0, k = 0;
+	uint64_t refs = 0;
+	int ret = -ENOMEM;
+
+	for (uint32_t i = 0; ids && i < l->n; i++)
+		if (l->seqs[i].state != KVMIG_SEQ_ACTIVE) {
+			ids[n_ids++] = l->seqs[i].id;
+			refs += l->seqs[i].n_pages;
+		}
+	if (!ids || !n_ids) {
+		ret = ids ? 0 : -ENOMEM;
+		goto out;
+	}
+	if (!(cand = malloc(sizeof(*cand) * (refs ? refs : 1))))
+		goto out;
+	for (uint32_t i = 0; i < l->n; i++)
+		if (l->seqs[i].state != KVMIG_SEQ_ACTIVE)
+			for (uint32_t j = 0; j < l->seqs[i].n_pages; j++)
+				cand[n_cand++] = l->seqs[i].page_ixs[j];
+	if ((ret = kvmig_pages_unused(l, ids, n_ids, cand, n_cand, cand, &n_cand)) < 0)
+		goto out;
+	qsort(cand, n_cand, sizeof(*cand), kvmig_cmp_u32);
+	for (uint32_t i = 0; i < *n; i++)
+		if (!bsearch(&ixs[i], cand, n_cand, sizeof(*cand), kvmig_cmp_u32))
+			ixs[k++] = ixs[i];
+	*n = k;
+	ret = 0;
+out:
+	free(ids);
+	free(cand);
 	return ret;
 }
 
@@ -153,13 +196,15 @@ static int hash_pages(struct kvmig_pager *p, struct kvmig_store *s,
 		      struct kvmig_capture_stats *st)
 {
 	struct kvmig_manifest *m = NULL;
+	struct kvmig_seq_list l = { 0 };
 	struct page_io io = { 0 };
 	struct page_shape sh;
 	uint32_t *ixs = NULL, n = 0;
 	int err;
 
 	if ((err = get_shape(p, &sh)) < 0 || (err = page_io_init(&io, &sh)) < 0 ||
-	    (err = kvmig_pager_occupied(p, &ixs, &n)) < 0 ||
+	    (err = kvmig_pager_seqs(p, &l)) < 0 || (err = kvmig_pager_occupied(p, &ixs, &n)) < 0 ||
+	    (err = drop_unrunnable_pages(&l, ixs, &n)) < 0 ||
 	    (err = kvmig_manifest_new(&sh.meta, sh.layout, &m)) < 0)
 		goto out;
 	for (uint32_t base = 0; base < n; base += BATCH_PAGES) {
@@ -184,7 +229,7 @@ static int hash_pages(struct kvmig_pager *p, struct kvmig_store *s,
 				goto out;
 		}
 	}
-	if ((err = add_seqs(p, m)) < 0 || (err = kvmig_manifest_canonicalize(m)) < 0)
+	if ((err = add_seqs(&l, m)) < 0 || (err = kvmig_manifest_canonicalize(m)) < 0)
 		goto out;
 	if (st) {
 		st->pages = n;
@@ -195,6 +240,7 @@ static int hash_pages(struct kvmig_pager *p, struct kvmig_store *s,
 	err = 0;
 out:
 	kvmig_manifest_free(&m);
+	kvmig_seq_list_free(&l);
 	free(ixs);
 	page_io_fini(&io);
 	return err;
@@ -442,6 +488,15 @@ int kvmig_verify(struct kvmig_pager *p, const struct kvmig_manifest *m, uint32_t
 
 		if (!got) {
 			ret = kvmig_err(-ENOENT, "sequence \"%s\" is not in the pager", want->id);
+			goto out;
+		}
+		if (got->state != KVMIG_SEQ_ACTIVE) {
+			char hex[33];
+
+			kvmig_id_format(&got->migration, hex);
+			ret = kvmig_err(-EBUSY, "sequence \"%s\" is %s in the pager, not runnable: "
+					"migration %s has not applied its outcome", want->id,
+					kvmig_seq_state_name(got->state), hex);
 			goto out;
 		}
 		if (got->n_pages != want->n_pages || got->fill_in_last_page !=

@@ -589,11 +589,25 @@ int kvmig_synth_remove(const char *name, int force, struct kvmig_synth_remove_re
 		if (force && ret == -EBUSY) {
 			/* Its lock holder is stopped: what it holds cannot be
 			 * read. Mark it removed anyway (one word; the holder
-			 * reads it under the lock once it runs again, so a
-			 * migration into it still fails before it prepares). */
+			 * reads it under the lock once it runs again, and again
+			 * after storing a destination's step, so a migration into
+			 * it still fails before its destination prepares or
+			 * activates). Then read the records: a step stored before
+			 * the holder could see the mark shows here (see
+			 * synth_record_set()) and is reported. */
 			rep->locked_by = (uint32_t)__atomic_load_n(&s->hdr->lock_pid,
 								   __ATOMIC_RELAXED);
 			__atomic_store_n(&s->hdr->removed, 1, __ATOMIC_SEQ_CST);
+			for (uint32_t i = 0; i < SYNTH_MAX_RECORDS; i++) {
+				const struct synth_rec *rec = &s->hdr->recs[i];
+
+				if (__atomic_load_n(&rec->state, __ATOMIC_SEQ_CST) ==
+				    KVMIG_REC_ACTIVATED && rec->role == KVMIG_ROLE_DEST) {
+					if (!rep->activated)
+						rep->activated_id = rec->id;
+					rep->activated++;
+				}
+			}
 			synth_destroy(s);
 			return kvmig_synth_unlink(name);
 		}

@@ -10,6 +10,7 @@
  * removes or untags the sequences, then frees the entry: a death in between
  * is completed by the next process to take the lock (synth_recover).
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,7 @@ int synth_record_set(void *impl, const struct kvmig_id *id, enum kvmig_record_st
 {
 	struct synth *s = impl;
 	struct synth_rec *rec;
+	uint64_t at;
 	char hex[33];
 	int r, ret;
 
@@ -204,9 +206,27 @@ int synth_record_set(void *impl, const struct kvmig_id *id, enum kvmig_record_st
 		ret = kvmig_err(-EIDRM, "pager %s was removed", s->name);
 		goto out;
 	}
-	__atomic_store_n(&rec->state, to, __ATOMIC_RELEASE); /* the step */
+	if (kvmig_fault("stop-synth-step", &at) && at == (uint64_t)to)
+		raise(SIGSTOP); /* test-only: checked, not yet stored, the lock held */
+	__atomic_store_n(&rec->state, to, __ATOMIC_SEQ_CST); /* the step */
+	/*
+	 * A forced remove marks the pager without the lock when its holder
+	 * is stopped, so the mark may have come after the check above. The
+	 * step stored, the mark is read again (both sequentially consistent,
+	 * as in Dekker's algorithm): either this side sees the mark and takes
+	 * the step back, or the remover, reading the records after its mark,
+	 * sees the step and reports it (kvmig_synth_remove()).
+	 */
+	if ((to == KVMIG_REC_PREPARED || to == KVMIG_REC_ACTIVATED) &&
+	    __atomic_load_n(&s->hdr->removed, __ATOMIC_SEQ_CST)) {
+		__atomic_store_n(&rec->state, from, __ATOMIC_SEQ_CST);
+		ret = kvmig_err(-EIDRM, "pager %s was removed", s->name);
+		goto out;
+	}
 	if (to == KVMIG_REC_ACTIVATED)
 		untag(s, (uint32_t)r); /* they run: plain sequences from now on */
+	if (kvmig_fault("stop-synth-stepped", &at) && at == (uint64_t)to)
+		raise(SIGSTOP); /* test-only: stored and checked, the lock still held */
 	ret = 0;
 out:
 	synth_unlock(s);

@@ -294,7 +294,9 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 	return EXIT_OK;
 }
 
-static int split_ids(char *list, const char ***ids, uint32_t *n)
+/* "a,b,c" into ids (pointing into @list): -EINVAL when empty, -EEXIST
+ * naming the first id given twice in *dup. */
+static int split_ids(char *list, const char ***ids, uint32_t *n, const char **dup)
 {
 	uint32_t cap = 1;
 
@@ -304,8 +306,14 @@ static int split_ids(char *list, const char ***ids, uint32_t *n)
 	if (!*ids)
 		return -ENOMEM;
 	*n = 0;
-	for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
+	for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+		for (uint32_t i = 0; i < *n; i++)
+			if (!strcmp((*ids)[i], tok)) {
+				*dup = tok;
+				return -EEXIST;
+			}
 		(*ids)[(*n)++] = tok;
+	}
 	return *n ? 0 : -EINVAL;
 }
 
@@ -377,7 +385,7 @@ static int run(int argc, char **argv, int sender)
 	struct kvmig_migrate_stats st = { 0 };
 	struct kvmig_pager *p = NULL;
 	struct ui u = { cmd, 0, 0, 0, 0 };
-	const char **ids = NULL, *token_file = NULL;
+	const char **ids = NULL, *token_file = NULL, *dup = NULL;
 	static char token[4097];
 	size_t token_len = 0;
 	uint64_t v;
@@ -400,9 +408,13 @@ static int run(int argc, char **argv, int sender)
 			if (!sender)
 				return cli_usage_error(cmd, "--seqs is an option of send");
 			free(ids);
-			if (split_ids(optarg, &ids, &mo.n_seq_ids) < 0)
+			if ((ret = split_ids(optarg, &ids, &mo.n_seq_ids, &dup)) < 0) {
+				free(ids);
+				if (ret == -EEXIST)
+					return cli_usage_error(cmd, "--seqs names \"%s\" twice", dup);
 				return cli_usage_error(cmd, "--seqs needs a comma-separated list of "
 						       "sequence ids");
+			}
 			mo.seq_ids = ids;
 			break;
 		case O_MODE:

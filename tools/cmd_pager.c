@@ -376,14 +376,23 @@ static int pager_rm(int argc, char **argv)
 				"anyway)", spec);
 	if (ret < 0)
 		return cli_fail("pager rm", ret, "cannot remove pager %s", spec);
+	if (force && rep.activated) {
+		char hex[33];
+
+		kvmig_id_format(&rep.activated_id, hex);
+		fprintf(stderr, "kvmig pager rm: warning: migration %s%s had just committed into "
+			"%s (activated there as it was removed): its sequences are lost with the "
+			"pager\n", hex, rep.activated > 1 ? " and others" : "", spec);
+	}
 	if (force && rep.locked_by)
 		fprintf(stderr, "kvmig pager rm: removed %s while process %u held its lock (stopped "
 			"or stuck): what it held could not be read and is gone; a migration into "
-			"it fails before it commits\n", spec, rep.locked_by);
+			"it that has not activated there fails before it does\n", spec,
+			rep.locked_by);
 	else if (force && (rep.seqs || rep.records || rep.paused_by || rep.attached_by))
 		fprintf(stderr, "kvmig pager rm: removed %s with %u sequences, %u pages and %u "
 			"migration records%s%s; a migration into it that was still running fails "
-			"before it commits\n", spec, rep.seqs, rep.pages, rep.records,
+			"before it activates there\n", spec, rep.seqs, rep.pages, rep.records,
 			rep.paused_by ? ", while paused by a live process" : "",
 			rep.attached_by ? ", while a live process used it" : "");
 	return EXIT_OK;
@@ -392,13 +401,18 @@ static int pager_rm(int argc, char **argv)
 static void print_resolved(const char *what, const struct kvmig_resolve_stats *st, int json)
 {
 	if (json) {
-		cli_emit_json(json_pack("{s:s,s:i,s:i,s:i,s:i}", "resolved", what, "activated",
+		cli_emit_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:i}", "resolved", what, "activated",
 					(int)st->activated, "finished", (int)st->finished,
-					"aborted", (int)st->aborted, "in_doubt", (int)st->in_doubt));
+					"aborted", (int)st->aborted, "in_doubt", (int)st->in_doubt,
+					"in_progress", (int)st->in_progress));
 		return;
 	}
-	printf("%s: %u activated, %u finished, %u aborted, %u still in doubt\n", what,
+	printf("%s: %u activated, %u finished, %u aborted, %u still in doubt", what,
 	       st->activated, st->finished, st->aborted, st->in_doubt);
+	if (st->in_progress)
+		printf(", %u in progress (their processes are alive and drive them)",
+		       st->in_progress);
+	printf("\n");
 }
 
 static int pager_resolve(int argc, char **argv)
@@ -459,7 +473,8 @@ static int pager_resolve(int argc, char **argv)
 		return cli_fail("pager resolve", ret, "cannot resolve");
 	print_resolved(mig_text ? mig_text : "records", &st, json);
 	/* Records still in doubt: the other side must move first, or its
-	 * record is needed; not done, as exit 7 says for a migration. */
+	 * record is needed; not done, as exit 7 says for a migration. Records
+	 * a live process drives are not in doubt: it finishes them. */
 	return st.in_doubt ? EXIT_INDOUBT : EXIT_OK;
 }
 

@@ -41,7 +41,7 @@ struct xport_read {
 	void *local;       /* destination bytes in this process */
 	uint64_t remote;   /* source address in the peer's registered memory */
 	uint32_t len;
-	uint32_t key;      /* the peer's registration key */
+	struct kvmig_rkey key; /* the peer's registration key (opaque) */
 	int status;        /* out: 0, or -errno for this read */
 	void *ctx;         /* the session's */
 	struct xport_read *next; /* provider's queue link */
@@ -166,10 +166,11 @@ struct xport_ops {
 
 	/*
 	 * Expose [base, base+len) to the peer's reads (sender). *key names the
-	 * registration on the wire; *handle is for dereg. Reads outside every
-	 * live registration, or with a wrong key, are refused.
+	 * registration on the wire (its bytes are the provider's own); *handle
+	 * is for dereg. Reads outside every live registration, or with a wrong
+	 * key, are refused.
 	 */
-	int (*reg_remote)(struct xport_conn *c, void *base, uint64_t len, uint32_t *key,
+	int (*reg_remote)(struct xport_conn *c, void *base, uint64_t len, struct kvmig_rkey *key,
 			  void **handle);
 	/*
 	 * Register destination memory for local writes by reads (receiver).

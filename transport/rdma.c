@@ -26,7 +26,8 @@
  * a failed completion the errno of wc_errno() (the table in docs/PROTOCOL.md).
  *
  * Registration. Sender: IBV_ACCESS_REMOTE_READ only, never remote write;
- * the key is the MR's rkey and dies with ibv_dereg_mr() at commit or abort.
+ * the key is the MR's rkey (4 bytes, big-endian, in the opaque key on the
+ * wire) and dies with ibv_dereg_mr() at commit or abort.
  * Receiver: IBV_ACCESS_LOCAL_WRITE only, and cached: a listener bound to a
  * device keeps one protection domain for the connections it accepts, and
  * the destination regions registered in it stay registered until the
@@ -61,8 +62,15 @@ static int verbs_post_reads(struct xport_conn *xc, struct xport_read **rds, unsi
 
 		for (unsigned j = 0; j < k; j++) {
 			struct xport_read *rd = rds[i + j];
-			uint32_t lkey = verbs_local_key(c, rd->local, rd->len);
+			uint32_t lkey = verbs_local_key(c, rd->local, rd->len), rkey = 0;
 
+			/* A verbs key is an rkey: 4 bytes; anything else is not ours. */
+			if (rd->key.len != 4)
+				return verbs_broke(c, kvmig_err(-EFAULT, "a read with a %u-byte key: "
+								"not an rkey of this provider",
+								rd->key.len));
+			for (int b = 0; b < 4; b++)
+				rkey = rkey << 8 | rd->key.b[b];
 			if (!lkey)
 				return verbs_broke(c, kvmig_err(-EFAULT, "read destination %p+%u is not in "
 								"registered memory", rd->local, rd->len));
@@ -71,7 +79,7 @@ static int verbs_post_reads(struct xport_conn *xc, struct xport_read **rds, unsi
 						      .num_sge = 1, .opcode = IBV_WR_RDMA_READ,
 						      .next = j + 1 < k ? &wr[j + 1] : NULL };
 			wr[j].wr.rdma.remote_addr = rd->remote;
-			wr[j].wr.rdma.rkey = rd->key;
+			wr[j].wr.rdma.rkey = rkey;
 			if (++c->unsignaled >= SIGNAL_EVERY || i + j + 1 == n) {
 				wr[j].send_flags = IBV_SEND_SIGNALED;
 				c->unsignaled = 0;

@@ -115,7 +115,7 @@ int verbs_cancelled(int fd);
 struct verbs_domain *verbs_domain_new(struct ibv_context *ctx, int cache);
 /* Drop a reference; the last one deregisters everything and frees it. */
 void verbs_domain_put(struct verbs_domain **dp);
-int verbs_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32_t *key,
+int verbs_reg_remote(struct xport_conn *xc, void *base, uint64_t len, struct kvmig_rkey *key,
 		     void **handle);
 int verbs_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **handle);
 void verbs_dereg(struct xport_conn *xc, void **handle);

@@ -58,7 +58,7 @@ void verbs_domain_put(struct verbs_domain **dp)
 
 /* ---- registration ---- */
 
-int verbs_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32_t *key,
+int verbs_reg_remote(struct xport_conn *xc, void *base, uint64_t len, struct kvmig_rkey *key,
 		     void **handle)
 {
 	struct verbs_conn *c = to_conn(xc);
@@ -80,7 +80,10 @@ int verbs_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32_t *
 	r->users = 1;
 	r->next = c->dom->local;
 	c->dom->local = r;
-	*key = r->mr->rkey;
+	/* The key on the wire: the rkey, big-endian. */
+	key->len = 4;
+	for (int i = 0; i < 4; i++)
+		key->b[i] = (uint8_t)(r->mr->rkey >> (24 - 8 * i));
 	*handle = r;
 	return 0;
 }

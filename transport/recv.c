@@ -247,6 +247,24 @@ static int prepare(struct receiver *r)
 }
 
 /* RECV_PREPARED -> RECV_ACTIVATED -> RECV_DONE on the sender's decision. */
+/* Whether every sequence of FINAL is installed here and runnable. */
+static int finals_run_here(struct receiver *r)
+{
+	struct kvmig_seq_list l = { 0 };
+	uint32_t found = 0;
+
+	if (kvmig_pager_seqs(r->p, &l) < 0)
+		return 0;
+	for (uint32_t i = 0; i < r->final.n; i++)
+		for (uint32_t j = 0; j < l.n; j++)
+			if (!strcmp(l.seqs[j].id, r->final.seqs[i].id)) {
+				found += l.seqs[j].state == KVMIG_SEQ_ACTIVE;
+				break;
+			}
+	kvmig_seq_list_free(&l);
+	return found == r->final.n;
+}
+
 static int await_decision(struct receiver *r)
 {
 	struct xport_msg *m = NULL;
@@ -261,6 +279,8 @@ static int await_decision(struct receiver *r)
 	ret = kvmig_pager_record_set(r->p, &r->mig, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED);
 	if (ret == -ESTALE && session_record_state(r->p, &r->mig) == KVMIG_REC_ACTIVATED)
 		ret = 0; /* a resolver activated them meanwhile */
+	if (ret == -ENOENT && finals_run_here(r))
+		ret = 0; /* ... and closed the record, the sender's released */
 	if (ret < 0)
 		return kvmig_err_prefix(ret, "the sender decided to commit, but the sequences "
 					"could not be activated here");
@@ -282,7 +302,8 @@ static int await_decision(struct receiver *r)
 		return 0;
 	}
 	SESSION_DIE("recv-forget-recv");
-	if (kvmig_pager_record_end(r->p, &r->mig, KVMIG_REC_ACTIVATED, 1) < 0) {
+	ret = kvmig_pager_record_end(r->p, &r->mig, KVMIG_REC_ACTIVATED, 1);
+	if (ret < 0 && ret != -ENOENT) { /* ENOENT: a resolver closed it */
 		r->unconfirmed = 1;
 		kvmig_pager_record_disown(r->p, &r->mig);
 	} else {
@@ -438,7 +459,8 @@ out:
 		r->ses.ops->dereg(r->ses.c, &r->lreg[i]);
 	session_fini(&r->ses);
 	kvmig_seq_list_free(&r->final);
-	kvmig_msg_regions_free(&r->regions);
+	free(r->rg);
+	free(r->keys);
 	recv_pages_fini(r);
 	free(r);
 	return ret;

@@ -51,7 +51,14 @@ struct rpage {
 
 struct rext {
 	uint64_t addr, len;
-	uint32_t key;
+	uint32_t key_ix; /* its registration's key, in r->keys */
+};
+
+/* One of the sender's registrations; the wire region first, so the wire's
+ * comparator sorts these by address. */
+struct rregion {
+	struct kvmig_wire_region w;
+	uint32_t key_ix; /* its key in r->keys */
 };
 
 /* A posted read and where its bytes sit in the page (K then V). */
@@ -92,7 +99,13 @@ struct receiver {
 	struct kvmig_id mig, peer_pager;
 	struct kvmig_resolve_stats resolved;
 	int unconfirmed;
-	struct kvmig_msg_regions regions;
+	/* The sender's registrations, sorted by address, and their keys in
+	 * the order they came (an extent names its key by index: a key is up
+	 * to KVMIG_WIRE_MAX_KEY bytes, an extent one of thousands). */
+	struct rregion *rg;
+	uint32_t n_rg;
+	int have_regions;
+	struct kvmig_rkey *keys;
 	struct rpage *pg;
 	uint32_t n, cap;
 	struct rext *rx;

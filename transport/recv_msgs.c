@@ -22,56 +22,61 @@
 int recv_take_regions(struct receiver *r, const struct xport_msg *m)
 {
 	struct kvmig_msg_regions add;
-	struct kvmig_wire_region *nr;
+	struct rregion *nr = NULL;
+	struct kvmig_rkey *nk = NULL;
+	uint32_t n;
 	int ret;
 
-	if (r->have_final || (!r->live && r->regions.r))
+	if (r->have_final || (!r->live && r->have_regions))
 		return kvmig_err(-EBADMSG, "sender sent REGIONS %s",
 				 r->have_final ? "after its FINAL" : "twice in a stop-and-copy migration");
 	if ((ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &add)) < 0)
 		return ret;
-	if (r->regions.n + add.n > KVMIG_WIRE_MAX_REGIONS) {
+	n = r->n_rg + add.n;
+	if (n > KVMIG_WIRE_MAX_REGIONS) {
 		kvmig_msg_regions_free(&add);
 		return kvmig_err(-EBADMSG, "sender registered more than %u regions",
 				 KVMIG_WIRE_MAX_REGIONS);
 	}
-	if (!r->regions.n) {
-		kvmig_msg_regions_free(&r->regions); /* an empty first REGIONS */
-		r->regions = add;
-	} else {
-		nr = realloc(r->regions.r, sizeof(*nr) * (r->regions.n + add.n + 1));
-		if (!nr) {
-			kvmig_msg_regions_free(&add);
-			return -ENOMEM;
-		}
-		memcpy(nr + r->regions.n, add.r, sizeof(*nr) * add.n);
-		r->regions.r = nr;
-		r->regions.n += add.n;
+	/* Both grow together: a region's key index is its arrival order. */
+	if ((nr = realloc(r->rg, sizeof(*nr) * (n ? n : 1))))
+		r->rg = nr;
+	if ((nk = realloc(r->keys, sizeof(*nk) * (n ? n : 1))))
+		r->keys = nk;
+	if (!nr || !nk) {
 		kvmig_msg_regions_free(&add);
+		return -ENOMEM;
 	}
-	qsort(r->regions.r, r->regions.n, sizeof(*r->regions.r), kvmig_wire_region_cmp);
+	for (uint32_t i = 0; i < add.n; i++) {
+		r->keys[r->n_rg] = add.r[i].key;
+		r->rg[r->n_rg] = (struct rregion){ add.r[i], r->n_rg };
+		r->n_rg++;
+	}
+	kvmig_msg_regions_free(&add);
+	r->have_regions = 1;
+	qsort(r->rg, r->n_rg, sizeof(*r->rg), kvmig_wire_region_cmp);
 	return 0;
 }
 
-/* The registration holding [addr, addr + len): 0 and its key, or -1. */
-static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, uint32_t *key)
+/* The registration holding [addr, addr + len): 0 and its key's index, or -1. */
+static int find_region(const struct receiver *r, uint64_t addr, uint64_t len, uint32_t *key_ix)
 {
-	uint32_t lo = 0, hi = r->regions.n;
+	uint32_t lo = 0, hi = r->n_rg;
 
 	while (lo < hi) { /* the last region starting at or before addr */
 		uint32_t mid = lo + (hi - lo) / 2;
 
-		if (r->regions.r[mid].addr <= addr)
+		if (r->rg[mid].w.addr <= addr)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	if (lo == 0)
 		return -1;
-	const struct kvmig_wire_region *g = &r->regions.r[lo - 1];
+	const struct rregion *g = &r->rg[lo - 1];
 
-	if (len <= g->len && addr - g->addr <= g->len - len) {
-		*key = g->key;
+	if (len <= g->w.len && addr - g->w.addr <= g->w.len - len) {
+		*key_ix = g->key_ix;
 		return 0;
 	}
 	return -1;
@@ -222,7 +227,7 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 
 			x->addr = op->ext[j].addr;
 			x->len = op->ext[j].len;
-			find_region(r, x->addr, x->len, &x->key);
+			find_region(r, x->addr, x->len, &x->key_ix);
 		}
 	}
 	/* Every new page is recorded (a failure frees it): now queue them. */

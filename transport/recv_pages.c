@@ -165,7 +165,7 @@ static uint64_t remote_run(const struct rext *x, uint32_t n, uint32_t i, uint64_
 	uint64_t run = x[i].len - off;
 
 	while (run < max && i + 1 < n && x[i + 1].addr == x[i].addr + x[i].len &&
-	       x[i + 1].key == x[i].key)
+	       x[i + 1].key_ix == x[i].key_ix)
 		run += x[++i].len;
 	return KVMIG_MIN(run, max);
 }
@@ -220,15 +220,15 @@ int recv_fill_reads(struct receiver *r)
 		rd->local = (uint8_t *)lx->addr + c->loff;
 		rd->remote = rx->addr + c->roff;
 		rd->len = (uint32_t)len;
-		rd->key = rx->key;
+		rd->key = r->keys[rx->key_ix];
 		if (kvmig_fault("recv-bad-key", NULL))
-			rd->key ^= 0x5a5a;
+			rd->key.b[0] ^= 0x5a; /* test-only */
 		if (kvmig_fault("recv-read-unoffered", NULL)) {
 			/* Test-only: the bytes right after the last offered run. */
-			const struct kvmig_wire_region *g = &r->regions.r[r->regions.n - 1];
+			const struct rregion *g = &r->rg[r->n_rg - 1];
 
-			rd->remote = g->addr + g->len;
-			rd->key = g->key;
+			rd->remote = g->w.addr + g->w.len;
+			rd->key = g->w.key;
 		}
 		rd->ctx = (void *)(uintptr_t)c->page;
 		r->batch[nb++] = rd;

@@ -147,8 +147,10 @@ out:
 	return ret;
 }
 
-/* Records of @me naming @other that are still there. */
-static int count_left(struct kvmig_pager *me, struct kvmig_pager *other, uint32_t *left)
+/* Records of @me naming @other that are still there: driven by a live
+ * process (@busy), or not (@left). */
+static int count_left(struct kvmig_pager *me, struct kvmig_pager *other, uint32_t *left,
+		      uint32_t *busy)
 {
 	struct kvmig_record *mine = NULL;
 	struct kvmig_id other_id;
@@ -159,7 +161,8 @@ static int count_left(struct kvmig_pager *me, struct kvmig_pager *other, uint32_
 	    (ret = kvmig_pager_records(me, &mine, &n)) < 0)
 		return ret;
 	for (uint32_t i = 0; i < n; i++)
-		*left += !memcmp(&mine[i].peer_pager, &other_id, sizeof(other_id));
+		if (!memcmp(&mine[i].peer_pager, &other_id, sizeof(other_id)))
+			*(mine[i].owner_pid ? busy : left) += 1;
 	free(mine);
 	return 0;
 }
@@ -182,10 +185,13 @@ int kvmig_migrate_resolve_pair(struct kvmig_pager *a, struct kvmig_pager *b,
 			break;
 	}
 	if (ret >= 0) {
-		uint32_t left = 0;
+		uint32_t left = 0, busy = 0;
 
-		if ((ret = count_left(a, b, &left)) == 0 && (ret = count_left(b, a, &left)) == 0)
+		if ((ret = count_left(a, b, &left, &busy)) == 0 &&
+		    (ret = count_left(b, a, &left, &busy)) == 0) {
 			st.in_doubt = left;
+			st.in_progress = busy;
+		}
 	}
 	if (stats)
 		*stats = st;

@@ -25,6 +25,7 @@
  * has both sides' states and what a death in each leaves.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,8 @@ struct sender {
 	uint64_t page_bytes;
 	/* The selection of the current round: sequences and their pages. */
 	struct kvmig_seq_list seqs;
+	char **tagged;                 /* once reserved: the tagged ids, the only ones */
+	uint32_t n_tagged;
 	uint32_t *ixs;                 /* ascending */
 	uint32_t n;
 	/* Every page offered so far, sorted by ix; their extents in one pool. */
@@ -112,6 +115,9 @@ struct sender {
 static int select_pages(struct sender *s)
 {
 	const struct kvmig_migrate_opts *o = &s->ses.o;
+	/* Reserved, exactly the tagged sequences; else those named, or all. */
+	const char *const *names = s->tagged ? (const char *const *)s->tagged : o->seq_ids;
+	uint32_t n_names = s->tagged ? s->n_tagged : o->n_seq_ids;
 	struct kvmig_seq_list all = { 0 };
 	uint64_t total = 0, *seen;
 	uint32_t max_ix = 0;
@@ -128,23 +134,22 @@ static int select_pages(struct sender *s)
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (uint32_t i = 0, want = o->seq_ids ? o->n_seq_ids : all.n; i < want; i++) {
+	for (uint32_t i = 0, want = names ? n_names : all.n; i < want; i++) {
 		uint32_t j = 0; /* every sequence: always the first one left */
 
 		/* A name already taken is no longer in all: look in what was taken. */
-		for (uint32_t q = 0; o->seq_ids && q < s->seqs.n; q++) {
-			if (!strcmp(s->seqs.seqs[q].id, o->seq_ids[i])) {
-				ret = kvmig_err(-EINVAL, "sequence \"%s\" is named twice",
-						o->seq_ids[i]);
+		for (uint32_t q = 0; names && q < s->seqs.n; q++) {
+			if (!strcmp(s->seqs.seqs[q].id, names[i])) {
+				ret = kvmig_err(-EINVAL, "sequence \"%s\" is named twice", names[i]);
 				goto out;
 			}
 		}
-		if (o->seq_ids) {
-			for (; j < all.n && strcmp(all.seqs[j].id, o->seq_ids[i]); j++)
+		if (names) {
+			for (; j < all.n && strcmp(all.seqs[j].id, names[i]); j++)
 				;
 			if (j == all.n) {
 				ret = kvmig_err(-ENOENT, "sequence \"%s\" is not in the source pager",
-						o->seq_ids[i]);
+						names[i]);
 				goto out;
 			}
 		}
@@ -316,8 +321,9 @@ static int register_memory(struct sender *s, int first)
 		const struct spage *pg = &s->pg[s->r_idx[i]];
 
 		for (uint32_t j = 0; !pg->offered && j < pg->n_ext; j++)
-			s->runs[k++] = (struct kvmig_wire_region){ s->ext[pg->ext_off + j].addr,
-								   s->ext[pg->ext_off + j].len, 0 };
+			s->runs[k++] = (struct kvmig_wire_region){
+				.addr = s->ext[pg->ext_off + j].addr,
+				.len = s->ext[pg->ext_off + j].len };
 	}
 	if (k > base) /* s->runs may still be NULL: nothing offered */
 		qsort(s->runs + base, k - base, sizeof(*s->runs), kvmig_wire_region_cmp);
@@ -506,7 +512,32 @@ static int reserve(struct sender *s)
 	if (ret < 0)
 		return kvmig_err_prefix(ret, "cannot reserve the sequences for this migration");
 	SESSION_DIE("send-tagged");
+	if (!(s->tagged = calloc(s->seqs.n ? s->seqs.n : 1, sizeof(*s->tagged))))
+		return -ENOMEM;
+	for (s->n_tagged = 0; s->n_tagged < s->seqs.n; s->n_tagged++)
+		if (!(s->tagged[s->n_tagged] = strdup(s->seqs.seqs[s->n_tagged].id)))
+			return -ENOMEM;
 	return 0;
+}
+
+/*
+ * The final round's plan: plan, reserve what it names, then plan again from
+ * the tagged sequences alone. Between the first plan and the tag another
+ * process may have changed one (removed it and installed another under the
+ * same id); once tagged none can change, so the second plan is what the
+ * decision applies to.
+ */
+static int plan_final(struct sender *s)
+{
+	int ret;
+
+	if ((ret = plan_round(s)) < 0)
+		return ret;
+	if (kvmig_fault("stop-send-planned", NULL))
+		raise(SIGSTOP); /* test-only: planned, not yet reserved */
+	if ((ret = reserve(s)) < 0)
+		return ret;
+	return plan_round(s);
 }
 
 /*
@@ -1012,7 +1043,7 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->paused = 1;
 	tp = kvmig_now();
 	/* The final round: what is still dirty, then digests of the paused state. */
-	if ((ret = plan_round(s)) < 0 || (ret = reserve(s)) < 0)
+	if ((ret = plan_final(s)) < 0)
 		goto fail;
 	session_phase(&s->ses, "register");
 	if ((ret = register_memory(s, round == 0)) < 0)
@@ -1070,6 +1101,9 @@ out:
 		*stats = st;
 	session_fini(&s->ses);
 	kvmig_seq_list_free(&s->seqs);
+	for (uint32_t i = 0; s->tagged && i < s->n_tagged; i++)
+		free(s->tagged[i]);
+	free(s->tagged);
 	free(s->ixs);
 	free(s->pg);
 	free(s->ext);

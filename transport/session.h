@@ -8,6 +8,8 @@
 #ifndef KVMIG_SESSION_H
 #define KVMIG_SESSION_H
 
+#include <signal.h>
+
 #include <kvmig/migrate.h>
 
 #include "transport/provider.h"
@@ -176,11 +178,14 @@ int session_sync_records(struct session *ses, struct kvmig_pager *p,
  * been taken by a resolver meanwhile: this says where it stands. */
 enum kvmig_record_state session_record_state(struct kvmig_pager *p, const struct kvmig_id *id);
 
-/* Test-only: SIGKILL this process at @point ($KVMIG_FAULT "die-POINT"). */
+/* Test-only: SIGKILL this process at @point ($KVMIG_FAULT "die-POINT"), or
+ * SIGSTOP it there ("stop-POINT"). */
 #define SESSION_DIE(point)                                  \
 	do {                                                  \
 		if (kvmig_fault("die-" point, NULL))          \
 			session_die();                         \
+		if (kvmig_fault("stop-" point, NULL))         \
+			raise(SIGSTOP);                        \
 	} while (0)
 void session_die(void);
 

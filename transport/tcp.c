@@ -37,11 +37,12 @@
 
 #define TCP_MAX_READ (16u << 20)  /* largest single read a peer may ask for */
 #define FRAMES_PER_PROGRESS 256   /* then return, so the session can act */
+#define TCP_KEY_BYTES 16u         /* random bytes of a registration's key */
 
 struct tcp_reg {
 	void *base;
 	uint64_t len;
-	uint32_t key;
+	struct kvmig_rkey key;
 	struct tcp_reg *next;
 };
 
@@ -456,8 +457,8 @@ static int tcp_ctl_pop(struct xport_conn *xc, struct xport_msg **m)
 	return xport_msgq_pop(&c->ctl, c->broken, m);
 }
 
-static int tcp_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint32_t *key,
-			  void **handle)
+static int tcp_reg_remote(struct xport_conn *xc, void *base, uint64_t len,
+			  struct kvmig_rkey *key, void **handle)
 {
 	struct tcp_conn *c = to_conn(xc);
 	struct tcp_reg *r = calloc(1, sizeof(*r));
@@ -466,8 +467,14 @@ static int tcp_reg_remote(struct xport_conn *xc, void *base, uint64_t len, uint3
 		return -ENOMEM;
 	/* A fresh random key per registration: a stale or guessed key fails
 	 * like a bad rkey on a NIC. */
-	if (getrandom(&r->key, sizeof(r->key), 0) != sizeof(r->key))
-		r->key = (uint32_t)(uintptr_t)r ^ 0x9e3779b9u;
+	r->key.len = TCP_KEY_BYTES;
+	if (getrandom(r->key.b, TCP_KEY_BYTES, 0) != (ssize_t)TCP_KEY_BYTES) {
+		int err = errno ? -errno : -EIO;
+
+		free(r);
+		return kvmig_err(err, "no random bytes for a registration key: %s",
+				 strerror(-err));
+	}
 	r->base = base;
 	r->len = len;
 	r->next = c->regs;
@@ -543,14 +550,15 @@ static int serve_read(struct tcp_conn *c, const struct kvmig_msg_read_req *q)
 	for (r = c->regs; r; r = r->next) {
 		uint64_t lo = (uint64_t)(uintptr_t)r->base;
 
-		if (r->key == q->key && q->addr >= lo && q->len <= r->len &&
+		if (kvmig_rkey_equal(&r->key, &q->key) && q->addr >= lo && q->len <= r->len &&
 		    q->addr - lo <= r->len - q->len)
 			break;
 	}
 	if (!r || q->len == 0 || q->len > TCP_MAX_READ) {
-		c->broken = kvmig_err(-EFAULT, "peer %s asked to read %u bytes at 0x%llx with key "
-				      "0x%08x: outside the memory registered for this migration",
-				      c->peer, q->len, (unsigned long long)q->addr, q->key);
+		c->broken = kvmig_err(-EFAULT, "peer %s asked to read %u bytes at 0x%llx with a "
+				      "%u-byte key: outside the memory registered for this "
+				      "migration, or a key it was not given", c->peer, q->len,
+				      (unsigned long long)q->addr, q->key.len);
 		return c->broken;
 	}
 	if (c->draining)
@@ -631,15 +639,16 @@ static int handle_frame(struct tcp_conn *c)
 	if ((ret = kvmig_wire_get_hdr(raw, &h)) < 0)
 		return broke(c, kvmig_err_prefix(ret, "from %s", c->peer), "");
 	if (h.type == KVMIG_MSG_READ_REQ) {
-		uint8_t p[24];
+		uint8_t p[KVMIG_WIRE_READ_REQ_MAX];
 		struct kvmig_msg_read_req q;
 
-		if (h.len != sizeof(p))
+		if (h.len > sizeof(p))
 			return broke(c, kvmig_err(-EBADMSG, "READ_REQ message of %u bytes from %s; "
-						  "it has 24", h.len, c->peer), "");
-		if ((ret = recv_full(c, p, sizeof(p), "receiving a read request")) < 0)
+						  "it has at most %zu", h.len, c->peer, sizeof(p)),
+				     "");
+		if ((ret = recv_full(c, p, h.len, "receiving a read request")) < 0)
 			return ret;
-		if ((ret = kvmig_wire_get_read_req(p, sizeof(p), &q)) < 0)
+		if ((ret = kvmig_wire_get_read_req(p, h.len, &q)) < 0)
 			return broke(c, ret, "");
 		return serve_read(c, &q);
 	}

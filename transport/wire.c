@@ -68,6 +68,17 @@ static void put_bytes(struct kvmig_wbuf *b, const void *src, size_t n)
 		memcpy(d, src, n);
 }
 
+/* A remote key: its length byte, then its bytes. */
+static int put_rkey(struct kvmig_wbuf *b, const struct kvmig_rkey *k)
+{
+	if (k->len < 1 || k->len > KVMIG_WIRE_MAX_KEY)
+		return kvmig_err(-EINVAL, "a remote key of %u bytes (1..%u)", k->len,
+				 KVMIG_WIRE_MAX_KEY);
+	put_u8(b, k->len);
+	put_bytes(b, k->b, k->len);
+	return 0;
+}
+
 /* Start a frame; returns the offset of its header for finish(). */
 static size_t begin(struct kvmig_wbuf *b, enum kvmig_msg_type type)
 {
@@ -126,10 +137,14 @@ int kvmig_wire_put_regions(struct kvmig_wbuf *b, const struct kvmig_msg_regions 
 	at = begin(b, KVMIG_MSG_REGIONS);
 	put_u32(b, m->n);
 	for (uint32_t i = 0; i < m->n; i++) {
+		int ret;
+
 		put_u64(b, m->r[i].addr);
 		put_u64(b, m->r[i].len);
-		put_u32(b, m->r[i].key);
-		put_u32(b, 0);
+		if ((ret = put_rkey(b, &m->r[i].key)) < 0) {
+			b->len = at;
+			return ret;
+		}
 	}
 	return finish(b, at);
 }
@@ -174,11 +189,15 @@ int kvmig_wire_put_round(struct kvmig_wbuf *b, const struct kvmig_msg_round *m)
 int kvmig_wire_put_read_req(struct kvmig_wbuf *b, const struct kvmig_msg_read_req *m)
 {
 	size_t at = begin(b, KVMIG_MSG_READ_REQ);
+	int ret;
 
 	put_u64(b, m->id);
 	put_u64(b, m->addr);
 	put_u32(b, m->len);
-	put_u32(b, m->key);
+	if ((ret = put_rkey(b, &m->key)) < 0) {
+		b->len = at;
+		return ret;
+	}
 	return finish(b, at);
 }
 
@@ -327,6 +346,20 @@ static int get_raw(struct rd *r, void *dst, size_t n, const char *field)
 	return 0;
 }
 
+static int get_rkey(struct rd *r, struct kvmig_rkey *k, const char *field)
+{
+	uint64_t n = 0;
+	int ret;
+
+	if ((ret = get_be(r, 1, &n, field)))
+		return ret;
+	if (n < 1 || n > KVMIG_WIRE_MAX_KEY)
+		return kvmig_err(-EBADMSG, "%s message: %s is %u bytes long (1..%u)", r->msg, field,
+				 (unsigned)n, KVMIG_WIRE_MAX_KEY);
+	k->len = (uint8_t)n;
+	return get_raw(r, k->b, n, field);
+}
+
 static int done(const struct rd *r)
 {
 	if (r->left)
@@ -427,17 +460,15 @@ int kvmig_wire_get_regions(const uint8_t *p, size_t len, struct kvmig_msg_region
 
 	m->r = NULL;
 	if ((ret = get_u32(&r, &m->n, "count")) ||
-	    (ret = check_count(&r, m->n, KVMIG_WIRE_MAX_REGIONS, 24, "count")))
+	    (ret = check_count(&r, m->n, KVMIG_WIRE_MAX_REGIONS, 18, "count")))
 		return ret;
 	/* The count was checked against the bytes present: allocate now. */
 	if (!(m->r = malloc(sizeof(*m->r) * (m->n ? m->n : 1))))
 		return -ENOMEM;
 	for (uint32_t i = 0; i < m->n; i++) {
-		uint32_t pad;
-
 		if ((ret = get_be(&r, 8, &m->r[i].addr, "addr")) ||
 		    (ret = get_be(&r, 8, &m->r[i].len, "len")) ||
-		    (ret = get_u32(&r, &m->r[i].key, "key")) || (ret = get_u32(&r, &pad, "pad")))
+		    (ret = get_rkey(&r, &m->r[i].key, "key")))
 			break;
 		if (m->r[i].addr + m->r[i].len < m->r[i].addr) {
 			ret = kvmig_err(-EBADMSG, "REGIONS message: region %u wraps the address space",
@@ -530,7 +561,7 @@ int kvmig_wire_get_read_req(const uint8_t *p, size_t len, struct kvmig_msg_read_
 	int ret;
 
 	if ((ret = get_be(&r, 8, &m->id, "id")) || (ret = get_be(&r, 8, &m->addr, "addr")) ||
-	    (ret = get_u32(&r, &m->len, "len")) || (ret = get_u32(&r, &m->key, "key")))
+	    (ret = get_u32(&r, &m->len, "len")) || (ret = get_rkey(&r, &m->key, "key")))
 		return ret;
 	return done(&r);
 }

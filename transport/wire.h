@@ -17,7 +17,7 @@
 #include <kvmig/cas.h>
 
 #define KVMIG_WIRE_MAGIC 0x4b564d47u /* "KVMG" */
-#define KVMIG_WIRE_VERSION 2u
+#define KVMIG_WIRE_VERSION 3u
 #define KVMIG_WIRE_HDR_LEN 12u
 #define KVMIG_WIRE_MAX_PAYLOAD (64u << 20) /* one control message */
 #define KVMIG_WIRE_MAX_REGIONS 65536u /* registrations: one per run of offered pages */
@@ -27,6 +27,9 @@
 #define KVMIG_WIRE_MAX_SMALL 1024u /* HELLO, READ_REQ, COMMIT(_ACK), ABORT, KEEPALIVE,
 				    * AUTH_*, ROUND, ACTIVATED, FORGET: this small */
 #define KVMIG_WIRE_MAX_RECORDS 4096u /* in one RECORDS message */
+#define KVMIG_WIRE_MAX_KEY 32u /* bytes of a remote key: a verbs rkey has 4, a UCX
+				* rkey or one key per device of a striped
+				* provider more */
 
 enum kvmig_msg_type {
 	KVMIG_MSG_HELLO = 1,
@@ -77,9 +80,30 @@ struct kvmig_wire_record {
 	uint8_t state; /* enum kvmig_record_state */
 };
 
+/*
+ * A registration's remote key, opaque to everyone but the provider that made
+ * it (tcp: 16 random bytes; verbs: the rkey, 4 bytes big-endian). On the
+ * wire: a length byte (1..KVMIG_WIRE_MAX_KEY), then the bytes.
+ */
+struct kvmig_rkey {
+	uint8_t len;
+	uint8_t b[KVMIG_WIRE_MAX_KEY];
+};
+
+/* Whether two keys are the same bytes. */
+static inline int kvmig_rkey_equal(const struct kvmig_rkey *a, const struct kvmig_rkey *b)
+{
+	if (a->len != b->len)
+		return 0;
+	for (unsigned i = 0; i < a->len; i++)
+		if (a->b[i] != b->b[i])
+			return 0;
+	return 1;
+}
+
 struct kvmig_wire_region {
 	uint64_t addr, len;
-	uint32_t key;
+	struct kvmig_rkey key;
 };
 
 /* qsort / bsearch order of regions: by address. */
@@ -111,8 +135,11 @@ struct kvmig_msg_offer {
 
 struct kvmig_msg_read_req {
 	uint64_t id, addr;
-	uint32_t len, key;
+	uint32_t len;
+	struct kvmig_rkey key;
 };
+/* A READ_REQ payload is id, addr, len, then the key: at most this long. */
+#define KVMIG_WIRE_READ_REQ_MAX (8u + 8u + 4u + 1u + KVMIG_WIRE_MAX_KEY)
 
 /* Sender: round @round's OFFERs are all sent, @pages pages in them.
  * Receiver: every page offered so far has landed (echoes both values). */

@@ -104,8 +104,9 @@ struct kvmig_resolve_stats {
 	uint32_t activated; /* destination records activated: the sequences run there now */
 	uint32_t finished;  /* committed records closed (a source released its copy) */
 	uint32_t aborted;   /* aborted: a source's sequences run again, a destination's are gone */
-	uint32_t in_doubt;  /* left as they are: the other side must move first, its record is
-			     * needed, or a live process drives it */
+	uint32_t in_doubt;  /* left as they are: the other side must move first, or its record
+			     * is needed */
+	uint32_t in_progress; /* left as they are: a live process drives them (not in doubt) */
 };
 
 /* One round of a migration: what was offered and how long it took. */

@@ -67,6 +67,11 @@ struct kvmig_synth_remove_report {
 	uint32_t attached_by;   /* pid of another live process attached to it, or 0 */
 	uint32_t locked_by;     /* forced while this process held its lock (stopped):
 				 * the fields above are unknown */
+	uint32_t activated;     /* forced while locked: destination records found
+				 * activated just as it was marked removed (their
+				 * migrations committed: the sequences go with the
+				 * pager); the first one's id below */
+	struct kvmig_id activated_id;
 };
 
 /*
@@ -75,8 +80,12 @@ struct kvmig_synth_remove_report {
  * an engine), or holding migration records (a migration's outcome that
  * is not applied on both sides). Dead processes' leftovers are reclaimed
  * first (gc). With @force it is removed anyway: the pager is marked removed
- * first, so a migration into it still running fails before it commits, and
- * everything it held is gone. @rep (may be NULL) says what it held.
+ * first, so a migration into it still running fails before its destination
+ * prepares or activates there (its source keeps its sequences, or gets them
+ * back on resolution), and everything it held is gone. Forced past a lock
+ * holder that is stopped, a migration that activated there just as the
+ * mark was made is reported in @rep->activated. @rep (may be NULL) says
+ * what it held.
  * Return: 0; -EBUSY (in use; the message names the process or the records);
  * -ENOENT; -EPROTO (not a kvmig pager: only @force removes it).
  */

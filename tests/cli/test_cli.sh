@@ -47,6 +47,8 @@ for c in demo pager capture restore verify inspect send recv store; do
 	grep -q usage "$T/out" || bad "$c --help prints usage"
 done
 expect 2 "no command" "$KVMIG"
+expect_err 2 'names "seq-0" twice' "send --seqs naming one twice: a usage error, before connecting" \
+	"$KVMIG" send --to 127.0.0.1:1 --pager shm:$SRC --seqs seq-0,seq-1,seq-0
 expect_err 2 "unknown command" "unknown command" "$KVMIG" frobnicate
 
 expect 0 "pager init" "$KVMIG" pager init shm:$SRC --preset tiny --layout layer-major \

@@ -40,7 +40,11 @@ static void payload(uint8_t type, const uint8_t *p, size_t len)
 	case KVMIG_MSG_REGIONS: {
 		struct kvmig_msg_regions r;
 
-		check(kvmig_wire_get_regions(p, len, &r));
+		int ret = kvmig_wire_get_regions(p, len, &r);
+
+		check(ret);
+		if (ret == 0 && kvmig_wire_put_regions(&b, &r) != 0)
+			abort(); /* what decodes must encode again */
 		kvmig_msg_regions_free(&r);
 		break;
 	}
@@ -81,7 +85,11 @@ static void payload(uint8_t type, const uint8_t *p, size_t len)
 	case KVMIG_MSG_READ_REQ: {
 		struct kvmig_msg_read_req q;
 
-		check(kvmig_wire_get_read_req(p, len, &q));
+		int ret = kvmig_wire_get_read_req(p, len, &q);
+
+		check(ret);
+		if (ret == 0 && kvmig_wire_put_read_req(&b, &q) != 0)
+			abort();
 		break;
 	}
 	case KVMIG_MSG_READ_RESP: {

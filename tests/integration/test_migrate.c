@@ -421,6 +421,51 @@ static void test_second_migration_refused(void **state)
 	drop_pagers();
 }
 
+/*
+ * A sequence replaced between the sender's plan and its reservation (the
+ * sender stopped there, fault point stop-send-planned): seq-0 removed and
+ * another installed under its name, on other pages. The sender plans again
+ * from what it tagged, so the destination gets the sequences as they are
+ * when reserved, byte for byte, never the old shape over reused pages.
+ */
+static void test_sequence_replaced_before_reserve(void **state)
+{
+	struct kvmig_manifest *after;
+	struct side rs, ss;
+	const char *ids[] = { "seq-0" };
+	uint32_t ixs[3];
+	struct kvmig_seq q = { .id = (char *)"seq-0", .page_ixs = ixs, .n_pages = 3,
+			       .fill_in_last_page = 5 };
+	char addr[96];
+	int status;
+	pid_t r, s;
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	side_init(&rs);
+	side_init(&ss);
+	ss.o.mode = KVMIG_MODE_COPY;
+	ss.fault = "stop-send-planned";
+	r = fork_listening_receiver(&rs, addr);
+	s = fork_sender(addr, &ss);
+	assert_int_equal(waitpid(s, &status, WUNTRACED), s);
+	assert_true(WIFSTOPPED(status));
+	/* Paused, planned, nothing tagged yet: replace seq-0 (its four own
+	 * pages freed, three pages in their place; an engine's write would
+	 * wait for the resume: EAGAIN). */
+	assert_int_equal(kvmig_pager_remove(src, ids, 1), 0);
+	assert_int_equal(kvmig_pager_allocate(src, 3, ixs), 0);
+	assert_int_equal(kvmig_synth_fill_page(src, ixs[0], 4242, 0), -EAGAIN);
+	assert_int_equal(kvmig_pager_install(src, &q, 1), 0);
+	after = snapshot(src);
+	kill(s, SIGCONT);
+	assert_int_equal(reap(s), 0);
+	assert_int_equal(reap(r), 0);
+	assert_int_equal(kvmig_verify(dst, after, NULL), 0);
+	assert_int_equal(n_records(src) + n_records(dst), 0);
+	kvmig_manifest_free(&after);
+	drop_pagers();
+}
+
 /* Options the library refuses: -EINVAL with the reason, nothing touched. */
 static void test_bad_options(void **state)
 {
@@ -724,6 +769,67 @@ static void fill_seqs(struct kvmig_pager *p, uint32_t k)
  * source's. Never on neither side, never running on both, never decided
  * from an exit status.
  */
+/*
+ * A resolver finishing a migration while both of its processes live: the
+ * sender stopped right after deciding (stop-send-decided), the receiver
+ * waiting for the decision; kvmig_migrate_resolve_pair() activates the
+ * destination and releases the source. When the sender runs again, both
+ * find the records gone and the outcome applied: both succeed, neither
+ * reports a migration in doubt.
+ */
+static void test_resolved_while_running(void **state)
+{
+	struct kvmig_resolve_stats st;
+	struct kvmig_manifest *before;
+	struct side rs, ss;
+	char addr[96];
+	int status;
+	pid_t r, s;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	before = snapshot(src);
+	side_init(&rs);
+	side_init(&ss);
+	rs.o.timeout_ms = ss.o.timeout_ms = 20000; /* the receiver waits it out */
+	ss.fault = "stop-send-decided";
+	r = fork_listening_receiver(&rs, addr);
+	s = fork_sender(addr, &ss);
+	assert_int_equal(waitpid(s, &status, WUNTRACED), s);
+	assert_true(WIFSTOPPED(status));
+	assert_int_equal(record_state(src), KVMIG_REC_DEPARTED);
+	assert_int_equal(record_state(dst), KVMIG_REC_PREPARED);
+	assert_int_equal(kvmig_migrate_resolve_pair(src, dst, &st), 0);
+	assert_int_equal(st.in_doubt, 0);
+	assert_int_equal(n_records(src) + n_records(dst), 0);
+	kill(s, SIGCONT);
+	assert_int_equal(reap(s), 0);
+	assert_int_equal(reap(r), 0);
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	assert_int_equal(n_seqs(src), 0);
+	assert_int_equal(n_records(src) + n_records(dst), 0);
+	/* Records a live process drives (this one) are in progress, not in
+	 * doubt: left as they are, and counted apart. */
+	struct kvmig_record a = { .role = KVMIG_ROLE_SOURCE, .state = KVMIG_REC_SENDING };
+	struct kvmig_record b = { .role = KVMIG_ROLE_DEST, .state = KVMIG_REC_RECEIVING };
+
+	assert_int_equal(kvmig_pager_identity(dst, &a.peer_pager), 0);
+	assert_int_equal(kvmig_pager_identity(src, &b.peer_pager), 0);
+	assert_int_equal(kvmig_pager_record_create(src, &a), 0);
+	b.id = a.id;
+	assert_int_equal(kvmig_pager_record_create(dst, &b), 0);
+	assert_int_equal(kvmig_migrate_resolve_pair(src, dst, &st), 0);
+	assert_int_equal(st.in_progress, 2);
+	assert_int_equal(st.in_doubt, 0);
+	assert_int_equal(n_records(src) + n_records(dst), 2);
+	assert_int_equal(kvmig_pager_record_end(src, &a.id, KVMIG_REC_SENDING, 0), 0);
+	assert_int_equal(kvmig_pager_record_end(dst, &b.id, KVMIG_REC_RECEIVING, 0), 0);
+	kvmig_manifest_free(&before);
+	drop_pagers();
+}
+
 static void test_commit_message_lost(void **state)
 {
 	struct kvmig_resolve_stats rs_st;
@@ -990,7 +1096,7 @@ static void trickle(int after_handshake)
 	struct kvmig_wbuf b = { 0 };
 	struct kvmig_offer_page pg = { 1, 2, 1, NULL };
 	struct kvmig_wire_extent ext[2] = { { 0x1000, 32 * 1024 }, { 0x9000, 32 * 1024 } };
-	struct kvmig_wire_region one = { 0x1000, 1 << 20, 1 };
+	struct kvmig_wire_region one = { 0x1000, 1 << 20, { 1, { 1 } } };
 	struct kvmig_msg_offer of = { 0, 1, &pg, NULL };
 	uint8_t *p;
 	uint32_t len;
@@ -1110,7 +1216,8 @@ static void test_bad_range_request(void **state)
 	kvmig_msg_offer_free(&of);
 	kvmig_msg_regions_free(&rg);
 	fd = fake_receiver_start(&l, &s, &ss, &rg, &of);
-	q = (struct kvmig_msg_read_req){ 0, of.pages[0].ext[0].addr, 4096, rg.r[0].key ^ 1 };
+	q = (struct kvmig_msg_read_req){ 0, of.pages[0].ext[0].addr, 4096, rg.r[0].key };
+	q.key.b[q.key.len - 1] ^= 1;
 	assert_int_equal(kvmig_wire_put_read_req(&b, &q), 0);
 	raw_send(fd, &b);
 	assert_int_equal(reap(s), EFAULT);
@@ -1286,7 +1393,7 @@ static int fake_sender(const struct fake *f, int *page9_reads, char *abort_text)
 	assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_HELLO);
 	free(p);
 	raw_records(fd, 1);
-	struct kvmig_wire_region one = { (uint64_t)(uintptr_t)buf, sizeof(buf), 42 };
+	struct kvmig_wire_region one = { (uint64_t)(uintptr_t)buf, sizeof(buf), { 2, { 4, 2 } } };
 
 	rg.n = 1;
 	rg.r = &one;
@@ -1317,7 +1424,7 @@ static int fake_sender(const struct fake *f, int *page9_reads, char *abort_text)
 			uint8_t *data;
 
 			assert_int_equal(kvmig_wire_get_read_req(p, len, &q), 0);
-			assert_int_equal(q.key, 42);
+			assert_true(kvmig_rkey_equal(&q.key, &one.key));
 			data = (uint8_t *)(uintptr_t)q.addr;
 			if (data == buf + 2 * HALF)
 				(*page9_reads)++;
@@ -1773,6 +1880,7 @@ int main(void)
 		cmocka_unit_test(test_two_migrations_one_listener),
 		cmocka_unit_test(test_bad_options),
 		cmocka_unit_test(test_second_migration_refused),
+		cmocka_unit_test(test_sequence_replaced_before_reserve),
 		cmocka_unit_test(test_longest_id),
 		cmocka_unit_test(test_meta_mismatch),
 		cmocka_unit_test(test_layout_mismatch),
@@ -1785,6 +1893,7 @@ int main(void)
 		cmocka_unit_test(test_fault_read_unoffered),
 		cmocka_unit_test(test_fault_matrix),
 		cmocka_unit_test(test_commit_message_lost),
+		cmocka_unit_test(test_resolved_while_running),
 		cmocka_unit_test(test_abort_cleanup_fails),
 		cmocka_unit_test(test_auth_same_secret),
 		cmocka_unit_test(test_auth_refused),

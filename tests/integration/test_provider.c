@@ -76,6 +76,16 @@ static int timeout_for(const struct xport_ops *ops)
 	return strcmp(ops->name, "tcp") ? 15000 : 3000; /* emulated RDMA is slow */
 }
 
+/* The key of filler region @i: i's bytes, as many as i needs (1..2). */
+static struct kvmig_rkey filler_key(uint32_t i)
+{
+	struct kvmig_rkey k = { .len = i < 256 ? 1 : 2 };
+
+	k.b[0] = (uint8_t)i;
+	k.b[1] = (uint8_t)(i >> 8);
+	return k;
+}
+
 /* ---- the sender child ---- */
 
 static int child_send_abort(const struct xport_ops *ops, struct xport_conn *c, const char *text)
@@ -97,7 +107,7 @@ static void child_session(const struct xport_ops *ops, const char *addr)
 	struct kvmig_wbuf b = { 0 };
 	struct xport_conn *c = NULL;
 	void *handle = NULL;
-	uint32_t key;
+	struct kvmig_rkey key;
 
 	for (uint64_t i = 0; i < BUF_BYTES; i++)
 		buf[i] = pattern_at(i);
@@ -107,9 +117,11 @@ static void child_session(const struct xport_ops *ops, const char *addr)
 	if (ops->reg_remote(c, buf, BUF_BYTES, &key, &handle) < 0)
 		_exit(3);
 	/* Entry 0 is the registration; the rest only make the frame large. */
-	rg[0] = (struct kvmig_wire_region){ (uint64_t)(uintptr_t)buf, BUF_BYTES, key };
+	rg[0] = (struct kvmig_wire_region){ .addr = (uint64_t)(uintptr_t)buf, .len = BUF_BYTES,
+					    .key = key };
 	for (uint32_t i = 1; i < N_REGIONS; i++)
-		rg[i] = (struct kvmig_wire_region){ (1ull << 46) + (uint64_t)i * 8192, 4096, i };
+		rg[i] = (struct kvmig_wire_region){ .addr = (1ull << 46) + (uint64_t)i * 8192,
+						    .len = 4096, .key = filler_key(i) };
 	if (kvmig_wire_put_regions(&b, &m) < 0 || ops->send(c, b.p, b.len) < 0)
 		_exit(4);
 	kvmig_wbuf_free(&b);
@@ -266,7 +278,9 @@ static void sess_open(struct sess *s, size_t row, struct xport_listener *l)
 	for (uint32_t i = 1; i < N_REGIONS; i++) {
 		assert_int_equal(rg.r[i].addr, (1ull << 46) + (uint64_t)i * 8192);
 		assert_int_equal(rg.r[i].len, 4096);
-		assert_int_equal(rg.r[i].key, i);
+		struct kvmig_rkey k = filler_key(i);
+
+		assert_true(kvmig_rkey_equal(&rg.r[i].key, &k));
 	}
 	assert_int_equal(rg.r[0].len, BUF_BYTES);
 	s->reg = rg.r[0];
@@ -315,7 +329,8 @@ static int do_reads(struct sess *s, struct xport_read *rds, unsigned n)
 	return 0;
 }
 
-static struct xport_read rd_of(void *local, uint64_t remote, uint32_t len, uint32_t key)
+static struct xport_read rd_of(void *local, uint64_t remote, uint32_t len,
+			       struct kvmig_rkey key)
 {
 	return (struct xport_read){ .local = local, .remote = remote, .len = len, .key = key };
 }
@@ -330,10 +345,10 @@ static uint8_t *dst_buf(void)
 
 /* One read of @len bytes at @off in the child's buffer (with @key) into
  * dst + @off; expect it refused and nothing written. */
-static void expect_refused(struct sess *s, uint64_t remote, uint32_t len, uint32_t key,
-			   uint8_t *dst)
+static void expect_refused(struct sess *s, uint64_t remote, uint32_t len,
+			   struct kvmig_rkey key, uint8_t *dst)
 {
-	struct xport_read rd = { .local = dst, .remote = remote, .len = len, .key = key };
+	struct xport_read rd = rd_of(dst, remote, len, key);
 	double t0 = kvmig_now();
 	int ret = do_reads(s, &rd, 1);
 
@@ -417,9 +432,13 @@ static void run_row(size_t row)
 		case S_PAST_END:
 			expect_refused(&s, s.reg.addr + BUF_BYTES - 8, 16, s.reg.key, dst);
 			break;
-		case S_WRONG_KEY:
-			expect_refused(&s, s.reg.addr, 4096, s.reg.key ^ 0x5a5a, dst);
+		case S_WRONG_KEY: {
+			struct kvmig_rkey wrong = s.reg.key;
+
+			wrong.b[wrong.len - 1] ^= 0x5a;
+			expect_refused(&s, s.reg.addr, 4096, wrong, dst);
 			break;
+		}
 		case S_VANISH:
 			send_cmd(&s, "vanish");
 			t0 = kvmig_now();

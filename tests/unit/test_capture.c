@@ -577,6 +577,48 @@ static void test_verify_detects_difference(void **state)
 	kvmig_pager_destroy(&a);
 }
 
+/*
+ * Sequences that are not runnable (pending under a migration whose outcome
+ * is not applied) are never captured, nor the pages only they use, and
+ * verify refuses to count them as present: a restore of such a capture
+ * would make runnable copies of a migration that may never commit.
+ */
+static void test_pending_not_captured(void **state)
+{
+	struct kvmig_pager *a = make("tiny", KVMIG_LAYOUT_PAGE_MAJOR, 9, 2, 16);
+	struct kvmig_manifest *before = NULL, *m = NULL;
+	struct kvmig_record d = { .role = KVMIG_ROLE_DEST, .state = KVMIG_REC_RECEIVING };
+	struct kvmig_seq_list l = { 0 };
+	uint32_t ix[2];
+	struct kvmig_seq q = { .id = (char *)"incoming", .page_ixs = ix, .n_pages = 2 };
+
+	(void)state;
+	assert_int_equal(kvmig_manifest_build(a, &before), 0);
+	/* A migration into it, pending: two pages of their own, one of them
+	 * also used by a runnable sequence (it stays captured). */
+	assert_int_equal(kvmig_pager_seqs(a, &l), 0);
+	assert_int_equal(kvmig_pager_allocate(a, 1, ix), 0);
+	ix[1] = l.seqs[0].page_ixs[0];
+	assert_int_equal(kvmig_pager_record_create(a, &d), 0);
+	assert_int_equal(kvmig_pager_record_install(a, &d.id, &q, 1), 0);
+	assert_int_equal(kvmig_manifest_build(a, &m), 0);
+	assert_int_equal(m->n_seqs, before->n_seqs);
+	assert_int_equal(m->n_pages, before->n_pages); /* ix[0] left out, ix[1] kept */
+	for (uint32_t i = 0; i < m->n_seqs; i++)
+		assert_string_not_equal(m->seqs[i].id, "incoming");
+	assert_int_equal(kvmig_verify(a, m, NULL), 0);
+	/* A manifest that names the pending one: not present as runnable. */
+	assert_int_equal(kvmig_manifest_add_seq(m, "incoming", ix, 2, 0), 0);
+	assert_int_equal(kvmig_manifest_add_page(m, ix[0], &m->pages[0].k, &m->pages[0].v), 0);
+	assert_int_equal(kvmig_manifest_canonicalize(m), 0);
+	assert_int_equal(kvmig_verify(a, m, NULL), -EBUSY);
+	assert_non_null(strstr(kvmig_last_error(), "\"incoming\" is pending"));
+	kvmig_seq_list_free(&l);
+	kvmig_manifest_free(&m);
+	kvmig_manifest_free(&before);
+	kvmig_pager_destroy(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -590,6 +632,7 @@ int main(void)
 		cmocka_unit_test(test_malformed_manifest_installs_nothing),
 		cmocka_unit_test(test_enospc_and_eexist),
 		cmocka_unit_test(test_verify_detects_difference),
+		cmocka_unit_test(test_pending_not_captured),
 		cmocka_unit_test(test_failing_blob_write),
 		cmocka_unit_test(test_restore_cancelled),
 		cmocka_unit_test(test_capture_cancelled),

@@ -543,6 +543,62 @@ static void test_forced_remove_of_a_locked_pager(void **state)
 	assert_int_equal(kvmig_synth_attach(name, &p), -ENOENT);
 }
 
+static struct kvmig_id step_id;
+
+static int activate_step(struct kvmig_pager *c)
+{
+	return kvmig_pager_record_set(c, &step_id, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED);
+}
+
+/*
+ * pager rm --force racing a destination's step: the holder stopped inside
+ * the activation, the lock held, (a) after its check of the mark, before
+ * storing the step: once it runs again it sees the mark after storing, takes
+ * the step back and fails (EIDRM), so the migration does not commit there;
+ * (b) after storing and checking: the remover, reading the records after
+ * its mark, reports the migration that activated there.
+ */
+static void test_forced_remove_races_a_step(void **state)
+{
+	(void)state;
+	for (int after = 0; after < 2; after++) {
+		char name[64], fault[64];
+		struct kvmig_pager *p = shm_pager(name, after ? "steprm1" : "steprm0");
+		struct kvmig_synth_remove_report rep;
+		struct kvmig_record d = { .role = KVMIG_ROLE_DEST, .state = KVMIG_REC_RECEIVING };
+		struct kvmig_record *recs = NULL;
+		uint32_t n = 0;
+		int status;
+		pid_t pid;
+
+		assert_int_equal(kvmig_pager_record_create(p, &d), 0);
+		assert_int_equal(kvmig_pager_record_set(p, &d.id, KVMIG_REC_RECEIVING,
+							KVMIG_REC_PREPARED), 0);
+		step_id = d.id;
+		snprintf(fault, sizeof(fault), "%s:%d", after ? "stop-synth-stepped" :
+			 "stop-synth-step", (int)KVMIG_REC_ACTIVATED);
+		pid = child(name, fault, activate_step);
+		assert_int_equal(waitpid(pid, &status, WUNTRACED), pid);
+		assert_true(WIFSTOPPED(status));
+		assert_int_equal(kvmig_synth_remove(name, 1, &rep), 0);
+		assert_int_equal(rep.locked_by, (uint32_t)pid);
+		assert_int_equal(rep.activated, after);
+		if (after)
+			assert_memory_equal(rep.activated_id.b, d.id.b, sizeof(d.id.b));
+		kill(pid, SIGCONT);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), after ? 0 : 101); /* 101: EIDRM */
+		/* This handle still maps it: the step was taken back, or stands. */
+		assert_int_equal(kvmig_pager_records(p, &recs, &n), 0);
+		assert_int_equal(n, 1);
+		assert_int_equal(recs[0].state, after ? KVMIG_REC_ACTIVATED : KVMIG_REC_PREPARED);
+		free(recs);
+		kvmig_pager_destroy(&p);
+		assert_int_equal(kvmig_synth_attach(name, &p), -ENOENT);
+	}
+}
+
 static int allocate_two(struct kvmig_pager *c)
 {
 	uint32_t ix[2];
@@ -971,6 +1027,7 @@ int main(void)
 		cmocka_unit_test(test_pause_of_dead_process_pid_reused),
 		cmocka_unit_test(test_stopped_lock_holder),
 		cmocka_unit_test(test_forced_remove_of_a_locked_pager),
+		cmocka_unit_test(test_forced_remove_races_a_step),
 		cmocka_unit_test(test_dead_process_pages_reclaimed),
 		cmocka_unit_test(test_death_inside_an_operation),
 		cmocka_unit_test(test_records),

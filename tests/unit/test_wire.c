@@ -78,11 +78,14 @@ static int all_messages(struct kvmig_wbuf *b)
 		{ .id = { { 1, 2, 3 } }, .role = KVMIG_ROLE_DEST, .state = KVMIG_REC_PREPARED },
 		{ .id = { { 9 } }, .role = KVMIG_ROLE_SOURCE, .state = KVMIG_REC_DEPARTED },
 	};
-	struct kvmig_wire_region regions[2] = { { 0x1000, 1 << 20, 7 }, { 1ull << 40, 4096, 9 } };
+	struct kvmig_wire_region regions[2] = {
+		{ 0x1000, 1 << 20, { 4, { 0, 0, 0, 7 } } },
+		{ 1ull << 40, 4096, { KVMIG_WIRE_MAX_KEY, { 9, [KVMIG_WIRE_MAX_KEY - 1] = 0xfe } } },
+	};
 	struct kvmig_msg_regions rg = { 2, regions };
 	struct kvmig_offer_page pages[2] = { { 3, 2, 11, ext }, { 9, 2, 12, ext + 2 } };
 	struct kvmig_msg_offer of = { 5, 2, pages, NULL };
-	struct kvmig_msg_read_req rq = { 77, 0x1000, 256, 7 };
+	struct kvmig_msg_read_req rq = { 77, 0x1000, 256, { 16, { 1, 2, 3, [15] = 16 } } };
 	struct kvmig_manifest_page dg[1] = { { 3, { { 1, 2, 3 } }, { { 4, 5, 6 } } } };
 	uint32_t ixs[3] = { 3, 9, 3 };
 	struct kvmig_seq seqs[2] = {
@@ -135,7 +138,11 @@ static void test_round_trip(void **state)
 			assert_int_equal(kvmig_wire_get_regions(p, h.len, &m), 0);
 			assert_int_equal(m.n, 2);
 			assert_true(m.r[1].addr == 1ull << 40);
-			assert_int_equal(m.r[1].key, 9);
+			assert_int_equal(m.r[0].key.len, 4);
+			assert_int_equal(m.r[0].key.b[3], 7);
+			assert_int_equal(m.r[1].key.len, KVMIG_WIRE_MAX_KEY);
+			assert_int_equal(m.r[1].key.b[0], 9);
+			assert_int_equal(m.r[1].key.b[KVMIG_WIRE_MAX_KEY - 1], 0xfe);
 			kvmig_msg_regions_free(&m);
 			break;
 		}
@@ -155,6 +162,8 @@ static void test_round_trip(void **state)
 			assert_int_equal(kvmig_wire_get_read_req(p, h.len, &m), 0);
 			assert_int_equal(m.id, 77);
 			assert_int_equal(m.len, 256);
+			assert_int_equal(m.key.len, 16);
+			assert_int_equal(m.key.b[15], 16);
 			break;
 		}
 		case KVMIG_MSG_DIGESTS: {
@@ -266,6 +275,9 @@ static void test_header_violations(void **state)
 	f[4] = 1;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "version 1"));
+	f[4] = 2; /* a version-2 peer (4-byte keys): refused at its first frame, both named */
+	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "version 2; this is version 3"));
 	memcpy(f, b.p, sizeof(f));
 	f[5] = 0;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
@@ -341,6 +353,29 @@ static void test_semantic_violations(void **state)
 	assert_int_equal(kvmig_wire_get_abort(b.p + KVMIG_WIRE_HDR_LEN, b.len - KVMIG_WIRE_HDR_LEN,
 					      &ab), 0);
 	assert_string_equal(ab.text, "bad?text");
+	/* Remote keys: 1..KVMIG_WIRE_MAX_KEY bytes, both ways. */
+	struct kvmig_wire_region rg1 = { 0x1000, 4096, { 0, { 0 } } };
+	struct kvmig_msg_regions rgs = { 1, &rg1 };
+	struct kvmig_msg_read_req rq = { 1, 0x1000, 64, { KVMIG_WIRE_MAX_KEY + 1, { 0 } } };
+
+	b.len = 0;
+	assert_int_equal(kvmig_wire_put_regions(&b, &rgs), -EINVAL);
+	assert_int_equal(b.len, 0); /* nothing half written */
+	assert_int_equal(kvmig_wire_put_read_req(&b, &rq), -EINVAL);
+	assert_int_equal(b.len, 0);
+	rq.key.len = 4;
+	assert_int_equal(kvmig_wire_put_read_req(&b, &rq), 0);
+	b.p[KVMIG_WIRE_HDR_LEN + 20] = 0; /* the key's length byte */
+	assert_int_equal(decode(KVMIG_MSG_READ_REQ, b.p + KVMIG_WIRE_HDR_LEN,
+				b.len - KVMIG_WIRE_HDR_LEN), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "key is 0 bytes long"));
+	b.p[KVMIG_WIRE_HDR_LEN + 20] = KVMIG_WIRE_MAX_KEY + 1;
+	assert_int_equal(decode(KVMIG_MSG_READ_REQ, b.p + KVMIG_WIRE_HDR_LEN,
+				b.len - KVMIG_WIRE_HDR_LEN), -EBADMSG);
+	b.p[KVMIG_WIRE_HDR_LEN + 20] = 5; /* longer than the bytes present */
+	assert_int_equal(decode(KVMIG_MSG_READ_REQ, b.p + KVMIG_WIRE_HDR_LEN,
+				b.len - KVMIG_WIRE_HDR_LEN), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "truncated"));
 	kvmig_wbuf_free(&b);
 }
 
