@@ -10,6 +10,9 @@ ASAN_BUILD ?= $(BUILD)-asan
 # FUZZ_SECONDS.
 FUZZ_BUILD ?= $(BUILD)-fuzz
 FUZZ_SECONDS ?= 20
+# A build without the optional dependencies (rdma-core, liburing): tcp only,
+# a synchronous store. Its unit, headers and integration suites run too.
+MIN_BUILD ?= $(BUILD)-min
 
 .PHONY: all deps test-deps build demo check clean
 
@@ -27,6 +30,9 @@ $(BUILD)/build.ninja:
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false
 
+$(MIN_BUILD)/build.ninja:
+	meson setup $(MIN_BUILD) $(MESON_OPTS) -Drdma=disabled -During=disabled
+
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) $(MESON_OPTS) -Dfuzz=true -Dfuzz_seconds=$(FUZZ_SECONDS) \
 		-Db_sanitize=address,undefined -Db_lundef=false
@@ -37,10 +43,11 @@ build: $(BUILD)/build.ninja
 demo: deps build
 	./$(BUILD)/tools/kvmig demo
 
-check: test-deps build $(ASAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja
+check: test-deps build $(ASAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja $(MIN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	ninja -C $(FUZZ_BUILD)
-	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	ninja -C $(MIN_BUILD)
+	./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(MIN_BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(MIN_BUILD)

@@ -5,8 +5,10 @@
  *   DIR/tmp/PID.START.SALT.N       blobs being written
  * A put writes a temp file, fsyncs it, renames it into place and fsyncs the
  * shard directory, so a blob under objects/ is always whole. A get re-hashes
- * what it read. Page reads and writes of a batch go through io_uring, a
- * window of blobs at a time. Not thread-safe: one store handle per thread.
+ * what it read. Page reads and writes of a batch go through one I/O queue
+ * (cas/fs_io.h: io_uring, or the same requests synchronously where io_uring
+ * is not built or not allowed), a window of blobs at a time. Not
+ * thread-safe: one store handle per thread.
  *
  * What the directory may hold besides good blobs, and what each path does:
  * - Not a regular file where a blob belongs (a FIFO would block a read for
@@ -32,13 +34,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <liburing.h>
-
+#include "cas/fs_io.h"
 #include "cas/internal.h"
 #include "util/internal.h"
 #include "cas/store_internal.h"
 
-/* Blobs per io_uring window; bounds the per-window arrays on the stack. */
+/* Blobs per I/O window; bounds the per-window arrays on the stack. */
 #define WINDOW_MAX 128u
 /* Bytes of one dedup sample, and samples per blob: the start, the end and
  * two places in between. A blob of up to 4 KiB is compared whole. */
@@ -52,9 +53,7 @@ struct fs_store {
 	struct kvmig_store_fs_opts opts;
 	char *dir;
 	int objects_fd, tmp_fd; /* tmp_fd -1: read-only and no tmp/ */
-	struct io_uring ring;
-	int ring_ok;
-	int ring_broken; /* a submit or wait failed: requests may be left behind */
+	struct fs_io *io;
 	int pid;
 	uint64_t start;   /* this process's start time (/proc/self/stat), 0 if unknown */
 	uint64_t tmp_counter;
@@ -67,6 +66,7 @@ void kvmig_store_fs_opts_init(struct kvmig_store_fs_opts *o)
 	o->queue_depth = 64;
 	o->fsync = 1;
 	o->read_only = 0;
+	o->sync_io = 0;
 }
 
 /* "ab" and "cdef..." of a digest. */
@@ -176,55 +176,15 @@ static int fs_blob_size(struct kvmig_store *s, const struct kvmig_digest *d, uin
 	return 0;
 }
 
-/*
- * Submit and reap @n queued requests; results into @res (indexed by
- * user_data, below @max). Every request is reaped before this returns,
- * whatever happens: a request left in flight would land in a caller's
- * buffer after it moved on, or be taken for the next window's. A signal
- * (EINTR: a handler, a stop and continue) just waits again.
- */
-static int ring_run(struct fs_store *f, unsigned n, int *res, unsigned max)
+/* Run the @n queued requests; results into @res (indexed by their data,
+ * below @max). Every one is done before this returns (cas/fs_io.h). */
+static int io_run(struct fs_store *f, unsigned n, int *res, unsigned max)
 {
-	unsigned submitted = 0, reaped = 0;
-	int ret = 0, first = 0;
+	char what[64];
 
-	if (f->ring_broken)
-		return kvmig_err(-EIO, "the store %s's io_uring failed earlier; open it again",
-				 f->dir);
-	while (submitted < n) {
-		ret = io_uring_submit(&f->ring);
-		if (ret == -EINTR)
-			continue;
-		if (ret <= 0) {
-			f->ring_broken = 1; /* the rest stay queued */
-			first = kvmig_err(ret < 0 ? ret : -EIO, "io_uring submit failed: %s",
-					  strerror(ret < 0 ? -ret : EIO));
-			break;
-		}
-		submitted += (unsigned)ret;
-	}
-	while (reaped < submitted) {
-		struct io_uring_cqe *cqe;
-		uint64_t at;
-
-		ret = io_uring_wait_cqe(&f->ring, &cqe);
-		if (ret == -EINTR)
-			continue;
-		if (ret < 0) {
-			/* Nothing else can be done with the ring: later calls fail. */
-			f->ring_broken = 1;
-			return kvmig_err(ret, "io_uring wait failed: %s", strerror(-ret));
-		}
-		at = io_uring_cqe_get_data64(cqe);
-		if (at < max)
-			res[at] = cqe->res;
-		else if (!first)
-			first = kvmig_err(-EIO, "io_uring completion for request %llu of %u",
-					  (unsigned long long)at, max);
-		io_uring_cqe_seen(&f->ring, cqe);
-		reaped++;
-	}
-	return first;
+	(void)n;
+	snprintf(what, sizeof(what), "store %.50s", f->dir);
+	return fs_io_run(f->io, res, max, what);
 }
 
 /*
@@ -237,7 +197,7 @@ static int interrupted(int res)
 	return res == -EINTR || res == -EAGAIN || res == -ECANCELED;
 }
 
-/* Finish a short transfer synchronously: rare, so no ring round trip. */
+/* Finish a short transfer synchronously: rare, so no queue round trip. */
 static int finish_io(int fd, const struct kvmig_blob_io *io, uint64_t done, int write)
 {
 	uint64_t total = kvmig_iov_total(io->iov, io->iovcnt);
@@ -328,14 +288,14 @@ static int iov_equal(const struct kvmig_blob_io *io, uint64_t off, const uint8_t
  * addressing alone would trust any file of the right size by the right
  * name, and keep a blob corrupted in place for ever (only a restore would
  * notice). A regular file of the right size is opened and sampled pieces of
- * it, read through the ring, are compared with the bytes to store; a whole
- * blob is never read. Return: 0, or -errno if the ring failed.
+ * it, read through the I/O queue, are compared with the bytes to store; a whole
+ * blob is never read. Return: 0, or -errno if the queue failed.
  */
 static int dedup_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n,
 			enum found *found)
 {
 	int fds[WINDOW_MAX], res[WINDOW_MAX * SAMPLES], ret = 0;
-	/* Test-only: every sample through the ring, as for a store out of the cache. */
+	/* Test-only: every sample through the queue, as for a store out of the cache. */
 	int cached = !kvmig_fault("store-sample-ring", NULL);
 	unsigned q = 0;
 
@@ -362,28 +322,25 @@ static int dedup_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t 
 			struct iovec piece = { f->samples + (size_t)at * SAMPLE_BYTES,
 					       (size_t)KVMIG_MIN(len, SAMPLE_BYTES) };
 			uint64_t off = sample_at(f, &ios[i].digest, len, j);
-			struct io_uring_sqe *sqe;
 
 			/* From the page cache when it is there (the blob was
-			 * written or read lately), with no ring round trip. If it
+			 * written or read lately), with no queue round trip. If it
 			 * is not, RWF_NOWAIT has started readahead of it, and the
-			 * ring reads the window's missing pieces in parallel. */
+			 * queue reads the window's missing pieces in parallel. */
 			res[at] = cached ? (int)preadv2(fds[i], &piece, 1, (off_t)off, RWF_NOWAIT) : -1;
 			if (res[at] == (int)piece.iov_len)
 				continue;
 			if (q == f->opts.queue_depth) {
-				if ((ret = ring_run(f, q, res, KVMIG_ARRAY_SIZE(res))) < 0)
+				if ((ret = io_run(f, q, res, KVMIG_ARRAY_SIZE(res))) < 0)
 					goto out;
 				q = 0;
 			}
-			sqe = io_uring_get_sqe(&f->ring);
-			io_uring_prep_read(sqe, fds[i], piece.iov_base, (unsigned)piece.iov_len, off);
-			io_uring_sqe_set_data64(sqe, at);
+			fs_io_read(f->io, fds[i], piece.iov_base, (uint32_t)piece.iov_len, off, at);
 			res[at] = 0;
 			q++;
 		}
 	}
-	if (q && (ret = ring_run(f, q, res, KVMIG_ARRAY_SIZE(res))) < 0)
+	if (q && (ret = io_run(f, q, res, KVMIG_ARRAY_SIZE(res))) < 0)
 		goto out;
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t len = kvmig_iov_total(ios[i].iov, ios[i].iovcnt);
@@ -445,20 +402,15 @@ static int put_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n,
 			ios[i].result = -errno;
 			continue;
 		}
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
-
-		io_uring_prep_writev(sqe, fds[i], ios[i].iov, (unsigned)ios[i].iovcnt, 0);
-		io_uring_sqe_set_data64(sqe, 2 * i);
+		/* A short write breaks the link: the fsync then completes with
+		 * -ECANCELED and is redone after the write is finished. */
+		fs_io_writev(f->io, fds[i], ios[i].iov, (unsigned)ios[i].iovcnt, 0, 2 * i,
+			     f->opts.fsync);
 		res[2 * i] = 0;
 		res[2 * i + 1] = 0;
 		q++;
 		if (f->opts.fsync) {
-			/* A short write breaks the link: the fsync then completes with
-			 * -ECANCELED and is redone after the write is finished. */
-			sqe->flags |= IOSQE_IO_LINK;
-			sqe = io_uring_get_sqe(&f->ring);
-			io_uring_prep_fsync(sqe, fds[i], 0);
-			io_uring_sqe_set_data64(sqe, 2 * i + 1);
+			fs_io_fsync(f->io, fds[i], 2 * i + 1);
 			q++;
 		}
 	}
@@ -470,7 +422,7 @@ static int put_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n,
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
-	if (q && (first = ring_run(f, q, res, 2 * WINDOW_MAX)) < 0) {
+	if (q && (first = io_run(f, q, res, 2 * WINDOW_MAX)) < 0) {
 		for (uint32_t i = 0; i < n; i++) {
 			if (fds[i] >= 0) {
 				ios[i].result = first;
@@ -582,10 +534,7 @@ static int get_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n)
 						  (unsigned long long)st.st_size, f->dir, rel,
 						  (unsigned long long)want);
 		} else {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
-
-			io_uring_prep_readv(sqe, fds[i], ios[i].iov, (unsigned)ios[i].iovcnt, 0);
-			io_uring_sqe_set_data64(sqe, i);
+			fs_io_readv(f->io, fds[i], ios[i].iov, (unsigned)ios[i].iovcnt, 0, i);
 			q++;
 		}
 		if (ios[i].result < 0 && !first) {
@@ -593,7 +542,7 @@ static int get_window(struct fs_store *f, struct kvmig_blob_io *ios, uint32_t n)
 			snprintf(keep, sizeof(keep), "%s", kvmig_last_error());
 		}
 	}
-	ret = q ? ring_run(f, q, res, WINDOW_MAX) : 0;
+	ret = q ? io_run(f, q, res, WINDOW_MAX) : 0;
 	if (ret < 0) {
 		for (uint32_t i = 0; i < n; i++)
 			if (ios[i].result == 0)
@@ -1050,8 +999,7 @@ static void fs_close(struct kvmig_store *s)
 {
 	struct fs_store *f = kvmig_container_of(s, struct fs_store, base);
 
-	if (f->ring_ok)
-		io_uring_queue_exit(&f->ring);
+	fs_io_free(&f->io);
 	if (f->objects_fd >= 0)
 		close(f->objects_fd);
 	if (f->tmp_fd >= 0)
@@ -1069,6 +1017,13 @@ static const struct kvmig_store_ops fs_ops = {
 	.check = fs_check,
 	.close = fs_close,
 };
+
+const char *kvmig_store_fs_io(const struct kvmig_store *s)
+{
+	if (!s || s->ops != &fs_ops)
+		return NULL;
+	return fs_io_name(kvmig_container_of(s, const struct fs_store, base)->io);
+}
 
 /*
  * Open @dir/@sub as a directory into *fd, creating it unless @read_only.
@@ -1139,12 +1094,8 @@ int kvmig_store_fs_open(const char *dir, const struct kvmig_store_fs_opts *opts,
 		}
 		sweep_tmp(f);
 	}
-	err = io_uring_queue_init(f->opts.queue_depth, &f->ring, 0);
-	if (err < 0) {
-		kvmig_err(err, "cannot set up io_uring: %s", strerror(-err));
+	if ((err = fs_io_new(f->opts.queue_depth, f->opts.sync_io, &f->io)) < 0)
 		goto err;
-	}
-	f->ring_ok = 1;
 	*ret = &f->base;
 	return 0;
 err:

@@ -23,6 +23,9 @@ struct kvmig_store {
 	uint64_t repaired;
 };
 
+/* How filesystem store @s does its I/O ("io_uring" or "synchronous"), or
+ * NULL for another kind of store. */
+const char *kvmig_store_fs_io(const struct kvmig_store *s);
 /* Total length of @iov. */
 uint64_t kvmig_iov_total(const struct iovec *iov, int iovcnt);
 /* Re-hash @io's bytes; -EIO with a message naming @where if they do not match. */

@@ -1,12 +1,15 @@
 #!/bin/sh
 # Run every meson suite of BUILD, then (if given) the unit, headers and
-# integration suites of the sanitizer build ASAN_BUILD and the fuzz suite of
-# FUZZ_BUILD; end with one plain summary line per build.
-#   run-tests.sh BUILD [ASAN_BUILD [FUZZ_BUILD]]
+# integration suites of the sanitizer build ASAN_BUILD, the fuzz suite of
+# FUZZ_BUILD and the unit, headers and integration suites of MIN_BUILD (a
+# build without rdma-core and liburing); end with one plain summary line per
+# build.
+#   run-tests.sh BUILD [ASAN_BUILD [FUZZ_BUILD [MIN_BUILD]]]
 set -u
 build=${1:-build}
 asan=${2:-}
 fuzz=${3:-}
+min=${4:-}
 summary() {
 	/usr/bin/python3 - "$1/meson-logs/testlog.json" "$2" <<'PY'
 import json, sys
@@ -35,7 +38,14 @@ if [ -n "$fuzz" ]; then
 	s3=$(summary "$fuzz" "fuzz targets (libFuzzer, ASan+UBSan)")
 	execs=$(grep -ho 'fuzz_[a-z]*: [0-9?]* executions' "$fuzz/meson-logs/testlog.txt" | tr '\n' ';')
 fi
+rc4=0
+if [ -n "$min" ]; then
+	meson test -C "$min" --print-errorlogs --suite unit --suite headers --suite integration
+	rc4=$?
+	s4=$(summary "$min" "tests without rdma-core and liburing")
+fi
 echo "$s1"
 [ -n "$asan" ] && echo "$s2"
 [ -n "$fuzz" ] && echo "$s3: $execs"
-[ $rc -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ]
+[ -n "$min" ] && echo "$s4 ($("$min/tools/kvmig" --version | tail -1))"
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ] && [ $rc4 -eq 0 ]

@@ -214,7 +214,7 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	if (!strcmp(argv[1], "--version")) {
-		printf("kvmig %s\n", KVMIG_VERSION_STRING);
+		printf("kvmig %s\n%s\n", KVMIG_VERSION_STRING, kvmig_build_info());
 		return EXIT_OK;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -12,12 +12,18 @@
 int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
 			struct kvmig_listener **ret)
 {
-	struct kvmig_listener *l = calloc(1, sizeof(*l));
+	enum kvmig_transport t = opts ? opts->transport : KVMIG_TRANSPORT_TCP;
+	struct kvmig_listener *l;
 	int err;
 
-	if (!l)
+	if (!kvmig_transport_name(t))
+		return kvmig_err(-EINVAL, "unknown transport %d", (int)t);
+	if (!session_transport_built(t))
+		return kvmig_err(-EPROTONOSUPPORT, "this kvmig was built without the %s provider "
+				 "(kvmig --version says what it has)", kvmig_transport_name(t));
+	if (!(l = calloc(1, sizeof(*l))))
 		return -ENOMEM;
-	l->ops = session_pick(opts ? opts->transport : KVMIG_TRANSPORT_TCP, addr, 1);
+	l->ops = session_pick(t, addr, 1);
 	err = l->ops->listen(addr, &l->impl);
 	if (err < 0) {
 		free(l);

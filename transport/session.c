@@ -45,6 +45,10 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 		kvmig_migrate_opts_init(&ses->o);
 	if (!kvmig_transport_name(ses->o.transport))
 		return kvmig_err(-EINVAL, "unknown transport %d", (int)ses->o.transport);
+	if (!session_transport_built(ses->o.transport))
+		return kvmig_err(-EPROTONOSUPPORT, "this kvmig was built without the %s provider "
+				 "(kvmig --version says what it has)",
+				 kvmig_transport_name(ses->o.transport));
 	if (ses->o.mode != KVMIG_MODE_MOVE && ses->o.mode != KVMIG_MODE_COPY)
 		return kvmig_err(-EINVAL, "unknown migration mode %d", (int)ses->o.mode);
 	if (ses->o.queue_depth < 1 || ses->o.queue_depth > 1024)

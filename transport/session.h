@@ -79,6 +79,8 @@ struct xport_provider {
 };
 /* The provider table (transport/providers.c): its rows and their number. */
 const struct xport_provider *xport_providers(size_t *n);
+/* Whether transport @t has a row in this build (auto always has). */
+int session_transport_built(enum kvmig_transport t);
 
 /*
  * The provider for @addr under transport @t, from the table: auto takes the

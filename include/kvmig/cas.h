@@ -124,9 +124,12 @@ struct kvmig_blob_io {
 KVMIG_API int kvmig_store_mem_create(struct kvmig_store **ret);
 
 struct kvmig_store_fs_opts {
-	uint32_t queue_depth; /* io_uring entries; default 64 */
+	uint32_t queue_depth; /* I/O requests in flight (io_uring entries); default 64 */
 	int fsync;            /* fsync blobs and directories before rename; default 1 */
 	int read_only;        /* open an existing store only to read it; default 0 */
+	int sync_io;          /* 1: never io_uring, plain synchronous reads and writes
+			       * (what a build without liburing, or a kernel that
+			       * refuses io_uring, gets anyway); default 0 */
 };
 KVMIG_API void kvmig_store_fs_opts_init(struct kvmig_store_fs_opts *opts);
 
@@ -141,8 +144,11 @@ KVMIG_API void kvmig_store_fs_opts_init(struct kvmig_store_fs_opts *opts);
  * With opts->read_only nothing is created or removed, @dir/objects must
  * exist, and puts fail with -EROFS. @opts may be NULL for defaults.
  * Reads open every blob non-blocking and refuse anything but a regular file.
+ * I/O goes through io_uring when the build has liburing and the kernel
+ * lets this process use it (not disabled by sysctl or a seccomp filter),
+ * else through the same requests run synchronously, with the same results.
  * Return: 0 and *ret; -errno from mkdir/open (-ENOENT: read-only and no
- * objects/); -ENOMEM; io_uring setup errors.
+ * objects/); -ENOMEM.
  */
 KVMIG_API int kvmig_store_fs_open(const char *dir, const struct kvmig_store_fs_opts *opts,
 				  struct kvmig_store **ret);

@@ -46,6 +46,14 @@ KVMIG_API const char *kvmig_last_error(void);
 /* kvmig_clear_error() - reset this thread's last error to "". */
 KVMIG_API void kvmig_clear_error(void);
 
+/*
+ * kvmig_build_info() - one line saying what this build has: its transports
+ * (tcp always; rdma when built with rdma-core) and how the filesystem store
+ * does its I/O (io_uring when built with liburing, synchronous otherwise or
+ * where the kernel refuses io_uring). A static string.
+ */
+KVMIG_API const char *kvmig_build_info(void);
+
 enum kvmig_dtype {
 	KVMIG_DTYPE_BF16 = 0,
 	KVMIG_DTYPE_F16,

@@ -19,10 +19,31 @@
 
 #include <kvmig/cas.h>
 
+#include "cas/store_internal.h"
+
 struct fixture {
 	struct kvmig_store *s;
 	char dir[64]; /* empty for the memory store */
 };
+
+/* Run the filesystem cases once through io_uring, once synchronously. */
+static int sync_io;
+
+static int open_fs(const char *dir, const struct kvmig_store_fs_opts *opts,
+		   struct kvmig_store **ret)
+{
+	struct kvmig_store_fs_opts o;
+	int err;
+
+	if (opts)
+		o = *opts;
+	else
+		kvmig_store_fs_opts_init(&o);
+	o.sync_io = sync_io;
+	if ((err = kvmig_store_fs_open(dir, &o, ret)) == 0 && sync_io)
+		assert_string_equal(kvmig_store_fs_io(*ret), "synchronous");
+	return err;
+}
 
 static int setup_mem(void **state)
 {
@@ -42,7 +63,7 @@ static int setup_fs(void **state)
 	assert_non_null(mkdtemp(f->dir));
 	kvmig_store_fs_opts_init(&o);
 	o.queue_depth = 8; /* forces many io_uring windows */
-	assert_int_equal(kvmig_store_fs_open(f->dir, &o, &f->s), 0);
+	assert_int_equal(open_fs(f->dir, &o, &f->s), 0);
 	*state = f;
 	return 0;
 }
@@ -521,7 +542,7 @@ static void test_fs_check(void **state)
 
 	kvmig_store_fs_opts_init(&o);
 	o.read_only = 1;
-	assert_int_equal(kvmig_store_fs_open(f->dir, &o, &ro), 0);
+	assert_int_equal(open_fs(f->dir, &o, &ro), 0);
 	assert_int_equal(kvmig_store_check(ro, 0, collect, &seen, &st), 0);
 	assert_int_equal(st.blobs, N + 1);
 	assert_int_equal(st.bad, 4);
@@ -643,13 +664,13 @@ static void test_fs_dead_writer_tmp(void **state)
 
 	kvmig_store_fs_opts_init(&o);
 	o.read_only = 1;
-	assert_int_equal(kvmig_store_fs_open(f->dir, &o, &ro), 0);
+	assert_int_equal(open_fs(f->dir, &o, &ro), 0);
 	kvmig_store_close(&ro);
 	assert_true(tmp_exists(f->dir, dead));
 	assert_true(tmp_exists(f->dir, reused));
 
 	kvmig_store_close(&f->s);
-	assert_int_equal(kvmig_store_fs_open(f->dir, NULL, &f->s), 0);
+	assert_int_equal(open_fs(f->dir, NULL, &f->s), 0);
 	assert_false(tmp_exists(f->dir, dead));
 	assert_false(tmp_exists(f->dir, reused));
 	assert_true(tmp_exists(f->dir, live));
@@ -719,7 +740,7 @@ static void test_fs_killed_writer(void **state)
 		struct kvmig_digest d;
 
 		/* Its own handle: one opened before the fork is named after the parent. */
-		if (kvmig_store_fs_open(f->dir, NULL, &mine) < 0)
+		if (open_fs(f->dir, NULL, &mine) < 0)
 			_exit(1);
 		setenv("KVMIG_FAULT", "store-write-stall:30000", 1);
 		blob(buf, sizeof(buf), 4242, &d);
@@ -731,13 +752,13 @@ static void test_fs_killed_writer(void **state)
 	assert_true(i < 1000);
 	snprintf(want, sizeof(want), "%d.%llu.", (int)child, start_time_of(child));
 	assert_memory_equal(name, want, strlen(want));
-	assert_int_equal(kvmig_store_fs_open(f->dir, NULL, &other), 0);
+	assert_int_equal(open_fs(f->dir, NULL, &other), 0);
 	kvmig_store_close(&other);
 	assert_true(tmp_exists(f->dir, name)); /* a live writer's */
 	assert_int_equal(kill(child, SIGKILL), 0);
 	assert_int_equal(waitpid(child, &status, 0), child);
 	assert_true(tmp_exists(f->dir, name));
-	assert_int_equal(kvmig_store_fs_open(f->dir, NULL, &other), 0);
+	assert_int_equal(open_fs(f->dir, NULL, &other), 0);
 	kvmig_store_close(&other);
 	assert_false(tmp_exists(f->dir, name));
 }
@@ -809,17 +830,17 @@ static void test_fs_reopen_and_failed_put(void **state)
 	blob(a, sizeof(a), 5, &d);
 	assert_int_equal(kvmig_store_put(f->s, &d, a, sizeof(a)), 1);
 	kvmig_store_close(&f->s);
-	assert_int_equal(kvmig_store_fs_open(f->dir, NULL, &f->s), 0);
+	assert_int_equal(open_fs(f->dir, NULL, &f->s), 0);
 	assert_int_equal(kvmig_store_has(f->s, &d), 1);
 	/* Replace tmp/ by a file: a put must fail cleanly, nothing under objects/. */
 	snprintf(cmd, sizeof(cmd), "rm -rf %s/tmp && touch %s/tmp", f->dir, f->dir);
 	assert_int_equal(system(cmd), 0);
 	kvmig_store_close(&f->s);
-	assert_int_not_equal(kvmig_store_fs_open(f->dir, NULL, &f->s), 0);
+	assert_int_not_equal(open_fs(f->dir, NULL, &f->s), 0);
 	assert_null(f->s);
 	snprintf(cmd, sizeof(cmd), "rm -f %s/tmp && mkdir %s/tmp", f->dir, f->dir);
 	assert_int_equal(system(cmd), 0);
-	assert_int_equal(kvmig_store_fs_open(f->dir, NULL, &f->s), 0);
+	assert_int_equal(open_fs(f->dir, NULL, &f->s), 0);
 	/* Now break tmp/ under an open store. */
 	snprintf(cmd, sizeof(cmd), "rm -rf %s/tmp", f->dir);
 	assert_int_equal(system(cmd), 0);
@@ -880,5 +901,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_killed_writer, setup_fs, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	int failed = cmocka_run_group_tests_name("stores", tests, NULL, NULL);
+
+	/* The filesystem cases again, every request run synchronously (a build
+	 * without liburing, or a kernel that refuses io_uring). */
+	sync_io = 1;
+	failed += cmocka_run_group_tests_name("stores, synchronous I/O", tests, NULL, NULL);
+	return failed;
 }
