@@ -19,6 +19,7 @@
 
 #include <kvmig/cas.h>
 
+#include "cas/internal.h"
 #include "cas/store_internal.h"
 #include "pager/internal.h"
 #include "util/internal.h"
@@ -47,12 +48,13 @@ static int get_shape(struct kvmig_pager *p, struct page_shape *sh)
 }
 
 /* Fill @iov with the extents of one page half; returns the iovec count or -errno. */
-static int half_iov(struct kvmig_pager *p, const struct page_shape *sh, uint32_t ix,
-		    enum kvmig_half half, struct kvmig_extent *ext, struct iovec *iov)
+int kvmig_half_iov(struct kvmig_pager *p, uint32_t ix, enum kvmig_half half,
+		   uint64_t half_bytes, struct kvmig_extent *ext, struct iovec *iov,
+		   uint32_t max)
 {
 	uint32_t n;
 	uint64_t total = 0;
-	int ret = kvmig_pager_extents(p, ix, half, ext, sh->max_ext, &n);
+	int ret = kvmig_pager_extents(p, ix, half, ext, max, &n);
 
 	if (ret < 0)
 		return kvmig_err_prefix(ret, "page %u", ix);
@@ -61,10 +63,16 @@ static int half_iov(struct kvmig_pager *p, const struct page_shape *sh, uint32_t
 		iov[i].iov_len = ext[i].len;
 		total += ext[i].len;
 	}
-	if (total != sh->half_bytes)
+	if (total != half_bytes)
 		return kvmig_err(-EPROTO, "page %u: extents cover %llu bytes, expected %llu", ix,
-				 (unsigned long long)total, (unsigned long long)sh->half_bytes);
+				 (unsigned long long)total, (unsigned long long)half_bytes);
 	return (int)n;
+}
+
+static int half_iov(struct kvmig_pager *p, const struct page_shape *sh, uint32_t ix,
+		    enum kvmig_half half, struct kvmig_extent *ext, struct iovec *iov)
+{
+	return kvmig_half_iov(p, ix, half, sh->half_bytes, ext, iov, sh->max_ext);
 }
 
 struct page_io {

@@ -22,4 +22,17 @@ void kvmig_digest_stream_reset(struct kvmig_digest_stream *s);
 void kvmig_digest_stream_update(struct kvmig_digest_stream *s, const void *data, size_t len);
 void kvmig_digest_stream_final(struct kvmig_digest_stream *s, struct kvmig_digest *out);
 
+struct iovec;
+
+/*
+ * Page @ix's @half as iovecs straight over its memory: its extents into
+ * @ext, the same as iovecs into @iov (room for @max each). They must cover
+ * @half_bytes. Return: the number of extents, or -errno naming the page
+ * (-EPROTO when they cover another size). Capture, restore, verify and the
+ * migration receiver's hashing all take a page's bytes this way.
+ */
+int kvmig_half_iov(struct kvmig_pager *p, uint32_t ix, enum kvmig_half half,
+		   uint64_t half_bytes, struct kvmig_extent *ext, struct iovec *iov,
+		   uint32_t max);
+
 #endif

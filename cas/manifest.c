@@ -243,10 +243,13 @@ int kvmig_manifest_add_page(struct kvmig_manifest *m, uint32_t ix, const struct 
 				 KVMIG_MAX_PAGES - 1);
 	if (m->n_pages >= KVMIG_MAX_PAGES)
 		return kvmig_err(-EINVAL, "manifest: already %u pages, the limit", m->n_pages);
+	/* Copied first: @k and @v may point into m->pages, which may move. */
+	struct kvmig_manifest_page pg = { .ix = ix, .k = *k, .v = *v };
+
 	ret = array_grow((void **)&m->pages, m->n_pages, sizeof(*m->pages));
 	if (ret)
 		return ret;
-	m->pages[m->n_pages++] = (struct kvmig_manifest_page){ .ix = ix, .k = *k, .v = *v };
+	m->pages[m->n_pages++] = pg;
 	return 0;
 }
 

@@ -321,17 +321,6 @@ enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOU
        O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT, O_TOKEN_FILE, O_LIVE,
        O_MAX_DOWNTIME, O_MAX_ROUNDS };
 
-/* HOST:PORT or [V6]:PORT with a port of 0-65535: a usage error otherwise. */
-static int addr_ok(const char *a)
-{
-	const char *colon = strrchr(a, ':');
-
-	if (!colon || colon == a || !colon[1] || strlen(colon + 1) > 5 ||
-	    strspn(colon + 1, "0123456789") != strlen(colon + 1) || atol(colon + 1) > 65535)
-		return 0;
-	return a[0] == '[' ? colon[-1] == ']' : strchr(a, ':') == colon;
-}
-
 /* The secret in @path: owner-only, 16 bytes to 4 KiB, trailing newline dropped. */
 static int read_token(const char *cmd, const char *path, char *buf, size_t cap, size_t *len)
 {
@@ -494,10 +483,9 @@ static int run(int argc, char **argv, int sender)
 		free(ids);
 		return cli_usage_error(cmd, "needs %s--pager", sender ? "--to and " : "");
 	}
-	if (!addr_ok(addr)) {
+	if (kvmig_addr_check(addr) < 0) {
 		free(ids);
-		return cli_usage_error(cmd, "\"%s\" is not HOST:PORT (or [IPV6]:PORT) with a port "
-				       "of 0-65535", addr);
+		return cli_usage_error(cmd, "%s", kvmig_last_error());
 	}
 	if (token_file) {
 		if ((ret = read_token(cmd, token_file, token, sizeof(token), &token_len)) != 0) {

@@ -11,8 +11,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "util/internal.h"
+#include <kvmig/migrate.h>
+
 #include "transport/provider.h"
+#include "util/internal.h"
 
 int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
 {
@@ -43,6 +45,13 @@ int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, s
 	host[hl] = '\0';
 	strcpy(port, colon + 1);
 	return 0;
+}
+
+int kvmig_addr_check(const char *addr)
+{
+	char host[256], port[8];
+
+	return kvmig_addr_split(addr, host, sizeof(host), port, sizeof(port));
 }
 
 int kvmig_addr_resolve(const char *addr, int passive, struct addrinfo **res)

@@ -38,7 +38,7 @@
 
 static int finished(const struct receiver *r)
 {
-	return r->have_final && !r->q_len && !r->cur.active && !r->inflight &&
+	return r->xfer == XFER_FINAL && !r->q_len && !r->cur.active && !r->inflight &&
 	       !r->n_in[RP_QUEUED] && !(r->ses.o.verify && r->n_in[RP_LANDED]);
 }
 

@@ -78,6 +78,23 @@ struct cursor {
 	struct kvmig_extent local[2 * MAX_HALF_EXTENTS];
 };
 
+/*
+ * Where the transfer is, as the sender's messages move it (recv_msgs.c: each
+ * message's handler checks it is legal here, then moves it on).
+ *
+ *   OFFERS --ROUND--> ROUND --answered--> OFFERS     (live)
+ *   OFFERS --DIGESTS--> DIGESTS                      (stop-and-copy)
+ *   OFFERS, DIGESTS --FINAL--> FINAL
+ */
+enum recv_xfer {
+	XFER_OFFERS,  /* REGIONS, OFFERs (live: round by round) and DIGESTS come */
+	XFER_ROUND,   /* live: a ROUND came; answered once every page offered so far
+		       * landed; nothing is offered meanwhile */
+	XFER_DIGESTS, /* stop-and-copy: DIGESTS came, so every OFFER did: FINAL next */
+	XFER_FINAL,   /* FINAL came: what is left is read and verified; nothing more
+		       * may come */
+};
+
 /* Where the receiver is in the commit (docs/PROTOCOL.md, "Crash safety"). */
 enum recv_state {
 	RECV_HANDSHAKE, /* no record yet: a failure just ends */
@@ -124,10 +141,11 @@ struct receiver {
 	uint32_t n_streams, n_free_streams;
 	uint32_t n_free, inflight;
 	struct kvmig_seq_list final;
-	int have_final;
+	enum recv_xfer xfer;
 	/* Live (HELLO flag): offers come in rounds; each ROUND is answered once
 	 * every page offered so far has landed. */
-	int live, round_pending, have_digests, dropped_freed;
+	int live;
+	int dropped_freed; /* the pages FINAL left out are freed already */
 	struct kvmig_msg_round round;
 	uint32_t n_in[RP_N_STATES]; /* pages in each state */
 	uint32_t pages_done;        /* landings of an offer (progress), re-reads not counted */

@@ -27,9 +27,10 @@ int recv_take_regions(struct receiver *r, const struct xport_msg *m)
 	uint32_t n;
 	int ret;
 
-	if (r->have_final || (!r->live && r->have_regions))
+	if (r->xfer == XFER_FINAL || (!r->live && r->have_regions))
 		return kvmig_err(-EBADMSG, "sender sent REGIONS %s",
-				 r->have_final ? "after its FINAL" : "twice in a stop-and-copy migration");
+				 r->xfer == XFER_FINAL ? "after its FINAL" :
+				 "twice in a stop-and-copy migration");
 	if ((ret = kvmig_wire_get_regions(m->payload, m->hdr.len, &add)) < 0)
 		return ret;
 	n = r->n_rg + add.n;
@@ -107,18 +108,17 @@ static int take_offer(struct receiver *r, const struct xport_msg *msg)
 	uint64_t ext_total = 0;
 	int ret;
 
-	if (r->have_final)
+	if (r->xfer == XFER_FINAL)
 		return kvmig_err(-EBADMSG, "sender sent an OFFER after FINAL");
 	if ((ret = KVMIG_FAULT_FAIL("recv-alloc")) < 0)
 		return ret;
 	if ((ret = kvmig_wire_get_offer(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
-	if ((m.round != 0 && !r->live) || m.round < r->round.round ||
-	    (r->have_digests && !r->live) || r->round_pending) {
+	if ((m.round != 0 && !r->live) || m.round < r->round.round || r->xfer != XFER_OFFERS) {
 		ret = kvmig_err(-EBADMSG, "OFFER of round %u %s", m.round,
+				r->xfer == XFER_DIGESTS ? "after DIGESTS" :
 				!r->live ? "in a stop-and-copy migration" :
-				r->have_digests ? "after DIGESTS" :
-				r->round_pending ? "before the last ROUND was answered" :
+				r->xfer == XFER_ROUND ? "before the last ROUND was answered" :
 				"after a later round");
 		goto out;
 	}
@@ -251,14 +251,14 @@ static int take_round(struct receiver *r, const struct xport_msg *msg)
 
 	if ((ret = kvmig_wire_get_round(msg->payload, msg->hdr.len, &m)) < 0)
 		return ret;
-	if (!r->live || r->have_final || r->round_pending || m.round != r->round.round)
+	if (!r->live || r->xfer != XFER_OFFERS || m.round != r->round.round)
 		return kvmig_err(-EBADMSG, "ROUND %u %s", m.round,
 				 !r->live ? "in a stop-and-copy migration" :
-				 r->have_final ? "after FINAL" :
-				 r->round_pending ? "before the last one was answered" :
+				 r->xfer == XFER_FINAL ? "after FINAL" :
+				 r->xfer == XFER_ROUND ? "before the last one was answered" :
 				 "is not the round being offered");
 	r->round = m;
-	r->round_pending = 1;
+	r->xfer = XFER_ROUND;
 	return 0;
 }
 
@@ -267,11 +267,12 @@ int recv_answer_round(struct receiver *r)
 {
 	int ret;
 
-	if (!r->round_pending || r->q_len || r->cur.active || r->inflight || r->n_in[RP_QUEUED])
+	if (r->xfer != XFER_ROUND || r->q_len || r->cur.active || r->inflight ||
+	    r->n_in[RP_QUEUED])
 		return 0;
 	if (r->round.round == 0 && (ret = KVMIG_FAULT_FAIL("recv-round")) < 0)
 		return ret;
-	r->round_pending = 0;
+	r->xfer = XFER_OFFERS;
 	if ((ret = kvmig_wire_put_round(&r->ses.wb, &r->round)) < 0)
 		return ret;
 	return session_flush(&r->ses);
@@ -283,12 +284,13 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 	uint32_t n = 0;
 	int ret;
 
-	if (!r->ses.o.verify || r->have_final)
+	if (!r->ses.o.verify || r->xfer == XFER_FINAL)
 		return kvmig_err(-EBADMSG, "sender sent DIGESTS %s",
-				 r->have_final ? "after FINAL" : "although it said it would not");
+				 r->xfer == XFER_FINAL ? "after FINAL" : "although it said it would not");
 	if ((ret = kvmig_wire_get_digests(msg->payload, msg->hdr.len, &d, &n)) < 0)
 		return ret;
-	r->have_digests = 1;
+	if (!r->live)
+		r->xfer = XFER_DIGESTS; /* stop-and-copy: every OFFER came before them */
 	for (uint32_t i = 0; i < n && !ret; i++) {
 		int idx = recv_slot_find(r, d[i].ix);
 		struct rpage *pg;
@@ -327,13 +329,13 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 	uint8_t *used = NULL;
 	int ret;
 
-	if (r->have_final)
+	if (r->xfer == XFER_FINAL)
 		return kvmig_err(-EBADMSG, "sender sent FINAL twice");
+	if (r->xfer == XFER_ROUND)
+		return kvmig_err(-EBADMSG, "FINAL before the last ROUND was answered");
 	if ((ret = kvmig_wire_get_final(msg->payload, msg->hdr.len, &r->final)) < 0)
 		return ret;
-	r->have_final = 1;
-	if (r->round_pending)
-		return kvmig_err(-EBADMSG, "FINAL before the last ROUND was answered");
+	r->xfer = XFER_FINAL;
 	if (!(used = calloc(r->n ? r->n : 1, 1)))
 		return -ENOMEM;
 	for (uint32_t i = 0; i < r->final.n && !ret; i++) {

@@ -259,17 +259,14 @@ static int hash_page(struct receiver *r, struct rpage *pg)
 {
 	struct kvmig_extent ext[MAX_HALF_EXTENTS];
 	struct iovec iov[MAX_HALF_EXTENTS];
-	uint32_t n = 0;
-	int ret;
 
 	for (int half = 0; half < 2; half++) {
-		ret = kvmig_pager_extents(r->p, pg->dst_ix, (enum kvmig_half)half, ext,
-					  MAX_HALF_EXTENTS, &n);
-		if (ret < 0)
-			return ret;
-		for (uint32_t i = 0; i < n; i++)
-			iov[i] = (struct iovec){ ext[i].addr, ext[i].len };
-		kvmig_digest_computev(iov, (int)n, half ? &pg->rv : &pg->rk);
+		int n = kvmig_half_iov(r->p, pg->dst_ix, (enum kvmig_half)half,
+				       r->hello.half_bytes, ext, iov, MAX_HALF_EXTENTS);
+
+		if (n < 0)
+			return n;
+		kvmig_digest_computev(iov, n, half ? &pg->rv : &pg->rk);
 	}
 	return 0;
 }
@@ -281,7 +278,7 @@ static int hash_page(struct receiver *r, struct rpage *pg)
  */
 int recv_comparing(const struct receiver *r)
 {
-	return !r->live || r->have_final;
+	return !r->live || r->xfer == XFER_FINAL;
 }
 
 /* Both the bytes and the sender's digest are here: compare. */

@@ -23,6 +23,13 @@ enum kvmig_transport {
 	KVMIG_TRANSPORT_AUTO,    /* rdma when an RDMA device serves the address, else tcp */
 };
 
+/*
+ * kvmig_addr_check() - whether @addr is an address kvmig takes: HOST:PORT or
+ * [IPV6]:PORT, a port of 0-65535 (the host is not resolved). Return: 0, or
+ * -EINVAL with a message saying what is wrong.
+ */
+KVMIG_API int kvmig_addr_check(const char *addr);
+
 /* Return: "tcp", "rdma", "auto", or NULL for a value that is not a transport. */
 KVMIG_API const char *kvmig_transport_name(enum kvmig_transport t);
 /* Return: 0 and *out, or -EINVAL (with a message) if @name is not a transport. */

@@ -609,6 +609,7 @@ static void test_pending_not_captured(void **state)
 	assert_int_equal(kvmig_verify(a, m, NULL), 0);
 	/* A manifest that names the pending one: not present as runnable. */
 	assert_int_equal(kvmig_manifest_add_seq(m, "incoming", ix, 2, 0), 0);
+	/* (digests from the manifest's own array: add_page copies them first) */
 	assert_int_equal(kvmig_manifest_add_page(m, ix[0], &m->pages[0].k, &m->pages[0].v), 0);
 	assert_int_equal(kvmig_manifest_canonicalize(m), 0);
 	assert_int_equal(kvmig_verify(a, m, NULL), -EBUSY);
