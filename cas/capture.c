@@ -29,16 +29,17 @@
 
 struct page_shape {
 	struct kvmig_cache_meta meta;
-	enum kvmig_layout layout;
+	struct kvmig_page_format format;
 	uint64_t half_bytes;
 	uint32_t max_ext; /* extents per half */
 };
 
 static int get_shape(struct kvmig_pager *p, struct page_shape *sh)
 {
-	int ret = kvmig_pager_meta(p, &sh->meta, &sh->layout);
+	enum kvmig_layout layout;
+	int ret = kvmig_pager_meta(p, &sh->meta, &layout);
 
-	if (ret < 0)
+	if (ret < 0 || (ret = kvmig_pager_format(p, &sh->format)) < 0)
 		return ret;
 	ret = kvmig_meta_half_bytes(&sh->meta, &sh->half_bytes);
 	if (ret < 0)
@@ -213,7 +214,7 @@ static int hash_pages(struct kvmig_pager *p, struct kvmig_store *s,
 	if ((err = get_shape(p, &sh)) < 0 || (err = page_io_init(&io, &sh)) < 0 ||
 	    (err = kvmig_pager_seqs(p, &l)) < 0 || (err = kvmig_pager_occupied(p, &ixs, &n)) < 0 ||
 	    (err = drop_unrunnable_pages(&l, ixs, &n)) < 0 ||
-	    (err = kvmig_manifest_new(&sh.meta, sh.layout, &m)) < 0)
+	    (err = kvmig_manifest_new(&sh.meta, &sh.format, &m)) < 0)
 		goto out;
 	for (uint32_t base = 0; base < n; base += BATCH_PAGES) {
 		uint32_t cnt = KVMIG_MIN(BATCH_PAGES, n - base);
@@ -335,12 +336,12 @@ static int check_shape(const struct page_shape *sh, const struct kvmig_manifest 
 {
 	char want[128], have[128];
 
-	if (kvmig_meta_equal(&sh->meta, &m->meta) && sh->layout == m->layout)
-		return 0;
-	kvmig_meta_describe(&m->meta, want, sizeof(want));
-	kvmig_meta_describe(&sh->meta, have, sizeof(have));
-	return kvmig_err(-EPROTO, "manifest is %s, %s but the pager is %s, %s", want,
-			 kvmig_layout_name(m->layout), have, kvmig_layout_name(sh->layout));
+	if (!kvmig_meta_equal(&sh->meta, &m->meta)) {
+		kvmig_meta_describe(&m->meta, want, sizeof(want));
+		kvmig_meta_describe(&sh->meta, have, sizeof(have));
+		return kvmig_err(-EPROTO, "manifest is %s but the pager is %s", want, have);
+	}
+	return kvmig_format_match(&sh->format, &m->format, "the manifest");
 }
 
 /* Read every page of @m from @s into destination pages @dst (parallel to m->pages). */

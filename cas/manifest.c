@@ -215,18 +215,21 @@ void kvmig_manifest_free(struct kvmig_manifest **m)
 	*m = NULL;
 }
 
-int kvmig_manifest_new(const struct kvmig_cache_meta *meta, enum kvmig_layout layout,
+int kvmig_manifest_new(const struct kvmig_cache_meta *meta, const struct kvmig_page_format *fmt,
 		       struct kvmig_manifest **ret)
 {
 	struct kvmig_manifest *m;
+	int err;
 
-	if (!meta || !ret)
-		return kvmig_err(-EINVAL, "manifest: meta and ret must not be NULL");
+	if (!meta || !fmt || !ret)
+		return kvmig_err(-EINVAL, "manifest: meta, format and ret must not be NULL");
+	if ((err = kvmig_format_check(fmt)) < 0)
+		return kvmig_err_prefix(err, "manifest");
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return kvmig_err(-ENOMEM, "manifest: out of memory");
 	m->meta = *meta;
-	m->layout = layout;
+	m->format = *fmt;
 	*ret = m;
 	return 0;
 }
@@ -339,9 +342,8 @@ static int check_meta(const struct kvmig_manifest *m)
 	uint64_t half;
 	int ret;
 
-	if (!kvmig_layout_name(m->layout))
-		return kvmig_err(-EINVAL, "manifest field layout: unknown layout %d",
-				 (int)m->layout);
+	if ((ret = kvmig_format_check(&m->format)) < 0)
+		return kvmig_err_prefix(ret, "manifest");
 	ret = kvmig_meta_half_bytes(&m->meta, &half);
 	if (ret)
 		return kvmig_err_prefix(ret == -EOVERFLOW ? -EINVAL : ret, "manifest");
@@ -477,7 +479,16 @@ static void put_digest(struct out *o, const struct kvmig_digest *d)
 static void emit(struct out *o, const struct kvmig_manifest *m)
 {
 	put_str(o, "{\"layout\":");
-	put_json_str(o, kvmig_layout_name(m->layout));
+	put_json_str(o, m->format.layout);
+	/* The defaults are left out: a synthetic pager's manifest reads as before. */
+	if (m->format.order != KVMIG_ORDER_NHD) {
+		put_str(o, ",\"order\":");
+		put_json_str(o, kvmig_order_name(m->format.order));
+	}
+	if (m->format.compat[0]) {
+		put_str(o, ",\"compat\":");
+		put_json_str(o, m->format.compat);
+	}
 	put_str(o, ",\"page_size_tokens\":");
 	put_u32(o, m->meta.page_size_tokens);
 	put_str(o, ",\"n_layers\":");
@@ -545,7 +556,7 @@ int kvmig_manifest_serialize(struct kvmig_manifest *m, char **json, size_t *len)
 
 /* Field tables: the only keys each object may have. */
 static const char *const top_keys[] = {
-	"layout", "page_size_tokens", "n_layers", "n_heads",
+	"layout", "order", "compat", "page_size_tokens", "n_layers", "n_heads",
 	"head_dim", "dtype", "pages", "logical_seqs",
 };
 static const char *const page_keys[] = { "ix", "k", "v" };
@@ -648,17 +659,35 @@ static int parse_meta(const json_t *root, struct kvmig_manifest *m)
 	if ((ret = get_field(root, "layout", "layout", &j)) ||
 	    (ret = get_str(j, "layout", &s, &len)))
 		return ret;
-	/* Only the underscore spellings: the JSON form is canonical. */
-	if (len == strlen(s) && !strcmp(s, kvmig_layout_name(KVMIG_LAYOUT_PAGE_MAJOR))) {
-		m->layout = KVMIG_LAYOUT_PAGE_MAJOR;
-	} else if (len == strlen(s) && !strcmp(s, kvmig_layout_name(KVMIG_LAYOUT_LAYER_MAJOR))) {
-		m->layout = KVMIG_LAYOUT_LAYER_MAJOR;
-	} else {
+	snippet(quoted, sizeof(quoted), s, len);
+	if (len != strlen(s) || len > KVMIG_LAYOUT_NAME_MAX)
+		return kvmig_err(-EINVAL, "manifest field layout: \"%s\" is not a layout name "
+				 "(1..%u letters, digits, _.-+:)", quoted, KVMIG_LAYOUT_NAME_MAX);
+	memcpy(m->format.layout, s, len);
+	m->format.order = KVMIG_ORDER_NHD;
+	j = json_object_get(root, "order");
+	if (j) {
+		if ((ret = get_str(j, "order", &s, &len)))
+			return ret;
 		snippet(quoted, sizeof(quoted), s, len);
-		return kvmig_err(-EINVAL, "manifest field layout: unknown layout \"%s\" "
-					  "(expected page_major or layer_major)",
-				 quoted);
+		if (len != strlen(s) || kvmig_order_parse(s, &m->format.order) < 0 ||
+		    strcmp(s, kvmig_order_name(m->format.order)))
+			return kvmig_err(-EINVAL, "manifest field order: unknown order \"%s\" "
+					 "(expected NHD or HND)", quoted);
 	}
+	j = json_object_get(root, "compat");
+	if (j) {
+		if ((ret = get_str(j, "compat", &s, &len)))
+			return ret;
+		snippet(quoted, sizeof(quoted), s, len);
+		if (len != strlen(s) || len > KVMIG_COMPAT_MAX)
+			return kvmig_err(-EINVAL, "manifest field compat: \"%s\" is not a "
+					 "compatibility string (at most %u printable ASCII bytes)",
+					 quoted, KVMIG_COMPAT_MAX);
+		memcpy(m->format.compat, s, len);
+	}
+	if ((ret = kvmig_format_check(&m->format)) < 0)
+		return kvmig_err_prefix(ret, "manifest");
 
 	if ((ret = get_u32_field(root, "page_size_tokens", 1, KVMIG_MAX_PAGE_TOKENS,
 				 &m->meta.page_size_tokens)) ||

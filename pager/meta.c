@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <kvmig/common.h>
 
@@ -69,6 +70,111 @@ int kvmig_layout_parse(const char *name, enum kvmig_layout *out)
 	}
 	return kvmig_err(-EINVAL, "unknown layout \"%s\" (expected page_major or layer_major)",
 			 name ? name : "(null)");
+}
+
+const char *kvmig_order_name(enum kvmig_kv_order order)
+{
+	switch (order) {
+	case KVMIG_ORDER_NHD:
+		return "NHD";
+	case KVMIG_ORDER_HND:
+		return "HND";
+	}
+	return NULL;
+}
+
+int kvmig_order_parse(const char *name, enum kvmig_kv_order *out)
+{
+	if (name && !strcasecmp(name, "NHD")) {
+		*out = KVMIG_ORDER_NHD;
+		return 0;
+	}
+	if (name && !strcasecmp(name, "HND")) {
+		*out = KVMIG_ORDER_HND;
+		return 0;
+	}
+	return kvmig_err(-EINVAL, "unknown order \"%s\" (expected NHD or HND)",
+			 name ? name : "(null)");
+}
+
+static int check_layout_name(const char *s, size_t len)
+{
+	if (len == 0 || len > KVMIG_LAYOUT_NAME_MAX)
+		return kvmig_err(-EINVAL, "layout name of %zu bytes: it must have 1 to %u", len,
+				 KVMIG_LAYOUT_NAME_MAX);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      (c && strchr("_.-+:", c))))
+			return kvmig_err(-EINVAL, "layout name: byte %zu (0x%02x) is not a letter, "
+					 "a digit or one of _.-+:", i, c);
+	}
+	return 0;
+}
+
+static int check_compat(const char *s, size_t len)
+{
+	if (len > KVMIG_COMPAT_MAX)
+		return kvmig_err(-EINVAL, "compatibility string of %zu bytes: at most %u", len,
+				 KVMIG_COMPAT_MAX);
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return kvmig_err(-EINVAL, "compatibility string: byte %zu (0x%02x) is not "
+					 "printable ASCII", i, (unsigned char)s[i]);
+	return 0;
+}
+
+int kvmig_format_set(struct kvmig_page_format *fmt, const char *layout,
+		     enum kvmig_kv_order order, const char *compat)
+{
+	int ret;
+
+	if (!layout)
+		return kvmig_err(-EINVAL, "no layout name");
+	if (!compat)
+		compat = "";
+	if ((ret = check_layout_name(layout, strnlen(layout, KVMIG_LAYOUT_NAME_MAX + 1))) < 0 ||
+	    (ret = check_compat(compat, strnlen(compat, KVMIG_COMPAT_MAX + 1))) < 0)
+		return ret;
+	if (!kvmig_order_name(order))
+		return kvmig_err(-EINVAL, "order %d is not NHD or HND", (int)order);
+	memset(fmt, 0, sizeof(*fmt));
+	memcpy(fmt->layout, layout, strlen(layout));
+	fmt->order = order;
+	memcpy(fmt->compat, compat, strlen(compat));
+	return 0;
+}
+
+int kvmig_format_check(const struct kvmig_page_format *fmt)
+{
+	int ret;
+
+	if ((ret = check_layout_name(fmt->layout, strnlen(fmt->layout, sizeof(fmt->layout)))) < 0 ||
+	    (ret = check_compat(fmt->compat, strnlen(fmt->compat, sizeof(fmt->compat)))) < 0)
+		return ret;
+	if (fmt->layout[KVMIG_LAYOUT_NAME_MAX] || fmt->compat[KVMIG_COMPAT_MAX])
+		return kvmig_err(-EINVAL, "format strings are not NUL-terminated");
+	if (!kvmig_order_name(fmt->order))
+		return kvmig_err(-EINVAL, "order %d is not NHD or HND", (int)fmt->order);
+	return 0;
+}
+
+int kvmig_format_match(const struct kvmig_page_format *mine,
+		       const struct kvmig_page_format *peer, const char *peer_what)
+{
+	const char *po = kvmig_order_name(peer->order);
+
+	if (strcmp(mine->layout, peer->layout))
+		return kvmig_err(-EPROTO, "layout mismatch: this side's is %s, %s's is %s",
+				 mine->layout, peer_what, peer->layout);
+	if (mine->order != peer->order)
+		return kvmig_err(-EPROTO, "order mismatch: this side's is %s, %s's is %s",
+				 kvmig_order_name(mine->order), peer_what, po ? po : "?");
+	if (strcmp(mine->compat, peer->compat))
+		return kvmig_err(-EPROTO, "compatibility string mismatch: this side's is \"%s\", "
+				 "%s's is \"%s\"", mine->compat, peer_what, peer->compat);
+	return 0;
 }
 
 static int check_dim(const char *field, uint32_t v, uint32_t max)

@@ -126,6 +126,27 @@ int kvmig_pager_meta(struct kvmig_pager *p, struct kvmig_cache_meta *meta, enum 
 	return p->ops->meta(p->impl, meta, layout);
 }
 
+int kvmig_pager_format(struct kvmig_pager *p, struct kvmig_page_format *fmt)
+{
+	struct kvmig_cache_meta meta;
+	enum kvmig_layout layout;
+	int ret;
+
+	if (p->ops->format) {
+		memset(fmt, 0, sizeof(*fmt));
+		if ((ret = p->ops->format(p->impl, fmt)) < 0)
+			return ret;
+		if ((ret = kvmig_format_check(fmt)) < 0)
+			return kvmig_err_prefix(ret, "pager %s format", p->ops->name);
+		return 0;
+	}
+	if ((ret = p->ops->meta(p->impl, &meta, &layout)) < 0)
+		return ret;
+	if (!kvmig_layout_name(layout))
+		return kvmig_err(-EINVAL, "pager %s: unknown layout %d", p->ops->name, (int)layout);
+	return kvmig_format_set(fmt, kvmig_layout_name(layout), KVMIG_ORDER_NHD, NULL);
+}
+
 int kvmig_pager_pause(struct kvmig_pager *p)
 {
 	return p->ops->pause(p->impl);

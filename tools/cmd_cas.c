@@ -324,7 +324,9 @@ int cmd_inspect(int argc, char **argv)
 	cli_fmt_bytes(2 * half * m->n_pages, b1, sizeof(b1));
 	cli_fmt_bytes(half * distinct, b2, sizeof(b2));
 	printf("manifest %s\n", a.manifest);
-	printf("  meta:     %s, %s\n", desc, kvmig_layout_name(m->layout));
+	printf("  meta:     %s, %s, %s%s%s%s\n", desc, m->format.layout,
+	       kvmig_order_name(m->format.order), m->format.compat[0] ? ", compat \"" : "",
+	       m->format.compat, m->format.compat[0] ? "\"" : "");
 	printf("  pages:    %u (%s); %u distinct half blobs (%s)\n", m->n_pages, b1, distinct, b2);
 	printf("  seqs:     %u, %llu page references\n", m->n_seqs, (unsigned long long)refs);
 	for (uint32_t i = 0; i < m->n_seqs; i++)

@@ -293,7 +293,10 @@ int session_hello(struct kvmig_pager *p, enum session_role role, uint8_t flags,
 	h->flags = flags;
 	if (mig)
 		h->migration = *mig;
-	if ((ret = kvmig_pager_meta(p, &h->meta, &h->layout)) < 0 ||
+	enum kvmig_layout layout;
+
+	if ((ret = kvmig_pager_meta(p, &h->meta, &layout)) < 0 ||
+	    (ret = kvmig_pager_format(p, &h->format)) < 0 ||
 	    (ret = kvmig_pager_identity(p, &h->pager)) < 0)
 		return ret;
 	return kvmig_meta_half_bytes(&h->meta, &h->half_bytes);
@@ -314,10 +317,7 @@ int session_hello_match(const struct kvmig_msg_hello *mine, const struct kvmig_m
 		kvmig_meta_describe(&peer->meta, b, sizeof(b));
 		return kvmig_err(-EPROTO, "meta mismatch: this pager is %s, the peer's is %s", a, b);
 	}
-	if (mine->layout != peer->layout)
-		return kvmig_err(-EPROTO, "layout mismatch: this pager is %s, the peer's is %s",
-				 kvmig_layout_name(mine->layout), kvmig_layout_name(peer->layout));
-	return 0;
+	return kvmig_format_match(&mine->format, &peer->format, "the peer");
 }
 
 void session_phase(struct session *ses, const char *phase)

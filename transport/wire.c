@@ -113,8 +113,11 @@ int kvmig_wire_put_hello(struct kvmig_wbuf *b, const struct kvmig_msg_hello *m)
 {
 	size_t at = begin(b, KVMIG_MSG_HELLO);
 
+	size_t ll = strnlen(m->format.layout, KVMIG_LAYOUT_NAME_MAX);
+	size_t cl = strnlen(m->format.compat, KVMIG_COMPAT_MAX);
+
 	put_u8(b, m->role);
-	put_u8(b, m->layout);
+	put_u8(b, (uint8_t)m->format.order);
 	put_u8(b, m->meta.dtype);
 	put_u8(b, m->flags);
 	put_u32(b, m->meta.page_size_tokens);
@@ -124,6 +127,10 @@ int kvmig_wire_put_hello(struct kvmig_wbuf *b, const struct kvmig_msg_hello *m)
 	put_u64(b, m->half_bytes);
 	put_bytes(b, m->migration.b, sizeof(m->migration.b));
 	put_bytes(b, m->pager.b, sizeof(m->pager.b));
+	put_u8(b, (uint8_t)ll);
+	put_bytes(b, m->format.layout, ll);
+	put_u8(b, (uint8_t)cl);
+	put_bytes(b, m->format.compat, cl);
 	return finish(b, at);
 }
 
@@ -360,6 +367,23 @@ static int get_rkey(struct rd *r, struct kvmig_rkey *k, const char *field)
 	return get_raw(r, k->b, n, field);
 }
 
+/* A string: a length byte (at most @max), then its bytes; into @dst (@max + 1 bytes). */
+static int get_str(struct rd *r, char *dst, size_t max, const char *field)
+{
+	uint64_t n = 0;
+	int ret;
+
+	if ((ret = get_be(r, 1, &n, field)))
+		return ret;
+	if (n > max)
+		return kvmig_err(-EBADMSG, "%s message: %s is %u bytes long (at most %zu)", r->msg,
+				 field, (unsigned)n, max);
+	if ((ret = get_raw(r, dst, n, field)))
+		return ret;
+	dst[n] = '\0';
+	return 0;
+}
+
 static int done(const struct rd *r)
 {
 	if (r->left)
@@ -420,10 +444,11 @@ int kvmig_wire_get_hdr(const uint8_t *buf, struct kvmig_wire_hdr *h)
 int kvmig_wire_get_hello(const uint8_t *p, size_t len, struct kvmig_msg_hello *m)
 {
 	struct rd r = { p, len, "HELLO" };
-	uint64_t role = 0, layout = 0, dtype = 0, flags = 0;
+	uint64_t role = 0, order = 0, dtype = 0, flags = 0;
 	int ret;
 
-	if ((ret = get_be(&r, 1, &role, "role")) || (ret = get_be(&r, 1, &layout, "layout")) ||
+	memset(&m->format, 0, sizeof(m->format));
+	if ((ret = get_be(&r, 1, &role, "role")) || (ret = get_be(&r, 1, &order, "order")) ||
 	    (ret = get_be(&r, 1, &dtype, "dtype")) || (ret = get_be(&r, 1, &flags, "flags")) ||
 	    (ret = get_u32(&r, &m->meta.page_size_tokens, "page_size_tokens")) ||
 	    (ret = get_u32(&r, &m->meta.n_layers, "n_layers")) ||
@@ -431,17 +456,19 @@ int kvmig_wire_get_hello(const uint8_t *p, size_t len, struct kvmig_msg_hello *m
 	    (ret = get_u32(&r, &m->meta.head_dim, "head_dim")) ||
 	    (ret = get_be(&r, 8, &m->half_bytes, "half_bytes")) ||
 	    (ret = get_raw(&r, m->migration.b, sizeof(m->migration.b), "migration")) ||
-	    (ret = get_raw(&r, m->pager.b, sizeof(m->pager.b), "pager")) || (ret = done(&r)))
+	    (ret = get_raw(&r, m->pager.b, sizeof(m->pager.b), "pager")) ||
+	    (ret = get_str(&r, m->format.layout, KVMIG_LAYOUT_NAME_MAX, "layout")) ||
+	    (ret = get_str(&r, m->format.compat, KVMIG_COMPAT_MAX, "compat")) || (ret = done(&r)))
 		return ret;
 	if (role > 1 || (flags & ~(uint64_t)KVMIG_HELLO_FLAGS_KNOWN))
 		return kvmig_err(-EBADMSG, "HELLO message: role %u / flags 0x%x invalid",
 				 (unsigned)role, (unsigned)flags);
 	m->role = (uint8_t)role;
 	m->flags = (uint8_t)flags;
-	m->layout = (enum kvmig_layout)layout;
+	m->format.order = (enum kvmig_kv_order)order;
 	m->meta.dtype = (enum kvmig_dtype)dtype;
-	if (!kvmig_layout_name(m->layout))
-		return kvmig_err(-EBADMSG, "HELLO message: unknown layout %u", (unsigned)layout);
+	if (kvmig_format_check(&m->format) < 0)
+		return kvmig_err_prefix(-EBADMSG, "HELLO message");
 	uint64_t half;
 
 	if (kvmig_meta_half_bytes(&m->meta, &half) < 0)

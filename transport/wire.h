@@ -17,7 +17,7 @@
 #include <kvmig/cas.h>
 
 #define KVMIG_WIRE_MAGIC 0x4b564d47u /* "KVMG" */
-#define KVMIG_WIRE_VERSION 3u
+#define KVMIG_WIRE_VERSION 4u
 #define KVMIG_WIRE_HDR_LEN 12u
 #define KVMIG_WIRE_MAX_PAYLOAD (64u << 20) /* one control message */
 #define KVMIG_WIRE_MAX_REGIONS 65536u /* registrations: one per run of offered pages */
@@ -66,7 +66,7 @@ struct kvmig_wire_hdr {
 struct kvmig_msg_hello {
 	uint8_t role; /* 0 sender, 1 receiver */
 	uint8_t flags; /* KVMIG_HELLO_* */
-	enum kvmig_layout layout;
+	struct kvmig_page_format format; /* layout name, order, compatibility string */
 	struct kvmig_cache_meta meta;
 	uint64_t half_bytes;
 	struct kvmig_id migration; /* sender: the migration's id; receiver: zero */

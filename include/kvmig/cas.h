@@ -56,7 +56,7 @@ struct kvmig_manifest_page {
  * kvmig_manifest_free(). Fields may be read directly.
  */
 struct kvmig_manifest {
-	enum kvmig_layout layout;
+	struct kvmig_page_format format; /* "layout", "order", "compat" in the JSON */
 	struct kvmig_cache_meta meta;
 	struct kvmig_manifest_page *pages;
 	uint32_t n_pages;
@@ -68,10 +68,12 @@ struct kvmig_manifest {
 KVMIG_API void kvmig_manifest_free(struct kvmig_manifest **m);
 
 /*
- * kvmig_manifest_new() - an empty manifest for @meta / @layout that
- * kvmig_manifest_add_page / add_seq fill. Return: 0 or -ENOMEM.
+ * kvmig_manifest_new() - an empty manifest for @meta / @fmt that
+ * kvmig_manifest_add_page / add_seq fill. Return: 0, -EINVAL (a malformed
+ * format), or -ENOMEM.
  */
-KVMIG_API int kvmig_manifest_new(const struct kvmig_cache_meta *meta, enum kvmig_layout layout,
+KVMIG_API int kvmig_manifest_new(const struct kvmig_cache_meta *meta,
+				 const struct kvmig_page_format *fmt,
 				 struct kvmig_manifest **ret);
 KVMIG_API int kvmig_manifest_add_page(struct kvmig_manifest *m, uint32_t ix,
 				      const struct kvmig_digest *k, const struct kvmig_digest *v);

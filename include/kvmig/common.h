@@ -97,6 +97,57 @@ KVMIG_API const char *kvmig_layout_name(enum kvmig_layout layout);
 KVMIG_API int kvmig_layout_parse(const char *name, enum kvmig_layout *out);
 
 /*
+ * How the bytes of one layer's piece of a block are ordered: tokens, then
+ * heads, then head_dim (NHD: vLLM's default, FlashInfer's "NHD"), or heads
+ * first (HND). Two sides that order them differently cannot exchange pages.
+ */
+enum kvmig_kv_order {
+	KVMIG_ORDER_NHD = 0,
+	KVMIG_ORDER_HND,
+};
+
+/* Return: "NHD" / "HND", or NULL. */
+KVMIG_API const char *kvmig_order_name(enum kvmig_kv_order order);
+/* Accepts "NHD" / "HND" (any case). Return: 0 and *out, or -EINVAL with a message. */
+KVMIG_API int kvmig_order_parse(const char *name, enum kvmig_kv_order *out);
+
+#define KVMIG_LAYOUT_NAME_MAX 31u /* bytes of a layout name, excluding NUL */
+#define KVMIG_COMPAT_MAX 63u      /* bytes of a compatibility string, excluding NUL */
+
+/*
+ * A page format: what, besides the meta, two sides must agree on before a
+ * page moves between them, carried by the handshake and the manifest.
+ * layout names how the engine lays its cache out ("page_major" and
+ * "layer_major" are the synthetic pager's; an engine pager's is its own,
+ * e.g. "vllm", "flashinfer"): letters, digits and "_.-+:", 1..31 bytes.
+ * compat is an engine-supplied compatibility string (a hash of the model
+ * and its cache config, say): printable ASCII, at most 63 bytes, "" for
+ * none. Each of the three is compared exactly.
+ */
+struct kvmig_page_format {
+	char layout[KVMIG_LAYOUT_NAME_MAX + 1];
+	enum kvmig_kv_order order;
+	char compat[KVMIG_COMPAT_MAX + 1];
+};
+
+/*
+ * kvmig_format_set() - fill @fmt from its parts (@compat may be NULL).
+ * Return: 0, or -EINVAL with a message naming the part that is not allowed.
+ */
+KVMIG_API int kvmig_format_set(struct kvmig_page_format *fmt, const char *layout,
+			       enum kvmig_kv_order order, const char *compat);
+/* kvmig_format_check() - whether @fmt is well formed (as kvmig_format_set checks). */
+KVMIG_API int kvmig_format_check(const struct kvmig_page_format *fmt);
+/*
+ * kvmig_format_match() - 0 if @mine and @peer are the same format; else
+ * -EPROTO with "<what> mismatch: this side's is X, the peer's is Y" naming
+ * the first part that differs, @peer_what naming the other side ("the
+ * peer", "the manifest").
+ */
+KVMIG_API int kvmig_format_match(const struct kvmig_page_format *mine,
+				 const struct kvmig_page_format *peer, const char *peer_what);
+
+/*
  * kvmig_meta_half_bytes() - bytes of one half (K or V) of one page:
  * n_layers * page_size_tokens * n_heads * head_dim * dtype size.
  *

@@ -6,6 +6,7 @@
 #include <kvmig/common.h>
 #include <kvmig/pager.h>
 #include <kvmig/synth.h>
+#include <kvmig/mem.h>
 #include <kvmig/cas.h>
 #include <kvmig/migrate.h>
 

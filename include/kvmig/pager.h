@@ -149,6 +149,9 @@ struct kvmig_gc_stats {
 struct kvmig_pager_ops {
 	const char *name;
 	int (*meta)(void *impl, struct kvmig_cache_meta *meta, enum kvmig_layout *layout);
+	/* Optional: the page format (layout name, order, compatibility string).
+	 * NULL: the layout's name from meta, NHD, no compatibility string. */
+	int (*format)(void *impl, struct kvmig_page_format *fmt);
 	/* Stop the engine from writing pages or changing sequences. Nests. */
 	int (*pause)(void *impl);
 	int (*resume)(void *impl);
@@ -243,6 +246,12 @@ KVMIG_API void kvmig_pager_destroy(struct kvmig_pager **p);
 KVMIG_API const char *kvmig_pager_name(const struct kvmig_pager *p);
 KVMIG_API int kvmig_pager_meta(struct kvmig_pager *p, struct kvmig_cache_meta *meta,
 			       enum kvmig_layout *layout);
+/*
+ * kvmig_pager_format() - the page format the handshake and the manifest
+ * carry: the format op's, checked, or (without one) the meta op's layout
+ * name, NHD and no compatibility string. Return: 0, or an op's error.
+ */
+KVMIG_API int kvmig_pager_format(struct kvmig_pager *p, struct kvmig_page_format *fmt);
 KVMIG_API int kvmig_pager_pause(struct kvmig_pager *p);
 KVMIG_API int kvmig_pager_resume(struct kvmig_pager *p);
 KVMIG_API int kvmig_pager_occupied(struct kvmig_pager *p, uint32_t **ixs, uint32_t *n);

@@ -1010,7 +1010,10 @@ static void hello_of(struct kvmig_pager *p, uint8_t role, struct kvmig_msg_hello
 {
 	memset(h, 0, sizeof(*h));
 	h->role = role;
-	assert_int_equal(kvmig_pager_meta(p, &h->meta, &h->layout), 0);
+	enum kvmig_layout layout;
+
+	assert_int_equal(kvmig_pager_meta(p, &h->meta, &layout), 0);
+	assert_int_equal(kvmig_pager_format(p, &h->format), 0);
 	assert_int_equal(kvmig_meta_half_bytes(&h->meta, &h->half_bytes), 0);
 	assert_int_equal(kvmig_pager_identity(p, &h->pager), 0);
 	if (role == 0) /* a sender names the migration */

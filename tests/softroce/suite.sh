@@ -37,6 +37,26 @@ echo "== test_migrate over rdma"
 check "test_migrate (rdma)" env KVMIG_TEST_TRANSPORT=rdma KVMIG_TEST_LISTEN=$A:0 \
 	timeout 900 "$build/tests/test_migrate"
 
+echo "== a Python migration over rdma (numpy vLLM-layout pager -> FlashInfer-layout pager)"
+pyrdma() {
+	py=$(dirname "$0")/../../python
+	export PYTHONPATH=$py:$py/tests KVMIG_LIB=$build/libkvmig.so KVMIG_TEST_TRANSPORT=rdma \
+		KVMIG_TEST_LISTEN=$A:0 PYTHONDONTWRITEBYTECODE=1
+	/usr/bin/python3 "$py/tests/peer.py" recv flashinfer >"$tmp/py.rx" 2>"$tmp/py.rxe" &
+	rx=$!
+	for _ in $(seq 100); do [ -s "$tmp/py.rx" ] && break; sleep 0.1; done
+	addr=$(head -n 1 "$tmp/py.rx")
+	timeout 120 /usr/bin/python3 "$py/tests/peer.py" send vllm "$addr" >"$tmp/py.tx" || return 1
+	wait $rx || return 1
+	# the destination's digests (line 2) equal the source's before the move
+	[ "$(sed -n 2p "$tmp/py.rx")" = "$(cat "$tmp/py.tx")" ] && [ -s "$tmp/py.tx" ]
+}
+if /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+	check "python: numpy pager migrated over rdma, byte for byte" pyrdma
+else
+	no "python: python3-numpy is missing in the guest"
+fi
+
 echo "== test_crash over rdma"
 check "test_crash (rdma): a side dies at every protocol step, records resolve it" \
 	env KVMIG_TEST_TRANSPORT=rdma KVMIG_TEST_LISTEN=$A:0 timeout 1500 "$build/tests/test_crash"

@@ -32,10 +32,13 @@ static void digest_of(const char *what, uint32_t n, struct kvmig_digest *d)
 static struct kvmig_manifest *new_manifest(const char *preset, enum kvmig_layout layout)
 {
 	struct kvmig_cache_meta meta;
+	struct kvmig_page_format fmt;
 	struct kvmig_manifest *m = NULL;
 
 	assert_int_equal(kvmig_meta_preset(preset, &meta), 0);
-	assert_int_equal(kvmig_manifest_new(&meta, layout, &m), 0);
+	assert_int_equal(kvmig_format_set(&fmt, kvmig_layout_name(layout), KVMIG_ORDER_NHD, NULL),
+			 0);
+	assert_int_equal(kvmig_manifest_new(&meta, &fmt, &m), 0);
 	assert_non_null(m);
 	return m;
 }
@@ -82,7 +85,7 @@ static void assert_error_has(const char *want)
 
 static void assert_manifests_equal(const struct kvmig_manifest *a, const struct kvmig_manifest *b)
 {
-	assert_int_equal(a->layout, b->layout);
+	assert_int_equal(kvmig_format_match(&a->format, &b->format, "b"), 0);
 	assert_true(kvmig_meta_equal(&a->meta, &b->meta));
 	assert_int_equal(a->n_pages, b->n_pages);
 	for (uint32_t i = 0; i < a->n_pages; i++) {
@@ -307,7 +310,9 @@ static void test_parse_limits_accepted(void **state)
 					     SEQ(" ~", "", 0)));
 	struct kvmig_manifest *m = parse_ok(in, sizeof(in) - 1);
 
-	assert_int_equal(m->layout, KVMIG_LAYOUT_LAYER_MAJOR);
+	assert_string_equal(m->format.layout, "layer_major");
+	assert_int_equal(m->format.order, KVMIG_ORDER_NHD);
+	assert_string_equal(m->format.compat, "");
 	assert_int_equal(m->meta.page_size_tokens, 4096);
 	assert_int_equal(m->meta.dtype, KVMIG_DTYPE_F32);
 	assert_int_equal(m->pages[1].ix, KVMIG_MAX_PAGES - 1);
@@ -319,13 +324,16 @@ static void test_parse_limits_accepted(void **state)
 	/* Every dtype name round-trips. */
 	for (int d = KVMIG_DTYPE_BF16; d <= KVMIG_DTYPE_FP8_E4M3; d++) {
 		struct kvmig_cache_meta meta;
+		struct kvmig_page_format fmt;
 		struct kvmig_manifest *a = NULL, *b;
 		size_t len;
 		char *json;
 
+		assert_int_equal(kvmig_format_set(&fmt, "page_major", KVMIG_ORDER_NHD, NULL), 0);
+
 		assert_int_equal(kvmig_meta_preset("tiny", &meta), 0);
 		meta.dtype = (enum kvmig_dtype)d;
-		assert_int_equal(kvmig_manifest_new(&meta, KVMIG_LAYOUT_PAGE_MAJOR, &a), 0);
+		assert_int_equal(kvmig_manifest_new(&meta, &fmt, &a), 0);
 		json = serialize(a, &len);
 		b = parse_ok(json, len);
 		assert_int_equal(b->meta.dtype, d);
@@ -519,10 +527,59 @@ static void test_canonicalize_rejects(void **state)
 	assert_int_equal(kvmig_manifest_canonicalize(m), -EINVAL);
 	assert_error_has("n_layers");
 	m->meta.n_layers = 2;
-	m->layout = (enum kvmig_layout)7;
+	m->format.order = (enum kvmig_kv_order)7;
 	assert_int_equal(kvmig_manifest_canonicalize(m), -EINVAL);
-	assert_error_has("manifest field layout");
+	assert_error_has("order 7");
+	m->format.order = KVMIG_ORDER_NHD;
+	m->format.layout[0] = ' ';
+	assert_int_equal(kvmig_manifest_canonicalize(m), -EINVAL);
+	assert_error_has("layout name");
 	kvmig_manifest_free(&m);
+}
+
+/* An engine's format (any layout name, HND, a compatibility string) round-trips;
+ * the defaults are left out of the JSON. */
+static void test_format_round_trip(void **state)
+{
+	struct kvmig_cache_meta meta;
+	struct kvmig_page_format fmt;
+	struct kvmig_manifest *a = NULL, *b;
+	size_t len;
+	char *json;
+
+	(void)state;
+	assert_int_equal(kvmig_meta_preset("tiny", &meta), 0);
+	assert_int_equal(kvmig_format_set(&fmt, "vllm", KVMIG_ORDER_HND, "llama-3 \"8b\" v1"), 0);
+	assert_int_equal(kvmig_manifest_new(&meta, &fmt, &a), 0);
+	json = serialize(a, &len);
+	assert_non_null(strstr(json, "\"order\":\"HND\""));
+	assert_non_null(strstr(json, "\"compat\":\"llama-3 \\\"8b\\\" v1\""));
+	b = parse_ok(json, len);
+	assert_string_equal(b->format.layout, "vllm");
+	assert_int_equal(b->format.order, KVMIG_ORDER_HND);
+	assert_string_equal(b->format.compat, "llama-3 \"8b\" v1");
+	free(json);
+	kvmig_manifest_free(&b);
+	kvmig_manifest_free(&a);
+
+	assert_int_equal(kvmig_format_set(&fmt, "page_major", KVMIG_ORDER_NHD, ""), 0);
+	assert_int_equal(kvmig_manifest_new(&meta, &fmt, &a), 0);
+	json = serialize(a, &len);
+	assert_null(strstr(json, "order"));
+	assert_null(strstr(json, "compat"));
+	free(json);
+	kvmig_manifest_free(&a);
+
+	/* kvmig_format_set refuses what the manifest could not carry. */
+	assert_int_equal(kvmig_format_set(&fmt, "", KVMIG_ORDER_NHD, NULL), -EINVAL);
+	assert_int_equal(kvmig_format_set(&fmt, "a/b", KVMIG_ORDER_NHD, NULL), -EINVAL);
+	assert_error_has("byte 1 (0x2f)");
+	assert_int_equal(kvmig_format_set(&fmt, "x", KVMIG_ORDER_NHD, "\x7f"), -EINVAL);
+	assert_int_equal(kvmig_format_set(&fmt, "x", (enum kvmig_kv_order)2, NULL), -EINVAL);
+	assert_int_equal(kvmig_format_set(&fmt, "x", KVMIG_ORDER_NHD,
+					  "0123456789012345678901234567890123456789012345678901234567890123"),
+			 -EINVAL);
+	assert_error_has("at most 63");
 }
 
 static void test_free_null_and_seq_list(void **state)
@@ -559,15 +616,35 @@ struct bad_case {
 
 static const struct bad_case bad_cases[] = {
 	/* layout and dtype */
-	{ "bad_layout_unknown",
-	  DOC(META_F("\"foo\"", "16", "32", "8", "128", "\"bf16\""), PAGES, SEQS),
-	  "manifest field layout: unknown layout \"foo\"", NULL },
-	{ "bad_layout_dash_spelling",
-	  DOC(META_F("\"page-major\"", "16", "32", "8", "128", "\"bf16\""), PAGES, SEQS),
-	  "manifest field layout: unknown layout \"page-major\"", NULL },
-	{ "bad_layout_uppercase",
-	  DOC(META_F("\"PAGE_MAJOR\"", "16", "32", "8", "128", "\"bf16\""), PAGES, SEQS),
-	  "manifest field layout", NULL },
+	{ "bad_layout_empty",
+	  DOC(META_F("\"\"", "16", "32", "8", "128", "\"bf16\""), PAGES, SEQS),
+	  "layout name of 0 bytes", NULL },
+	{ "bad_layout_space",
+	  DOC(META_F("\"page major\"", "16", "32", "8", "128", "\"bf16\""), PAGES, SEQS),
+	  "layout name: byte 4 (0x20)", NULL },
+	{ "bad_layout_too_long",
+	  DOC(META_F("\"abcdefghijklmnopqrstuvwxyz012345\"", "16", "32", "8", "128", "\"bf16\""),
+	      PAGES, SEQS),
+	  "is not a layout name", NULL },
+	{ "bad_layout_nul",
+	  DOC(META_F("\"page\\u0000major\"", "16", "32", "8", "128", "\"bf16\""), PAGES, SEQS),
+	  "not allowed", NULL },
+	{ "bad_order_unknown",
+	  "{\"order\":\"NDH\"," META
+	  ",\"pages\":[],\"logical_seqs\":[]}",
+	  "manifest field order: unknown order \"NDH\"", NULL },
+	{ "bad_order_lowercase",
+	  "{\"order\":\"hnd\"," META
+	  ",\"pages\":[],\"logical_seqs\":[]}",
+	  "manifest field order", NULL },
+	{ "bad_compat_control",
+	  "{\"compat\":\"a\\tb\"," META
+	  ",\"pages\":[],\"logical_seqs\":[]}",
+	  "compatibility string: byte 1 (0x09)", NULL },
+	{ "bad_compat_not_string",
+	  "{\"compat\":1," META
+	  ",\"pages\":[],\"logical_seqs\":[]}",
+	  "manifest field compat: expected a string", NULL },
 	{ "bad_layout_not_string",
 	  DOC(META_F("0", "16", "32", "8", "128", "\"bf16\""), PAGES, SEQS),
 	  "manifest field layout: expected a string", NULL },
@@ -829,6 +906,7 @@ static const struct CMUnitTest fixed_tests[] = {
 	cmocka_unit_test(test_add_after_parse),
 	cmocka_unit_test(test_add_rejects),
 	cmocka_unit_test(test_canonicalize_rejects),
+	cmocka_unit_test(test_format_round_trip),
 	cmocka_unit_test(test_free_null_and_seq_list),
 };
 

@@ -71,7 +71,7 @@ static struct kvmig_wire_extent ext[4] = {
 static int all_messages(struct kvmig_wbuf *b)
 {
 	struct kvmig_msg_hello h = { .role = 1, .flags = KVMIG_HELLO_NO_VERIFY,
-				     .layout = KVMIG_LAYOUT_LAYER_MAJOR,
+				     .format = { "layer_major", KVMIG_ORDER_HND, "c1" },
 				     .meta = { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, .half_bytes = 512,
 				     .migration = { { 0xa5, [15] = 0x5a } }, .pager = { { 7 } } };
 	struct kvmig_wire_record recs[2] = {
@@ -125,7 +125,9 @@ static void test_round_trip(void **state)
 			assert_int_equal(kvmig_wire_get_hello(p, h.len, &m), 0);
 			assert_int_equal(m.role, 1);
 			assert_int_equal(m.flags, KVMIG_HELLO_NO_VERIFY);
-			assert_int_equal(m.layout, KVMIG_LAYOUT_LAYER_MAJOR);
+			assert_string_equal(m.format.layout, "layer_major");
+			assert_int_equal(m.format.order, KVMIG_ORDER_HND);
+			assert_string_equal(m.format.compat, "c1");
 			assert_int_equal(m.meta.head_dim, 16);
 			assert_int_equal(m.half_bytes, 512);
 			assert_int_equal(m.migration.b[0], 0xa5);
@@ -275,9 +277,9 @@ static void test_header_violations(void **state)
 	f[4] = 1;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
 	assert_non_null(strstr(kvmig_last_error(), "version 1"));
-	f[4] = 2; /* a version-2 peer (4-byte keys): refused at its first frame, both named */
+	f[4] = 3; /* a version-3 peer (no page format in its HELLO): refused at its first frame, both named */
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
-	assert_non_null(strstr(kvmig_last_error(), "version 2; this is version 3"));
+	assert_non_null(strstr(kvmig_last_error(), "version 3; this is version 4"));
 	memcpy(f, b.p, sizeof(f));
 	f[5] = 0;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
@@ -323,7 +325,7 @@ static void test_huge_counts_refused_before_allocation(void **state)
 static void test_semantic_violations(void **state)
 {
 	struct kvmig_wbuf b = { 0 };
-	struct kvmig_msg_hello h = { .layout = KVMIG_LAYOUT_PAGE_MAJOR,
+	struct kvmig_msg_hello h = { .format = { "page_major" },
 				     .meta = { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, .half_bytes = 999 };
 	struct kvmig_offer_page odd = { 1, 3, 0, ext };
 	struct kvmig_msg_offer of = { 0, 1, &odd, NULL };
