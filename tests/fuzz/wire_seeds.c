@@ -52,7 +52,7 @@ static void ok(int ret, const char *what)
 static struct kvmig_msg_hello hello(uint8_t role, uint8_t flags)
 {
 	struct kvmig_msg_hello h = { .role = role, .flags = flags,
-				     .format = { "page_major" },
+				     .format = { "page_major", KVMIG_ORDER_NHD, "" },
 				     .meta = { 16, 2, 2, 64, KVMIG_DTYPE_BF16 } };
 
 	h.half_bytes = 16ull * 2 * 2 * 64 * 2;

@@ -325,7 +325,7 @@ static void test_huge_counts_refused_before_allocation(void **state)
 static void test_semantic_violations(void **state)
 {
 	struct kvmig_wbuf b = { 0 };
-	struct kvmig_msg_hello h = { .format = { "page_major" },
+	struct kvmig_msg_hello h = { .format = { "page_major", KVMIG_ORDER_NHD, "" },
 				     .meta = { 4, 2, 2, 16, KVMIG_DTYPE_F16 }, .half_bytes = 999 };
 	struct kvmig_offer_page odd = { 1, 3, 0, ext };
 	struct kvmig_msg_offer of = { 0, 1, &odd, NULL };
