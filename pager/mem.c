@@ -926,7 +926,7 @@ static int mem_record_end(void *impl, const struct kvmig_id *id, enum kvmig_reco
 	struct mem *m = impl;
 	struct kvmig_seq *qs = NULL;
 	uint32_t n = 0;
-	int r, ret = 0, ok, src;
+	int r, ret = 0, src;
 	enum kvmig_record_state st;
 
 	pthread_mutex_lock(&m->lock);
@@ -940,14 +940,7 @@ static int mem_record_end(void *impl, const struct kvmig_id *id, enum kvmig_reco
 		goto out;
 	}
 	src = m->recs[r].role == KVMIG_ROLE_SOURCE;
-	if (src)
-		ok = commit ? st == KVMIG_REC_DEPARTED || st == KVMIG_REC_COMMITTED :
-			st == KVMIG_REC_SENDING || st == KVMIG_REC_DEPARTED ||
-			st == KVMIG_REC_COMMITTED;
-	else
-		ok = commit ? st == KVMIG_REC_ACTIVATED :
-			st == KVMIG_REC_RECEIVING || st == KVMIG_REC_PREPARED;
-	if (!ok) {
+	if (!kvmig_record_end_legal(m->recs[r].role, st, commit)) {
 		char hex[33];
 
 		kvmig_id_format(id, hex);

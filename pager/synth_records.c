@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "util/internal.h"
+#include "pager/pager_internal.h"
 #include "pager/synth_internal.h"
 
 static int find_rec(const struct synth *s, const struct kvmig_id *id)
@@ -304,7 +305,7 @@ int synth_record_end(void *impl, const struct kvmig_id *id, enum kvmig_record_st
 	struct synth *s = impl;
 	uint32_t st;
 	char hex[33];
-	int r, ret, ok;
+	int r, ret;
 
 	if ((ret = synth_lock(s)) < 0)
 		return ret;
@@ -320,14 +321,8 @@ int synth_record_end(void *impl, const struct kvmig_id *id, enum kvmig_record_st
 				kvmig_record_state_name(from));
 		goto out;
 	}
-	if (s->hdr->recs[r].role == KVMIG_ROLE_SOURCE)
-		ok = commit ? st == KVMIG_REC_DEPARTED || st == KVMIG_REC_COMMITTED :
-			st == KVMIG_REC_SENDING || st == KVMIG_REC_DEPARTED ||
-			st == KVMIG_REC_COMMITTED;
-	else
-		ok = commit ? st == KVMIG_REC_ACTIVATED :
-			st == KVMIG_REC_RECEIVING || st == KVMIG_REC_PREPARED;
-	if (!ok) {
+	if (!kvmig_record_end_legal((enum kvmig_record_role)s->hdr->recs[r].role,
+				    (enum kvmig_record_state)st, commit)) {
 		kvmig_id_format(id, hex);
 		ret = kvmig_err(-EINVAL, "migration %s is %s in pager %s: it cannot be %s there",
 				hex, kvmig_record_state_name(st), s->name,

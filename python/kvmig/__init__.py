@@ -316,10 +316,10 @@ class Pager:
             _ffi.libc.free(recs)
 
     def _call(self, fn, *args) -> int:
-        """Call into the library; re-raise an engine callback's exception as the cause."""
+        """Call into the library with this pager (an engine callback's exception is
+        in the error's message; the last one raised is kept in ``_exc``)."""
         self._exc = None
-        ret = fn(self.handle, *args)
-        return ret
+        return fn(self.handle, *args)
 
 
 # ---- the engine-memory pager over numpy arrays ----
@@ -482,7 +482,7 @@ def numpy_pager(layout: str, caches, engine: Engine, *, block_size: Optional[int
     fmt = _ffi.PageFormat()
     _check(lib.kvmig_format_set(byref(fmt), (layout_name or layout).encode(), _ORDERS[order],
                                 compat.encode()), "format")
-    pager = MemPager(engine, arrays)
+    pager = MemPager(engine)
     cbs = pager._callbacks()
     d = _ffi.MemDesc(cm, fmt, n, regions, len(arrays), cslabs,
                      _ffi.MemEngine(None, *cbs), int(bool(tracks_writes)))
@@ -496,7 +496,7 @@ def numpy_pager(layout: str, caches, engine: Engine, *, block_size: Optional[int
 class MemPager(Pager):
     """A pager over engine memory (:func:`numpy_pager`)."""
 
-    def __init__(self, engine: Engine, arrays):
+    def __init__(self, engine: Engine):
         super().__init__(c_void_p(), None)
         self.engine = engine
         self.callback_seconds = 0.0
