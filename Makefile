@@ -10,7 +10,7 @@ ASAN_BUILD ?= $(BUILD)-asan
 # FUZZ_SECONDS.
 FUZZ_BUILD ?= $(BUILD)-fuzz
 FUZZ_SECONDS ?= 20
-# A build without the optional dependencies (rdma-core, liburing): tcp only,
+# A build without the optional dependencies (rdma-core, liburing, libmicrohttpd): tcp only, no agent,
 # a synchronous store. Its unit, headers and integration suites run too.
 MIN_BUILD ?= $(BUILD)-min
 
@@ -31,7 +31,7 @@ $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false
 
 $(MIN_BUILD)/build.ninja:
-	meson setup $(MIN_BUILD) $(MESON_OPTS) -Drdma=disabled -During=disabled
+	meson setup $(MIN_BUILD) $(MESON_OPTS) -Drdma=disabled -During=disabled -Dagent=disabled
 
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) $(MESON_OPTS) -Dfuzz=true -Dfuzz_seconds=$(FUZZ_SECONDS) \

@@ -1054,6 +1054,12 @@ static void mem_destroy(void *impl)
 	free(m);
 }
 
+static int mem_capacity(void *impl, uint32_t *n_pages)
+{
+	*n_pages = ((struct mem *)impl)->n_blocks;
+	return 0;
+}
+
 static const struct kvmig_pager_ops mem_ops = {
 	.name = "mem",
 	.meta = mem_meta,
@@ -1079,6 +1085,7 @@ static const struct kvmig_pager_ops mem_ops = {
 	.records = mem_records,
 	.gc = mem_gc,
 	.destroy = mem_destroy,
+	.capacity = mem_capacity,
 };
 
 /* ---- creation: the description checked ---- */

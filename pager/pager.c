@@ -208,6 +208,14 @@ int kvmig_pager_identity(struct kvmig_pager *p, struct kvmig_id *id)
 	return p->ops->identity(p->impl, id);
 }
 
+int kvmig_pager_capacity(struct kvmig_pager *p, uint32_t *n_pages)
+{
+	if (!p->ops->capacity)
+		return kvmig_err(-ENOTSUP, "pager %s does not say how many pages it has",
+				 p->ops->name);
+	return p->ops->capacity(p->impl, n_pages);
+}
+
 int kvmig_pager_record_create(struct kvmig_pager *p, const struct kvmig_record *rec)
 {
 	return p->ops->record_create(p->impl, rec);

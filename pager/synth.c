@@ -228,6 +228,12 @@ static void synth_destroy(void *impl)
 	free(s);
 }
 
+static int synth_capacity(void *impl, uint32_t *n_pages)
+{
+	*n_pages = ((struct synth *)impl)->hdr->capacity;
+	return 0;
+}
+
 const struct kvmig_pager_ops synth_ops = {
 	.name = "synthetic",
 	.meta = synth_meta,
@@ -252,6 +258,7 @@ const struct kvmig_pager_ops synth_ops = {
 	.records = synth_records,
 	.gc = synth_gc,
 	.destroy = synth_destroy,
+	.capacity = synth_capacity,
 };
 
 void kvmig_synth_opts_init(struct kvmig_synth_opts *o)

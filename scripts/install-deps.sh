@@ -7,10 +7,11 @@ set -eu
 
 PKGS="meson ninja-build pkg-config gcc libc6-dev \
 libibverbs-dev librdmacm-dev liburing-dev libxxhash-dev libjansson-dev libsodium-dev libcmocka-dev \
-xxhash python3 python3-xxhash python3-numpy"
+libmicrohttpd-dev xxhash python3 python3-xxhash python3-numpy"
 if [ "${1:-}" = "--tests" ]; then
 	PKGS="$PKGS qemu-system-x86 linux-image-amd64 busybox-static cpio kmod iproute2 \
-rdma-core ibverbs-utils rdmacm-utils perftest valgrind clang libclang-rt-14-dev python3-pytest"
+rdma-core ibverbs-utils rdmacm-utils perftest valgrind clang libclang-rt-14-dev python3-pytest \
+python3-prometheus-client curl"
 fi
 
 missing=""

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run every meson suite of BUILD, then (if given) the unit, headers and
-# integration suites of the sanitizer build ASAN_BUILD, the fuzz suite of
+# integration and agent suites of the sanitizer build ASAN_BUILD, the fuzz suite of
 # FUZZ_BUILD and the unit, headers and integration suites of MIN_BUILD (a
 # build without rdma-core and liburing); end with one plain summary line per
 # build.
@@ -27,7 +27,7 @@ if [ -n "$asan" ]; then
 	# halt on the first report, so a sanitizer finding fails its test
 	ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1 \
 	UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
-		meson test -C "$asan" --print-errorlogs --suite unit --suite headers --suite integration
+		meson test -C "$asan" --print-errorlogs --suite unit --suite headers --suite integration --suite agent
 	rc2=$?
 	s2=$(summary "$asan" "tests under ASan+UBSan")
 fi

@@ -5,7 +5,8 @@
 #
 # The include rules of docs/ARCHITECTURE.md ("What each folder may include"),
 # checked on the tree at ROOT. The library's folders are layered
-# (transport -> cas -> pager -> util); each includes its own headers and,
+# (transport -> cas -> pager -> util; agent/ uses the others through the
+# public API only, and util/internal.h); each includes its own headers and,
 # from the folders below it, only their one internal header (FOLDER/internal.h),
 # always by root-relative path ("pager/internal.h"), never a bare name. The
 # public headers include only each other; tools/ includes only the public
@@ -32,6 +33,7 @@ below() {
 	pager) echo "util/internal.h" ;;
 	cas) echo "util/internal.h pager/internal.h" ;;
 	transport) echo "util/internal.h pager/internal.h cas/internal.h" ;;
+	agent) echo "util/internal.h" ;; # above the rest, through the public API
 	esac
 }
 
@@ -44,12 +46,12 @@ bad() {
 # A path inside the tree (first component one of its folders)?
 internal_path() {
 	case $1 in
-	util/* | pager/* | cas/* | transport/* | tools/* | tests/*) return 0 ;;
+	util/* | pager/* | cas/* | transport/* | agent/* | tools/* | tests/*) return 0 ;;
 	esac
 	return 1
 }
 
-for dir in util pager cas transport tools include/kvmig; do
+for dir in util pager cas transport agent tools include/kvmig; do
 	for f in "$root/$dir"/*.c "$root/$dir"/*.h; do
 		[ -e "$f" ] || continue
 		rel=${f#"$root"/}

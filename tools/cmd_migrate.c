@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "token.h"
 
 /* SIGINT / SIGTERM: a byte into this pipe, whose read end the library
  * watches (opts.cancel_fd): the migration aborts cleanly, as on any failure
@@ -321,28 +322,13 @@ enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOU
        O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT, O_TOKEN_FILE, O_LIVE,
        O_MAX_DOWNTIME, O_MAX_ROUNDS };
 
-/* The secret in @path: owner-only, 16 bytes to 4 KiB, trailing newline dropped. */
+/* The secret in @path (tools/token.c), or the usage error's exit code. */
 static int read_token(const char *cmd, const char *path, char *buf, size_t cap, size_t *len)
 {
-	struct stat st;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char why[512];
 
-	if (fd < 0)
-		return cli_usage_error(cmd, "cannot open token file %s: %s", path, strerror(errno));
-	if (fstat(fd, &st) < 0 || (st.st_mode & 077)) {
-		close(fd);
-		return cli_usage_error(cmd, "token file %s is open to group or others (mode %03o); "
-				       "chmod 600 it", path, (unsigned)(st.st_mode & 0777));
-	}
-	n = read(fd, buf, cap);
-	close(fd);
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		n--;
-	if (n < 16 || (size_t)n >= cap)
-		return cli_usage_error(cmd, "token file %s must hold 16 bytes to 4 KiB (it has %zd)",
-				       path, n < 0 ? (ssize_t)0 : n);
-	*len = (size_t)n;
+	if (token_read(path, buf, cap, len, why, sizeof(why)) < 0)
+		return cli_usage_error(cmd, "%s", why);
 	return 0;
 }
 

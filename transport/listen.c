@@ -29,6 +29,7 @@ int kvmig_listener_open(const char *addr, const struct kvmig_migrate_opts *opts,
 		free(l);
 		return err;
 	}
+	pthread_mutex_init(&l->lock, NULL);
 	*ret = l;
 	return 0;
 }
@@ -48,8 +49,41 @@ void kvmig_listener_close(struct kvmig_listener **l)
 	if (!l || !*l)
 		return;
 	(*l)->ops->listener_close(&(*l)->impl);
+	pthread_mutex_destroy(&(*l)->lock);
 	free(*l);
 	*l = NULL;
+}
+
+int kvmig_listener_accept(struct kvmig_listener *l, int timeout_ms, int cancel_fd,
+			  struct kvmig_conn **ret)
+{
+	struct kvmig_conn *c = calloc(1, sizeof(*c));
+	int err;
+
+	if (!c)
+		return -ENOMEM;
+	c->ops = l->ops;
+	if ((err = l->ops->accept(l->impl, timeout_ms < 0 ? -1 : timeout_ms, cancel_fd,
+				  &c->c)) < 0) {
+		free(c);
+		return err;
+	}
+	*ret = c;
+	return 0;
+}
+
+const char *kvmig_conn_peer(const struct kvmig_conn *c)
+{
+	return c->ops->peer_addr(c->c);
+}
+
+void kvmig_conn_close(struct kvmig_conn **c)
+{
+	if (!c || !*c)
+		return;
+	(*c)->ops->close(&(*c)->c);
+	free(*c);
+	*c = NULL;
 }
 
 int kvmig_migrate_recv(struct kvmig_pager *p, const char *addr,

@@ -128,7 +128,7 @@ static int conn_setup(struct verbs_conn *c, struct rdma_cm_id *id, struct verbs_
 	c->init_depth = (uint8_t)KVMIG_MIN(da.max_qp_init_rd_atom, 255);
 	c->resp_res = (uint8_t)KVMIG_MIN(da.max_qp_rd_atom, 255);
 	if (dom && dom->pd->context == id->verbs) {
-		dom->refs++;
+		verbs_domain_get(dom);
 		c->dom = dom;
 	} else if (!(c->dom = verbs_domain_new(id->verbs, 0))) {
 		return kvmig_err(-ENOMEM, "cannot allocate a protection domain on %s", c->dev);

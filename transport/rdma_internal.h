@@ -12,6 +12,7 @@
 #define KVMIG_RDMA_INTERNAL_H
 
 #include <infiniband/verbs.h>
+#include <pthread.h>
 #include <rdma/rdma_cma.h>
 
 #include "transport/provider.h"
@@ -46,6 +47,7 @@ struct verbs_reg {
  * registrations for the next one); a sender's connection has its own.
  */
 struct verbs_domain {
+	pthread_mutex_t lock; /* connections of one listener on several threads */
 	unsigned refs;
 	int cache;
 	struct ibv_pd *pd;
@@ -114,6 +116,7 @@ int verbs_cancelled(int fd);
 /* A new domain on @ctx (@cache: keep unused local registrations), or NULL. */
 struct verbs_domain *verbs_domain_new(struct ibv_context *ctx, int cache);
 /* Drop a reference; the last one deregisters everything and frees it. */
+void verbs_domain_get(struct verbs_domain *d);
 void verbs_domain_put(struct verbs_domain **dp);
 int verbs_reg_remote(struct xport_conn *xc, void *base, uint64_t len, struct kvmig_rkey *key,
 		     void **handle);

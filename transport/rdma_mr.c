@@ -21,12 +21,21 @@ struct verbs_domain *verbs_domain_new(struct ibv_context *ctx, int cache)
 		free(d);
 		return NULL;
 	}
+	pthread_mutex_init(&d->lock, NULL);
 	d->refs = 1;
 	d->cache = cache;
 	return d;
 }
 
-/* Deregister what no connection uses (@all: everything, the domain goes). */
+void verbs_domain_get(struct verbs_domain *d)
+{
+	pthread_mutex_lock(&d->lock);
+	d->refs++;
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Deregister what no connection uses (@all: everything, the domain goes);
+ * under d->lock (or the last reference). */
 static void domain_trim(struct verbs_domain *d, int all)
 {
 	for (struct verbs_reg **pp = &d->local; *pp;) {
@@ -46,13 +55,21 @@ void verbs_domain_put(struct verbs_domain **dp)
 {
 	struct verbs_domain *d = *dp;
 
+	unsigned left;
+
 	*dp = NULL;
-	if (!d || --d->refs)
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->lock);
+	left = --d->refs;
+	pthread_mutex_unlock(&d->lock);
+	if (left)
 		return;
 	/* No connection is left: registrations a closed connection never
 	 * returned (it broke first) go too, or the PD could not be freed. */
 	domain_trim(d, 1);
 	ibv_dealloc_pd(d->pd);
+	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
 
@@ -78,8 +95,10 @@ int verbs_reg_remote(struct xport_conn *xc, void *base, uint64_t len, struct kvm
 	}
 	r->remote = 1;
 	r->users = 1;
+	pthread_mutex_lock(&c->dom->lock);
 	r->next = c->dom->local;
 	c->dom->local = r;
+	pthread_mutex_unlock(&c->dom->lock);
 	/* The key on the wire: the rkey, big-endian. */
 	key->len = 4;
 	for (int i = 0; i < 4; i++)
@@ -94,13 +113,16 @@ int verbs_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **hand
 	struct verbs_domain *d = c->dom;
 	struct verbs_reg *r;
 
+	pthread_mutex_lock(&d->lock);
 	for (r = d->local; r; r = r->next) {
 		if (!r->remote && r->mr->addr == base && r->mr->length == len) {
 			r->users++;
 			*handle = r;
+			pthread_mutex_unlock(&d->lock);
 			return 1; /* registered by an earlier migration on this listener */
 		}
 	}
+	pthread_mutex_unlock(&d->lock);
 	if (!(r = calloc(1, sizeof(*r))))
 		return -ENOMEM;
 	r->mr = ibv_reg_mr(d->pd, base, len, IBV_ACCESS_LOCAL_WRITE);
@@ -113,8 +135,10 @@ int verbs_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **hand
 				 err == -ENOMEM ? " (ulimit -l?)" : "");
 	}
 	r->users = 1;
+	pthread_mutex_lock(&d->lock);
 	r->next = d->local;
 	d->local = r;
+	pthread_mutex_unlock(&d->lock);
 	*handle = r;
 	return 0;
 }
@@ -125,24 +149,28 @@ void verbs_dereg(struct xport_conn *xc, void **handle)
 
 	if (!handle || !*handle)
 		return;
+	pthread_mutex_lock(&d->lock);
 	for (struct verbs_reg *r = d->local; r; r = r->next) {
 		if (r == *handle) {
 			r->users--;
 			if (!d->cache || r->remote)
 				domain_trim(d, 0);
-			*handle = NULL;
-			return;
+			break;
 		}
 	}
-	*handle = NULL; /* not ours: already gone with its domain */
+	pthread_mutex_unlock(&d->lock);
+	*handle = NULL; /* or not ours: already gone with its domain */
 }
 
 void verbs_listener_forget(struct xport_listener *xl)
 {
 	struct verbs_listener *l = kvmig_container_of(xl, struct verbs_listener, base);
 
-	if (l->dom)
+	if (l->dom) {
+		pthread_mutex_lock(&l->dom->lock);
 		domain_trim(l->dom, 0);
+		pthread_mutex_unlock(&l->dom->lock);
+	}
 }
 
 /* ---- reads ---- */
@@ -150,14 +178,19 @@ void verbs_listener_forget(struct xport_listener *xl)
 uint32_t verbs_local_key(const struct verbs_conn *c, const void *p, uint32_t len)
 {
 	const uint8_t *b = p;
+	uint32_t key = 0;
 
+	pthread_mutex_lock(&c->dom->lock);
 	for (const struct verbs_reg *r = c->dom->local; r; r = r->next) {
 		const uint8_t *base = r->mr->addr;
 
 		if (r->remote)
 			continue;
-		if (b >= base && b + len <= base + r->mr->length)
-			return r->mr->lkey;
+		if (b >= base && b + len <= base + r->mr->length) {
+			key = r->mr->lkey;
+			break;
+		}
 	}
-	return 0;
+	pthread_mutex_unlock(&c->dom->lock);
+	return key;
 }

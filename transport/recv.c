@@ -378,34 +378,54 @@ static void cleanup_failed(struct receiver *r, int err)
 		kvmig_err(err, "%s", why);
 }
 
-int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
-			 const struct kvmig_migrate_opts *opts, struct kvmig_migrate_stats *stats)
+/*
+ * One migration into @p on a connection: *@conn, taken (the caller's
+ * pointer is cleared), or NULL: announce the listener and accept one here.
+ */
+static int receive(struct kvmig_listener *l, struct xport_conn **conn, struct kvmig_pager *p,
+		   const struct kvmig_migrate_opts *opts, struct kvmig_migrate_stats *stats)
 {
 	struct kvmig_migrate_stats st = { 0 };
 	struct receiver *r = calloc(1, sizeof(*r));
+	struct xport_conn *taken = conn ? *conn : NULL;
 	double t0 = 0, tx = 0;
 	int ret;
 
-	if (!r)
+	if (conn)
+		*conn = NULL;
+	if (!r) {
+		if (taken)
+			l->ops->close(&taken);
 		return -ENOMEM;
+	}
 	r->p = p;
-	if ((ret = session_init(&r->ses, opts, ROLE_RECEIVER)) < 0)
+	ret = session_init(&r->ses, opts, ROLE_RECEIVER);
+	r->ses.c = taken; /* after the init, which clears the session */
+	if (ret < 0) {
+		r->ses.ops = l->ops; /* to close a connection taken */
 		goto out;
+	}
 	r->ses.ops = l->ops;
 	/* Registrations the provider kept belong to the last pager. */
+	pthread_mutex_lock(&l->lock);
 	if (l->pager_serial != kvmig_pager_serial(p) && l->ops->listener_forget)
 		l->ops->listener_forget(l->impl);
 	l->pager_serial = kvmig_pager_serial(p);
+	pthread_mutex_unlock(&l->lock);
 	r->ses.ev.transport = l->ops->name;
-	r->ses.ev.type = KVMIG_EVENT_LISTENING;
-	r->ses.ev.addr = kvmig_listener_addr(l);
-	if (r->ses.o.on_event)
-		r->ses.o.on_event(r->ses.o.event_arg, &r->ses.ev);
-	r->ses.ev.addr = NULL;
-	ret = l->ops->accept(l->impl, r->ses.o.accept_timeout_ms ? (int)r->ses.o.accept_timeout_ms : -1,
-			     r->ses.o.cancel_fd, &r->ses.c);
-	if (ret < 0)
-		goto out;
+	if (!r->ses.c) {
+		r->ses.ev.type = KVMIG_EVENT_LISTENING;
+		r->ses.ev.addr = kvmig_listener_addr(l);
+		if (r->ses.o.on_event)
+			r->ses.o.on_event(r->ses.o.event_arg, &r->ses.ev);
+		r->ses.ev.addr = NULL;
+		ret = l->ops->accept(l->impl, r->ses.o.accept_timeout_ms ?
+				     (int)r->ses.o.accept_timeout_ms : -1, r->ses.o.cancel_fd, &r->ses.c);
+		if (ret < 0)
+			goto out;
+	} else {
+		l->ops->set_cancel(r->ses.c, r->ses.o.cancel_fd);
+	}
 	t0 = kvmig_now();
 	session_connected(&r->ses);
 	session_handshake_begin(&r->ses);
@@ -464,4 +484,23 @@ out:
 	recv_pages_fini(r);
 	free(r);
 	return ret;
+}
+
+int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager *p,
+			 const struct kvmig_migrate_opts *opts, struct kvmig_migrate_stats *stats)
+{
+	return receive(l, NULL, p, opts, stats);
+}
+
+int kvmig_migrate_accept_conn(struct kvmig_listener *l, struct kvmig_conn **c, struct kvmig_pager *p,
+			      const struct kvmig_migrate_opts *opts, struct kvmig_migrate_stats *stats)
+{
+	struct xport_conn *x;
+
+	if (!c || !*c)
+		return kvmig_err(-EINVAL, "no connection to receive on");
+	x = (*c)->c;
+	free(*c);
+	*c = NULL;
+	return receive(l, &x, p, opts, stats);
 }

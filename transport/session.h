@@ -8,6 +8,7 @@
 #ifndef KVMIG_SESSION_H
 #define KVMIG_SESSION_H
 
+#include <pthread.h>
 #include <signal.h>
 
 #include <kvmig/migrate.h>
@@ -21,7 +22,14 @@
 struct kvmig_listener {
 	const struct xport_ops *ops;
 	struct xport_listener *impl;
+	pthread_mutex_t lock;  /* receivers on several threads: pager_serial, forget */
 	uint64_t pager_serial; /* kvmig_pager_serial() of the last one received into */
+};
+
+/* An accepted connection before its first message (kvmig_listener_accept). */
+struct kvmig_conn {
+	const struct xport_ops *ops;
+	struct xport_conn *c;
 };
 
 /* Which half of a migration this side is: HELLO's role byte. */

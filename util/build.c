@@ -21,6 +21,11 @@ const char *kvmig_build_info(void)
 #else
 	       "synchronous (built without liburing)"
 #endif
+#ifdef KVMIG_HAVE_AGENT
+	       "; agent: kvmigd"
+#else
+	       "; agent: none (built without libmicrohttpd)"
+#endif
 #ifdef KVMIG_FAULT_INJECTION
 	       "; fault injection compiled in ($KVMIG_FAULT)"
 #endif

@@ -9,5 +9,6 @@
 #include <kvmig/mem.h>
 #include <kvmig/cas.h>
 #include <kvmig/migrate.h>
+#include <kvmig/agent.h>
 
 #endif

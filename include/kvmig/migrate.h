@@ -263,6 +263,31 @@ KVMIG_API int kvmig_migrate_accept(struct kvmig_listener *l, struct kvmig_pager 
 				   const struct kvmig_migrate_opts *opts,
 				   struct kvmig_migrate_stats *stats);
 
+/*
+ * Several migrations into one pager at once (an agent): one thread accepts
+ * connections, each is received on a thread of its own.
+ *
+ * kvmig_listener_accept() - wait at most @timeout_ms (-1: forever) for one
+ * sender on @l, before any message. Return: 0 and *ret, -ETIMEDOUT,
+ * -ECANCELED once @cancel_fd (if >= 0) is readable, or a socket error.
+ */
+struct kvmig_conn;
+KVMIG_API int kvmig_listener_accept(struct kvmig_listener *l, int timeout_ms, int cancel_fd,
+				    struct kvmig_conn **ret);
+/* kvmig_conn_peer() - the sender's "host:port"; owned by the connection. */
+KVMIG_API const char *kvmig_conn_peer(const struct kvmig_conn *c);
+/* kvmig_conn_close() - close a connection not received on; set *c NULL; NULL-safe. */
+KVMIG_API void kvmig_conn_close(struct kvmig_conn **c);
+/*
+ * kvmig_migrate_accept_conn() - kvmig_migrate_accept on a connection from
+ * kvmig_listener_accept() on @l: takes it (closed, *c set NULL, whatever the
+ * outcome). Receivers on connections from one listener may run on several
+ * threads at once, each into its own pages.
+ */
+KVMIG_API int kvmig_migrate_accept_conn(struct kvmig_listener *l, struct kvmig_conn **c,
+					struct kvmig_pager *p, const struct kvmig_migrate_opts *opts,
+					struct kvmig_migrate_stats *stats);
+
 /* kvmig_migrate_recv() - kvmig_listener_open + kvmig_migrate_accept + close. */
 KVMIG_API int kvmig_migrate_recv(struct kvmig_pager *p, const char *addr,
 				 const struct kvmig_migrate_opts *opts,

@@ -229,6 +229,8 @@ struct kvmig_pager_ops {
 	int (*gc)(void *impl, struct kvmig_gc_stats *st);
 	/* Release the implementation; called once from kvmig_pager_destroy. */
 	void (*destroy)(void *impl);
+	/* Optional: how many pages the pager has in all (allocated or free). */
+	int (*capacity)(void *impl, uint32_t *n_pages);
 };
 
 /*
@@ -266,6 +268,8 @@ KVMIG_API int kvmig_pager_free(struct kvmig_pager *p, const uint32_t *ixs, uint3
 KVMIG_API int kvmig_pager_install(struct kvmig_pager *p, const struct kvmig_seq *seqs, uint32_t n);
 KVMIG_API int kvmig_pager_remove(struct kvmig_pager *p, const char *const *ids, uint32_t n);
 KVMIG_API int kvmig_pager_identity(struct kvmig_pager *p, struct kvmig_id *id);
+/* kvmig_pager_capacity() - pages in all. Return: 0, or -ENOTSUP (no capacity op). */
+KVMIG_API int kvmig_pager_capacity(struct kvmig_pager *p, uint32_t *n_pages);
 KVMIG_API int kvmig_pager_record_create(struct kvmig_pager *p, const struct kvmig_record *rec);
 /*
  * kvmig_pager_record_set() - move record @id from @from to @to. Only the

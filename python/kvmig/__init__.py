@@ -43,6 +43,7 @@ __all__ = [
     "KvmigError", "Meta", "SeqInfo", "Event", "MigrationStats", "Engine", "BlockManager",
     "Pager", "numpy_pager", "synth_pager", "open_pager", "send", "Receiver", "receive",
     "iter_send", "capture", "restore", "verify", "resolve_pair", "build_info",
+    "Client", "AgentError",
 ]
 
 _DTYPES = {"bf16": 0, "f16": 1, "f32": 2, "fp8_e4m3": 3}
@@ -302,6 +303,24 @@ class Pager:
             return [ixs[i] for i in range(n.value)]
         finally:
             _ffi.libc.free(ixs)
+
+    def page_bytes(self, ix: int) -> bytes:
+        """Page ``ix``'s bytes: its K half then its V half, each in logical (layer) order.
+        Stable only while nothing writes the page (the engine paused, or idle)."""
+        out = []
+        for half in (0, 1):
+            ext, n = (_ffi.Extent * 4096)(), c_uint32()
+            _check(self._call(lib.kvmig_pager_extents, ix, half, ext, 4096, byref(n)),
+                   f"page {ix}")
+            out += [ctypes.string_at(ext[i].addr, ext[i].len) for i in range(n.value)]
+        return b"".join(out)
+
+    @property
+    def capacity(self) -> int:
+        """Pages in all, allocated or free."""
+        n = c_uint32()
+        _check(lib.kvmig_pager_capacity(self.handle, byref(n)), "capacity")
+        return n.value
 
     def records(self) -> list[dict]:
         """Migration records (crash safety, docs/PROTOCOL.md): id, role, state, ..."""
@@ -833,3 +852,6 @@ def verify(pager: Pager, store: str, manifest: str) -> None:
     finally:
         lib.kvmig_manifest_free(byref(m))
         lib.kvmig_store_close(byref(s))
+
+
+from .client import AgentError, Client  # noqa: E402  (the agent's API; no libkvmig calls)

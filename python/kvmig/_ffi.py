@@ -83,6 +83,10 @@ class Record(Structure):
                 ("created", c_uint64), ("n_seqs", c_uint32)]
 
 
+class Extent(Structure):
+    _fields_ = [("addr", c_void_p), ("len", c_uint64)]
+
+
 class MemRegion(Structure):
     _fields_ = [("base", c_void_p), ("len", c_uint64), ("kind", c_int), ("device", c_int32)]
 
@@ -208,6 +212,9 @@ _proto("kvmig_pager_seqs", c_int, P, POINTER(SeqList))
 _proto("kvmig_pager_occupied", c_int, P, POINTER(POINTER(c_uint32)), POINTER(c_uint32))
 _proto("kvmig_pager_records", c_int, P, POINTER(POINTER(Record)), POINTER(c_uint32))
 _proto("kvmig_pager_open", c_int, c_char_p, POINTER(P))
+_proto("kvmig_pager_extents", c_int, P, c_uint32, c_int, POINTER(Extent), c_uint32,
+       POINTER(c_uint32))
+_proto("kvmig_pager_capacity", c_int, P, POINTER(c_uint32))
 _proto("kvmig_synth_opts_init", None, POINTER(SynthOpts))
 _proto("kvmig_synth_create", c_int, POINTER(SynthOpts), POINTER(P))
 _proto("kvmig_synth_unlink", c_int, c_char_p)
