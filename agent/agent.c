@@ -65,6 +65,51 @@ void agent_log(struct agent *a, const char *fmt, ...)
 	pthread_mutex_unlock(&a->log_lock);
 }
 
+void utf8_clean(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p) {
+		unsigned n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2 :
+			     (*p & 0xf8) == 0xf0 ? 3 : 4;
+		unsigned i;
+
+		if (n == 4 || (n == 1 && *p < 0xc2) || (n == 3 && *p > 0xf4)) {
+			*p++ = '?';
+			continue;
+		}
+		if (n == 0) {
+			if (*p < 0x20 || *p == 0x7f)
+				*p = '?';
+			p++;
+			continue;
+		}
+		for (i = 1; i <= n && (p[i] & 0xc0) == 0x80; i++)
+			;
+		/* Truncated, overlong (e0 80.., f0 80..) or a surrogate (ed a0..). */
+		if (i <= n || (n == 2 && *p == 0xe0 && p[1] < 0xa0) ||
+		    (n == 2 && *p == 0xed && p[1] >= 0xa0) || (n == 3 && *p == 0xf0 && p[1] < 0x90) ||
+		    (n == 3 && *p == 0xf4 && p[1] >= 0x90)) {
+			*p++ = '?';
+			continue;
+		}
+		p += n + 1;
+	}
+}
+
+json_t *json_clean(const char *s)
+{
+	char *c = strdup(s ? s : "");
+	json_t *j;
+
+	if (!c)
+		return NULL;
+	utf8_clean(c);
+	j = json_string(c);
+	free(c);
+	return j;
+}
+
 /* ---- events ---- */
 
 void agent_event(struct agent *a, json_t *o)
@@ -178,9 +223,10 @@ static struct mig *mig_new(struct agent *a, enum mig_role role)
 json_t *mig_json(const struct mig *m)
 {
 	char hex[33];
-	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:f,s:i,s:i,s:i,s:I,s:I}", "id", m->id, "role",
+	json_t *o = json_pack("{s:s,s:s,s:s,s:o,s:f,s:i,s:i,s:i,s:I,s:I}", "id", m->id, "role",
 			      m->role == MR_SOURCE ? "source" : "destination", "state",
-			      mig_state_name(m->state), "peer", m->peer, "created", m->created,
+			      mig_state_name(m->state), "peer", json_clean(m->peer), "created",
+			      m->created,
 			      "round", (int)m->round, "pages_done", (int)m->pages_done, "pages_total",
 			      (int)m->pages_total, "bytes_done", (json_int_t)m->bytes_done,
 			      "bytes_total", (json_int_t)m->bytes_total);
@@ -254,6 +300,11 @@ static void on_event(void *arg, const struct kvmig_event *ev)
 		return;
 	}
 	snprintf(m->phase, sizeof(m->phase), "%s", ev->phase);
+	/* Past its handshake an incoming migration counts as established. */
+	if (m->handshaking && strcmp(ev->phase, "handshake")) {
+		m->handshaking = 0;
+		a->n_handshaking--;
+	}
 	if (!strcmp(ev->phase, "connect") || !strcmp(ev->phase, "handshake"))
 		s = MS_CONNECTING;
 	else if (!strcmp(ev->phase, "round"))
@@ -285,9 +336,16 @@ static void finish(struct mig *m, int ret, const struct kvmig_migrate_stats *st)
 	m->t_end = kvmig_now();
 	m->st = *st;
 	m->err = ret;
-	if (ret < 0)
+	if (ret < 0) {
+		/* The peer's words may be in it (an ABORT's reason): clean them. */
 		snprintf(m->message, sizeof(m->message), "%s",
 			 kvmig_last_error()[0] ? kvmig_last_error() : strerror(-ret));
+		utf8_clean(m->message);
+	}
+	if (m->handshaking) {
+		m->handshaking = 0;
+		a->n_handshaking--;
+	}
 	m->state = ret == 0 ? MS_COMMITTED : ret == -ENOTCONN ? MS_IN_DOUBT : MS_ABORTED;
 	if (m->state == MS_COMMITTED) {
 		m->pages_done = m->pages_total = st->pages;
@@ -365,11 +423,24 @@ static void *dest_main(void *arg)
 	return NULL;
 }
 
+/* Under a->lock: join the threads of migrations that ended (each has only
+ * its return left), so ended ones hold no thread while they are remembered. */
+static void reap(struct agent *a)
+{
+	for (struct mig *m = a->migs; m; m = m->next) {
+		if (m->done && m->has_thread) {
+			pthread_join(m->thread, NULL);
+			m->has_thread = 0;
+		}
+	}
+}
+
 /* Under a->lock: add @m to the table and start its thread. */
 static int launch(struct agent *a, struct mig *m, void *(*fn)(void *))
 {
 	int err;
 
+	reap(a);
 	m->t_start = kvmig_now();
 	m->next = a->migs;
 	a->migs = m;
@@ -390,10 +461,11 @@ int agent_start_source(struct agent *a, struct mig *m)
 
 	if (a->stopping)
 		return kvmig_err(-ESHUTDOWN, "the agent is stopping");
-	if (a->n_running >= a->o.max_migrations) {
+	if (a->n_running - a->n_handshaking >= a->o.max_migrations) {
 		a->m.throttled++;
 		return kvmig_err(-EAGAIN, "%u migrations are running, the most this agent runs at "
-				 "once (max_migrations); retry when one has ended", a->n_running);
+				 "once (max_migrations); retry when one has ended",
+				 a->n_running - a->n_handshaking);
 	}
 	m->a = a;
 	m->role = MR_SOURCE;
@@ -442,11 +514,17 @@ static void *acceptor_main(void *arg)
 			continue;
 		}
 		pthread_mutex_lock(&a->lock);
-		if (a->stopping || a->n_running >= a->o.max_migrations) {
+		/* At most max_migrations established, and as many more still in
+		 * their handshake: connections that never say hello hold only
+		 * handshake slots (until their timeout), never a start's. */
+		if (a->stopping || a->n_handshaking >= a->o.max_migrations ||
+		    a->n_running - a->n_handshaking >= a->o.max_migrations) {
 			a->m.refused++;
-			agent_event(a, json_pack("{s:s,s:s,s:s}", "event", "refused", "peer",
-						 kvmig_conn_peer(c), "reason",
-						 a->stopping ? "stopping" : "max_migrations"));
+			agent_event(a, json_pack("{s:s,s:o,s:s}", "event", "refused", "peer",
+						 json_clean(kvmig_conn_peer(c)), "reason",
+						 a->stopping ? "stopping" :
+						 a->n_handshaking >= a->o.max_migrations ?
+						 "handshakes" : "max_migrations"));
 			pthread_mutex_unlock(&a->lock);
 			kvmig_conn_close(&c);
 			continue;
@@ -465,8 +543,10 @@ static void *acceptor_main(void *arg)
 			mig_free(m);
 			continue;
 		}
-		agent_event(a, json_pack("{s:s,s:s,s:s,s:s}", "event", "started", "migration", m->id,
-					 "role", "destination", "peer", m->peer));
+		m->handshaking = 1;
+		a->n_handshaking++;
+		agent_event(a, json_pack("{s:s,s:s,s:s,s:o}", "event", "started", "migration", m->id,
+					 "role", "destination", "peer", json_clean(m->peer)));
 		pthread_mutex_unlock(&a->lock);
 	}
 }
@@ -506,6 +586,8 @@ static int check_opts(const struct kvmig_agent_opts *o)
 				 "bytes", o->control_socket);
 	if (o->control_addr && kvmig_addr_check(o->control_addr) < 0)
 		return kvmig_err(-EINVAL, "control address: %s", kvmig_last_error());
+	if (o->control_addr && strlen(o->control_addr) >= 280)
+		return kvmig_err(-EINVAL, "control address is longer than 279 bytes");
 	return kvmig_addr_check(o->data_addr ? o->data_addr : "");
 }
 

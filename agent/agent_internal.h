@@ -73,6 +73,7 @@ struct mig {
 	struct kvmig_conn *conn;   /* dest: accepted, until its thread takes it */
 	pthread_t thread;
 	int has_thread, done;
+	int handshaking;           /* dest: accepted, its handshake not yet done */
 };
 
 struct hist {
@@ -110,7 +111,7 @@ struct agent {
 	char *data_token, *control_token; /* copies */
 	char *socket_path;
 	char control_addr[128];
-	char tcp_addr[80];
+	char tcp_addr[300];
 	struct kvmig_listener *l;
 	pthread_t acceptor;
 	int has_acceptor;
@@ -119,6 +120,7 @@ struct agent {
 	pthread_cond_t cond;       /* a migration moved, an event was added, stopping */
 	struct mig *migs;
 	uint32_t n_running, n_done;
+	uint32_t n_handshaking;    /* of n_running: incoming ones still in their handshake */
 	int stopping;
 	struct events ev;
 	struct metrics m;
@@ -128,6 +130,10 @@ struct agent {
 };
 
 /* agent.c */
+/* Replace what is not UTF-8 (and control bytes) in @s with '?': JSON needs it. */
+void utf8_clean(char *s);
+/* A JSON string of @s cleaned (a copy). */
+json_t *json_clean(const char *s);
 const char *mig_state_name(enum mig_state s);
 int mig_state_final(enum mig_state s);
 /* Under a->lock: the migration with @id, or NULL. */

@@ -8,12 +8,15 @@
  * {"error": {"status", "message"}}, and a refused request starts nothing.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -35,6 +38,7 @@ struct endpoint {
 
 struct api {
 	struct endpoint unix_ep, tcp_ep;
+	int lock_fd; /* PATH.lock, flock'ed while this agent serves PATH */
 };
 
 struct req {
@@ -76,8 +80,14 @@ static enum MHD_Result reply_hdr(struct MHD_Connection *c, unsigned status, json
 	size_t n;
 
 	json_decref(o);
-	if (!s)
-		return MHD_NO;
+	if (!s) { /* out of memory, or a string jansson refused: still an answer */
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		hdr = NULL;
+		s = strdup("{\"error\":{\"status\":500,\"message\":\"the agent could not encode "
+			   "its answer\"}}");
+		if (!s)
+			return MHD_NO;
+	}
 	n = strlen(s);
 	if (!(t = realloc(s, n + 2))) {
 		free(s);
@@ -103,6 +113,8 @@ static enum MHD_Result fail(struct MHD_Connection *c, unsigned status, const cha
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* It may quote the request's bytes, cut anywhere: valid UTF-8 first. */
+	utf8_clean(msg);
 	return reply(c, status, json_pack("{s:{s:i,s:s}}", "error", "status", (int)status,
 					  "message", msg));
 }
@@ -526,10 +538,10 @@ static json_t *records_json(struct agent *a, uint32_t *in_doubt, uint32_t *seqs_
 
 		kvmig_id_format(&r->id, id);
 		kvmig_id_format(&r->peer_pager, peer);
-		o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:b,s:b,s:I,s:i}", "migration", id, "role",
+		o = json_pack("{s:s,s:s,s:s,s:s,s:o,s:i,s:b,s:b,s:I,s:i}", "migration", id, "role",
 			      r->role == KVMIG_ROLE_SOURCE ? "source" : "destination", "state",
 			      kvmig_record_state_name(r->state), "peer_pager", peer, "peer_addr",
-			      r->peer_addr, "owner_pid", (int)r->owner_pid, "driven_here",
+			      json_clean(r->peer_addr), "owner_pid", (int)r->owner_pid, "driven_here",
 			      r->owner_pid == (int32_t)getpid(), "in_doubt", doubt, "created",
 			      (json_int_t)r->created, "sequences", (int)r->n_seqs);
 		if (r->role == KVMIG_ROLE_SOURCE)
@@ -624,7 +636,7 @@ static enum MHD_Result get_pager(struct agent *a, struct MHD_Connection *c)
 	json_decref(recs);
 	seqs = json_array();
 	for (uint32_t i = 0; i < l.n; i++) {
-		json_t *o = json_pack("{s:s,s:i,s:i,s:s}", "id", l.seqs[i].id, "pages",
+		json_t *o = json_pack("{s:o,s:i,s:i,s:s}", "id", json_clean(l.seqs[i].id), "pages",
 				      (int)l.seqs[i].n_pages, "fill_in_last_page",
 				      (int)l.seqs[i].fill_in_last_page, "state",
 				      kvmig_seq_state_name(l.seqs[i].state));
@@ -783,6 +795,7 @@ static enum MHD_Result not_allowed(struct MHD_Connection *c, const char *method,
 
 	snprintf(msg, sizeof(msg), "%.16s is not allowed on %.100s (allowed: %s)", method, url,
 		 allow);
+	utf8_clean(msg);
 	return reply_hdr(c, MHD_HTTP_METHOD_NOT_ALLOWED,
 			 json_pack("{s:{s:i,s:s}}", "error", "status", MHD_HTTP_METHOD_NOT_ALLOWED,
 				   "message", msg), MHD_HTTP_HEADER_ALLOW, allow);
@@ -845,7 +858,7 @@ static int authorized(struct agent *a, struct MHD_Connection *c)
 	unsigned char want[32], got[32];
 	size_t n;
 
-	if (!h || strncmp(h, "Bearer ", 7))
+	if (!h || strncasecmp(h, "Bearer ", 7)) /* the scheme is case-insensitive */
 		return 0;
 	h += 7;
 	n = strlen(h);
@@ -921,34 +934,39 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /*
  * A unix socket at @path, mode 0600 from the start: bound under a temporary
- * name, chmod'ed, then renamed over @path. A socket file nobody answers on
- * (a dead agent's) is replaced; one a live agent answers on is -EADDRINUSE.
+ * name, chmod'ed, then renamed over @path. Who serves @path holds an flock
+ * on PATH.lock (*lock_fd) for as long as it runs: a second agent on the same
+ * path is refused (-EADDRINUSE) whatever the timing; a socket file left by
+ * a dead one is replaced. The lock file stays (removing it would race).
  */
-static int unix_listen(const char *path)
+static int unix_listen(const char *path, int *lock_fd)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char tmp[sizeof(sa.sun_path)];
+	char tmp[sizeof(sa.sun_path)], lock[sizeof(sa.sun_path) + 8];
 	struct stat st;
 	int fd, err;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.%d", path, (int)getpid()) >= (int)sizeof(tmp))
 		return kvmig_err(-ENAMETOOLONG, "control socket path %s is too long", path);
-	if (lstat(path, &st) == 0) {
-		int probe;
-
-		if (!S_ISSOCK(st.st_mode))
-			return kvmig_err(-EEXIST, "%s exists and is not a socket", path);
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			close(probe);
-			return kvmig_err(-EADDRINUSE, "an agent already answers on %s", path);
-		}
-		if (probe >= 0)
-			close(probe);
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	if ((*lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return kvmig_err(-errno, "cannot open %s: %s", lock, strerror(errno));
+	if (flock(*lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		err = errno == EWOULDBLOCK ? kvmig_err(-EADDRINUSE, "an agent already answers on %s "
+						       "(it holds %s)", path, lock) :
+			kvmig_err(-errno, "cannot lock %s: %s", lock, strerror(errno));
+		close(*lock_fd);
+		*lock_fd = -1;
+		return err;
 	}
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		return kvmig_err(-errno, "socket: %s", strerror(errno));
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		err = kvmig_err(-EEXIST, "%s exists and is not a socket", path);
+		goto fail_lock;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+		err = kvmig_err(-errno, "socket: %s", strerror(errno));
+		goto fail_lock;
+	}
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", tmp);
 	unlink(tmp);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(tmp, 0600) < 0 ||
@@ -956,9 +974,13 @@ static int unix_listen(const char *path)
 		err = kvmig_err(-errno, "cannot listen on %s: %s", path, strerror(errno));
 		unlink(tmp);
 		close(fd);
-		return err;
+		goto fail_lock;
 	}
 	return fd;
+fail_lock:
+	close(*lock_fd);
+	*lock_fd = -1;
+	return err;
 }
 
 /* A TCP listening socket on "host:port"; its bound address into @out. */
@@ -1028,8 +1050,9 @@ int api_start(struct agent *a)
 	a->api = api;
 	api->unix_ep.a = api->tcp_ep.a = a;
 	api->tcp_ep.tcp = 1;
+	api->lock_fd = -1;
 	if (a->socket_path) {
-		if ((fd = unix_listen(a->socket_path)) < 0) {
+		if ((fd = unix_listen(a->socket_path, &api->lock_fd)) < 0) {
 			err = fd;
 			goto fail;
 		}
@@ -1068,6 +1091,8 @@ void api_stop(struct agent *a)
 	}
 	if (api->tcp_ep.d)
 		MHD_stop_daemon(api->tcp_ep.d);
+	if (api->lock_fd >= 0)
+		close(api->lock_fd);
 	free(api);
 	a->api = NULL;
 }

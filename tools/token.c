@@ -27,6 +27,10 @@ int token_read(const char *path, char *buf, size_t cap, size_t *len, char *why, 
 	}
 	n = read(fd, buf, cap);
 	close(fd);
+	if (n >= (ssize_t)cap) {
+		snprintf(why, whylen, "token file %s is longer than %zu bytes", path, cap - 1);
+		return -1;
+	}
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		n--;
 	if (n < 16 || (size_t)n >= cap) {

@@ -61,7 +61,7 @@ int kvmig_listener_accept(struct kvmig_listener *l, int timeout_ms, int cancel_f
 	int err;
 
 	if (!c)
-		return -ENOMEM;
+		return kvmig_err(-ENOMEM, "out of memory accepting a connection");
 	c->ops = l->ops;
 	if ((err = l->ops->accept(l->impl, timeout_ms < 0 ? -1 : timeout_ms, cancel_fd,
 				  &c->c)) < 0) {

@@ -149,7 +149,8 @@ struct xport_ops {
 	void (*listener_close)(struct xport_listener **l);
 	/* Drop what the listener cached for its last pager (NULL: nothing cached). */
 	void (*listener_forget)(struct xport_listener *l);
-	int (*connect)(const char *addr, int timeout_ms, struct xport_conn **ret);
+	/* Connect within @timeout_ms; -ECANCELED once @cancel_fd (if >= 0) is readable. */
+	int (*connect)(const char *addr, int timeout_ms, int cancel_fd, struct xport_conn **ret);
 	/* Every later wait on the peer gives up after @timeout_ms of silence,
 	 * and a frame must arrive whole within @timeout_ms of its first byte. */
 	void (*set_timeout)(struct xport_conn *c, int timeout_ms);

@@ -344,8 +344,10 @@ int verbs_accept_conn(struct xport_listener *xl, int timeout_ms, int cancel_fd,
 		rdma_destroy_id(id);
 		goto fail;
 	}
-	if (!l->dom)
-		l->dom = verbs_domain_new(id->verbs, 1); /* NULL: this connection goes uncached */
+	/* Set once, by the one accepting thread; receivers read it (forget). */
+	if (!__atomic_load_n(&l->dom, __ATOMIC_ACQUIRE))
+		__atomic_store_n(&l->dom, verbs_domain_new(id->verbs, 1), __ATOMIC_RELEASE);
+	/* (NULL: this connection goes uncached) */
 	if ((err = conn_setup(c, id, l->dom)) < 0) {
 		rdma_reject(id, NULL, 0);
 		goto fail;
@@ -360,8 +362,8 @@ int verbs_accept_conn(struct xport_listener *xl, int timeout_ms, int cancel_fd,
 		goto fail;
 	}
 	snprintf(what, sizeof(what), "accepting %s", c->peer);
-	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ESTABLISHED, timeout_ms < 0 ? 30000 : timeout_ms,
-			   what, &ev)) < 0)
+	if ((err = cm_wait_cancel(c->ch, RDMA_CM_EVENT_ESTABLISHED, timeout_ms < 0 ? 30000 : timeout_ms,
+				  cancel_fd, what, &ev)) < 0)
 		goto fail;
 	rdma_ack_cm_event(ev);
 	*ret = &c->base;
@@ -371,7 +373,7 @@ fail:
 	return err;
 }
 
-int verbs_connect_conn(const char *addr, int timeout_ms, struct xport_conn **ret)
+int verbs_connect_conn(const char *addr, int timeout_ms, int cancel_fd, struct xport_conn **ret)
 {
 	struct verbs_conn *c = conn_alloc();
 	struct addrinfo *res = NULL;
@@ -398,7 +400,8 @@ int verbs_connect_conn(const char *addr, int timeout_ms, struct xport_conn **ret
 		err = kvmig_err(-errno, "%s: %s", what, strerror(errno));
 		goto fail;
 	}
-	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ADDR_RESOLVED, RESOLVE_MS + 1000, what, &ev)) < 0)
+	if ((err = cm_wait_cancel(c->ch, RDMA_CM_EVENT_ADDR_RESOLVED, RESOLVE_MS + 1000, cancel_fd,
+				  what, &ev)) < 0)
 		goto fail;
 	rdma_ack_cm_event(ev);
 	if (rdma_resolve_route(c->id, RESOLVE_MS)) {
@@ -406,7 +409,8 @@ int verbs_connect_conn(const char *addr, int timeout_ms, struct xport_conn **ret
 				"address", what, strerror(errno));
 		goto fail;
 	}
-	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ROUTE_RESOLVED, RESOLVE_MS + 1000, what, &ev)) < 0)
+	if ((err = cm_wait_cancel(c->ch, RDMA_CM_EVENT_ROUTE_RESOLVED, RESOLVE_MS + 1000, cancel_fd,
+				  what, &ev)) < 0)
 		goto fail;
 	rdma_ack_cm_event(ev);
 	if ((err = conn_setup(c, c->id, NULL)) < 0)
@@ -418,7 +422,8 @@ int verbs_connect_conn(const char *addr, int timeout_ms, struct xport_conn **ret
 		goto fail;
 	}
 	snprintf(what, sizeof(what), "cannot connect to %s", addr);
-	if ((err = cm_wait(c->ch, RDMA_CM_EVENT_ESTABLISHED, timeout_ms, what, &ev)) < 0)
+	if ((err = cm_wait_cancel(c->ch, RDMA_CM_EVENT_ESTABLISHED, timeout_ms, cancel_fd, what,
+				  &ev)) < 0)
 		goto fail;
 	rdma_ack_cm_event(ev);
 	freeaddrinfo(res);

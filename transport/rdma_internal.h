@@ -102,7 +102,7 @@ const char *verbs_listener_addr(const struct xport_listener *xl);
 void verbs_listener_close(struct xport_listener **xl);
 int verbs_accept_conn(struct xport_listener *xl, int timeout_ms, int cancel_fd,
 		      struct xport_conn **ret);
-int verbs_connect_conn(const char *addr, int timeout_ms, struct xport_conn **ret);
+int verbs_connect_conn(const char *addr, int timeout_ms, int cancel_fd, struct xport_conn **ret);
 void verbs_set_cancel(struct xport_conn *xc, int fd);
 const char *verbs_peer_addr(const struct xport_conn *xc);
 void verbs_set_timeout(struct xport_conn *xc, int timeout_ms);

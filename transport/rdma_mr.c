@@ -136,6 +136,18 @@ int verbs_reg_local(struct xport_conn *xc, void *base, uint64_t len, void **hand
 	}
 	r->users = 1;
 	pthread_mutex_lock(&d->lock);
+	/* Another receiver may have registered the same memory meanwhile: one
+	 * registration each, or the cache would pin it twice. */
+	for (struct verbs_reg *o = d->local; o; o = o->next) {
+		if (!o->remote && o->mr->addr == base && o->mr->length == len) {
+			o->users++;
+			*handle = o;
+			pthread_mutex_unlock(&d->lock);
+			ibv_dereg_mr(r->mr);
+			free(r);
+			return 1;
+		}
+	}
 	r->next = d->local;
 	d->local = r;
 	pthread_mutex_unlock(&d->lock);
@@ -165,11 +177,12 @@ void verbs_dereg(struct xport_conn *xc, void **handle)
 void verbs_listener_forget(struct xport_listener *xl)
 {
 	struct verbs_listener *l = kvmig_container_of(xl, struct verbs_listener, base);
+	struct verbs_domain *d = __atomic_load_n(&l->dom, __ATOMIC_ACQUIRE);
 
-	if (l->dom) {
-		pthread_mutex_lock(&l->dom->lock);
-		domain_trim(l->dom, 0);
-		pthread_mutex_unlock(&l->dom->lock);
+	if (d) {
+		pthread_mutex_lock(&d->lock);
+		domain_trim(d, 0);
+		pthread_mutex_unlock(&d->lock);
 	}
 }
 

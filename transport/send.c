@@ -1018,7 +1018,8 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->ses.ops = session_pick(s->ses.o.transport, addr, 0);
 	s->ses.ev.transport = s->ses.ops->name;
 	session_phase(&s->ses, "connect");
-	if ((ret = s->ses.ops->connect(addr, (int)s->ses.o.timeout_ms, &s->ses.c)) < 0)
+	if ((ret = s->ses.ops->connect(addr, (int)s->ses.o.timeout_ms, s->ses.o.cancel_fd,
+				       &s->ses.c)) < 0)
 		goto out;
 	session_connected(&s->ses);
 	session_handshake_begin(&s->ses);

@@ -215,7 +215,7 @@ static void tcp_listener_close(struct xport_listener **xl)
 	*xl = NULL;
 }
 
-static int tcp_connect(const char *addr, int timeout_ms, struct xport_conn **ret)
+static int tcp_connect(const char *addr, int timeout_ms, int cancel_fd, struct xport_conn **ret)
 {
 	struct addrinfo *res = NULL, *ai;
 	int fd = -1, err = -ECONNREFUSED;
@@ -224,9 +224,9 @@ static int tcp_connect(const char *addr, int timeout_ms, struct xport_conn **ret
 		return err;
 	err = -EHOSTUNREACH;
 	for (ai = res; ai; ai = ai->ai_next) {
-		struct pollfd pfd;
+		struct pollfd pfd[2];
 		socklen_t sl = sizeof(int);
-		int soerr = 0, r;
+		int soerr = 0, r, r2;
 
 		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0) {
@@ -237,10 +237,16 @@ static int tcp_connect(const char *addr, int timeout_ms, struct xport_conn **ret
 			err = -errno;
 			goto next;
 		}
-		pfd = (struct pollfd){ fd, POLLOUT, 0 };
+		pfd[0] = (struct pollfd){ fd, POLLOUT, 0 };
+		pfd[1] = (struct pollfd){ cancel_fd, POLLIN, 0 };
 		do
-			r = poll(&pfd, 1, timeout_ms);
-		while (r < 0 && errno == EINTR);
+			r = poll(pfd, cancel_fd >= 0 ? 2 : 1, timeout_ms);
+		while (r < 0 && errno == EINTR && !cancelled(cancel_fd));
+		if ((r2 = cancelled(cancel_fd)) < 0) {
+			close(fd);
+			freeaddrinfo(res);
+			return r2;
+		}
 		if (r == 0) {
 			err = -ETIMEDOUT;
 			goto next;

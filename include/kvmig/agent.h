@@ -44,7 +44,8 @@ struct kvmig_agent_opts {
 	uint32_t queue_depth;        /* receiver: reads in flight; default 32 */
 	uint32_t max_read_bytes;     /* receiver: bytes per read; default 1 MiB */
 	/* One line per migration event and per start / stop (NULL: silent);
-	 * called from the agent's threads, one at a time. */
+	 * called from the agent's threads, one at a time, with the agent's
+	 * lock held: it must return quickly and not call kvmig_agent_*(). */
 	void (*log)(void *arg, const char *line);
 	void *log_arg;
 };

@@ -140,7 +140,8 @@ struct kvmig_gc_stats {
 };
 
 /*
- * The ops table a pager implements. Every op returns 0 or -errno, may record
+ * The ops table a pager implements (built against this header, optional ops
+ * NULL: until 1.0 the table may grow at its end). Every op returns 0 or -errno, may record
  * a message with the library's error reporting, and is called with the
  * pager's impl pointer. Ops must be safe to call while another thread of the
  * owning engine writes pages; page bytes themselves are only stable while

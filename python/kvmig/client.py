@@ -220,7 +220,12 @@ class Client:
             c.request("GET", path, headers=headers)
             r = c.getresponse()
             if r.status >= 400:
-                raise AgentError(r.status, r.read().decode("utf-8", "replace").strip())
+                text = r.read().decode("utf-8", "replace")
+                try:
+                    msg = json.loads(text)["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    msg = text.strip() or r.reason
+                raise AgentError(r.status, msg)
             for line in r:
                 line = line.strip()
                 if line:  # blank lines are keep-alives

@@ -555,3 +555,99 @@ def test_events_idempotency_and_config(agents, tmp_path):
     r = subprocess.run([KVMIGD, "--pager", f"shm:{pa}", "--config", str(bad)],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "colour" in r.stderr
+
+
+def test_abort_while_connecting(agents):
+    pa = agents.pager()
+    a = agents("a", pa)
+    before = contents(pa)
+    # A listener whose backlog is full: the kernel drops further SYNs, so a
+    # connect to it hangs until its timeout. DELETE must not wait for that.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    fill = [socket.socket() for _ in range(3)]
+    for s in fill:
+        s.setblocking(False)
+        s.connect_ex(srv.getsockname())
+    time.sleep(0.2)
+    mid = a.c.migrate(["seq-0"], to="127.0.0.1:%d" % srv.getsockname()[1], timeout_ms=20000)
+    until(lambda: a.c.migration(mid)["state"] == "connecting", what="connecting")
+    time.sleep(0.3)
+    assert a.c.migration(mid)["phase"] == "connect"  # still connecting, no handshake
+    t0 = time.monotonic()
+    a.c.abort(mid)
+    m = a.c.wait(mid, 10)
+    assert m["state"] == "aborted" and m["error"]["errno"] == errno.ECANCELED, m
+    assert time.monotonic() - t0 < 3, "the abort waited for the connect's timeout"
+    assert contents(pa) == before
+    for s in fill:
+        s.close()
+    srv.close()
+
+
+def raw_bytes(agent, request):
+    """Send @request (bytes) as is; the status and the parsed JSON body."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(agent.sock)
+    s.sendall(request)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        clen = [int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length:")]
+        if clen and len(body) >= clen[0]:
+            break
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body.decode("utf-8"))
+
+
+def test_invalid_utf8_still_gets_a_json_error(agents):
+    pa, pb = agents.pager(), agents.pager(seqs=0)
+    a, b = agents("a", pa), agents("b", pb)
+    for req, want in ((b"GET /nope\xff HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+                      (b"GET /v1/migrations/\xc3 HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+                      (b"GET /v1/events?since=\xff HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+                      (b"PUT /v1/pager\xfe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                       404)):
+        status, body = raw_bytes(a, req)
+        assert status == want, (req, status, body)
+        one_sentence(body["error"]["message"])
+    # A sequence id whose 64th byte starts a two-byte character: the error
+    # quotes it cut there, and is still valid JSON.
+    status, text, _ = raw(a, "POST", "/v1/migrations",
+                          json.dumps({"seqs": ["x" * 63 + "\u00e9"], "to": b.data}))
+    assert status == 409, text
+    one_sentence(json.loads(text)["error"]["message"])
+    assert a.c.migrations() == []
+
+
+def test_idle_data_connections_do_not_block_starts(agents):
+    pa, pb, pc = agents.pager(), agents.pager(), agents.pager(seqs=0)
+    a, c = agents("a", pa), agents("c", pc)
+    b = agents("b", pb, "--max-migrations", "1", "--timeout", "1500")
+    host, port = b.data.rsplit(":", 1)
+    squat = [socket.create_connection((host, int(port))) for _ in range(3)]
+    until(lambda: len(b.c.migrations()) >= 1, what="a squatter accepted")
+    # B may still start a migration of its own: squatters hold handshake slots only.
+    mid = b.c.migrate(["seq-0"], to=c.data)
+    assert b.c.wait(mid, 20)["state"] == "committed"
+    # An incoming migration while the handshake slot is squatted: refused at
+    # once (its source untouched), then accepted once the squatter timed out.
+    before = contents(pc)
+    m = c.c.wait(c.c.migrate(["seq-0"], to=b.data, timeout_ms=3000), 20)
+    assert m["state"] == "aborted", m
+    assert contents(pc) == before
+    for s in squat:
+        s.close()
+    until(lambda: all(x["state"] in kvmig.client.FINAL_STATES for x in b.c.migrations()),
+          timeout=10, what="squatters timed out")
+    assert c.c.wait(c.c.migrate(["seq-0"], to=b.data), 20)["state"] == "committed"
+    assert contents(pb, {"seq-0"}) == before
+    assert families(b.c.metrics())[("kvmig_incoming_refused_total", ())] >= 1

@@ -111,7 +111,7 @@ static void child_session(const struct xport_ops *ops, const char *addr)
 
 	for (uint64_t i = 0; i < BUF_BYTES; i++)
 		buf[i] = pattern_at(i);
-	if (!rg || ops->connect(addr, timeout_for(ops), &c) < 0)
+	if (!rg || ops->connect(addr, timeout_for(ops), -1, &c) < 0)
 		_exit(2);
 	ops->set_timeout(c, timeout_for(ops));
 	if (ops->reg_remote(c, buf, BUF_BYTES, &key, &handle) < 0)

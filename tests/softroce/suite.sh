@@ -13,6 +13,8 @@
 #    --transport rdma where no RDMA device serves the address is a clear error,
 #    the RDMA device removed mid-transfer aborts both sides cleanly, and a
 #    live migration while `kvmig pager run` decodes into the source.
+# 3. kvmigd: two agents with rdma data listeners, one migration started
+#    through the API (agent.sh).
 set -u
 build=$1
 K=$build/tools/kvmig
@@ -56,6 +58,10 @@ if /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
 else
 	no "python: python3-numpy is missing in the guest"
 fi
+
+echo "== the agent over rdma (tests/softroce/agent.sh)"
+check "agent: a migration started through kvmigd's API moved over rdma, byte for byte" \
+	sh "$(dirname "$0")/agent.sh" "$build"
 
 echo "== test_crash over rdma"
 check "test_crash (rdma): a side dies at every protocol step, records resolve it" \
