@@ -43,7 +43,7 @@ __all__ = [
     "KvmigError", "Meta", "SeqInfo", "Event", "MigrationStats", "Engine", "BlockManager",
     "Pager", "numpy_pager", "synth_pager", "open_pager", "send", "Receiver", "receive",
     "iter_send", "capture", "restore", "verify", "resolve_pair", "build_info",
-    "Client", "AgentError",
+    "Client", "AgentError", "Agent",
 ]
 
 _DTYPES = {"bf16": 0, "f16": 1, "f32": 2, "fp8_e4m3": 3}
@@ -852,6 +852,75 @@ def verify(pager: Pager, store: str, manifest: str) -> None:
     finally:
         lib.kvmig_manifest_free(byref(m))
         lib.kvmig_store_close(byref(s))
+
+
+# ---- the agent, embedded (kvmig/agent.h, docs/AGENT.md) ----
+
+class Agent:
+    """kvmigd's agent inside this process, over ``pager`` (a numpy pager, or any):
+    a data listener taking migrations into it and the control API, served on the
+    library's threads until :meth:`stop`. ``control_socket`` (a unix socket path)
+    and / or ``control_addr`` ("host:port", with ``control_token``); ``client()``
+    is a :class:`Client` for it. The pager must stay open while the agent runs."""
+
+    def __init__(self, pager: Pager, *, data_addr: str = "127.0.0.1:0",
+                 control_socket: Optional[str] = None, control_addr: Optional[str] = None,
+                 control_token: Optional[bytes] = None, transport: str = "tcp",
+                 data_token: Optional[bytes] = None, max_migrations: int = 4,
+                 history: int = 256, timeout_ms: int = 30000,
+                 log: Optional[Callable[[str], None]] = None):
+        if transport not in _TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r} (expected tcp, rdma or auto)")
+        o = _ffi.AgentOpts()
+        lib.kvmig_agent_opts_init(byref(o))
+        keep: list = []
+
+        def cstr(v):
+            if v is None:
+                return None
+            b = ctypes.create_string_buffer(v.encode() if isinstance(v, str) else bytes(v))
+            keep.append(b)
+            return ctypes.cast(b, c_void_p)
+        o.data_addr = data_addr.encode()
+        o.transport = _TRANSPORTS[transport]
+        o.control_socket = control_socket.encode() if control_socket else None
+        o.control_addr = control_addr.encode() if control_addr else None
+        if control_token is not None:
+            o.control_token, o.control_token_len = cstr(control_token), len(control_token)
+        if data_token is not None:
+            o.data_token, o.data_token_len = cstr(data_token), len(data_token)
+        o.max_migrations, o.history, o.timeout_ms = max_migrations, history, timeout_ms
+        if log is not None:
+            cb = _ffi.CB_LOG(lambda _arg, line: log(line.decode("utf-8", "replace")))
+            keep.append(cb)
+            o.log = cb
+        self._keep, self._o, self.pager = keep, o, pager
+        self._token = control_token
+        self._h = c_void_p()
+        _check(lib.kvmig_agent_start(pager.handle, byref(o), byref(self._h)), "agent")
+        self.data_addr = lib.kvmig_agent_data_addr(self._h).decode()
+        self.control_addr = lib.kvmig_agent_control_addr(self._h).decode()
+
+    def client(self, timeout: float = 30.0) -> "Client":
+        return Client(self.control_addr, token=self._token, timeout=timeout)
+
+    def stop(self) -> None:
+        """Abort what has not committed, wait for it, close everything."""
+        if self._h:
+            lib.kvmig_agent_stop(byref(self._h))
+            self._h = c_void_p()
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *a) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            pass
 
 
 from .client import AgentError, Client  # noqa: E402  (the agent's API; no libkvmig calls)

@@ -128,6 +128,16 @@ class Event(Structure):
 
 
 CB_EVENT = CFUNCTYPE(None, c_void_p, POINTER(Event))
+CB_LOG = CFUNCTYPE(None, c_void_p, c_char_p)
+
+
+class AgentOpts(Structure):
+    _fields_ = [("data_addr", c_char_p), ("transport", c_int), ("control_socket", c_char_p),
+                ("control_addr", c_char_p), ("control_token", c_void_p),
+                ("control_token_len", c_size_t), ("data_token", c_void_p),
+                ("data_token_len", c_size_t), ("max_migrations", c_uint32),
+                ("history", c_uint32), ("timeout_ms", c_uint32), ("queue_depth", c_uint32),
+                ("max_read_bytes", c_uint32), ("log", CB_LOG), ("log_arg", c_void_p)]
 
 
 class MigrateOpts(Structure):
@@ -215,6 +225,11 @@ _proto("kvmig_pager_open", c_int, c_char_p, POINTER(P))
 _proto("kvmig_pager_extents", c_int, P, c_uint32, c_int, POINTER(Extent), c_uint32,
        POINTER(c_uint32))
 _proto("kvmig_pager_capacity", c_int, P, POINTER(c_uint32))
+_proto("kvmig_agent_opts_init", None, POINTER(AgentOpts))
+_proto("kvmig_agent_start", c_int, P, POINTER(AgentOpts), POINTER(P))
+_proto("kvmig_agent_data_addr", c_char_p, P)
+_proto("kvmig_agent_control_addr", c_char_p, P)
+_proto("kvmig_agent_stop", None, POINTER(P))
 _proto("kvmig_synth_opts_init", None, POINTER(SynthOpts))
 _proto("kvmig_synth_create", c_int, POINTER(SynthOpts), POINTER(P))
 _proto("kvmig_synth_unlink", c_int, c_char_p)

@@ -651,3 +651,26 @@ def test_idle_data_connections_do_not_block_starts(agents):
     assert c.c.wait(c.c.migrate(["seq-0"], to=b.data), 20)["state"] == "committed"
     assert contents(pb, {"seq-0"}) == before
     assert families(b.c.metrics())[("kvmig_incoming_refused_total", ())] >= 1
+
+
+def test_embedded_agents_over_engine_memory(tmp_path):
+    """Two engines, each with its KV memory in numpy arrays (vLLM's layout at the
+    source, FlashInfer's at the destination, declared compatible), each embedding
+    the agent: a migration through the API."""
+    from engines import Toy
+    src, dst = Toy("vllm"), Toy("flashinfer", layout_name="vllm")
+    src.fill(n_seqs=3, blocks_per_seq=3)
+    before = src.digests()
+    with kvmig.Agent(src.pager, control_socket=str(tmp_path / "s.sock")) as sa, \
+            kvmig.Agent(dst.pager, control_socket=str(tmp_path / "d.sock")) as da:
+        assert sa.control_addr == f"unix:{tmp_path / 's.sock'}"
+        c = sa.client()
+        m = c.wait(c.migrate(["req-0", "req-2"], to=da.data_addr), 30)
+        assert m["state"] == "committed" and m["pages"] == 6, m
+        after = dst.digests()
+        assert after == {k: before[k] for k in ("req-0", "req-2")}
+        assert set(src.digests()) == {"req-1"}
+        assert da.client().pager()["used_pages"] == 6
+    with pytest.raises(kvmig.KvmigError) as e:
+        kvmig.Agent(src.pager)  # no control endpoint
+    assert e.value.errno == errno.EINVAL and "control endpoint" in e.value.message
