@@ -178,12 +178,16 @@ void mig_free(struct mig *m)
 /* Under a->lock: forget the oldest ended migrations past the history. */
 static void trim_history(struct agent *a)
 {
-	uint32_t kept = 0;
+	uint32_t kept = 0, noise = 0;
 
+	/* Connections that ended before their handshake (anyone can open them)
+	 * have a small budget of their own: they never push real migrations
+	 * out of the history. */
 	for (struct mig **pp = &a->migs; *pp;) {
 		struct mig *m = *pp;
 
-		if (!m->done || ++kept <= a->o.history) {
+		if (!m->done || (m->unestablished ? ++noise <= AGENT_MAX_UNESTABLISHED :
+				 ++kept <= a->o.history)) {
 			pp = &m->next;
 			continue;
 		}
@@ -300,6 +304,16 @@ static void on_event(void *arg, const struct kvmig_event *ev)
 		return;
 	}
 	snprintf(m->phase, sizeof(m->phase), "%s", ev->phase);
+	/* "commit": the source has decided, the destination is about to record
+	 * PREPARED. An abort now would only leave the migration in doubt: from
+	 * here it completes. A cancel byte already written is taken back. */
+	if (!strcmp(ev->phase, "commit") && !m->committing) {
+		char sink[64];
+
+		m->committing = 1;
+		while (read(m->cancel[0], sink, sizeof(sink)) > 0)
+			;
+	}
 	/* Past its handshake an incoming migration counts as established. */
 	if (m->handshaking && strcmp(ev->phase, "handshake")) {
 		m->handshaking = 0;
@@ -344,6 +358,7 @@ static void finish(struct mig *m, int ret, const struct kvmig_migrate_stats *st)
 	}
 	if (m->handshaking) {
 		m->handshaking = 0;
+		m->unestablished = 1;
 		a->n_handshaking--;
 	}
 	m->state = ret == 0 ? MS_COMMITTED : ret == -ENOTCONN ? MS_IN_DOUBT : MS_ABORTED;
@@ -480,6 +495,8 @@ int agent_abort(struct agent *a, struct mig *m)
 {
 	if (m->done)
 		return -EALREADY;
+	if (m->committing)
+		return -EINPROGRESS;
 	if (!m->abort_requested) {
 		m->abort_requested = 1;
 		(void)!write(m->cancel[1], "x", 1);
@@ -723,6 +740,9 @@ void kvmig_agent_stop(struct kvmig_agent **ka)
 		return;
 	a = (struct agent *)*ka;
 	*ka = NULL;
+	/* No new migration; the running ones abort (those past their decision
+	 * complete); the API keeps answering meanwhile, so long polls and
+	 * event streams see how each ended. */
 	pthread_mutex_lock(&a->lock);
 	a->stopping = 1;
 	for (struct mig *m = a->migs; m; m = m->next)
@@ -731,12 +751,19 @@ void kvmig_agent_stop(struct kvmig_agent **ka)
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
 	(void)!write(a->stop_pipe[1], "x", 1);
-	api_stop(a);
 	if (a->has_acceptor)
 		pthread_join(a->acceptor, NULL);
-	for (struct mig *m = a->migs; m; m = m->next)
-		if (m->has_thread)
+	for (struct mig *m = a->migs; m; m = m->next) {
+		if (m->has_thread) {
 			pthread_join(m->thread, NULL);
+			m->has_thread = 0;
+		}
+	}
+	pthread_mutex_lock(&a->lock);
+	a->closing = 1;
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	api_stop(a);
 	agent_log(a, "stopped");
 	agent_free(a);
 }

@@ -43,6 +43,8 @@ enum { N_TRANSPORTS = 2 }; /* tcp, rdma */
 #define AGENT_ID_LEN 32
 #define AGENT_MAX_SEQS 4096u
 #define AGENT_MAX_KEY 128u
+#define AGENT_MAX_STREAMS 16u
+#define AGENT_MAX_UNESTABLISHED 16u /* ended handshake-less ones remembered */
 
 struct agent;
 
@@ -74,6 +76,8 @@ struct mig {
 	pthread_t thread;
 	int has_thread, done;
 	int handshaking;           /* dest: accepted, its handshake not yet done */
+	int unestablished;         /* dest: ended before its handshake was done (noise) */
+	int committing;            /* past the point of no abort (phase "commit") */
 };
 
 struct hist {
@@ -121,7 +125,10 @@ struct agent {
 	struct mig *migs;
 	uint32_t n_running, n_done;
 	uint32_t n_handshaking;    /* of n_running: incoming ones still in their handshake */
-	int stopping;
+	int stopping;              /* no new migration; the running ones abort */
+	int closing;               /* every migration ended: long polls, streams end */
+	uint32_t n_requests;       /* HTTP requests being answered (stop waits for them) */
+	uint32_t n_streams;        /* event streams open (at most AGENT_MAX_STREAMS) */
 	struct events ev;
 	struct metrics m;
 	struct kvmig_gc_stats gc_at_start;
@@ -147,7 +154,8 @@ json_t *mig_json(const struct mig *m);
  * Return: 0, -EAGAIN (at the cap), -ESHUTDOWN (stopping), or -errno.
  */
 int agent_start_source(struct agent *a, struct mig *m);
-/* Ask @m to abort (under a->lock). Return: 0, or -EALREADY (it has ended). */
+/* Ask @m to abort (under a->lock). Return: 0, -EALREADY (it has ended), or
+ * -EINPROGRESS (it is past its decision / prepared: it completes). */
 int agent_abort(struct agent *a, struct mig *m);
 /* Append an event line (takes @o) and wake the streams; under a->lock. */
 void agent_event(struct agent *a, json_t *o);
@@ -158,7 +166,7 @@ struct mig *agent_mig_new(struct agent *a);
 
 /* api.c */
 int api_start(struct agent *a);
-/* Wake what waits in handlers (the caller set a->stopping), then stop. */
+/* Let the answers under way finish (the caller set a->closing), then stop. */
 void api_stop(struct agent *a);
 
 /* metrics.c */

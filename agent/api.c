@@ -268,8 +268,10 @@ static unsigned parse_start(struct agent *a, json_t *o, struct mig *m, char *why
 			 AGENT_MAX_SEQS);
 		return MHD_HTTP_BAD_REQUEST;
 	}
-	if (!(m->seqs = calloc(json_array_size(seqs), sizeof(char *))))
+	if (!(m->seqs = calloc(json_array_size(seqs), sizeof(char *)))) {
+		snprintf(why, n, "out of memory");
 		return MHD_HTTP_INTERNAL_SERVER_ERROR;
+	}
 	json_array_foreach(seqs, i, v) {
 		const char *s = json_string_value(v);
 
@@ -279,26 +281,20 @@ static unsigned parse_start(struct agent *a, json_t *o, struct mig *m, char *why
 				 "of 1 to 255 bytes without NUL", i);
 			return MHD_HTTP_BAD_REQUEST;
 		}
-		if (!(m->seqs[m->n_seqs] = strdup(s)))
+		if (!(m->seqs[m->n_seqs] = strdup(s))) {
+			snprintf(why, n, "out of memory");
 			return MHD_HTTP_INTERNAL_SERVER_ERROR;
+		}
 		m->n_seqs++;
 	}
-	{
-		char **sorted = malloc(m->n_seqs * sizeof(char *));
-
-		if (!sorted)
-			return MHD_HTTP_INTERNAL_SERVER_ERROR;
-		memcpy(sorted, m->seqs, m->n_seqs * sizeof(char *));
-		qsort(sorted, m->n_seqs, sizeof(char *), cmp_str);
-		for (i = 1; i < m->n_seqs; i++) {
-			if (!strcmp(sorted[i - 1], sorted[i])) {
-				snprintf(why, n, "field \"seqs\" names sequence \"%.64s\" twice",
-					 sorted[i]);
-				free(sorted);
-				return MHD_HTTP_BAD_REQUEST;
-			}
+	/* Sorted (the order does not matter to a migration): duplicates are
+	 * neighbours, and a start is checked against the running ones by bsearch. */
+	qsort(m->seqs, m->n_seqs, sizeof(char *), cmp_str);
+	for (i = 1; i < m->n_seqs; i++) {
+		if (!strcmp(m->seqs[i - 1], m->seqs[i])) {
+			snprintf(why, n, "field \"seqs\" names sequence \"%.64s\" twice", m->seqs[i]);
+			return MHD_HTTP_BAD_REQUEST;
 		}
-		free(sorted);
 	}
 	m->move = 1;
 	if ((v = json_object_get(o, "mode"))) {
@@ -435,6 +431,17 @@ static enum MHD_Result post_migration(struct agent *a, struct MHD_Connection *c,
 		mig_free(m);
 		return reply(c, MHD_HTTP_OK, out);
 	}
+	for (struct mig *g = a->migs; g; g = g->next) {
+		for (uint32_t i = 0; !g->done && g->role == MR_SOURCE && i < g->n_seqs; i++) {
+			if (!bsearch(&g->seqs[i], m->seqs, m->n_seqs, sizeof(char *), cmp_str))
+				continue;
+			snprintf(why, sizeof(why), "sequence \"%.64s\" is being migrated by "
+				 "migration %s", g->seqs[i], g->id);
+			pthread_mutex_unlock(&a->lock);
+			mig_free(m);
+			return fail(c, MHD_HTTP_CONFLICT, "%s", why);
+		}
+	}
 	if ((ret = agent_start_source(a, m)) < 0) {
 		pthread_mutex_unlock(&a->lock);
 		snprintf(why, sizeof(why), "%s", kvmig_last_error());
@@ -470,7 +477,7 @@ static enum MHD_Result get_migration(struct agent *a, struct MHD_Connection *c, 
 	}
 	pthread_mutex_lock(&a->lock);
 	/* Long poll: until it ends, the agent stops, or wait_ms passed. */
-	while ((m = agent_find(a, id)) && !m->done && wait_ms && !a->stopping &&
+	while ((m = agent_find(a, id)) && !m->done && wait_ms && !a->closing &&
 	       pthread_cond_timedwait(&a->cond, &a->lock, &until) != ETIMEDOUT)
 		;
 	m = agent_find(a, id);
@@ -513,6 +520,11 @@ static enum MHD_Result delete_migration(struct agent *a, struct MHD_Connection *
 		json_decref(out);
 		return fail(c, MHD_HTTP_CONFLICT, "migration %s has ended (%s): there is nothing "
 			    "to abort", id, state);
+	}
+	if (ret == -EINPROGRESS) {
+		json_decref(out);
+		return fail(c, MHD_HTTP_CONFLICT, "migration %s is committing (past its decision): "
+			    "it completes and can no longer be aborted", id);
 	}
 	return reply(c, MHD_HTTP_ACCEPTED, out);
 }
@@ -722,10 +734,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += STREAM_KEEPALIVE_MS / 1000;
 	pthread_mutex_lock(&a->lock);
-	while (s->follow && !a->stopping && s->next == e->next &&
+	while (s->follow && !a->closing && s->next == e->next &&
 	       pthread_cond_timedwait(&a->cond, &a->lock, &until) != ETIMEDOUT)
 		;
-	if (s->next == e->next && (a->stopping || !s->follow)) {
+	if (s->next == e->next && (a->closing || !s->follow)) {
 		pthread_mutex_unlock(&a->lock);
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	}
@@ -754,6 +766,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	return (ssize_t)n;
 }
 
+static void stream_free(void *cls)
+{
+	struct stream *s = cls;
+	struct agent *a = s->a;
+
+	pthread_mutex_lock(&a->lock);
+	a->n_streams--;
+	pthread_mutex_unlock(&a->lock);
+	free(s);
+}
+
 static enum MHD_Result get_events(struct agent *a, struct MHD_Connection *c)
 {
 	struct MHD_Response *r;
@@ -770,13 +793,22 @@ static enum MHD_Result get_events(struct agent *a, struct MHD_Connection *c)
 	s->a = a;
 	s->follow = (int)follow;
 	pthread_mutex_lock(&a->lock);
+	if (a->n_streams >= AGENT_MAX_STREAMS) {
+		pthread_mutex_unlock(&a->lock);
+		free(s);
+		return fail(c, MHD_HTTP_SERVICE_UNAVAILABLE, "%u event streams are open, the most "
+			    "the agent serves at once; close one or poll with follow=0",
+			    AGENT_MAX_STREAMS);
+	}
+	a->n_streams++;
 	/* Default: from now on; since=N: from event N (what the ring still has). */
 	s->next = since == UINT64_MAX ? a->ev.next :
 		  since > a->ev.next ? a->ev.next : since;
 	pthread_mutex_unlock(&a->lock);
-	r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, s, free);
+	r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, s,
+					      stream_free);
 	if (!r) {
-		free(s);
+		stream_free(s);
 		return MHD_NO;
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
@@ -884,6 +916,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		if (!(r = calloc(1, sizeof(*r))))
 			return MHD_NO;
 		*con_cls = r;
+		pthread_mutex_lock(&ep->a->lock);
+		ep->a->n_requests++;
+		pthread_mutex_unlock(&ep->a->lock);
 		if (ep->tcp && !authorized(ep->a, c))
 			return fail(c, MHD_HTTP_UNAUTHORIZED, "this endpoint needs the header "
 				    "\"Authorization: Bearer TOKEN\" with the agent's control token");
@@ -921,12 +956,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		      enum MHD_RequestTerminationCode toe)
 {
+	struct endpoint *ep = cls;
 	struct req *r = *con_cls;
 
 	if (r) {
 		free(r->body);
 		free(r);
 		*con_cls = NULL;
+		pthread_mutex_lock(&ep->a->lock);
+		ep->a->n_requests--;
+		pthread_cond_broadcast(&ep->a->cond);
+		pthread_mutex_unlock(&ep->a->lock);
 	}
 }
 
@@ -1028,9 +1068,11 @@ static int serve(struct endpoint *ep, int fd)
 	ep->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 				 MHD_USE_POLL, 0, NULL, NULL, handle, ep,
 				 MHD_OPTION_LISTEN_SOCKET, fd,
-				 MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+				 MHD_OPTION_NOTIFY_COMPLETED, completed, ep,
 				 MHD_OPTION_CONNECTION_LIMIT, 64u,
-				 MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+				 /* TCP: no one address holds every slot. */
+				 MHD_OPTION_PER_IP_CONNECTION_LIMIT, ep->tcp ? 16u : 0u,
+				 MHD_OPTION_CONNECTION_TIMEOUT, 60u,
 				 MHD_OPTION_END);
 	if (!ep->d) {
 		close(fd);
@@ -1082,9 +1124,18 @@ fail:
 void api_stop(struct agent *a)
 {
 	struct api *api = a->api;
+	struct timespec until;
 
 	if (!api)
 		return;
+	/* The answers under way (long polls, event streams, woken by closing)
+	 * get up to 2 s to go out before the connections are cut. */
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += 2;
+	pthread_mutex_lock(&a->lock);
+	while (a->n_requests && pthread_cond_timedwait(&a->cond, &a->lock, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&a->lock);
 	if (api->unix_ep.d) {
 		MHD_stop_daemon(api->unix_ep.d);
 		unlink(a->socket_path);

@@ -65,9 +65,13 @@ void metrics_count(struct metrics *m, const struct mig *mg)
 		m->bytes[role] += st->bytes;
 		m->pages[role] += st->pages;
 	}
-	m->rereads += st->rereads;
-	if (mg->err == -EIO && role == MR_DEST)
-		m->digest_failures++;
+	if (role == MR_DEST) {
+		m->rereads += st->rereads;
+		/* A page that failed twice: EIO after a re-read (an ABORT or a
+		 * failed step is EIO too, with nothing re-read). */
+		if (mg->err == -EIO && st->rereads > 0)
+			m->digest_failures++;
+	}
 }
 
 /* ---- rendering ---- */

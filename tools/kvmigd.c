@@ -6,6 +6,7 @@
  * a config file of "name = value" lines with the same names.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -25,7 +26,8 @@ static const char usage[] =
 	"The migration agent: stays up, accepts migrations into the pager on its data\n"
 	"address (several at once), starts, tracks and aborts migrations out of it on\n"
 	"request, and serves an HTTP/1.1 + JSON control API with Prometheus metrics\n"
-	"(docs/AGENT.md). Stops on SIGINT / SIGTERM, aborting what has not committed.\n"
+	"(docs/AGENT.md). Stops on SIGINT / SIGTERM / SIGHUP, aborting what has not\n"
+	"committed.\n"
 	"\n"
 	"  --pager SPEC            the pager (shm:NAME)\n"
 	"  --listen HOST:PORT      data address migrations arrive on (default\n"
@@ -86,9 +88,38 @@ static int usage_error(const char *fmt, ...)
 	return 2;
 }
 
+/*
+ * Log lines go to stderr through a file description of our own, opened
+ * non-blocking (/proc/self/fd/2 names the same pipe, tty or file without
+ * sharing its flags): when nobody drains stderr, lines are dropped and
+ * counted instead of stopping the agent, which logs with its lock held.
+ */
+static int log_fd = STDERR_FILENO;
+static unsigned long log_dropped;
+
+static void log_open(void)
+{
+	int fd = open("/proc/self/fd/2", O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd >= 0)
+		log_fd = fd;
+}
+
 static void log_line(void *arg, const char *line)
 {
-	fprintf(stderr, "kvmigd: %s\n", line);
+	char buf[1200];
+	int n = 0;
+
+	if (log_dropped)
+		n = snprintf(buf, sizeof(buf), "kvmigd: (%lu log lines dropped: stderr was full)\n",
+			     log_dropped);
+	n += snprintf(buf + n, sizeof(buf) - (size_t)n, "kvmigd: %s\n", line);
+	if (n > (int)sizeof(buf) - 1)
+		n = (int)sizeof(buf) - 1;
+	if (write(log_fd, buf, (size_t)n) == n)
+		log_dropped = 0;
+	else
+		log_dropped++;
 }
 
 static int parse_uint(const char *name, const char *s, unsigned long lo, unsigned long hi,
@@ -305,13 +336,16 @@ static int run(int argc, char **argv, char ***words_out, int *n_config)
 		o.control_token_len = len;
 	}
 	o.control_socket = socket_path;
-	if (!quiet)
+	if (!quiet) {
+		log_open();
 		o.log = log_line;
+	}
 	/* Every thread the agent starts inherits this mask: the signals come
 	 * here, to sigwait, and nowhere else. */
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGINT);
 	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGHUP); /* a closed terminal: the same clean stop */
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	if ((ret = kvmig_pager_open(pager, &p)) < 0) {
@@ -327,8 +361,12 @@ static int run(int argc, char **argv, char ***words_out, int *n_config)
 	       kvmig_agent_data_addr(agent), kvmig_agent_control_addr(agent));
 	fflush(stdout);
 	sigwait(&stop, &sig);
-	if (!quiet)
-		fprintf(stderr, "kvmigd: %s: stopping\n", strsignal(sig));
+	if (!quiet) { /* never blocks on a stderr nobody drains */
+		char line[64];
+
+		snprintf(line, sizeof(line), "%s: stopping", strsignal(sig));
+		log_line(NULL, line);
+	}
 	kvmig_agent_stop(&agent);
 	kvmig_pager_destroy(&p);
 	return 0;

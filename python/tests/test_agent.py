@@ -215,12 +215,18 @@ def test_three_concurrent_migrations(agents):
     assert len(dests) == 3 and all(m["state"] == "committed" for m in dests)
 
 
-def test_delete_mid_transfer(agents):
+def stalled_move(agents, stall_ms):
+    """A (its sender stalling @stall_ms mid-transfer) moving seq-0, seq-1 to an
+    empty B: (pa, pb, a, b, A's contents before, the migration's id)."""
     pa, pb = agents.pager(), agents.pager(seqs=0)
-    a = agents("a", pa, env={"KVMIG_FAULT": "send-stall:1500"})
+    a = agents("a", pa, env={"KVMIG_FAULT": f"send-stall:{stall_ms}"})
     b = agents("b", pb)
     before = contents(pa)
-    mid = a.c.migrate(["seq-0", "seq-1"], to=b.data)
+    return pa, pb, a, b, before, a.c.migrate(["seq-0", "seq-1"], to=b.data)
+
+
+def test_delete_mid_transfer(agents):
+    pa, pb, a, b, before, mid = stalled_move(agents, 1500)
     until(lambda: a.c.migration(mid)["phase"] == "transfer" if "phase" in a.c.migration(mid)
           else False, what="transfer")
     assert used_pages(pb) > 0  # the destination allocated its pages
@@ -674,3 +680,81 @@ def test_embedded_agents_over_engine_memory(tmp_path):
     with pytest.raises(kvmig.KvmigError) as e:
         kvmig.Agent(src.pager)  # no control endpoint
     assert e.value.errno == errno.EINVAL and "control endpoint" in e.value.message
+
+
+def test_delete_past_the_decision_is_refused_and_it_commits(agents):
+    pa, pb = agents.pager(), agents.pager(seqs=0)
+    before = contents(pa, {"seq-0"})
+    # Source side: B stops (SIGSTOP) right after the decision reached it; A
+    # waits for ACTIVATED, past its decision. DELETE must not make it in doubt.
+    a = agents("a", pa)
+    b = agents("b", pb, env={"KVMIG_FAULT": "stop-recv-ack-recv"})
+    mid = a.c.migrate(["seq-0"], to=b.data)
+    until(lambda: a.c.migration(mid).get("phase") in ("commit", "resume"), what="A decided")
+    with pytest.raises(kvmig.AgentError) as e:
+        a.c.abort(mid)
+    assert e.value.status == 409 and "committing" in e.value.message
+    os.kill(b.p.pid, signal.SIGCONT)
+    assert a.c.wait(mid, 20)["state"] == "committed"
+    assert contents(pb, {"seq-0"})["seq-0"][:2] == before["seq-0"][:2]
+    until(lambda: records(pa) == [] and records(pb) == [], what="records closed")
+    # Destination side: A stops on COMMIT (before deciding); B is prepared.
+    a.stop()
+    b.stop()
+    a.start(env=dict(os.environ, KVMIG_FAULT="stop-send-commit-recv"))
+    b.start(env={k: v for k, v in os.environ.items() if k != "KVMIG_FAULT"})
+    mid = a.c.migrate(["seq-1"], to=b.data)
+    d = until(lambda: [m for m in b.c.migrations() if m["role"] == "destination" and
+                       m.get("phase") == "commit"], what="B prepared")[0]
+    with pytest.raises(kvmig.AgentError) as e:
+        b.c.abort(d["id"])
+    assert e.value.status == 409
+    os.kill(a.p.pid, signal.SIGCONT)
+    assert a.c.wait(mid, 20)["state"] == "committed"
+    assert b.c.wait(d["id"], 20)["state"] == "committed"
+    assert "seq-1" in contents(pb) and "seq-1" not in contents(pa)
+
+
+def test_a_stderr_nobody_reads_blocks_nothing(agents, tmp_path):
+    pa = agents.pager()
+    r, w = os.pipe()  # never read
+    p = subprocess.Popen([KVMIGD, "--pager", f"shm:{pa}", "--listen", "127.0.0.1:0", "--socket",
+                          str(tmp_path / "q.sock")], stdout=subprocess.PIPE, stderr=w,
+                         env=Agent._sanitized(dict(os.environ)))
+    os.close(w)
+    try:
+        assert "data on" in p.stdout.readline().decode()
+        c = kvmig.Client(f"unix:{tmp_path / 'q.sock'}")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead = "127.0.0.1:%d" % s.getsockname()[1]
+        # ~300 failed migrations log far more than a pipe holds (64 KiB).
+        for _ in range(300):
+            mid = c.migrate(["seq-0"], to=dead)
+            assert c.wait(mid, 10)["state"] == "aborted"
+        assert c.health()["status"] == "ok"
+        p.send_signal(signal.SIGHUP)  # a closed terminal: a clean stop too
+        assert p.wait(20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+
+
+def test_sigterm_answers_long_polls_with_the_end(agents):
+    pa, pb, a, b, before, mid = stalled_move(agents, 3000)
+    # A second start of a sequence under way: refused, nothing started.
+    with pytest.raises(kvmig.AgentError) as e:
+        a.c.migrate(["seq-1"], to=b.data)
+    assert e.value.status == 409 and "being migrated" in e.value.message
+    got = []
+    t = threading.Thread(target=lambda: got.append(a.c.migration(mid, wait_ms=30000)))
+    t.start()
+    time.sleep(0.5)
+    a.p.send_signal(signal.SIGTERM)
+    t.join(20)
+    assert got and got[0]["state"] == "aborted", got
+    assert got[0]["error"]["errno"] == errno.ECANCELED
+    assert a.p.wait(20) == 0
+    assert contents(pa) == before
