@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <kvmig/cas.h>
+
 #include "agent/agent_internal.h"
 #include "util/internal.h"
 
@@ -260,8 +262,11 @@ json_t *mig_json(const struct mig *m)
 		json_object_set_new(o, "pages", json_integer(m->st.pages));
 		json_object_set_new(o, "bytes", json_integer((json_int_t)m->st.bytes));
 		json_object_set_new(o, "sequences", json_integer(m->st.seqs));
-		if (m->role == MR_SOURCE)
+		if (m->role == MR_SOURCE) {
 			json_object_set_new(o, "pause_ms", json_real(m->st.pause_seconds * 1e3));
+			json_object_set_new(o, "digests_ahead", json_integer(m->st.digests_ahead));
+			json_object_set_new(o, "pages_hashed", json_integer(m->st.pages_hashed));
+		}
 		json_object_set_new(o, "rereads", json_integer(m->st.rereads));
 		kvmig_id_format(&m->st.migration, hex);
 		if (strspn(hex, "0") != 32)
@@ -568,6 +573,50 @@ static void *acceptor_main(void *arg)
 	}
 }
 
+/* ---- digests ahead ---- */
+
+/* A pass every hash_ahead_ms until the agent stops; ends at once if the
+ * pager keeps no digests. */
+static void *hasher_main(void *arg)
+{
+	struct agent *a = arg;
+	struct timespec until;
+
+	for (;;) {
+		struct kvmig_hash_ahead_stats st;
+		int ret = kvmig_hash_ahead(a->p, NULL, 0, &st);
+
+		pthread_mutex_lock(&a->lock);
+		if (ret == -ENOTSUP) {
+			pthread_mutex_unlock(&a->lock);
+			agent_log(a, "the pager keeps no digests: no hashing ahead");
+			return NULL;
+		}
+		if (ret == 0) {
+			a->m.ahead_pages[0] += st.hashed;
+			a->m.ahead_pages[1] += st.fresh;
+			a->m.ahead_pages[2] += st.raced;
+			a->m.ahead_bytes += st.bytes;
+			a->m.ahead_seconds += st.seconds;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += a->o.hash_ahead_ms / 1000;
+		until.tv_nsec += (long)(a->o.hash_ahead_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!a->stopping &&
+		       pthread_cond_timedwait(&a->cond, &a->lock, &until) != ETIMEDOUT)
+			;
+		if (a->stopping) {
+			pthread_mutex_unlock(&a->lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&a->lock);
+	}
+}
+
 /* ---- start / stop ---- */
 
 void kvmig_agent_opts_init(struct kvmig_agent_opts *o)
@@ -580,6 +629,7 @@ void kvmig_agent_opts_init(struct kvmig_agent_opts *o)
 	o->timeout_ms = 30000;
 	o->queue_depth = 32;
 	o->max_read_bytes = 1u << 20;
+	o->hash_ahead_ms = 1000;
 }
 
 static int check_opts(const struct kvmig_agent_opts *o)
@@ -598,6 +648,8 @@ static int check_opts(const struct kvmig_agent_opts *o)
 		return kvmig_err(-EINVAL, "history %u is outside 1..65536", o->history);
 	if (o->timeout_ms < 1 || o->timeout_ms > 3600u * 1000)
 		return kvmig_err(-EINVAL, "timeout %u ms is outside 1 ms..1 h", o->timeout_ms);
+	if (o->hash_ahead_ms > 3600u * 1000)
+		return kvmig_err(-EINVAL, "hash_ahead_ms %u is more than an hour", o->hash_ahead_ms);
 	if (o->control_socket && (!o->control_socket[0] || strlen(o->control_socket) >= 108))
 		return kvmig_err(-EINVAL, "control socket path \"%s\" is empty or longer than 107 "
 				 "bytes", o->control_socket);
@@ -711,6 +763,8 @@ int kvmig_agent_start(struct kvmig_pager *p, const struct kvmig_agent_opts *opts
 		goto fail;
 	}
 	a->has_acceptor = 1;
+	if (a->o.hash_ahead_ms && pthread_create(&a->hasher, NULL, hasher_main, a) == 0)
+		a->has_hasher = 1;
 	agent_log(a, "data on %s (%s), control on %s; gc at start: %u pauses, %u pages, %u "
 		  "undecided records aborted, %u records in doubt", kvmig_listener_addr(a->l),
 		  kvmig_listener_transport(a->l), a->control_addr, a->gc_at_start.pauses,
@@ -753,6 +807,8 @@ void kvmig_agent_stop(struct kvmig_agent **ka)
 	(void)!write(a->stop_pipe[1], "x", 1);
 	if (a->has_acceptor)
 		pthread_join(a->acceptor, NULL);
+	if (a->has_hasher)
+		pthread_join(a->hasher, NULL);
 	for (struct mig *m = a->migs; m; m = m->next) {
 		if (m->has_thread) {
 			pthread_join(m->thread, NULL);

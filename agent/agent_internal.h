@@ -97,6 +97,9 @@ struct metrics {
 	uint64_t bytes[2], pages[2];
 	uint64_t rereads;
 	uint64_t digest_failures;
+	uint64_t ahead_pages[3];   /* hash ahead: hashed, fresh, raced */
+	uint64_t ahead_bytes;
+	double ahead_seconds;
 	uint64_t refused;          /* incoming connections closed: at the cap */
 	uint64_t throttled;        /* starts refused with 429 */
 };
@@ -134,6 +137,8 @@ struct agent {
 	struct kvmig_gc_stats gc_at_start;
 	struct api *api;
 	pthread_mutex_t log_lock;
+	pthread_t hasher;          /* digests ahead, every o.hash_ahead_ms */
+	int has_hasher;
 };
 
 /* agent.c */

@@ -223,6 +223,18 @@ char *metrics_render(struct agent *a, size_t *len)
 	       m.digest_failures);
 	by_role(&b, "kvmig_migrations_in_flight", "gauge", "Migrations running now, by role.",
 		running);
+	head(&b, "kvmig_hash_ahead_pages_total", "counter",
+	     "Pages the background hasher looked at, by result: hashed and kept, already "
+	     "current, written while hashed.");
+	for (int r = 0; r < 3; r++)
+		put(&b, "kvmig_hash_ahead_pages_total{result=\"%s\"} %llu\n",
+		    (const char *const[]){ "hashed", "fresh", "raced" }[r],
+		    (unsigned long long)m.ahead_pages[r]);
+	scalar(&b, "kvmig_hash_ahead_bytes_total", "counter",
+	       "Bytes the background hasher hashed.", m.ahead_bytes);
+	head(&b, "kvmig_hash_ahead_seconds_total", "counter",
+	     "Time the background hasher spent in its passes.");
+	put(&b, "kvmig_hash_ahead_seconds_total %.9g\n", m.ahead_seconds);
 	scalar(&b, "kvmig_incoming_refused_total", "counter",
 	       "Incoming migrations refused at the max_migrations cap or while stopping.",
 	       m.refused);

@@ -67,6 +67,13 @@ struct mem {
 	struct held *held;
 	uint32_t n_held, cap_held;
 	uint8_t *loose;                  /* per block: allocated here, in no sequence */
+	/* Digests kept ahead, per block: written under dig_lock (gen 0, the
+	 * digests, gen), read without it (gen, digests, gen: torn if moved). */
+	struct mem_digest {
+		_Atomic uint64_t gen;
+		uint8_t k[16], v[16];
+	} *dig;
+	pthread_mutex_t dig_lock;
 };
 
 struct kvmig_mem_seq_sink {
@@ -525,6 +532,9 @@ static int mem_allocate(void *impl, uint32_t n, uint32_t *ixs)
 			goto give_back;
 		}
 		m->loose[ixs[i]] = 1;
+		/* New contents will come (a receiver's, a restore's): a digest
+		 * kept for what the block held before no longer stands. */
+		atomic_fetch_add_explicit(&m->gen[ixs[i]], 1, memory_order_release);
 	}
 	goto out;
 give_back:
@@ -1039,6 +1049,45 @@ static int mem_gc(void *impl, struct kvmig_gc_stats *st)
 	return 0;
 }
 
+static int mem_digest_get(void *impl, uint32_t ix, struct kvmig_page_digest *d)
+{
+	struct mem *m = impl;
+	const struct mem_digest *e;
+	uint64_t g1, g2;
+
+	memset(d, 0, sizeof(*d));
+	if (ix >= m->n_blocks)
+		return kvmig_err(-EINVAL, "block %u is out of range (the cache has %u)", ix,
+				 m->n_blocks);
+	e = &m->dig[ix];
+	g1 = atomic_load_explicit(&e->gen, memory_order_acquire);
+	memcpy(d->k, e->k, sizeof(d->k));
+	memcpy(d->v, e->v, sizeof(d->v));
+	atomic_thread_fence(memory_order_acquire);
+	g2 = atomic_load_explicit(&e->gen, memory_order_relaxed);
+	d->gen = g1 == g2 ? g1 : 0;
+	return 0;
+}
+
+static int mem_digest_put(void *impl, uint32_t ix, const struct kvmig_page_digest *d)
+{
+	struct mem *m = impl;
+	struct mem_digest *e;
+
+	if (ix >= m->n_blocks)
+		return kvmig_err(-EINVAL, "block %u is out of range (the cache has %u)", ix,
+				 m->n_blocks);
+	e = &m->dig[ix];
+	pthread_mutex_lock(&m->dig_lock);
+	atomic_store_explicit(&e->gen, 0, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	memcpy(e->k, d->k, sizeof(e->k));
+	memcpy(e->v, d->v, sizeof(e->v));
+	atomic_store_explicit(&e->gen, d->gen, memory_order_release);
+	pthread_mutex_unlock(&m->dig_lock);
+	return 0;
+}
+
 static void mem_destroy(void *impl)
 {
 	struct mem *m = impl;
@@ -1050,6 +1099,8 @@ static void mem_destroy(void *impl)
 	free(m->slabs);
 	free((void *)m->gen);
 	free(m->loose);
+	free(m->dig);
+	pthread_mutex_destroy(&m->dig_lock);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }
@@ -1086,6 +1137,8 @@ static const struct kvmig_pager_ops mem_ops = {
 	.gc = mem_gc,
 	.destroy = mem_destroy,
 	.capacity = mem_capacity,
+	.digest_get = mem_digest_get,
+	.digest_put = mem_digest_put,
 };
 
 /* ---- creation: the description checked ---- */
@@ -1239,15 +1292,18 @@ int kvmig_mem_pager_create(const struct kvmig_mem_desc *d, struct kvmig_pager **
 	m->slabs = malloc(sizeof(*m->slabs) * ns);
 	m->gen = calloc(d->n_blocks, sizeof(*m->gen));
 	m->loose = calloc(d->n_blocks, 1);
-	if (!m->regions || !m->slabs || !m->gen || !m->loose ||
+	m->dig = calloc(d->n_blocks, sizeof(*m->dig));
+	if (!m->regions || !m->slabs || !m->gen || !m->loose || !m->dig ||
 	    pthread_mutex_init(&m->lock, NULL)) {
 		free(m->regions);
 		free(m->slabs);
 		free((void *)m->gen);
 		free(m->loose);
+		free(m->dig);
 		free(m);
 		return -ENOMEM;
 	}
+	pthread_mutex_init(&m->dig_lock, NULL);
 	memcpy(m->regions, d->regions, sizeof(*m->regions) * d->n_regions);
 	memcpy(m->slabs, d->slabs, sizeof(*m->slabs) * ns);
 	if (getrandom(&m->identity, sizeof(m->identity), 0) != (ssize_t)sizeof(m->identity)) {

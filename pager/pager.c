@@ -27,6 +27,8 @@ int kvmig_pager_create(const struct kvmig_pager_ops *ops, void *impl, struct kvm
 	    !ops->record_disown ||
 	    !ops->records || !ops->gc)
 		return kvmig_err(-EINVAL, "pager ops table is missing an operation");
+	if (!ops->digest_get != !ops->digest_put)
+		return kvmig_err(-EINVAL, "pager ops table has one of digest_get / digest_put");
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -214,6 +216,22 @@ int kvmig_pager_capacity(struct kvmig_pager *p, uint32_t *n_pages)
 		return kvmig_err(-ENOTSUP, "pager %s does not say how many pages it has",
 				 p->ops->name);
 	return p->ops->capacity(p->impl, n_pages);
+}
+
+int kvmig_pager_digest_get(struct kvmig_pager *p, uint32_t ix, struct kvmig_page_digest *d)
+{
+	if (!p->ops->digest_get) {
+		memset(d, 0, sizeof(*d));
+		return -ENOTSUP; /* no message: asking is how a caller finds out */
+	}
+	return p->ops->digest_get(p->impl, ix, d);
+}
+
+int kvmig_pager_digest_put(struct kvmig_pager *p, uint32_t ix, const struct kvmig_page_digest *d)
+{
+	if (!p->ops->digest_put)
+		return -ENOTSUP;
+	return p->ops->digest_put(p->impl, ix, d);
 }
 
 int kvmig_pager_record_create(struct kvmig_pager *p, const struct kvmig_record *rec)

@@ -17,6 +17,7 @@
  * (pager/decode.c runs it in a thread).
  *
  * Mapping layout (each part 64-byte aligned, data 2 MiB aligned):
+ *   (digest[capacity], the digests kept ahead, sits between free_chunks and data)
  *   struct synth_hdr | owner[capacity] u32 | gen[capacity] u64 |
  *   refcnt[capacity] u32 | slots[max_seqs] | chunks[n_chunks] |
  *   free_chunks[n_chunks] u32 | page data
@@ -51,6 +52,7 @@ static void bind_parts(struct synth *s)
 
 	s->owner = (uint32_t *)(void *)(base + s->hdr->off_owner);
 	s->gen = (uint64_t *)(void *)(base + s->hdr->off_gen);
+	s->dig = (struct synth_digest *)(void *)(base + s->hdr->off_digest);
 	s->refcnt = (uint32_t *)(void *)(base + s->hdr->off_refcnt);
 	s->slots = (struct synth_slot *)(void *)(base + s->hdr->off_slots);
 	s->chunks = (struct synth_chunk *)(void *)(base + s->hdr->off_chunks);
@@ -92,7 +94,9 @@ static int layout_sizes(const struct kvmig_synth_opts *o, struct synth_hdr *h)
 	h->off_chunks = off;
 	off = align_up(off + (uint64_t)h->n_chunks * sizeof(struct synth_chunk), 64);
 	h->off_free_chunks = off;
-	off = align_up(off + (uint64_t)h->n_chunks * sizeof(uint32_t), DATA_ALIGN);
+	off = align_up(off + (uint64_t)h->n_chunks * sizeof(uint32_t), 64);
+	h->off_digest = off;
+	off = align_up(off + (uint64_t)h->capacity * sizeof(struct synth_digest), DATA_ALIGN);
 	h->off_data = off;
 	if (kvmig_mul_u64(h->half_bytes, 2u * (uint64_t)h->capacity, &data_bytes) ||
 	    kvmig_add_u64(off, data_bytes, &h->total_bytes) || h->total_bytes > SIZE_MAX ||
@@ -234,6 +238,47 @@ static int synth_capacity(void *impl, uint32_t *n_pages)
 	return 0;
 }
 
+static int synth_digest_get(void *impl, uint32_t ix, struct kvmig_page_digest *d)
+{
+	struct synth *s = impl;
+	const struct synth_digest *e;
+	uint64_t g1, g2;
+
+	memset(d, 0, sizeof(*d));
+	if (ix >= s->hdr->capacity)
+		return kvmig_err(-EINVAL, "page %u is out of range (capacity %u)", ix,
+				 s->hdr->capacity);
+	e = &s->dig[ix];
+	g1 = __atomic_load_n(&e->gen, __ATOMIC_ACQUIRE);
+	memcpy(d->k, e->k, sizeof(d->k));
+	memcpy(d->v, e->v, sizeof(d->v));
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	g2 = __atomic_load_n(&e->gen, __ATOMIC_RELAXED);
+	d->gen = g1 == g2 ? g1 : 0; /* torn by a writer: no entry */
+	return 0;
+}
+
+static int synth_digest_put(void *impl, uint32_t ix, const struct kvmig_page_digest *d)
+{
+	struct synth *s = impl;
+	struct synth_digest *e;
+	int ret;
+
+	if (ix >= s->hdr->capacity)
+		return kvmig_err(-EINVAL, "page %u is out of range (capacity %u)", ix,
+				 s->hdr->capacity);
+	if ((ret = synth_lock(s)) < 0)
+		return ret;
+	e = &s->dig[ix];
+	__atomic_store_n(&e->gen, 0, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	memcpy(e->k, d->k, sizeof(e->k));
+	memcpy(e->v, d->v, sizeof(e->v));
+	__atomic_store_n(&e->gen, d->gen, __ATOMIC_RELEASE);
+	synth_unlock(s);
+	return 0;
+}
+
 const struct kvmig_pager_ops synth_ops = {
 	.name = "synthetic",
 	.meta = synth_meta,
@@ -259,6 +304,8 @@ const struct kvmig_pager_ops synth_ops = {
 	.gc = synth_gc,
 	.destroy = synth_destroy,
 	.capacity = synth_capacity,
+	.digest_get = synth_digest_get,
+	.digest_put = synth_digest_put,
 };
 
 void kvmig_synth_opts_init(struct kvmig_synth_opts *o)

@@ -41,7 +41,7 @@
 #include <kvmig/synth.h>
 
 #define SYNTH_MAGIC 0x31595347494d564bull /* "KVMIGSY1" little-endian */
-#define SYNTH_VERSION 4u
+#define SYNTH_VERSION 5u
 #define SYNTH_MAX_HOLDERS 64u /* processes attached, pausing or owning pages at once */
 #define SYNTH_MAX_RECORDS 64u /* migration records */
 #define SYNTH_CHUNK_IXS 15u   /* page-table entries per chunk (64-byte chunks) */
@@ -108,6 +108,7 @@ struct synth_hdr {
 	uint32_t capacity, max_seqs, n_chunks;
 	uint64_t half_bytes;
 	uint64_t off_owner, off_gen, off_refcnt, off_slots, off_chunks, off_free_chunks, off_data;
+	uint64_t off_digest;
 	uint64_t total_bytes;
 	struct kvmig_id pager_id;
 	pthread_mutex_t lock;
@@ -121,11 +122,23 @@ struct synth_hdr {
 	uint32_t pause_depth, n_seqs, n_allocated, n_free_chunks;
 };
 
+/*
+ * A page's digests kept ahead (kvmig_page_digest). Written under the lock:
+ * gen = 0, the digests, then gen (release); read without it: gen (acquire),
+ * the digests, gen again; torn when the two differ. A death mid-write
+ * leaves gen 0: no entry.
+ */
+struct synth_digest {
+	uint64_t gen;
+	uint8_t k[16], v[16];
+};
+
 struct synth {
 	struct synth_hdr *hdr;
 	uint64_t map_len;
 	uint32_t *owner;
 	uint64_t *gen;
+	struct synth_digest *dig;
 	uint32_t *refcnt;
 	struct synth_slot *slots;
 	struct synth_chunk *chunks;

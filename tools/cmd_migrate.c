@@ -244,6 +244,10 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 		json_object_set_new(o, "resolved", json_pack("{s:i,s:i,s:i,s:i}", "activated",
 			(int)st->resolved.activated, "finished", (int)st->resolved.finished,
 			"aborted", (int)st->resolved.aborted, "in_doubt", (int)st->resolved.in_doubt));
+		if (role_sender) {
+			json_object_set_new(o, "digests_ahead", json_integer(st->digests_ahead));
+			json_object_set_new(o, "pages_hashed", json_integer(st->pages_hashed));
+		}
 		if (!role_sender)
 			json_object_set_new(o, "unconfirmed", json_boolean(st->unconfirmed));
 		if (!role_sender)

@@ -18,6 +18,7 @@ static const char pager_usage[] =
 	"       kvmig pager resolve shm:NAME shm:OTHER [--json]\n"
 	"       kvmig pager resolve shm:NAME --migration ID --peer-state STATE [--json]\n"
 	"       kvmig pager gc shm:NAME [--json]\n"
+	"       kvmig pager hash shm:NAME [--json]\n"
 	"       kvmig pager rm shm:NAME [--force]\n"
 	"       kvmig pager run shm:NAME [--rate TOKENS/S] [--seconds S] [--max-tokens N]\n"
 	"                                [--seed N] [--json]\n"
@@ -32,7 +33,9 @@ static const char pager_usage[] =
 	"migration ID and the state `kvmig pager status` shows for it on the other\n"
 	"pager (none if it shows no such record). A restarted send / recv between\n"
 	"the same two pagers resolves them by itself. gc reclaims what processes that\n"
-	"died left (pauses, pages, undecided records; attaching does it too). rm\n"
+	"died left (pauses, pages, undecided records; attaching does it too). hash\n"
+	"computes the digests of the pages of runnable sequences ahead and keeps them\n"
+	"in the pager, so a migration hashes only what was written since. rm\n"
 	"refuses a pager that is paused, in use or holds records; --force removes it\n"
 	"anyway and says what that destroyed.\n"
 	"run is a decoding engine: it appends tokens to the pager's sequences, round\n"
@@ -507,6 +510,35 @@ static int pager_gc(int argc, char **argv)
 	return EXIT_OK;
 }
 
+static int pager_hash(int argc, char **argv)
+{
+	struct kvmig_hash_ahead_stats st;
+	struct kvmig_pager *p = NULL;
+	const char *spec = NULL;
+	int json, ret, npos;
+
+	if ((ret = simple_args("pager hash", argc, argv, &spec, 1, &npos, &json)) >= 0)
+		return ret;
+	if (!npos)
+		return cli_usage_error("pager hash", "expected a pager shm:NAME");
+	if ((ret = open_pager("pager hash", spec, &p)) != 0)
+		return ret;
+	ret = kvmig_hash_ahead(p, NULL, 0, &st);
+	kvmig_pager_destroy(&p);
+	if (ret < 0)
+		return cli_fail("pager hash", ret, "cannot hash ahead in %s", spec);
+	if (json)
+		cli_emit_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:f}", "event", "hash", "pages",
+					(int)st.pages, "fresh", (int)st.fresh, "hashed",
+					(int)st.hashed, "raced", (int)st.raced, "bytes",
+					(json_int_t)st.bytes, "seconds", st.seconds));
+	else
+		printf("%s: %u pages of runnable sequences: %u already current, %u hashed and "
+		       "kept, %u written while hashed (left for the next pass), in %.3f s\n", spec,
+		       st.pages, st.fresh, st.hashed, st.raced, st.seconds);
+	return EXIT_OK;
+}
+
 static volatile sig_atomic_t run_stop;
 
 static void on_stop_signal(int sig)
@@ -615,8 +647,10 @@ int cmd_pager(int argc, char **argv)
 		return pager_status(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "gc"))
 		return pager_gc(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "hash"))
+		return pager_hash(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "run"))
 		return pager_run(argc - 1, argv + 1);
 	return cli_usage_error("pager", "unknown subcommand \"%s\" (expected init, show, status, "
-			       "resolve, gc, rm or run)", argv[1]);
+			       "resolve, gc, hash, rm or run)", argv[1]);
 }

@@ -44,6 +44,9 @@ static const char usage[] =
 	"  --history N             ended migrations remembered (default 256)\n"
 	"  --timeout MS            a migration whose peer is silent this long aborts\n"
 	"                          (default 30000; a start may give its own)\n"
+	"  --hash-ahead MS         hash the pages of runnable sequences ahead this often\n"
+	"                          (default 1000; 0: never), so a migration hashes only\n"
+	"                          what was written since\n"
 	"  --queue-depth N         receiver: reads in flight (default 32)\n"
 	"  --read-size BYTES       receiver: bytes per read (default 1048576)\n"
 	"  --config FILE           options from FILE first: \"name = value\" lines\n"
@@ -52,7 +55,8 @@ static const char usage[] =
 	"  --version               what this build has\n";
 
 enum { O_PAGER = 256, O_LISTEN, O_TRANSPORT, O_SOCKET, O_NO_SOCKET, O_HTTP, O_HTTP_TOKEN,
-       O_TOKEN, O_MAX, O_HISTORY, O_TIMEOUT, O_QD, O_READ_SIZE, O_CONFIG, O_QUIET, O_VERSION };
+       O_TOKEN, O_MAX, O_HISTORY, O_TIMEOUT, O_QD, O_READ_SIZE, O_CONFIG, O_QUIET, O_VERSION,
+       O_HASH_AHEAD };
 
 static const struct option options[] = {
 	{ "pager", required_argument, NULL, O_PAGER },
@@ -68,6 +72,7 @@ static const struct option options[] = {
 	{ "timeout", required_argument, NULL, O_TIMEOUT },
 	{ "queue-depth", required_argument, NULL, O_QD },
 	{ "read-size", required_argument, NULL, O_READ_SIZE },
+	{ "hash-ahead", required_argument, NULL, O_HASH_AHEAD },
 	{ "config", required_argument, NULL, O_CONFIG },
 	{ "quiet", no_argument, NULL, O_QUIET },
 	{ "version", no_argument, NULL, O_VERSION },
@@ -293,6 +298,10 @@ static int run(int argc, char **argv, char ***words_out, int *n_config)
 			break;
 		case O_READ_SIZE:
 			if ((ret = parse_uint("read-size", optarg, 4096, 16u << 20, &o.max_read_bytes)))
+				return ret;
+			break;
+		case O_HASH_AHEAD:
+			if ((ret = parse_uint("hash-ahead", optarg, 0, 3600000, &o.hash_ahead_ms)))
 				return ret;
 			break;
 		case O_CONFIG:

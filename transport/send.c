@@ -92,6 +92,8 @@ struct sender {
 	struct kvmig_wire_region *runs;
 	void **reg;
 	uint32_t n_runs, cap_runs;
+	/* Digests taken from the pager (kept ahead) / hashed here. */
+	atomic_uint n_ahead, n_hashed;
 	/* Hasher thread: digests pg[jobs[i]] for i < n_jobs. */
 	pthread_t hasher;
 	int hasher_running;
@@ -405,6 +407,44 @@ static int send_offers(struct sender *s, uint32_t round)
 	return 0;
 }
 
+/*
+ * The digests the pager keeps for @pg, if they are of generation @gen: into
+ * pg->k / pg->v (the test-only wrong digest applied as to a hashed one).
+ * Return: 1 if taken.
+ */
+static int take_kept(struct sender *s, struct spage *pg, uint64_t gen)
+{
+	struct kvmig_page_digest d;
+	uint64_t bad;
+
+	if (!gen || kvmig_pager_digest_get(s->p, pg->ix, &d) < 0 || d.gen != gen)
+		return 0;
+	memcpy(pg->k.b, d.k, sizeof(pg->k.b));
+	memcpy(pg->v.b, d.v, sizeof(pg->v.b));
+	if (kvmig_fault("send-bad-digest", &bad) && bad == pg->ix)
+		pg->v.b[0] ^= 1;
+	pg->hashed_gen = gen;
+	pg->hashed = 1;
+	atomic_fetch_add(&s->n_ahead, 1);
+	return 1;
+}
+
+/* Keep what the hasher computed, for later migrations, when the page's
+ * generation did not move while it hashed. */
+static void keep_hashed(struct sender *s, const struct spage *pg)
+{
+	struct kvmig_page_digest d;
+	uint64_t now;
+
+	if (!pg->hashed_gen || kvmig_pager_generation(s->p, pg->ix, &now) < 0 ||
+	    now != pg->hashed_gen)
+		return;
+	d.gen = now;
+	memcpy(d.k, pg->k.b, sizeof(d.k));
+	memcpy(d.v, pg->v.b, sizeof(d.v));
+	(void)kvmig_pager_digest_put(s->p, pg->ix, &d); /* -ENOTSUP: it keeps none */
+}
+
 static void hash_half(const struct kvmig_wire_extent *ext, uint32_t n, struct kvmig_digest *d)
 {
 	struct iovec iov[MAX_HALF_EXTENTS];
@@ -430,12 +470,19 @@ static void *hasher_main(void *arg)
 		uint32_t h = pg->n_ext / 2;
 		uint64_t bad;
 
-		kvmig_pager_generation(s->p, pg->ix, &pg->hashed_gen);
-		hash_half(ext, h, &pg->k);
-		hash_half(ext + h, h, &pg->v);
-		if (kvmig_fault("send-bad-digest", &bad) && bad == pg->ix)
-			pg->v.b[0] ^= 1;
-		pg->hashed = 1;
+		uint64_t gen = 0;
+
+		kvmig_pager_generation(s->p, pg->ix, &gen);
+		if (!take_kept(s, pg, gen)) {
+			pg->hashed_gen = gen;
+			hash_half(ext, h, &pg->k);
+			hash_half(ext + h, h, &pg->v);
+			atomic_fetch_add(&s->n_hashed, 1);
+			keep_hashed(s, pg);
+			if (kvmig_fault("send-bad-digest", &bad) && bad == pg->ix)
+				pg->v.b[0] ^= 1;
+			pg->hashed = 1;
+		}
 		atomic_store(&s->hashed, i + 1);
 		/* An eventfd write only fails if the counter would overflow: the
 		 * main thread also re-reads s->hashed every time it wakes. */
@@ -664,7 +711,8 @@ static int plan_digests(struct sender *s)
 		/* plan_gen was read paused: it is the generation now. */
 		if (pg->digest_sent)
 			continue; /* the receiver has it, and the page was not offered since */
-		if (s->ses.o.verify && pg->hashed && pg->hashed_gen == pg->plan_gen)
+		if (s->ses.o.verify && ((pg->hashed && pg->hashed_gen == pg->plan_gen) ||
+					take_kept(s, &s->pg[s->sel[i]], pg->plan_gen)))
 			s->dig_order[s->n_ready++] = s->sel[i];
 		else
 			jobs[nj++] = s->sel[i];
@@ -1096,6 +1144,9 @@ out:
 	}
 	st.register_seconds = s->reg_seconds;
 	st.migration = s->mig;
+	stop_hasher(s, 0);
+	st.digests_ahead = atomic_load(&s->n_ahead);
+	st.pages_hashed = atomic_load(&s->n_hashed);
 	snprintf(st.transport, sizeof(st.transport), "%s", s->ses.ops->name);
 	st.seconds = kvmig_now() - t0;
 	if (stats)

@@ -48,6 +48,11 @@ struct kvmig_agent_opts {
 	 * lock held: it must return quickly and not call kvmig_agent_*(). */
 	void (*log)(void *arg, const char *line);
 	void *log_arg;
+	/* Digests computed ahead (kvmig_hash_ahead, docs/PROTOCOL.md): a pass
+	 * over the pages of runnable sequences this often, on a thread of its
+	 * own, so a migration hashes only what was written since; default 1000,
+	 * 0: none (a pager that keeps no digests: none either). */
+	uint32_t hash_ahead_ms;
 };
 
 /* kvmig_agent_opts_init() - the defaults above (no control endpoint set). */

@@ -345,6 +345,32 @@ KVMIG_API int kvmig_restore_ex(struct kvmig_pager *p, struct kvmig_store *s,
 			       const struct kvmig_digest *manifest_digest,
 			       struct kvmig_restore_stats *stats);
 
+/* What kvmig_hash_ahead() did. */
+struct kvmig_hash_ahead_stats {
+	uint32_t pages;   /* pages looked at: those of runnable sequences (and of @ixs) */
+	uint32_t fresh;   /* their kept digests were current: nothing to do */
+	uint32_t hashed;  /* hashed and kept */
+	uint32_t raced;   /* written while hashed: not kept (the next pass retries) */
+	uint64_t bytes;   /* bytes hashed */
+	double seconds;
+};
+
+/*
+ * kvmig_hash_ahead() - digests computed ahead (docs/PROTOCOL.md, "Digests
+ * ahead"): for each page of @p's runnable sequences (only those of them in
+ * @ixs[0..@n) when @ixs is not NULL: an engine calls this when a block
+ * fills), unless the digests @p keeps for it are current, hash its K and V
+ * halves and keep the digests with the generation read before hashing, if
+ * the generation did not move meanwhile. A migration then hashes only the
+ * pages written since. Runs alongside the engine (no pause): a page written
+ * during its hashing is left for the next pass. Pages of pending or departed
+ * sequences, and pages no sequence uses, are left alone (a receiver may be
+ * writing them). @st may be NULL.
+ * Return: 0; -ENOTSUP (@p keeps no digests), or a pager error.
+ */
+KVMIG_API int kvmig_hash_ahead(struct kvmig_pager *p, const uint32_t *ixs, uint32_t n,
+			       struct kvmig_hash_ahead_stats *st);
+
 /*
  * kvmig_verify() - check that @p holds every sequence of @m with the same
  * length, fill and page contents (compared by digest, through @p's own page

@@ -154,6 +154,10 @@ struct kvmig_migrate_stats {
 	/* Receiver: 1 when the sender did not confirm it released its copy;
 	 * the record stays (activated) until a later exchange or resolution. */
 	int unconfirmed;
+	/* Sender: pages whose digests the pager kept ahead (kvmig_hash_ahead,
+	 * or an earlier migration), and pages this migration hashed itself. */
+	uint32_t digests_ahead;
+	uint32_t pages_hashed;
 };
 
 /*

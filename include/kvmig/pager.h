@@ -130,6 +130,20 @@ struct kvmig_record {
 	uint32_t n_seqs;                /* sequences tagged with it (pending or departed) */
 };
 
+/*
+ * Digests kept ahead (docs/PROTOCOL.md, "Digests ahead"): a page's XXH3-128
+ * digests (K half, V half; kvmig/cas.h's bytes) as of one generation of the
+ * page. They stand for the page's bytes only while its generation is that
+ * one: a page written since has moved on, and the entry is ignored. A
+ * migration uses an entry instead of hashing; the receiver still hashes
+ * what it receives, so a wrong entry can only cause a re-read and an abort.
+ */
+struct kvmig_page_digest {
+	uint64_t gen;  /* the page's generation they were computed at; 0: none */
+	uint8_t k[16];
+	uint8_t v[16];
+};
+
 /* What kvmig_pager_gc() reclaimed from processes that died. */
 struct kvmig_gc_stats {
 	uint32_t pauses;        /* pauses dropped */
@@ -232,6 +246,11 @@ struct kvmig_pager_ops {
 	void (*destroy)(void *impl);
 	/* Optional: how many pages the pager has in all (allocated or free). */
 	int (*capacity)(void *impl, uint32_t *n_pages);
+	/* Optional, together: the digests kept for page @ix (gen 0: none), and
+	 * keeping them. A reader must never see a torn entry (a gen with the
+	 * digests of another); allocating a page must move its generation. */
+	int (*digest_get)(void *impl, uint32_t ix, struct kvmig_page_digest *d);
+	int (*digest_put)(void *impl, uint32_t ix, const struct kvmig_page_digest *d);
 };
 
 /*
@@ -271,6 +290,12 @@ KVMIG_API int kvmig_pager_remove(struct kvmig_pager *p, const char *const *ids, 
 KVMIG_API int kvmig_pager_identity(struct kvmig_pager *p, struct kvmig_id *id);
 /* kvmig_pager_capacity() - pages in all. Return: 0, or -ENOTSUP (no capacity op). */
 KVMIG_API int kvmig_pager_capacity(struct kvmig_pager *p, uint32_t *n_pages);
+/* The digest_get / digest_put ops. Return: 0, -ENOTSUP (the pager keeps no
+ * digests: get then says gen 0), -EINVAL (a page out of range). */
+KVMIG_API int kvmig_pager_digest_get(struct kvmig_pager *p, uint32_t ix,
+				     struct kvmig_page_digest *d);
+KVMIG_API int kvmig_pager_digest_put(struct kvmig_pager *p, uint32_t ix,
+				     const struct kvmig_page_digest *d);
 KVMIG_API int kvmig_pager_record_create(struct kvmig_pager *p, const struct kvmig_record *rec);
 /*
  * kvmig_pager_record_set() - move record @id from @from to @to. Only the

@@ -143,6 +143,8 @@ class MigrationStats:
     migration: str = ""
     resolved: dict = field(default_factory=dict)
     unconfirmed: bool = False
+    digests_ahead: int = 0  # sender: pages whose digests the pager kept ahead
+    pages_hashed: int = 0   # sender: pages hashed during the migration
     callback_seconds: float = 0.0  # time spent in Python callbacks (events, engine)
 
     @staticmethod
@@ -154,7 +156,7 @@ class MigrationStats:
             [(c.round[i].pages, c.round[i].bytes, c.round[i].seconds) for i in range(c.n_rounds)],
             c.bytes_sent, _id_hex(c.migration),
             {k: getattr(c.resolved, k) for k, _ in _ffi.ResolveStats._fields_},
-            bool(c.unconfirmed))
+            bool(c.unconfirmed), c.digests_ahead, c.pages_hashed)
 
 
 def _id_hex(i: _ffi.Id) -> str:

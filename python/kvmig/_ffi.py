@@ -137,7 +137,8 @@ class AgentOpts(Structure):
                 ("control_token_len", c_size_t), ("data_token", c_void_p),
                 ("data_token_len", c_size_t), ("max_migrations", c_uint32),
                 ("history", c_uint32), ("timeout_ms", c_uint32), ("queue_depth", c_uint32),
-                ("max_read_bytes", c_uint32), ("log", CB_LOG), ("log_arg", c_void_p)]
+                ("max_read_bytes", c_uint32), ("log", CB_LOG), ("log_arg", c_void_p),
+                ("hash_ahead_ms", c_uint32)]
 
 
 class MigrateOpts(Structure):
@@ -168,7 +169,8 @@ class MigrateStats(Structure):
                 ("register_seconds", c_double), ("regions_reused", c_uint32),
                 ("transport", c_char * 8), ("n_rounds", c_uint32),
                 ("round", RoundStats * (MAX_ROUNDS + 1)), ("bytes_sent", c_uint64),
-                ("migration", Id), ("resolved", ResolveStats), ("unconfirmed", c_int)]
+                ("migration", Id), ("resolved", ResolveStats), ("unconfirmed", c_int),
+                ("digests_ahead", c_uint32), ("pages_hashed", c_uint32)]
 
 
 class Digest(Structure):

@@ -758,3 +758,19 @@ def test_sigterm_answers_long_polls_with_the_end(agents):
     assert got[0]["error"]["errno"] == errno.ECANCELED
     assert a.p.wait(20) == 0
     assert contents(pa) == before
+
+
+def test_agent_hashes_ahead(agents):
+    pa, pb = agents.pager(), agents.pager(seqs=0)
+    a = agents("a", pa, "--hash-ahead", "50")
+    b = agents("b", pb, "--hash-ahead", "0")
+
+    def kept():
+        return families(a.c.metrics())[("kvmig_hash_ahead_pages_total",
+                                        (("result", "hashed"),))]
+    until(lambda: kept() >= 16, what="the pages hashed ahead")
+    m = a.c.wait(a.c.migrate(["seq-0", "seq-1"], to=b.data), 20)
+    assert m["state"] == "committed"
+    assert m["digests_ahead"] == 8 and m["pages_hashed"] == 0, m
+    assert families(b.c.metrics())[("kvmig_hash_ahead_pages_total",
+                                    (("result", "hashed"),))] == 0

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -642,6 +643,122 @@ static void test_fault_bad_digest(void **state)
 #endif
 	expect_abort(&(struct abort_case){ .send_fault = "send-bad-digest:9", .rrc = EIO,
 					   .src_rc = EIO });
+}
+
+/*
+ * Digests kept ahead (kvmig_hash_ahead): the second pass finds them
+ * current; a migration takes them instead of hashing, and the destination
+ * still verifies every page byte for byte.
+ */
+static void test_digests_ahead(void **state)
+{
+	struct kvmig_hash_ahead_stats hs;
+	struct kvmig_migrate_stats st;
+	struct kvmig_manifest *before;
+	struct side rs, ss;
+	int rrc, src_rc, fds[2];
+
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	before = snapshot(src);
+	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, &hs), 0);
+	assert_int_equal(hs.pages, 18);
+	assert_int_equal(hs.hashed, 18);
+	assert_int_equal(hs.raced, 0);
+	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, &hs), 0);
+	assert_int_equal(hs.fresh, 18);
+	assert_int_equal(hs.hashed, 0);
+	/* The destination keeps none of its own: only runnable pages count. */
+	assert_int_equal(kvmig_hash_ahead(dst, NULL, 0, &hs), 0);
+	assert_int_equal(hs.pages, 0);
+	side_init(&rs);
+	side_init(&ss);
+	assert_int_equal(pipe(fds), 0);
+	ss.stats_fd = fds[1];
+	migrate(&rs, &ss, &rrc, &src_rc);
+	close(fds[1]);
+	assert_int_equal(src_rc, 0);
+	assert_int_equal(rrc, 0);
+	assert_int_equal(read(fds[0], &st, sizeof(st)), (ssize_t)sizeof(st));
+	close(fds[0]);
+	assert_int_equal(st.digests_ahead, 18);
+	assert_int_equal(st.pages_hashed, 0);
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	kvmig_manifest_free(&before);
+	drop_pagers();
+}
+
+/* Behind the pager's back: page 9's V half changed after its digests were
+ * kept, its generation not moved (an engine breaking the contract). */
+static void stale_kept_digest(void)
+{
+	struct kvmig_extent e[8];
+	uint32_t n;
+
+	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, NULL), 0);
+	assert_int_equal(kvmig_pager_extents(src, 9, KVMIG_HALF_V, e, 8, &n), 0);
+	((uint8_t *)e[0].addr)[5] ^= 0x5a;
+}
+
+/* The sender's kept digest is stale: the receiver's own hash of what it
+ * read differs, it reads once more, and the migration aborts (EIO) with the
+ * source intact and nothing installed: a stale digest never installs wrong
+ * bytes. */
+static void test_stale_kept_digest_aborts(void **state)
+{
+	expect_abort(&(struct abort_case){ .setup = stale_kept_digest, .rrc = EIO,
+					   .src_rc = EIO });
+}
+
+/*
+ * Hashing ahead while an engine decodes into every sequence: every digest
+ * kept for the generation a page still has matches the page's bytes, and
+ * a page the engine wrote meanwhile is not covered by an older entry.
+ */
+static void test_hash_ahead_while_decoding(void **state)
+{
+	struct kvmig_synth_engine_opts eo;
+	struct kvmig_synth_engine *e = NULL;
+	struct kvmig_hash_ahead_stats hs;
+	struct kvmig_extent ext[8];
+	struct iovec iov[8];
+	uint32_t checked = 0, raced = 0;
+	double until;
+
+	make_pagers(KVMIG_LAYOUT_LAYER_MAJOR, 64, 0);
+	kvmig_synth_engine_opts_init(&eo);
+	eo.tokens_per_second = 20000;
+	assert_int_equal(kvmig_synth_engine_start(src, &eo, &e), 0);
+	for (until = kvmig_now() + 0.5; kvmig_now() < until;) {
+		assert_int_equal(kvmig_hash_ahead(src, NULL, 0, &hs), 0);
+		raced += hs.raced;
+	}
+	kvmig_synth_engine_stop(&e);
+	for (uint32_t ix = 0; ix < src_capacity; ix++) {
+		struct kvmig_page_digest d;
+		struct kvmig_digest k, v;
+		uint64_t gen;
+		uint32_t n;
+
+		assert_int_equal(kvmig_pager_digest_get(src, ix, &d), 0);
+		assert_int_equal(kvmig_pager_generation(src, ix, &gen), 0);
+		if (!d.gen || d.gen != gen)
+			continue;
+		assert_int_equal(kvmig_pager_extents(src, ix, KVMIG_HALF_K, ext, 8, &n), 0);
+		for (uint32_t i = 0; i < n; i++)
+			iov[i] = (struct iovec){ ext[i].addr, ext[i].len };
+		kvmig_digest_computev(iov, (int)n, &k);
+		assert_int_equal(kvmig_pager_extents(src, ix, KVMIG_HALF_V, ext, 8, &n), 0);
+		for (uint32_t i = 0; i < n; i++)
+			iov[i] = (struct iovec){ ext[i].addr, ext[i].len };
+		kvmig_digest_computev(iov, (int)n, &v);
+		assert_memory_equal(d.k, k.b, 16);
+		assert_memory_equal(d.v, v.b, 16);
+		checked++;
+	}
+	print_message("hash ahead while decoding: %u kept digests current and right, %u raced\n",
+		      checked, raced);
+	assert_true(checked >= 10);
+	drop_pagers();
 }
 
 /* The receiver reads with a wrong key: the sender (tcp) or its NIC (rdma) refuses. */
@@ -1892,6 +2009,9 @@ int main(void)
 		cmocka_unit_test(test_receiver_killed_mid_transfer),
 		cmocka_unit_test(test_sender_killed_mid_transfer),
 		cmocka_unit_test(test_fault_bad_digest),
+		cmocka_unit_test(test_digests_ahead),
+		cmocka_unit_test(test_stale_kept_digest_aborts),
+		cmocka_unit_test(test_hash_ahead_while_decoding),
 		cmocka_unit_test(test_fault_bad_key),
 		cmocka_unit_test(test_fault_read_unoffered),
 		cmocka_unit_test(test_fault_matrix),
