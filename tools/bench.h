@@ -9,10 +9,18 @@
 /* Median of @n values (sorts @v). */
 double bench_median(double *v, int n);
 
-/* Whether migration @r of kvmig bench verifies. Each round is three
- * migrations: an untimed, verified warm-up (after the previous round's
- * iperf3 run, whose after-effects would otherwise land on one side of the
- * pair), then the timed pair, on-off in even rounds and off-on in odd ones. */
+/*
+ * What migration @r of kvmig bench is. Each round is four migrations: an
+ * untimed, verified warm-up (after the previous round's iperf3 runs, whose
+ * after-effects would otherwise land on a timed one), then three timed ones
+ * in an order that rotates from round to round: verified with the digests
+ * kept ahead (the sender hashes nothing), verified with none kept (the
+ * sender hashes every page during the migration), and unverified.
+ */
+enum bench_kind { BENCH_WARMUP, BENCH_AHEAD, BENCH_HASHED, BENCH_OFF };
+#define BENCH_PER_ROUND 4
+enum bench_kind bench_kind(int r);
+/* Whether migration @r verifies (every kind but BENCH_OFF). */
 int bench_verifies(int r);
 
 /* Run this process (all its threads to come) on CPU @cpu only. */

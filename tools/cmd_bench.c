@@ -7,14 +7,16 @@
  *
  * Sender and receiver are two long-lived processes that each own their
  * pager in process memory, as an engine owns its KV arena. R rounds, each an
- * untimed warm-up migration, one verified and one unverified migration (in
- * alternating order) and an iperf3 run of the same byte count; every
+ * untimed warm-up migration, three timed ones in a rotating order (verified
+ * with the digests kept ahead, verified with none kept so the sender hashes
+ * every page, unverified: bench_kind()) and two iperf3 runs of the same byte
+ * count (from memory, and -F from a file in /dev/shm with -Z); every
  * migration moves the whole cache in copy mode into the same destination
  * pages (the receiver removes and frees between them). The first round's
  * warm-up touches both arenas (on VMs a process's first touch of a page
- * costs more than the copy); the later ones keep the iperf3 run's
- * after-effects (the next migration runs ~1.4x slower) off the timed pair,
- * and the alternating order keeps any order effect off one side. Where CPUs
+ * costs more than the copy); the later ones keep the iperf3 runs'
+ * after-effects (the next migration runs ~1.4x slower) off the timed ones,
+ * and the rotating order keeps any order effect off one kind. Where CPUs
  * 0 and 1 are ours, the receiver runs on 0 and the sender on 1.
  * Reported: medians, ratios, verification overhead, each end's CPU time,
  * receiver peak RSS.
@@ -38,17 +40,20 @@ static const char bench_usage[] =
 	"       kvmig bench --live [--sizes LIST] [--rounds R] [--rate TOKENS/S] [--json]\n"
 	"\n"
 	"Migrate a Llama-3-8B-shaped cache of N pages (2 MiB each; default 512 = 1 GiB)\n"
-	"between two processes over loopback TCP, R times with verification and R\n"
-	"times without (default 5), interleaved with R iperf3 runs of the same size,\n"
-	"and print medians, ratios and the receiver's peak RSS. --transport rdma\n"
+	"between two processes over loopback TCP, R times each (default 5) verified\n"
+	"with the digests kept ahead (kvmig pager hash: the sender hashes nothing),\n"
+	"verified with none kept (the sender hashes every page) and unverified,\n"
+	"interleaved with R iperf3 runs of the same size from memory and R from a\n"
+	"file in /dev/shm (-F, -Z), and print medians, ratios and the receiver's peak\n"
+	"RSS. --transport rdma\n"
 	"migrates over the verbs provider to a receiver on ADDR (an RDMA device's\n"
 	"address) and runs no iperf3. Where CPUs 0 and 1 are both available the\n"
 	"receiver runs on CPU 0 and the sender on CPU 1 (iperf3's server and client\n"
 	"likewise), as two hosts would: each end copies and hashes on its own CPU (on\n"
 	"SMT hosts CPUs 0 and 1 may be two threads of one core: check lscpu -e);\n"
 	"--no-pin leaves placement to the scheduler, --pin pins regardless. Each\n"
-	"round is an untimed warm-up migration, then the verified and the unverified\n"
-	"one (in alternating order), then the iperf3 run.\n"
+	"round is an untimed warm-up migration, then the three timed ones (in an\n"
+	"order that rotates), then the iperf3 runs.\n"
 	"\n"
 	"--live: stop-and-copy against live migration while a decoding engine writes\n"
 	"(kvmig bench --live --help).\n";
@@ -143,11 +148,25 @@ int bench_receiver(const char *addr, const struct kvmig_migrate_opts *lo, uint32
 	return EXIT_OK;
 }
 
+enum bench_kind bench_kind(int r)
+{
+	int i = r % BENCH_PER_ROUND;
+
+	return i == 0 ? BENCH_WARMUP : (enum bench_kind)(1 + (i - 1 + r / BENCH_PER_ROUND) % 3);
+}
+
 int bench_verifies(int r)
 {
-	/* Blocks of three: an untimed warm-up, then the timed pair, on-off in
-	 * even blocks and off-on in odd ones. */
-	return r % 3 == 0 || (r % 3 == 1) == (r / 3 % 2 == 0);
+	return bench_kind(r) != BENCH_OFF;
+}
+
+/* Forget the digests @p keeps (every page's entry: generation 0). */
+static void forget_kept(struct kvmig_pager *p, uint32_t pages)
+{
+	static const struct kvmig_page_digest none;
+
+	for (uint32_t ix = 0; ix < pages; ix++)
+		(void)kvmig_pager_digest_put(p, ix, &none);
 }
 
 void bench_pin_to(int cpu)
@@ -160,27 +179,61 @@ void bench_pin_to(int cpu)
 		fprintf(stderr, "kvmig bench: cannot pin to CPU %d: %s\n", cpu, strerror(errno));
 }
 
-/* "cpu  SIDE  verify on T s (user U, system S), off ...": medians of @n rounds. */
-static void print_cpu(const char *side, struct cpu_use use[2][64], int n)
+/* A file of @bytes pseudo-random bytes (iperf3 -F reads it). 0 or -errno. */
+static int bench_write_file(const char *path, uint64_t bytes)
+{
+	static uint8_t buf[1 << 20];
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	FILE *f = fopen(path, "wb");
+
+	if (!f)
+		return -errno;
+	for (size_t i = 0; i < sizeof(buf); i += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(buf + i, &x, 8);
+	}
+	for (uint64_t done = 0; done < bytes; done += sizeof(buf)) {
+		buf[0]++;
+		if (fwrite(buf, 1, sizeof(buf), f) != sizeof(buf)) {
+			fclose(f);
+			unlink(path);
+			return -EIO;
+		}
+	}
+	return fclose(f) ? -errno : 0;
+}
+
+static const char *const kind_names[] = {
+	[BENCH_AHEAD] = "digests ahead", [BENCH_HASHED] = "hashed now", [BENCH_OFF] = "verify off",
+};
+
+/* "cpu  SIDE  digests ahead T s (user U, system S), ...": medians of @n rounds. */
+static void print_cpu(const char *side, struct cpu_use use[4][64], int n)
 {
 	printf("cpu       %-8s", side);
-	for (int v = 1; v >= 0; v--) {
+	for (int k = BENCH_AHEAD; k <= BENCH_OFF; k++) {
 		double user[64], sys[64], total[64];
 
 		for (int i = 0; i < n; i++) {
-			user[i] = use[v][i].user;
-			sys[i] = use[v][i].sys;
+			user[i] = use[k][i].user;
+			sys[i] = use[k][i].sys;
 			total[i] = user[i] + sys[i];
 		}
-		printf("%s %.3f s (user %.3f, system %.3f)", v ? " verify on" : ", off",
-		       bench_median(total, n), bench_median(user, n), bench_median(sys, n));
+		printf("%s %s %.3f s (user %.3f, system %.3f)", k == BENCH_AHEAD ? "" : ",",
+		       kind_names[k], bench_median(total, n), bench_median(user, n),
+		       bench_median(sys, n));
 	}
 	printf("  (medians, all threads)\n");
 }
 
-/* One iperf3 client run of @bytes against a one-shot server; GB/s or < 0. */
-static double iperf3_gbps(const char *iperf3, uint64_t bytes, int port, int pin)
+/* One iperf3 client run of @bytes against a one-shot server (from @file
+ * with sendfile when not NULL); GB/s or < 0. */
+static double iperf3_gbps(const char *iperf3, uint64_t bytes, int port, int pin,
+			  const char *file)
 {
+	char extra[128] = "";
 	char cmd[512], buf[1 << 16];
 	size_t len = 0;
 	json_error_t jerr;
@@ -189,9 +242,12 @@ static double iperf3_gbps(const char *iperf3, uint64_t bytes, int port, int pin)
 	FILE *f;
 
 	/* --pin: iperf3's ends on the same CPUs as kvmig's (server 0, client 1). */
+	if (file)
+		snprintf(extra, sizeof(extra), "-F %s -Z", file);
 	snprintf(cmd, sizeof(cmd), "%s -s -1 -p %d -D %s >/dev/null 2>&1 && sleep 0.3 && "
-		 "%s -c 127.0.0.1 -p %d -n %llu -J %s 2>/dev/null", iperf3, port,
-		 pin ? "-A 0" : "", iperf3, port, (unsigned long long)bytes, pin ? "-A 1" : "");
+		 "%s -c 127.0.0.1 -p %d -n %llu -J %s %s 2>/dev/null", iperf3, port,
+		 pin ? "-A 0" : "", iperf3, port, (unsigned long long)bytes, pin ? "-A 1" : "",
+		 extra);
 	f = popen(cmd, "r");
 	if (!f)
 		return -1;
@@ -225,8 +281,10 @@ int cmd_bench(int argc, char **argv)
 	char addr[80] = "";
 	uint32_t pages = 512;
 	int rounds = 5, c, ret, pipefd[2], status, port = 5201 + (int)(getpid() % 500);
-	double on[64], off[64], ip[64], t_on, t_off, ip_med = 0, pair_med;
-	struct cpu_use cpu[2][2][64]; /* [sender, receiver][off, on][round] */
+	double t[4][64], ip[64], ipz[64], med[4], ip_med = 0, ipz_med = 0, pair_med[4];
+	struct cpu_use cpu[2][4][64]; /* [sender, receiver][kind][round] */
+	int n_ipz = 0;
+	char zfile[64] = "";
 	int last_ip_ok = 0;
 	int n_ip = 0;
 	struct kvmig_pager *src = NULL;
@@ -301,7 +359,8 @@ int cmd_bench(int argc, char **argv)
 		close(pipefd[0]);
 		if (pin)
 			bench_pin_to(0);
-		_exit(bench_receiver(listen_addr, &mo, pages, 3 * rounds, 1, pipefd[1]));
+		_exit(bench_receiver(listen_addr, &mo, pages, BENCH_PER_ROUND * rounds, 1,
+				     pipefd[1]));
 	}
 	close(pipefd[1]);
 	if (pin)
@@ -322,49 +381,67 @@ int cmd_bench(int argc, char **argv)
 		goto out;
 	}
 	mo.mode = KVMIG_MODE_COPY;
-	printf("kvmig bench: %u pages (%.2f GiB), %d rounds with and %d without verification, "
-	       "%s to %s%s\n", so.capacity_pages, (double)bytes / (1 << 30), rounds, rounds,
-	       transport == KVMIG_TRANSPORT_RDMA ? "rdma" : "tcp", addr,
-	       pin ? ", receiver on CPU 0, sender on CPU 1" : "");
-	for (int r = 0; r < 3 * rounds; r++) {
-		struct cpu_use c0 = cpu_now();
+	printf("kvmig bench: %u pages (%.2f GiB), %d rounds: verified with digests ahead, "
+	       "verified hashing now, unverified, %s to %s%s\n", so.capacity_pages,
+	       (double)bytes / (1 << 30), rounds, transport == KVMIG_TRANSPORT_RDMA ? "rdma" : "tcp",
+	       addr, pin ? ", receiver on CPU 0, sender on CPU 1" : "");
+	/* iperf3 -F: the same bytes from a file in /dev/shm (distinct memory, as
+	 * a cache is), sent with sendfile (-Z, zero-copy). */
+	if (iperf3) {
+		snprintf(zfile, sizeof(zfile), "/dev/shm/kvmig-bench-%d", (int)getpid());
+		if (bench_write_file(zfile, bytes) < 0)
+			zfile[0] = '\0';
+	}
+	for (int r = 0; r < BENCH_PER_ROUND * rounds; r++) {
+		enum bench_kind k = bench_kind(r);
+		struct cpu_use c0;
 
 		mo.verify = bench_verifies(r);
+		/* Untimed: keep every page's digests current, or forget them. */
+		if (k == BENCH_AHEAD)
+			(void)kvmig_hash_ahead(src, NULL, 0, NULL);
+		else if (k == BENCH_HASHED || k == BENCH_WARMUP)
+			forget_kept(src, so.capacity_pages);
+		c0 = cpu_now();
 		if ((ret = kvmig_migrate_send(src, addr, &mo, &st)) < 0) {
 			ret = cli_fail("bench", ret, "round %d failed", r);
 			goto out;
 		}
-		if (r % 3 == 0) {
+		if (k == BENCH_WARMUP) {
 			if (r)
 				printf("  warm-up   verify on   %.3f s  (%snot counted)\n",
 				       st.transfer_seconds, last_ip_ok ? "after iperf3; " : "");
 			continue;
 		}
-		cpu[0][mo.verify][r / 3] = cpu_since(c0);
-		(mo.verify ? on : off)[r / 3] = st.transfer_seconds;
-		printf("  round %2d  verify %-3s  %.3f s  %.2f GB/s\n", r / 3 + 1,
-		       mo.verify ? "on" : "off", st.transfer_seconds,
-		       (double)bytes / st.transfer_seconds / 1e9);
-		if (iperf3 && r % 3 == 2) {
-			double g = iperf3_gbps(iperf3, bytes, port, pin);
+		cpu[0][k][r / BENCH_PER_ROUND] = cpu_since(c0);
+		t[k][r / BENCH_PER_ROUND] = st.transfer_seconds;
+		printf("  round %2d  %-13s  %.3f s  %.2f GB/s  (digests ahead %u, hashed %u)\n",
+		       r / BENCH_PER_ROUND + 1, kind_names[k], st.transfer_seconds,
+		       (double)bytes / st.transfer_seconds / 1e9, st.digests_ahead, st.pages_hashed);
+		if (iperf3 && r % BENCH_PER_ROUND == BENCH_PER_ROUND - 1) {
+			double g = iperf3_gbps(iperf3, bytes, port, pin, NULL);
 
 			last_ip_ok = g > 0;
 			if (g > 0) {
 				ip[n_ip++] = g;
 				printf("  iperf3    %.2f GB/s\n", g);
 			}
+			if (zfile[0] && (g = iperf3_gbps(iperf3, bytes, port, pin, zfile)) > 0) {
+				ipz[n_ipz++] = g;
+				printf("  iperf3 -F /dev/shm file -Z  %.2f GB/s\n", g);
+			}
 		}
 		fflush(stdout);
 	}
 	/* The receiver's CPU use per migration, then its peak RSS. */
 	ret = 0;
-	for (int r = 0; r < 3 * rounds && ret == 0; r++) {
+	for (int r = 0; r < BENCH_PER_ROUND * rounds && ret == 0; r++) {
 		struct cpu_use rc;
 
 		if (read(pipefd[0], &rc, sizeof(rc)) != (ssize_t)sizeof(rc))
 			ret = -EPIPE;
-		else if (r % 3)
-			cpu[1][bench_verifies(r)][r / 3] = rc;
+		else if (bench_kind(r) != BENCH_WARMUP)
+			cpu[1][bench_kind(r)][r / BENCH_PER_ROUND] = rc;
 	}
 	if (ret == 0 && read(pipefd[0], &rss_kib, sizeof(rss_kib)) != (ssize_t)sizeof(rss_kib))
 		ret = -EPIPE;
@@ -376,32 +453,43 @@ int cmd_bench(int argc, char **argv)
 			       "use and RSS (exit status 0x%x)", status);
 		goto out;
 	}
-	{
-		/* Each verified migration against the unverified one of its round
-		 * (before the medians sort on[] and off[]): slow drift on a shared
-		 * machine cancels out of these pairs. */
+	/* Each verified migration against the unverified one of its round
+	 * (before the medians sort the times): slow drift on a shared machine
+	 * cancels out of these pairs. */
+	for (int k = BENCH_AHEAD; k <= BENCH_HASHED; k++) {
 		double pair[64];
 
 		for (int i = 0; i < rounds; i++)
-			pair[i] = on[i] / off[i];
-		pair_med = bench_median(pair, rounds);
+			pair[i] = t[k][i] / t[BENCH_OFF][i];
+		pair_med[k] = bench_median(pair, rounds);
 	}
-	t_on = bench_median(on, rounds);
-	t_off = bench_median(off, rounds);
-	printf("median    verify on  %.3f s  %.2f GB/s\n", t_on, (double)bytes / t_on / 1e9);
-	printf("median    verify off %.3f s  %.2f GB/s\n", t_off, (double)bytes / t_off / 1e9);
+	for (int k = BENCH_AHEAD; k <= BENCH_OFF; k++) {
+		med[k] = bench_median(t[k], rounds);
+		printf("median    %-13s  %.3f s  %.2f GB/s\n", kind_names[k], med[k],
+		       (double)bytes / med[k] / 1e9);
+	}
 	if (n_ip) {
 		ip_med = bench_median(ip, n_ip);
-		printf("median    iperf3     %.2f GB/s (%d runs, -n %llu)\n", ip_med, n_ip,
+		printf("median    iperf3         %.2f GB/s (%d runs, -n %llu)\n", ip_med, n_ip,
 		       (unsigned long long)bytes);
-		printf("ratio     kvmig (verify on) / iperf3 = %.2fx   (target >= 0.85x)\n",
-		       (double)bytes / t_on / 1e9 / ip_med);
+		printf("ratio     kvmig (digests ahead) / iperf3 = %.2fx   (target >= 0.85x)\n",
+		       (double)bytes / med[BENCH_AHEAD] / 1e9 / ip_med);
 	} else {
 		printf("iperf3    not run (%s)\n", iperf3 ? "not installed or failed" : "--no-iperf3");
 	}
-	printf("verify    adds %.1f%% to the transfer time (median of the %d rounds' on/off "
-	       "pairs; ratio of medians %.1f%%)   (target <= 10%%)\n", (pair_med - 1) * 100,
-	       rounds, (t_on / t_off - 1) * 100);
+	if (n_ipz) {
+		ipz_med = bench_median(ipz, n_ipz);
+		printf("median    iperf3 -F -Z   %.2f GB/s (a %llu-byte file in /dev/shm, zero-copy)\n",
+		       ipz_med, (unsigned long long)bytes);
+		printf("ratio     kvmig (hashed now) / iperf3 -F -Z = %.2fx   (target >= 1.0x)\n",
+		       (double)bytes / med[BENCH_HASHED] / 1e9 / ipz_med);
+	}
+	printf("verify    adds %.1f%% with digests ahead (target <= 10%%), %.1f%% hashing now "
+	       "(medians of the %d rounds' pairs with the unverified one; ratios of medians "
+	       "%.1f%%, %.1f%%)\n", (pair_med[BENCH_AHEAD] - 1) * 100,
+	       (pair_med[BENCH_HASHED] - 1) * 100, rounds,
+	       (med[BENCH_AHEAD] / med[BENCH_OFF] - 1) * 100,
+	       (med[BENCH_HASHED] / med[BENCH_OFF] - 1) * 100);
 	for (int side = 0; side < 2; side++)
 		print_cpu(side ? "receiver" : "sender", cpu[side], rounds);
 	printf("receiver  peak RSS %.1f MiB for a %.1f MiB arena: arena + %.1f MiB   "
@@ -413,6 +501,8 @@ out:
 		kill(child, 9);
 		waitpid(child, NULL, 0);
 	}
+	if (zfile[0])
+		unlink(zfile);
 	kvmig_pager_destroy(&src);
 	return ret;
 }

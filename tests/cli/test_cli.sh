@@ -628,11 +628,15 @@ for p in $MG $MH; do "$KVMIG" pager rm shm:$p >/dev/null; done
 # mismatch fails the handshake): a tiny run, both placements.
 for pin in --pin --no-pin; do
 	expect 0 "bench $pin" "$KVMIG" bench --pages 8 --rounds 2 --no-iperf3 $pin
-	[ "$(grep -c '^  round' "$T/out")" -eq 4 ] && grep -q '^verify    adds' "$T/out" &&
-		grep -q '^  warm-up' "$T/out" && grep -q '^cpu       sender   verify on' "$T/out" &&
-		grep -q '^cpu       receiver verify on' "$T/out" &&
-		ok "bench $pin: 2 pairs, a warm-up, the overhead, both ends' CPU" ||
-		{ bad "bench $pin: 2 pairs, a warm-up, the overhead, both ends' CPU"; cat "$T/out"; }
+	# Each round: digests ahead (the sender hashes none of the 8 pages),
+	# hashed now (all 8), unverified.
+	[ "$(grep -c '^  round' "$T/out")" -eq 6 ] && grep -q '^verify    adds' "$T/out" &&
+		[ "$(grep -c 'digests ahead  .*(digests ahead 8, hashed 0)' "$T/out")" -eq 2 ] &&
+		[ "$(grep -c 'hashed now .*(digests ahead 0, hashed 8)' "$T/out")" -eq 2 ] &&
+		grep -q '^  warm-up' "$T/out" && grep -q '^cpu       sender   digests ahead' "$T/out" &&
+		grep -q '^cpu       receiver digests ahead' "$T/out" &&
+		ok "bench $pin: 2 rounds of three kinds, a warm-up, the overheads, both ends' CPU" ||
+		{ bad "bench $pin: 2 rounds of three kinds, a warm-up, the overheads, both ends' CPU"; cat "$T/out"; }
 done
 expect_err 2 "rounds is" "bench bad --rounds" "$KVMIG" bench --rounds 0
 # Only capture makes a store: a mistyped --store elsewhere is an error, and

@@ -1012,6 +1012,40 @@ static void test_resolve_beside_a_live_owner(void **state)
 	kvmig_pager_destroy(&b);
 }
 
+/*
+ * The synthetic pager keeps digests per page with their generation; a page
+ * freed and allocated again has moved on, so an entry from before it does
+ * not match; out of range is EINVAL; a pager without the ops says ENOTSUP.
+ */
+static void test_digest_entries(void **state)
+{
+	struct kvmig_pager *p = make(KVMIG_LAYOUT_PAGE_MAJOR, 1, 0, 4, 0, 4);
+	struct kvmig_page_digest d = { .gen = 0 }, got;
+	uint32_t ix, ix2;
+	uint64_t g;
+
+	(void)state;
+	assert_int_equal(kvmig_pager_allocate(p, 1, &ix), 0);
+	assert_int_equal(kvmig_pager_digest_get(p, ix, &got), 0);
+	assert_true(got.gen == 0); /* none yet */
+	assert_int_equal(kvmig_pager_generation(p, ix, &g), 0);
+	d.gen = g;
+	memset(d.k, 0xab, sizeof(d.k));
+	memset(d.v, 0xcd, sizeof(d.v));
+	assert_int_equal(kvmig_pager_digest_put(p, ix, &d), 0);
+	assert_int_equal(kvmig_pager_digest_get(p, ix, &got), 0);
+	assert_memory_equal(&got, &d, sizeof(d));
+	assert_int_equal(kvmig_pager_free(p, &ix, 1), 0);
+	assert_int_equal(kvmig_pager_allocate(p, 1, &ix2), 0);
+	assert_int_equal(ix2, ix); /* the same page, handed out again */
+	assert_int_equal(kvmig_pager_generation(p, ix2, &g), 0);
+	assert_int_equal(kvmig_pager_digest_get(p, ix2, &got), 0);
+	assert_true(got.gen != g);
+	assert_int_equal(kvmig_pager_digest_get(p, 4, &got), -EINVAL);
+	assert_int_equal(kvmig_pager_digest_put(p, 4, &d), -EINVAL);
+	kvmig_pager_destroy(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1035,6 +1069,7 @@ int main(void)
 		cmocka_unit_test(test_remove_refuses),
 		cmocka_unit_test(test_gc_with_every_holder_dead),
 		cmocka_unit_test(test_resolve_beside_a_live_owner),
+		cmocka_unit_test(test_digest_entries),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
