@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 20
 # a synchronous store. Its unit, headers and integration suites run too.
 MIN_BUILD ?= $(BUILD)-min
 
-.PHONY: all deps test-deps build demo check clean
+.PHONY: all deps test-deps build demo rdma-demo check clean
 
 all: build
 
@@ -42,6 +42,10 @@ build: $(BUILD)/build.ninja
 
 demo: deps build
 	./$(BUILD)/tools/kvmig demo
+
+# kvmig demo over rdma in the soft-RoCE qemu guest (no RDMA NIC or rdma_rxe needed).
+rdma-demo: test-deps build
+	./scripts/rdma-demo.sh $(BUILD)
 
 check: test-deps build $(ASAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja $(MIN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)

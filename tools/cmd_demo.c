@@ -19,11 +19,15 @@
 
 static const char demo_usage[] =
 	"usage: kvmig demo [--seqs N] [--pages-per-seq N] [--shared-prefix N]\n"
+	"                  [--transport tcp|rdma|auto] [--listen HOST:PORT]\n"
 	"\n"
 	"Migrate a synthetic Llama-3-8B-shaped pager (defaults: 4 sequences of 48\n"
 	"pages sharing a 16-page prefix: 144 pages, 288 MiB) to a second pager in\n"
-	"another process over loopback TCP, then compare every installed sequence\n"
-	"with the source byte for byte.\n";
+	"another process, then compare every installed sequence with the source byte\n"
+	"for byte. By default over loopback TCP; --transport rdma --listen ADDR:0\n"
+	"over the verbs provider, ADDR an RDMA device's address (scripts/rxe.sh makes\n"
+	"one from any interface; scripts/rdma-demo.sh runs this in a qemu guest with\n"
+	"soft-RoCE where the host has no RDMA).\n";
 
 /* Compare one half of a page in two pagers, extent by extent. */
 static int same_half(struct kvmig_pager *a, uint32_t ia, struct kvmig_pager *b, uint32_t ib,
@@ -85,19 +89,23 @@ int cmd_demo(int argc, char **argv)
 		{ "seqs", required_argument, NULL, 's' },
 		{ "pages-per-seq", required_argument, NULL, 'n' },
 		{ "shared-prefix", required_argument, NULL, 'x' },
+		{ "transport", required_argument, NULL, 't' },
+		{ "listen", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct kvmig_synth_opts so;
 	struct kvmig_pager *src = NULL, *dst = NULL;
-	struct kvmig_listener *l = NULL;
+	struct kvmig_listener *l = NULL; /* the receiver's, in its process */
 	struct kvmig_migrate_opts mo;
 	struct kvmig_migrate_stats st;
 	char src_name[64], dst_name[64], addr[96], b1[32];
+	const char *listen_addr = "127.0.0.1:0";
+	enum kvmig_transport transport = KVMIG_TRANSPORT_TCP;
 	uint32_t pages = 0;
 	uint64_t v, bytes = 0;
 	pid_t child = -1;
-	int c, ret, status;
+	int c, ret, status, pfd[2] = { -1, -1 };
 
 	kvmig_synth_opts_init(&so);
 	so.n_seqs = 4;
@@ -112,6 +120,15 @@ int cmd_demo(int argc, char **argv)
 				return cli_usage_error("demo", "\"%s\" is not a count up to 4096", optarg);
 			*(c == 's' ? &so.n_seqs : c == 'n' ? &so.pages_per_seq :
 				     &so.shared_prefix_pages) = (uint32_t)v;
+			break;
+		case 't':
+			if (kvmig_transport_parse(optarg, &transport) < 0)
+				return cli_usage_error("demo", "%s", kvmig_last_error());
+			break;
+		case 'l':
+			if (kvmig_addr_check(optarg) < 0)
+				return cli_usage_error("demo", "%s", kvmig_last_error());
+			listen_addr = optarg;
 			break;
 		case 'h':
 			fputs(demo_usage, stdout);
@@ -152,11 +169,13 @@ int cmd_demo(int argc, char **argv)
 	kvmig_migrate_opts_init(&mo);
 	mo.mode = KVMIG_MODE_COPY;
 	mo.timeout_ms = 10000;
-	if ((ret = kvmig_listener_open("127.0.0.1:0", &mo, &l)) < 0) {
-		ret = cli_fail("demo", ret, "cannot listen on loopback");
+	mo.transport = transport;
+	/* The receiver listens in its own process (an rdma_cm listener cannot
+	 * change process) and hands its address back through a pipe. */
+	if (pipe(pfd) < 0) {
+		ret = cli_fail("demo", -errno, "pipe");
 		goto out;
 	}
-	snprintf(addr, sizeof(addr), "%s", kvmig_listener_addr(l));
 	child = fork();
 	if (child < 0) {
 		ret = cli_fail("demo", -errno, "cannot fork the receiver");
@@ -166,6 +185,14 @@ int cmd_demo(int argc, char **argv)
 		struct kvmig_pager *p = NULL;
 		struct kvmig_migrate_stats rs;
 
+		close(pfd[0]);
+		if ((ret = kvmig_listener_open(listen_addr, &mo, &l)) < 0)
+			_exit(cli_fail("demo", ret, "cannot listen on %s", listen_addr));
+		snprintf(addr, sizeof(addr), "%s %s", kvmig_listener_addr(l),
+			 kvmig_listener_transport(l));
+		if (write(pfd[1], addr, sizeof(addr)) != (ssize_t)sizeof(addr))
+			_exit(EXIT_FAIL);
+		close(pfd[1]);
 		ret = kvmig_synth_attach(dst_name, &p);
 		if (ret == 0)
 			ret = kvmig_migrate_accept(l, p, &mo, &rs);
@@ -178,9 +205,20 @@ int cmd_demo(int argc, char **argv)
 		kvmig_pager_destroy(&p);
 		_exit(0);
 	}
-	kvmig_listener_close(&l);
-	printf("kvmig demo: migrate shm:%s to shm:%s over loopback tcp %s\n", src_name, dst_name,
-	       addr);
+	close(pfd[1]);
+	pfd[1] = -1;
+	if (read(pfd[0], addr, sizeof(addr)) != (ssize_t)sizeof(addr)) {
+		ret = EXIT_FAIL; /* the receiver said why */
+		goto out;
+	}
+	addr[sizeof(addr) - 1] = '\0';
+	{
+		char *sp = strchr(addr, ' ');
+
+		*sp = '\0';
+		printf("kvmig demo: migrate shm:%s to shm:%s over %s %s\n", src_name, dst_name,
+		       sp + 1, addr);
+	}
 	fflush(stdout);
 	ret = kvmig_migrate_send(src, addr, &mo, &st);
 	if (ret < 0) {
@@ -213,7 +251,9 @@ out:
 		kill(child, SIGKILL);
 		waitpid(child, NULL, 0);
 	}
-	kvmig_listener_close(&l);
+	for (int i = 0; i < 2; i++)
+		if (pfd[i] >= 0)
+			close(pfd[i]);
 	kvmig_pager_destroy(&src);
 	kvmig_pager_destroy(&dst);
 	kvmig_synth_unlink(src_name);

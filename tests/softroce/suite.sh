@@ -15,6 +15,9 @@
 #    live migration while `kvmig pager run` decodes into the source.
 # 3. kvmigd: two agents with rdma data listeners, one migration started
 #    through the API (agent.sh).
+# 4. What users run: scripts/rxe.sh makes an rxe device on each end of a new
+#    veth pair (a second rxe pair), `kvmig demo --transport rdma` runs over
+#    it, rxe.sh down removes them.
 set -u
 build=$1
 K=$build/tools/kvmig
@@ -62,6 +65,25 @@ fi
 echo "== the agent over rdma (tests/softroce/agent.sh)"
 check "agent: a migration started through kvmigd's API moved over rdma, byte for byte" \
 	sh "$(dirname "$0")/agent.sh" "$build"
+
+echo "== what users run: scripts/rxe.sh on a new veth pair, kvmig demo over rdma"
+rxe_demo() {
+	sc=$(dirname "$0")/../../scripts
+	ip link add vc type veth peer name vd && ip addr add 10.78.0.1/24 dev vc &&
+		ip addr add 10.78.0.2/24 dev vd && ip link set vc up && ip link set vd up || return 1
+	sh "$sc/rxe.sh" up vc > "$tmp/rxe.out" && sh "$sc/rxe.sh" up vd >> "$tmp/rxe.out" || return 1
+	cat "$tmp/rxe.out"
+	grep -q "RDMA address 10.78.0.1" "$tmp/rxe.out" && rdma link show | grep -q "rxe_vd" || return 1
+	timeout 300 $K demo --transport rdma --listen 10.78.0.1:0 --seqs 2 --pages-per-seq 6 \
+		--shared-prefix 2 > "$tmp/demo.out" 2>&1
+	r=$?
+	cat "$tmp/demo.out"
+	sh "$sc/rxe.sh" down || return 1
+	ip link delete vc
+	[ $r -eq 0 ] && grep -q " over rdma 10.78.0.1:" "$tmp/demo.out" &&
+		grep -q "): identical" "$tmp/demo.out" && ! rdma link show | grep -q "rxe_v"
+}
+check "rxe.sh up on two new interfaces, kvmig demo over rdma byte for byte, rxe.sh down" rxe_demo
 
 echo "== test_crash over rdma"
 check "test_crash (rdma): a side dies at every protocol step, records resolve it" \
