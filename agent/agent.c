@@ -584,7 +584,7 @@ static void *hasher_main(void *arg)
 
 	for (;;) {
 		struct kvmig_hash_ahead_stats st;
-		int ret = kvmig_hash_ahead(a->p, NULL, 0, &st);
+		int ret = kvmig_hash_ahead(a->p, NULL, 0, 1, &st);
 
 		pthread_mutex_lock(&a->lock);
 		if (ret == -ENOTSUP) {

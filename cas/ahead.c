@@ -17,6 +17,9 @@
  * bumping its generation, the receiver's own hash of what it read differs,
  * it reads once more and the migration aborts: no wrong byte is installed.
  */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -87,78 +90,126 @@ out:
 	return ret;
 }
 
-int kvmig_hash_ahead(struct kvmig_pager *p, const uint32_t *ixs, uint32_t n,
+struct ahead {
+	struct kvmig_pager *p;
+	const uint32_t *pages;
+	uint32_t n_pages, max_ext;
+	uint64_t half_bytes;
+	_Atomic uint32_t next, fresh, hashed, raced;
+	_Atomic uint64_t bytes;
+	pthread_mutex_t lock;  /* the first error */
+	int err;
+	char msg[256];
+};
+
+static void ahead_fail(struct ahead *h, int err)
+{
+	pthread_mutex_lock(&h->lock);
+	if (!h->err) {
+		h->err = err;
+		snprintf(h->msg, sizeof(h->msg), "%s", kvmig_last_error());
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* One page: current already, hashed and kept, or raced. */
+static int ahead_page(struct ahead *h, uint32_t ix, struct kvmig_extent *ext, struct iovec *iov)
+{
+	struct kvmig_page_digest d;
+	struct kvmig_digest k, v;
+	uint64_t g1, g2;
+	int nk, nv, ret;
+
+	if ((ret = kvmig_pager_generation(h->p, ix, &g1)) < 0 ||
+	    (ret = kvmig_pager_digest_get(h->p, ix, &d)) < 0)
+		return ret;
+	if (g1 && d.gen == g1) {
+		atomic_fetch_add(&h->fresh, 1);
+		return 0;
+	}
+	if ((nk = kvmig_half_iov(h->p, ix, KVMIG_HALF_K, h->half_bytes, ext, iov, h->max_ext)) < 0)
+		return nk;
+	kvmig_digest_computev(iov, nk, &k);
+	if ((nv = kvmig_half_iov(h->p, ix, KVMIG_HALF_V, h->half_bytes, ext, iov, h->max_ext)) < 0)
+		return nv;
+	kvmig_digest_computev(iov, nv, &v);
+	atomic_fetch_add(&h->bytes, 2 * h->half_bytes);
+	if ((ret = kvmig_pager_generation(h->p, ix, &g2)) < 0)
+		return ret;
+	if (!g1 || g2 != g1) {
+		atomic_fetch_add(&h->raced, 1);
+		return 0;
+	}
+	d.gen = g1;
+	memcpy(d.k, k.b, sizeof(d.k));
+	memcpy(d.v, v.b, sizeof(d.v));
+	if ((ret = kvmig_pager_digest_put(h->p, ix, &d)) < 0)
+		return ret;
+	atomic_fetch_add(&h->hashed, 1);
+	return 0;
+}
+
+static void *ahead_worker(void *arg)
+{
+	struct ahead *h = arg;
+	struct kvmig_extent *ext = calloc(h->max_ext, sizeof(*ext));
+	struct iovec *iov = calloc(h->max_ext, sizeof(*iov));
+	uint32_t i;
+	int ret;
+
+	if (!ext || !iov)
+		ahead_fail(h, kvmig_err(-ENOMEM, "out of memory hashing ahead"));
+	while (ext && iov && !h->err && (i = atomic_fetch_add(&h->next, 1)) < h->n_pages)
+		if ((ret = ahead_page(h, h->pages[i], ext, iov)) < 0)
+			ahead_fail(h, ret);
+	free(ext);
+	free(iov);
+	return NULL;
+}
+
+int kvmig_hash_ahead(struct kvmig_pager *p, const uint32_t *ixs, uint32_t n, uint32_t threads,
 		     struct kvmig_hash_ahead_stats *stats)
 {
 	struct kvmig_hash_ahead_stats st = { 0 };
 	struct kvmig_cache_meta meta;
 	enum kvmig_layout layout;
 	struct kvmig_page_digest d;
-	struct kvmig_extent *ext = NULL;
-	struct iovec *iov = NULL;
-	uint32_t *pages = NULL, np = 0, max_ext;
-	uint64_t half_bytes;
+	struct ahead h = { .p = p };
+	pthread_t tid[64];
+	uint32_t started = 0;
 	double t0 = kvmig_now();
 	int ret;
 
+	if (threads > 64)
+		return kvmig_err(-EINVAL, "%u hashing threads; at most 64", threads);
 	if ((ret = kvmig_pager_digest_get(p, 0, &d)) == -ENOTSUP)
 		return kvmig_err(ret, "pager %s keeps no digests", kvmig_pager_name(p));
 	if ((ret = kvmig_pager_meta(p, &meta, &layout)) < 0 ||
-	    (ret = kvmig_meta_half_bytes(&meta, &half_bytes)) < 0 ||
-	    (ret = pages_of(p, ixs, n, &pages, &np)) < 0)
+	    (ret = kvmig_meta_half_bytes(&meta, &h.half_bytes)) < 0 ||
+	    (ret = pages_of(p, ixs, n, (uint32_t **)&h.pages, &h.n_pages)) < 0)
 		return ret;
-	max_ext = meta.n_layers;
-	ext = calloc(max_ext, sizeof(*ext));
-	iov = calloc(max_ext, sizeof(*iov));
-	if (!ext || !iov) {
-		ret = -ENOMEM;
-		goto out;
+	h.max_ext = meta.n_layers;
+	pthread_mutex_init(&h.lock, NULL);
+	for (uint32_t t = 1; t < KVMIG_MIN(threads, h.n_pages); t++) {
+		if (pthread_create(&tid[started], NULL, ahead_worker, &h) != 0)
+			break; /* fewer helpers: the others take their pages */
+		started++;
 	}
-	for (uint32_t i = 0; i < np; i++) {
-		struct kvmig_digest k, v;
-		uint64_t g1, g2;
-		int nk, nv;
-
-		st.pages++;
-		if ((ret = kvmig_pager_generation(p, pages[i], &g1)) < 0 ||
-		    (ret = kvmig_pager_digest_get(p, pages[i], &d)) < 0)
-			goto out;
-		if (g1 && d.gen == g1) {
-			st.fresh++;
-			continue;
-		}
-		if ((nk = kvmig_half_iov(p, pages[i], KVMIG_HALF_K, half_bytes, ext, iov,
-					 max_ext)) < 0) {
-			ret = nk;
-			goto out;
-		}
-		kvmig_digest_computev(iov, nk, &k);
-		if ((nv = kvmig_half_iov(p, pages[i], KVMIG_HALF_V, half_bytes, ext, iov,
-					 max_ext)) < 0) {
-			ret = nv;
-			goto out;
-		}
-		kvmig_digest_computev(iov, nv, &v);
-		st.bytes += 2 * half_bytes;
-		if ((ret = kvmig_pager_generation(p, pages[i], &g2)) < 0)
-			goto out;
-		if (!g1 || g2 != g1) {
-			st.raced++;
-			continue;
-		}
-		d.gen = g1;
-		memcpy(d.k, k.b, sizeof(d.k));
-		memcpy(d.v, v.b, sizeof(d.v));
-		if ((ret = kvmig_pager_digest_put(p, pages[i], &d)) < 0)
-			goto out;
-		st.hashed++;
-	}
-out:
+	ahead_worker(&h); /* this thread too */
+	for (uint32_t t = 0; t < started; t++)
+		pthread_join(tid[t], NULL);
+	pthread_mutex_destroy(&h.lock);
+	st.pages = h.n_pages;
+	st.fresh = atomic_load(&h.fresh);
+	st.hashed = atomic_load(&h.hashed);
+	st.raced = atomic_load(&h.raced);
+	st.bytes = atomic_load(&h.bytes);
+	st.threads = started + 1;
 	st.seconds = kvmig_now() - t0;
 	if (stats)
 		*stats = st;
-	free(pages);
-	free(ext);
-	free(iov);
-	return ret < 0 ? ret : 0;
+	free((void *)h.pages);
+	if (h.err)
+		return kvmig_err(h.err, "%s", h.msg);
+	return 0;
 }

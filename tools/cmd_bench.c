@@ -399,7 +399,7 @@ int cmd_bench(int argc, char **argv)
 		mo.verify = bench_verifies(r);
 		/* Untimed: keep every page's digests current, or forget them. */
 		if (k == BENCH_AHEAD)
-			(void)kvmig_hash_ahead(src, NULL, 0, NULL);
+			(void)kvmig_hash_ahead(src, NULL, 0, 1, NULL);
 		else if (k == BENCH_HASHED || k == BENCH_WARMUP)
 			forget_kept(src, so.capacity_pages);
 		c0 = cpu_now();

@@ -69,6 +69,9 @@ static const char send_usage[] =
 	"                     the last round's rate and grew since the round before, or\n"
 	"                     nothing is dirty (default 20; not consulted before round 2)\n"
 	"  --max-rounds K     live: pause after at most K pre-copy rounds (default 8, 1-64)\n"
+	"  --hash-threads N   threads hashing the pages whose digests were not kept\n"
+	"                     ahead (kvmig pager hash) while the main thread serves the\n"
+	"                     reads (default: online CPUs less one, 1 to 8; reported)\n"
 	"  --no-verify        send no digests (benchmarks only; the receiver must agree)\n"
 	"  --json             one JSON object per line on stdout: phases, progress, result\n"
 	"  --quiet            no progress bar and no summary\n";
@@ -247,6 +250,7 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 		if (role_sender) {
 			json_object_set_new(o, "digests_ahead", json_integer(st->digests_ahead));
 			json_object_set_new(o, "pages_hashed", json_integer(st->pages_hashed));
+			json_object_set_new(o, "hash_threads", json_integer(st->hash_threads));
 		}
 		if (!role_sender)
 			json_object_set_new(o, "unconfirmed", json_boolean(st->unconfirmed));
@@ -324,7 +328,7 @@ static int split_ids(char *list, const char ***ids, uint32_t *n, const char **du
 
 enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOUT, O_QD,
        O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT, O_TOKEN_FILE, O_LIVE,
-       O_MAX_DOWNTIME, O_MAX_ROUNDS };
+       O_MAX_DOWNTIME, O_MAX_ROUNDS, O_HASH_THREADS };
 
 /* The secret in @path (tools/token.c), or the usage error's exit code. */
 static int read_token(const char *cmd, const char *path, char *buf, size_t cap, size_t *len)
@@ -354,6 +358,7 @@ static int run(int argc, char **argv, int sender)
 		{ "live", no_argument, NULL, O_LIVE },
 		{ "max-downtime-ms", required_argument, NULL, O_MAX_DOWNTIME },
 		{ "max-rounds", required_argument, NULL, O_MAX_ROUNDS },
+		{ "hash-threads", required_argument, NULL, O_HASH_THREADS },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
@@ -427,6 +432,14 @@ static int run(int argc, char **argv, int sender)
 			break;
 		case O_NO_VERIFY:
 			mo.verify = 0;
+			break;
+		case O_HASH_THREADS:
+			if (!sender)
+				return cli_usage_error(cmd, "--hash-threads is an option of send");
+			if (cli_parse_u64(optarg, KVMIG_MAX_HASH_THREADS, &v) < 0 || !v)
+				return cli_usage_error(cmd, "--hash-threads is 1 to %u",
+						       KVMIG_MAX_HASH_THREADS);
+			mo.hash_threads = (uint32_t)v;
 			break;
 		case O_LIVE:
 		case O_MAX_DOWNTIME:

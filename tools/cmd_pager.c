@@ -18,7 +18,7 @@ static const char pager_usage[] =
 	"       kvmig pager resolve shm:NAME shm:OTHER [--json]\n"
 	"       kvmig pager resolve shm:NAME --migration ID --peer-state STATE [--json]\n"
 	"       kvmig pager gc shm:NAME [--json]\n"
-	"       kvmig pager hash shm:NAME [--json]\n"
+	"       kvmig pager hash shm:NAME [--threads N] [--forget] [--json]\n"
 	"       kvmig pager rm shm:NAME [--force]\n"
 	"       kvmig pager run shm:NAME [--rate TOKENS/S] [--seconds S] [--max-tokens N]\n"
 	"                                [--seed N] [--json]\n"
@@ -35,7 +35,8 @@ static const char pager_usage[] =
 	"the same two pagers resolves them by itself. gc reclaims what processes that\n"
 	"died left (pauses, pages, undecided records; attaching does it too). hash\n"
 	"computes the digests of the pages of runnable sequences ahead and keeps them\n"
-	"in the pager, so a migration hashes only what was written since. rm\n"
+	"in the pager, so a migration hashes only what was written since (--threads:\n"
+	"default the online CPUs; --forget drops the kept ones first, to measure). rm\n"
 	"refuses a pager that is paused, in use or holds records; --force removes it\n"
 	"anyway and says what that destroyed.\n"
 	"run is a decoding engine: it appends tokens to the pager's sequences, round\n"
@@ -512,30 +513,59 @@ static int pager_gc(int argc, char **argv)
 
 static int pager_hash(int argc, char **argv)
 {
+	static const struct kvmig_page_digest none;
 	struct kvmig_hash_ahead_stats st;
 	struct kvmig_pager *p = NULL;
 	const char *spec = NULL;
-	int json, ret, npos;
+	int json = 0, forget = 0, ret;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	uint32_t threads = cpus > 64 ? 64 : cpus > 0 ? (uint32_t)cpus : 1, cap = 0;
+	uint64_t v;
 
-	if ((ret = simple_args("pager hash", argc, argv, &spec, 1, &npos, &json)) >= 0)
-		return ret;
-	if (!npos)
+	/* --threads N (default: the online CPUs), --forget (drop the kept
+	 * digests first: every page hashed, for measuring), --json. */
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = 1;
+		} else if (!strcmp(argv[i], "--forget")) {
+			forget = 1;
+		} else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+			if (cli_parse_u64(argv[++i], 64, &v) < 0 || !v)
+				return cli_usage_error("pager hash", "--threads is 1 to 64");
+			threads = (uint32_t)v;
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(pager_usage, stdout);
+			return EXIT_OK;
+		} else if (argv[i][0] == '-' || spec) {
+			return cli_usage_error("pager hash", "unexpected argument \"%s\"", argv[i]);
+		} else {
+			spec = argv[i];
+		}
+	}
+	if (!spec)
 		return cli_usage_error("pager hash", "expected a pager shm:NAME");
 	if ((ret = open_pager("pager hash", spec, &p)) != 0)
 		return ret;
-	ret = kvmig_hash_ahead(p, NULL, 0, &st);
+	if (forget && kvmig_pager_capacity(p, &cap) == 0)
+		for (uint32_t ix = 0; ix < cap; ix++)
+			(void)kvmig_pager_digest_put(p, ix, &none);
+	ret = kvmig_hash_ahead(p, NULL, 0, threads, &st);
 	kvmig_pager_destroy(&p);
 	if (ret < 0)
 		return cli_fail("pager hash", ret, "cannot hash ahead in %s", spec);
 	if (json)
-		cli_emit_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:f}", "event", "hash", "pages",
-					(int)st.pages, "fresh", (int)st.fresh, "hashed",
+		cli_emit_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:i,s:f,s:f}", "event", "hash",
+					"pages", (int)st.pages, "fresh", (int)st.fresh, "hashed",
 					(int)st.hashed, "raced", (int)st.raced, "bytes",
-					(json_int_t)st.bytes, "seconds", st.seconds));
+					(json_int_t)st.bytes, "threads", (int)st.threads, "seconds",
+					st.seconds, "gbps", st.seconds > 0 ?
+					(double)st.bytes / st.seconds / 1e9 : 0.0));
 	else
 		printf("%s: %u pages of runnable sequences: %u already current, %u hashed and "
-		       "kept, %u written while hashed (left for the next pass), in %.3f s\n", spec,
-		       st.pages, st.fresh, st.hashed, st.raced, st.seconds);
+		       "kept, %u written while hashed (left for the next pass), in %.3f s "
+		       "(%.2f GB/s, %u thread%s)\n", spec, st.pages, st.fresh, st.hashed, st.raced,
+		       st.seconds, st.seconds > 0 ? (double)st.bytes / st.seconds / 1e9 : 0.0,
+		       st.threads, st.threads == 1 ? "" : "s");
 	return EXIT_OK;
 }
 

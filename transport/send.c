@@ -94,12 +94,15 @@ struct sender {
 	uint32_t n_runs, cap_runs;
 	/* Digests taken from the pager (kept ahead) / hashed here. */
 	atomic_uint n_ahead, n_hashed;
-	/* Hasher thread: digests pg[jobs[i]] for i < n_jobs. */
-	pthread_t hasher;
-	int hasher_running;
+	/* Hasher threads: digest pg[jobs[i]] for i < n_jobs, each claiming the
+	 * next job; job_done[i] once job i is hashed. The main thread sends the
+	 * digests of the done prefix (prefix: its own, advanced as it looks). */
+	pthread_t hashers[KVMIG_MAX_HASH_THREADS];
+	uint32_t n_hashers, n_threads;
 	int efd;
-	uint32_t *jobs, n_jobs;
-	atomic_uint hashed;
+	uint32_t *jobs, n_jobs, prefix;
+	atomic_uchar *job_done;
+	atomic_uint next_job, n_done;
 	atomic_int stop;
 	/* Final round: the pages whose digests go out, ready ones first. */
 	uint32_t *dig_order, n_ready, n_dig;
@@ -463,8 +466,9 @@ static void *hasher_main(void *arg)
 {
 	struct sender *s = arg;
 	uint64_t one = 1;
+	uint32_t i;
 
-	for (uint32_t i = 0; i < s->n_jobs && !atomic_load(&s->stop); i++) {
+	while (!atomic_load(&s->stop) && (i = atomic_fetch_add(&s->next_job, 1)) < s->n_jobs) {
 		struct spage *pg = &s->pg[s->jobs[i]];
 		const struct kvmig_wire_extent *ext = s->ext + pg->ext_off;
 		uint32_t h = pg->n_ext / 2;
@@ -483,14 +487,23 @@ static void *hasher_main(void *arg)
 				pg->v.b[0] ^= 1;
 			pg->hashed = 1;
 		}
-		atomic_store(&s->hashed, i + 1);
+		atomic_store_explicit(&s->job_done[i], 1, memory_order_release);
 		/* An eventfd write only fails if the counter would overflow: the
-		 * main thread also re-reads s->hashed every time it wakes. */
-		if ((i + 1) % HASH_SIGNAL_EVERY == 0)
+		 * main thread also re-reads the done flags every time it wakes. */
+		if ((atomic_fetch_add(&s->n_done, 1) + 1) % HASH_SIGNAL_EVERY == 0)
 			(void)!write(s->efd, &one, sizeof(one));
 	}
 	(void)!write(s->efd, &one, sizeof(one));
 	return NULL;
+}
+
+/* Main thread: how many jobs from the first on are hashed. */
+static uint32_t hashed_prefix(struct sender *s)
+{
+	while (s->prefix < s->n_jobs &&
+	       atomic_load_explicit(&s->job_done[s->prefix], memory_order_acquire))
+		s->prefix++;
+	return s->prefix;
 }
 
 /* Hash @n pages (indices into s->pg) in the background. */
@@ -499,35 +512,42 @@ static int start_hasher(struct sender *s, const uint32_t *idx, uint32_t n)
 	int ret;
 
 	free(s->jobs);
-	if (!(s->jobs = malloc(sizeof(*s->jobs) * (n ? n : 1))))
+	free((void *)s->job_done);
+	s->job_done = calloc(n ? n : 1, sizeof(*s->job_done));
+	if (!(s->jobs = malloc(sizeof(*s->jobs) * (n ? n : 1))) || !s->job_done)
 		return -ENOMEM;
 	memcpy(s->jobs, idx, sizeof(*idx) * n);
 	s->n_jobs = n;
-	atomic_store(&s->hashed, 0);
+	s->prefix = 0;
+	atomic_store(&s->next_job, 0);
+	atomic_store(&s->n_done, 0);
 	atomic_store(&s->stop, 0);
 	if (s->efd < 0 && (s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return kvmig_err(-errno, "eventfd: %s", strerror(errno));
 	if (!s->ses.o.verify || n == 0) {
 		/* Nothing to hash (or nothing to send): no thread. */
-		atomic_store(&s->hashed, n);
+		s->prefix = n;
 		return 0;
 	}
-	ret = pthread_create(&s->hasher, NULL, hasher_main, s);
-	if (ret)
-		return kvmig_err(-ret, "cannot start the hashing thread: %s", strerror(ret));
-	s->hasher_running = 1;
+	for (uint32_t t = 0; t < KVMIG_MIN(s->n_threads, n); t++) {
+		if ((ret = pthread_create(&s->hashers[t], NULL, hasher_main, s)) != 0) {
+			if (s->n_hashers)
+				break; /* fewer threads: the ones running take every job */
+			return kvmig_err(-ret, "cannot start a hashing thread: %s", strerror(ret));
+		}
+		s->n_hashers++;
+	}
 	return 0;
 }
 
 /* @finish: let it hash every job; else stop it early. */
 static void stop_hasher(struct sender *s, int finish)
 {
-	if (s->hasher_running) {
-		if (!finish)
-			atomic_store(&s->stop, 1);
-		pthread_join(s->hasher, NULL);
-		s->hasher_running = 0;
-	}
+	if (!finish)
+		atomic_store(&s->stop, 1);
+	for (uint32_t t = 0; t < s->n_hashers; t++)
+		pthread_join(s->hashers[t], NULL);
+	s->n_hashers = 0;
 }
 
 /* The migrated sequences' ids (borrowed from s->seqs). */
@@ -660,7 +680,7 @@ static void abort_record(struct sender *s)
 static int send_digests_ready(struct sender *s, uint32_t *sent)
 {
 	struct kvmig_manifest_page chunk[64];
-	uint32_t ready = s->n_ready + atomic_load(&s->hashed);
+	uint32_t ready = s->n_ready + hashed_prefix(s);
 	int ret;
 
 	if (!s->ses.o.verify) {
@@ -1063,6 +1083,12 @@ int kvmig_migrate_send(struct kvmig_pager *p, const char *addr,
 	s->addr = addr;
 	if ((ret = session_init(&s->ses, opts, ROLE_SENDER)) < 0)
 		goto out;
+	s->n_threads = s->ses.o.hash_threads;
+	if (!s->n_threads) { /* what the machine can spare: the main thread serves */
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		s->n_threads = cpus > 2 ? (uint32_t)KVMIG_MIN(cpus - 1, 8) : 1;
+	}
 	s->ses.ops = session_pick(s->ses.o.transport, addr, 0);
 	s->ses.ev.transport = s->ses.ops->name;
 	session_phase(&s->ses, "connect");
@@ -1147,6 +1173,7 @@ out:
 	stop_hasher(s, 0);
 	st.digests_ahead = atomic_load(&s->n_ahead);
 	st.pages_hashed = atomic_load(&s->n_hashed);
+	st.hash_threads = s->n_threads;
 	snprintf(st.transport, sizeof(st.transport), "%s", s->ses.ops->name);
 	st.seconds = kvmig_now() - t0;
 	if (stats)
@@ -1164,6 +1191,7 @@ out:
 	free(s->runs);
 	free(s->reg);
 	free(s->jobs);
+	free((void *)s->job_done);
 	free(s->dig_order);
 	free(s);
 	return ret;

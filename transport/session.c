@@ -61,6 +61,9 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 	if (ses->o.live && (ses->o.max_rounds < 1 || ses->o.max_rounds > KVMIG_MAX_ROUNDS))
 		return kvmig_err(-EINVAL, "max rounds %u is outside 1..%u", ses->o.max_rounds,
 				 KVMIG_MAX_ROUNDS);
+	if (ses->o.hash_threads > KVMIG_MAX_HASH_THREADS)
+		return kvmig_err(-EINVAL, "%u hash threads; at most %u", ses->o.hash_threads,
+				 KVMIG_MAX_HASH_THREADS);
 	if (ses->o.n_seq_ids && !ses->o.seq_ids)
 		return kvmig_err(-EINVAL, "%u sequence ids but no array", ses->o.n_seq_ids);
 	if (ses->o.cancel_fd < -1)

@@ -352,6 +352,7 @@ struct kvmig_hash_ahead_stats {
 	uint32_t hashed;  /* hashed and kept */
 	uint32_t raced;   /* written while hashed: not kept (the next pass retries) */
 	uint64_t bytes;   /* bytes hashed */
+	uint32_t threads; /* threads that hashed */
 	double seconds;
 };
 
@@ -365,11 +366,13 @@ struct kvmig_hash_ahead_stats {
  * pages written since. Runs alongside the engine (no pause): a page written
  * during its hashing is left for the next pass. Pages of pending or departed
  * sequences, and pages no sequence uses, are left alone (a receiver may be
- * writing them). @st may be NULL.
- * Return: 0; -ENOTSUP (@p keeps no digests), or a pager error.
+ * writing them). @threads hash at once (0 or 1: this thread only; at most
+ * 64). @st may be NULL.
+ * Return: 0; -ENOTSUP (@p keeps no digests), -EINVAL (threads), or a pager
+ * error.
  */
 KVMIG_API int kvmig_hash_ahead(struct kvmig_pager *p, const uint32_t *ixs, uint32_t n,
-			       struct kvmig_hash_ahead_stats *st);
+			       uint32_t threads, struct kvmig_hash_ahead_stats *st);
 
 /*
  * kvmig_verify() - check that @p holds every sequence of @m with the same

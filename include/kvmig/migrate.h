@@ -102,9 +102,14 @@ struct kvmig_migrate_opts {
 	 * signal handler writes to a pipe): it aborts as any failure does,
 	 * with -ECANCELED, unless the decision was taken. -1 (default): none. */
 	int cancel_fd;
+	/* Sender: threads hashing the pages whose digests were not kept ahead,
+	 * while the main thread serves the reads. 0 (default): what the machine
+	 * can spare, its online CPUs less one (at least 1, at most 8). */
+	uint32_t hash_threads;
 };
 
 #define KVMIG_MAX_ROUNDS 64u
+#define KVMIG_MAX_HASH_THREADS 64u
 
 /* What a resolution did with migration records (see kvmig_migrate_resolve_pair). */
 struct kvmig_resolve_stats {
@@ -158,6 +163,7 @@ struct kvmig_migrate_stats {
 	 * or an earlier migration), and pages this migration hashed itself. */
 	uint32_t digests_ahead;
 	uint32_t pages_hashed;
+	uint32_t hash_threads;   /* sender: threads that hashed */
 };
 
 /*

@@ -149,7 +149,7 @@ class MigrateOpts(Structure):
                 ("event_arg", c_void_p), ("progress_interval_ms", c_uint32),
                 ("token", c_void_p), ("token_len", c_size_t), ("live", c_int),
                 ("max_downtime_ms", c_uint32), ("max_rounds", c_uint32),
-                ("cancel_fd", c_int)]
+                ("cancel_fd", c_int), ("hash_threads", c_uint32)]
 
 
 class ResolveStats(Structure):
@@ -170,7 +170,8 @@ class MigrateStats(Structure):
                 ("transport", c_char * 8), ("n_rounds", c_uint32),
                 ("round", RoundStats * (MAX_ROUNDS + 1)), ("bytes_sent", c_uint64),
                 ("migration", Id), ("resolved", ResolveStats), ("unconfirmed", c_int),
-                ("digests_ahead", c_uint32), ("pages_hashed", c_uint32)]
+                ("digests_ahead", c_uint32), ("pages_hashed", c_uint32),
+                ("hash_threads", c_uint32)]
 
 
 class Digest(Structure):

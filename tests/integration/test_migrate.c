@@ -660,15 +660,15 @@ static void test_digests_ahead(void **state)
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
 	before = snapshot(src);
-	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, 3, &hs), 0);
 	assert_int_equal(hs.pages, 18);
 	assert_int_equal(hs.hashed, 18);
 	assert_int_equal(hs.raced, 0);
-	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.fresh, 18);
 	assert_int_equal(hs.hashed, 0);
 	/* The destination keeps none of its own: only runnable pages count. */
-	assert_int_equal(kvmig_hash_ahead(dst, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(dst, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.pages, 0);
 	side_init(&rs);
 	side_init(&ss);
@@ -687,6 +687,36 @@ static void test_digests_ahead(void **state)
 	drop_pagers();
 }
 
+/* Three sender threads hash the pages (none kept ahead): every digest
+ * right (the destination verifies all 18), the wrong one still caught. */
+static void test_hash_threads(void **state)
+{
+	struct kvmig_migrate_stats st;
+	struct kvmig_manifest *before;
+	struct side rs, ss;
+	int rrc, src_rc, fds[2];
+
+	make_pagers(KVMIG_LAYOUT_LAYER_MAJOR, 64, 0);
+	before = snapshot(src);
+	side_init(&rs);
+	side_init(&ss);
+	ss.o.hash_threads = 3;
+	assert_int_equal(pipe(fds), 0);
+	ss.stats_fd = fds[1];
+	migrate(&rs, &ss, &rrc, &src_rc);
+	close(fds[1]);
+	assert_int_equal(src_rc, 0);
+	assert_int_equal(rrc, 0);
+	assert_int_equal(read(fds[0], &st, sizeof(st)), (ssize_t)sizeof(st));
+	close(fds[0]);
+	assert_int_equal(st.hash_threads, 3);
+	assert_int_equal(st.pages_hashed, 18);
+	assert_int_equal(st.digests_ahead, 0);
+	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+	kvmig_manifest_free(&before);
+	drop_pagers();
+}
+
 /* Behind the pager's back: page 9's V half changed after its digests were
  * kept, its generation not moved (an engine breaking the contract). */
 static void stale_kept_digest(void)
@@ -694,7 +724,7 @@ static void stale_kept_digest(void)
 	struct kvmig_extent e[8];
 	uint32_t n;
 
-	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, NULL), 0);
+	assert_int_equal(kvmig_hash_ahead(src, NULL, 0, 1, NULL), 0);
 	assert_int_equal(kvmig_pager_extents(src, 9, KVMIG_HALF_V, e, 8, &n), 0);
 	((uint8_t *)e[0].addr)[5] ^= 0x5a;
 }
@@ -729,7 +759,7 @@ static void test_hash_ahead_while_decoding(void **state)
 	eo.tokens_per_second = 20000;
 	assert_int_equal(kvmig_synth_engine_start(src, &eo, &e), 0);
 	for (until = kvmig_now() + 0.5; kvmig_now() < until;) {
-		assert_int_equal(kvmig_hash_ahead(src, NULL, 0, &hs), 0);
+		assert_int_equal(kvmig_hash_ahead(src, NULL, 0, 2, &hs), 0);
 		raced += hs.raced;
 	}
 	kvmig_synth_engine_stop(&e);
@@ -2010,6 +2040,7 @@ int main(void)
 		cmocka_unit_test(test_sender_killed_mid_transfer),
 		cmocka_unit_test(test_fault_bad_digest),
 		cmocka_unit_test(test_digests_ahead),
+		cmocka_unit_test(test_hash_threads),
 		cmocka_unit_test(test_stale_kept_digest_aborts),
 		cmocka_unit_test(test_hash_ahead_while_decoding),
 		cmocka_unit_test(test_fault_bad_key),

@@ -690,19 +690,19 @@ static void test_digests_ahead(void **state)
 	assert_int_equal(kvmig_pager_allocate(p, 2, b), 0);
 	assert_int_equal(kvmig_mem_written(p, b, 2), 0);
 	assert_int_equal(kvmig_pager_install(p, &q, 1), 0);
-	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.pages, 2);
 	assert_int_equal(hs.hashed, 2);
-	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.fresh, 2);
 	assert_int_equal(kvmig_pager_digest_get(p, b[0], &d), 0);
 	assert_int_equal(kvmig_pager_generation(p, b[0], &g), 0);
 	assert_true(d.gen == g && g != 0);
 	/* Only the blocks named: one of them. */
-	assert_int_equal(kvmig_hash_ahead(p, &b[1], 1, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, &b[1], 1, 1, &hs), 0);
 	assert_int_equal(hs.pages, 1);
 	assert_int_equal(kvmig_mem_written(p, b, 1), 0);
-	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.hashed, 1);
 	assert_int_equal(hs.fresh, 1);
 	/* Given back and handed out again: its generation moved. */
@@ -718,17 +718,17 @@ static void test_digests_ahead(void **state)
 	p = eng_make(&e, VLLM, "vllm", KVMIG_ORDER_NHD, NULL); /* untracked */
 	assert_int_equal(kvmig_pager_allocate(p, 2, b), 0);
 	assert_int_equal(kvmig_pager_install(p, &q, 1), 0);
-	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.hashed, 0);
 	assert_int_equal(hs.raced, 2);
 	assert_int_equal(kvmig_pager_pause(p), 0);
-	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.hashed, 2);
-	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.fresh, 2);
 	assert_int_equal(kvmig_pager_resume(p), 0);
 	assert_int_equal(kvmig_pager_pause(p), 0);
-	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, &hs), 0);
+	assert_int_equal(kvmig_hash_ahead(p, NULL, 0, 1, &hs), 0);
 	assert_int_equal(hs.fresh, 0); /* another pause: the engine may have written */
 	assert_int_equal(kvmig_pager_resume(p), 0);
 	eng_drop(&e, &p);
