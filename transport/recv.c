@@ -64,11 +64,15 @@ static int transfer(struct receiver *r)
 		}
 		if (ret != -EAGAIN)
 			return ret;
-		if ((ret = recv_answer_round(r)) < 0 || (ret = recv_fill_reads(r)) < 0)
+		/* The pool's hashes first: a mismatch queues a re-read to post. */
+		if ((ret = recv_pool_drain(r)) < 0 || (ret = recv_answer_round(r)) < 0 ||
+		    (ret = recv_fill_reads(r)) < 0)
 			return ret;
 		if (finished(r))
 			return 0;
-		if ((ret = r->ses.ops->progress(r->ses.c, (int)r->ses.o.timeout_ms, -1)) < 0)
+		/* Woken as well by the hashing pool's finished pages. */
+		if ((ret = r->ses.ops->progress(r->ses.c, (int)r->ses.o.timeout_ms,
+						recv_pool_fd(r))) < 0)
 			return ret;
 		while ((ret = r->ses.ops->reap(r->ses.c, done, KVMIG_ARRAY_SIZE(done))) > 0)
 			for (int i = 0; i < ret; i++) {
@@ -471,6 +475,7 @@ out:
 	snprintf(st.transport, sizeof(st.transport), "%s", r->ses.ops->name);
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	st.migration = r->mig;
+	st.hash_threads = r->hash_threads;
 	st.resolved = r->resolved;
 	st.unconfirmed = r->unconfirmed;
 	if (stats)

@@ -41,6 +41,9 @@ struct rpage {
 	uint8_t has_digest, attempts;
 	uint32_t round;     /* round it was last offered in */
 	uint8_t in_order;   /* every read so far landed at next_off */
+	uint8_t hashed;     /* rk, rv are of the bytes that landed (LANDED only) */
+	uint32_t epoch;     /* moves when the page is read again or dropped: a hash
+			     * of an earlier landing is then discarded */
 	int32_t stream;     /* pair of digest streams hashing reads as they land, or -1 */
 	uint64_t next_off;  /* page-relative offset (K then V) the next read must have */
 	struct kvmig_digest sk, sv; /* the sender's */
@@ -155,9 +158,19 @@ struct receiver {
 	uint32_t n_lreg;
 	double reg_seconds;
 	uint32_t reg_reused;
+	/* hash_threads > 1: landed pages are hashed whole on a pool of threads
+	 * (recv_pages.c), their digests taken back by the transfer loop. */
+	struct hash_pool *pool;
+	uint32_t hash_threads;
 };
 
 /* ---- recv_pages.c ---- */
+
+/* The pool's wake fd (readable when hashes are done), or -1 without a pool. */
+int recv_pool_fd(const struct receiver *r);
+/* Take the pool's finished hashes: compare each page that still waits for
+ * it. 0, or a comparison's error. */
+int recv_pool_drain(struct receiver *r);
 
 /* Move page @idx to state @to (-EPROTO for a move the diagram does not have). */
 int recv_page_to(struct receiver *r, uint32_t idx, enum rpage_state to);

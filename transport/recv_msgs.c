@@ -308,7 +308,7 @@ static int take_digests(struct receiver *r, const struct xport_msg *msg)
 		pg->sk = d[i].k;
 		pg->sv = d[i].v;
 		pg->has_digest = 1;
-		if (pg->state == RP_LANDED && recv_comparing(r))
+		if (pg->state == RP_LANDED && pg->hashed && recv_comparing(r))
 			ret = recv_check_page(r, (uint32_t)idx);
 	}
 	free(d);
@@ -366,7 +366,7 @@ static int take_final(struct receiver *r, const struct xport_msg *msg)
 		} else if (r->ses.o.verify && !pg->has_digest) {
 			ret = kvmig_err(-EBADMSG, "FINAL arrived before the digest of page %u",
 					pg->src_ix);
-		} else if (r->live && pg->state == RP_LANDED && pg->has_digest) {
+		} else if (r->live && pg->state == RP_LANDED && pg->hashed && pg->has_digest) {
 			ret = recv_check_page(r, i);
 		}
 	}

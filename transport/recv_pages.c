@@ -6,9 +6,12 @@
  * it lands, and the comparison with the sender's digest (one re-read on a
  * mismatch, then EIO naming the page).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <kvmig/cas.h>
 
@@ -95,6 +98,10 @@ int recv_page_to(struct receiver *r, uint32_t idx, enum rpage_state to)
 	r->n_in[pg->state]--;
 	r->n_in[to]++;
 	pg->state = (uint8_t)to;
+	if (to == RP_QUEUED || to == RP_DROPPED) {
+		pg->hashed = 0; /* new bytes coming, or none wanted */
+		pg->epoch++;
+	}
 	return 0;
 }
 
@@ -145,7 +152,7 @@ static int start_page(struct receiver *r)
 	r->pg[idx].next_off = 0;
 	r->pg[idx].in_order = 1;
 	r->pg[idx].stream = -1;
-	if (r->ses.o.verify && r->n_free_streams) {
+	if (r->ses.o.verify && !r->pool && r->n_free_streams) {
 		int32_t st = r->free_streams[--r->n_free_streams];
 
 		kvmig_digest_stream_reset(r->streams[2 * st]);
@@ -328,6 +335,187 @@ static void stream_read(struct receiver *r, struct rpage *pg, const struct xport
 	pg->next_off += rd->len;
 }
 
+/* ---- hashing on a pool of threads ---- */
+
+/*
+ * A landed page to hash, or hashed. Workers never touch r->pg (it grows by
+ * realloc as offers come): a job carries what they need, and the epoch
+ * tells the transfer loop whether the page still waits for this hash.
+ */
+struct hash_job {
+	uint32_t idx, epoch, dst_ix;
+	int err;
+	struct kvmig_digest k, v;
+};
+
+struct hash_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct hash_job *todo, *done;
+	uint32_t todo_head, todo_n, todo_cap, done_n, done_cap;
+	int stop;
+	int efd;
+	pthread_t th[KVMIG_MAX_HASH_THREADS];
+	uint32_t n_th;
+	struct kvmig_pager *p;
+	uint64_t half_bytes;
+};
+
+static int push_job(struct hash_job **v, uint32_t *n, uint32_t *cap, const struct hash_job *j)
+{
+	if (*n == *cap) {
+		uint32_t c = *cap ? *cap * 2 : 256;
+		struct hash_job *t = realloc(*v, sizeof(*t) * c);
+
+		if (!t)
+			return -ENOMEM;
+		*v = t;
+		*cap = c;
+	}
+	(*v)[(*n)++] = *j;
+	return 0;
+}
+
+static void *pool_main(void *arg)
+{
+	struct hash_pool *hp = arg;
+	struct kvmig_extent ext[MAX_HALF_EXTENTS];
+	struct iovec iov[MAX_HALF_EXTENTS];
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&hp->lock);
+	for (;;) {
+		struct hash_job j;
+
+		while (!hp->stop && hp->todo_head == hp->todo_n)
+			pthread_cond_wait(&hp->cond, &hp->lock);
+		if (hp->stop)
+			break;
+		j = hp->todo[hp->todo_head++];
+		pthread_mutex_unlock(&hp->lock);
+		j.err = 0;
+		for (int half = 0; half < 2 && !j.err; half++) {
+			int n = kvmig_half_iov(hp->p, j.dst_ix, (enum kvmig_half)half, hp->half_bytes,
+					       ext, iov, MAX_HALF_EXTENTS);
+
+			if (n < 0)
+				j.err = n;
+			else
+				kvmig_digest_computev(iov, n, half ? &j.v : &j.k);
+		}
+		pthread_mutex_lock(&hp->lock);
+		if (push_job(&hp->done, &hp->done_n, &hp->done_cap, &j) < 0)
+			j.err = -ENOMEM; /* lost: the page stays LANDED; reported below */
+		(void)!write(hp->efd, &one, sizeof(one));
+	}
+	pthread_mutex_unlock(&hp->lock);
+	return NULL;
+}
+
+static void pool_stop(struct receiver *r)
+{
+	struct hash_pool *hp = r->pool;
+
+	if (!hp)
+		return;
+	pthread_mutex_lock(&hp->lock);
+	hp->stop = 1;
+	pthread_cond_broadcast(&hp->cond);
+	pthread_mutex_unlock(&hp->lock);
+	for (uint32_t i = 0; i < hp->n_th; i++)
+		pthread_join(hp->th[i], NULL);
+	if (hp->efd >= 0)
+		close(hp->efd);
+	pthread_mutex_destroy(&hp->lock);
+	pthread_cond_destroy(&hp->cond);
+	free(hp->todo);
+	free(hp->done);
+	free(hp);
+	r->pool = NULL;
+}
+
+/* A pool of @n threads (n > 1). */
+static int pool_start(struct receiver *r, uint32_t n)
+{
+	struct hash_pool *hp = calloc(1, sizeof(*hp));
+	int err;
+
+	if (!hp)
+		return -ENOMEM;
+	pthread_mutex_init(&hp->lock, NULL);
+	pthread_cond_init(&hp->cond, NULL);
+	hp->p = r->p;
+	hp->half_bytes = r->hello.half_bytes;
+	r->pool = hp;
+	if ((hp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		return kvmig_err(-errno, "eventfd: %s", strerror(errno));
+	for (uint32_t i = 0; i < n; i++) {
+		if ((err = pthread_create(&hp->th[i], NULL, pool_main, hp)) != 0) {
+			if (hp->n_th)
+				break; /* fewer threads: those running take every page */
+			return kvmig_err(-err, "cannot start a hashing thread: %s", strerror(err));
+		}
+		hp->n_th++;
+	}
+	return 0;
+}
+
+int recv_pool_fd(const struct receiver *r)
+{
+	return r->pool ? r->pool->efd : -1;
+}
+
+static int pool_submit(struct receiver *r, uint32_t idx)
+{
+	struct hash_pool *hp = r->pool;
+	struct hash_job j = { .idx = idx, .epoch = r->pg[idx].epoch, .dst_ix = r->pg[idx].dst_ix };
+	int ret;
+
+	pthread_mutex_lock(&hp->lock);
+	if (hp->todo_head == hp->todo_n)
+		hp->todo_head = hp->todo_n = 0; /* drained: start over */
+	ret = push_job(&hp->todo, &hp->todo_n, &hp->todo_cap, &j);
+	pthread_cond_signal(&hp->cond);
+	pthread_mutex_unlock(&hp->lock);
+	return ret;
+}
+
+int recv_pool_drain(struct receiver *r)
+{
+	struct hash_pool *hp = r->pool;
+	struct hash_job *got;
+	uint32_t n;
+	uint64_t cnt;
+	int ret = 0;
+
+	if (!hp)
+		return 0;
+	(void)!read(hp->efd, &cnt, sizeof(cnt));
+	pthread_mutex_lock(&hp->lock);
+	got = hp->done;
+	n = hp->done_n;
+	hp->done = NULL;
+	hp->done_n = hp->done_cap = 0;
+	pthread_mutex_unlock(&hp->lock);
+	for (uint32_t i = 0; i < n && ret == 0; i++) {
+		struct rpage *pg = &r->pg[got[i].idx];
+
+		if (pg->epoch != got[i].epoch || pg->state != RP_LANDED)
+			continue; /* read again, or dropped, since: not this hash's page */
+		if (got[i].err < 0) {
+			ret = kvmig_err(got[i].err, "cannot hash destination page %u", pg->dst_ix);
+			break;
+		}
+		pg->rk = got[i].k;
+		pg->rv = got[i].v;
+		pg->hashed = 1;
+		if (pg->has_digest && recv_comparing(r))
+			ret = recv_check_page(r, got[i].idx);
+	}
+	free(got);
+	return ret;
+}
+
 /* The page landed: take the streamed digests, or hash it whole. */
 static int finish_hash(struct receiver *r, struct rpage *pg)
 {
@@ -355,7 +543,7 @@ int recv_on_read_done(struct receiver *r, struct xport_read *rd)
 	r->free_reads[r->n_free++] = rd;
 	if (rd->status < 0)
 		return kvmig_err(rd->status, "read of source page %u failed", pg->src_ix);
-	if (r->ses.o.verify)
+	if (r->ses.o.verify && !r->pool)
 		stream_read(r, pg, rd);
 	if (--pg->reads_left || (r->cur.active && r->cur.page == idx))
 		return 0;
@@ -375,8 +563,11 @@ int recv_on_read_done(struct receiver *r, struct xport_read *rd)
 	}
 	if ((ret = recv_page_to(r, idx, RP_LANDED)) < 0 || !r->ses.o.verify)
 		return ret;
+	if (r->pool)
+		return pool_submit(r, idx); /* compared when its hash comes back */
 	if ((ret = finish_hash(r, pg)) < 0)
 		return ret;
+	pg->hashed = 1;
 	return pg->has_digest && recv_comparing(r) ? recv_check_page(r, idx) : 0;
 }
 
@@ -405,6 +596,18 @@ int recv_setup(struct receiver *r)
 			return -ENOMEM;
 	for (uint32_t i = 0; i < r->n_streams; i++)
 		r->free_streams[r->n_free_streams++] = (int32_t)i;
+	if (r->ses.o.verify) {
+		uint32_t n = r->ses.o.hash_threads;
+
+		if (!n) { /* what the machine can spare: the main thread reads */
+			long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+			n = cpus > 2 ? (uint32_t)KVMIG_MIN(cpus - 1, 8) : 1;
+		}
+		r->hash_threads = n;
+		if (n > 1 && (ret = pool_start(r, n)) < 0)
+			return ret;
+	}
 	ret = kvmig_pager_regions(r->p, r->lregion, MAX_LOCAL_REGIONS, &r->n_lreg);
 	if (ret == -ENOBUFS)
 		return kvmig_err(-ENOBUFS, "destination pager has %u memory regions; at most %u",
@@ -424,6 +627,7 @@ int recv_setup(struct receiver *r)
 
 void recv_pages_fini(struct receiver *r)
 {
+	pool_stop(r);
 	free(r->pg);
 	free(r->rx);
 	free(r->slot);

@@ -102,9 +102,12 @@ struct kvmig_migrate_opts {
 	 * signal handler writes to a pipe): it aborts as any failure does,
 	 * with -ECANCELED, unless the decision was taken. -1 (default): none. */
 	int cancel_fd;
-	/* Sender: threads hashing the pages whose digests were not kept ahead,
-	 * while the main thread serves the reads. 0 (default): what the machine
-	 * can spare, its online CPUs less one (at least 1, at most 8). */
+	/* Threads hashing. Sender: the pages whose digests were not kept
+	 * ahead, while the main thread serves the reads. Receiver: 1 hashes
+	 * each read as it lands on the main thread; more hash each landed page
+	 * on a pool of that many while the main thread keeps reading. 0
+	 * (default): what the machine can spare, its online CPUs less one (at
+	 * least 1, at most 8). */
 	uint32_t hash_threads;
 };
 
@@ -163,7 +166,8 @@ struct kvmig_migrate_stats {
 	 * or an earlier migration), and pages this migration hashed itself. */
 	uint32_t digests_ahead;
 	uint32_t pages_hashed;
-	uint32_t hash_threads;   /* sender: threads that hashed */
+	uint32_t hash_threads;   /* threads that hashed (receiver: 1 means as reads land,
+				  * more: landed pages on a pool of that many) */
 };
 
 /*

@@ -199,6 +199,10 @@ static inline void side_init(struct side *s)
 	s->o.timeout_ms = xport == KVMIG_TRANSPORT_TCP ? 3000 : 15000; /* emulated RDMA is slow */
 	s->o.transport = xport;
 	s->o.progress_interval_ms = 0;
+	/* $KVMIG_TEST_HASH_THREADS: both sides hash on that many threads (the
+	 * receiver on its pool), whatever the machine's CPUs. */
+	if (getenv("KVMIG_TEST_HASH_THREADS"))
+		s->o.hash_threads = (uint32_t)atoi(getenv("KVMIG_TEST_HASH_THREADS"));
 }
 
 /*

@@ -687,12 +687,15 @@ static void test_digests_ahead(void **state)
 	drop_pagers();
 }
 
-/* Three sender threads hash the pages (none kept ahead): every digest
- * right (the destination verifies all 18), the wrong one still caught. */
+/* Three sender threads hash the pages (none kept ahead) and the receiver
+ * hashes landed pages on a pool of three: every digest right (the
+ * destination verifies all 18); then a wrong digest is still caught after
+ * a re-read through the pool, the source untouched. */
 static void test_hash_threads(void **state)
 {
 	struct kvmig_migrate_stats st;
 	struct kvmig_manifest *before;
+	struct kvmig_digest d0;
 	struct side rs, ss;
 	int rrc, src_rc, fds[2];
 
@@ -701,6 +704,7 @@ static void test_hash_threads(void **state)
 	side_init(&rs);
 	side_init(&ss);
 	ss.o.hash_threads = 3;
+	rs.o.hash_threads = 3;
 	assert_int_equal(pipe(fds), 0);
 	ss.stats_fd = fds[1];
 	migrate(&rs, &ss, &rrc, &src_rc);
@@ -715,6 +719,22 @@ static void test_hash_threads(void **state)
 	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
 	kvmig_manifest_free(&before);
 	drop_pagers();
+#ifdef KVMIG_FAULT_INJECTION
+	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
+	digest_of(src, &d0);
+	side_init(&rs);
+	side_init(&ss);
+	ss.o.hash_threads = 2;
+	rs.o.hash_threads = 4;
+	ss.fault = "send-bad-digest:9";
+	migrate(&rs, &ss, &rrc, &src_rc);
+	assert_int_equal(rrc, EIO);
+	assert_int_equal(src_rc, EIO);
+	check_untouched(&d0, 3, 0);
+	drop_pagers();
+#else
+	(void)d0;
+#endif
 }
 
 /* Behind the pager's back: page 9's V half changed after its digests were
