@@ -381,6 +381,13 @@ static void finish(struct mig *m, int ret, const struct kvmig_migrate_stats *st)
 	a->n_running--;
 	a->n_done++;
 	m->done = 1;
+	/* Nothing cancels an ended migration: its pipe goes now, not when the
+	 * history forgets it (an fd pair per remembered migration adds up). */
+	for (int i = 0; i < 2; i++) {
+		if (m->cancel[i] >= 0)
+			close(m->cancel[i]);
+		m->cancel[i] = -1;
+	}
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
 }
@@ -517,6 +524,28 @@ struct mig *agent_mig_new(struct agent *a)
 
 /* ---- the acceptor ---- */
 
+static uint32_t handshake_slots(const struct agent *a)
+{
+	return a->o.max_migrations > 8 ? a->o.max_migrations : 8;
+}
+
+/* Under a->lock: cut short the oldest incoming migration still in its
+ * handshake (the table is newest first), unless one is being cut already. */
+static void evict_oldest_handshake(struct agent *a)
+{
+	struct mig *oldest = NULL;
+
+	for (struct mig *m = a->migs; m; m = m->next) {
+		if (m->done || !m->handshaking)
+			continue;
+		if (m->abort_requested)
+			return; /* one is on its way out: its slot frees soon */
+		oldest = m;
+	}
+	if (oldest)
+		agent_abort(a, oldest);
+}
+
 static void *acceptor_main(void *arg)
 {
 	struct agent *a = arg;
@@ -536,16 +565,23 @@ static void *acceptor_main(void *arg)
 			continue;
 		}
 		pthread_mutex_lock(&a->lock);
-		/* At most max_migrations established, and as many more still in
+		/* At most max_migrations established, and a few more still in
 		 * their handshake: connections that never say hello hold only
-		 * handshake slots (until their timeout), never a start's. */
-		if (a->stopping || a->n_handshaking >= a->o.max_migrations ||
+		 * handshake slots, never a start's. With those full, the oldest
+		 * handshake under way is cut short for the newcomer: a real
+		 * sender's HELLO follows its connect within milliseconds, so a
+		 * flood of silent connections cannot keep one out. Past twice the
+		 * slots (evictions not keeping up), newcomers are refused. */
+		if (!a->stopping && a->n_handshaking >= handshake_slots(a) &&
+		    a->n_handshaking < 2 * handshake_slots(a))
+			evict_oldest_handshake(a);
+		if (a->stopping || a->n_handshaking >= 2 * handshake_slots(a) ||
 		    a->n_running - a->n_handshaking >= a->o.max_migrations) {
 			a->m.refused++;
 			agent_event(a, json_pack("{s:s,s:o,s:s}", "event", "refused", "peer",
 						 json_clean(kvmig_conn_peer(c)), "reason",
 						 a->stopping ? "stopping" :
-						 a->n_handshaking >= a->o.max_migrations ?
+						 a->n_handshaking >= 2 * handshake_slots(a) ?
 						 "handshakes" : "max_migrations"));
 			pthread_mutex_unlock(&a->lock);
 			kvmig_conn_close(&c);

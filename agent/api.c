@@ -403,8 +403,12 @@ static enum MHD_Result post_migration(struct agent *a, struct MHD_Connection *c,
 	if (!o)
 		return fail(c, MHD_HTTP_BAD_REQUEST, "%s", why);
 	if (!(m = agent_mig_new(a))) {
+		int e = errno;
+
 		json_decref(o);
-		return fail(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot allocate a migration");
+		return fail(c, e == EMFILE || e == ENFILE ? MHD_HTTP_SERVICE_UNAVAILABLE :
+			    MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot set up a migration: %s",
+			    strerror(e));
 	}
 	status = parse_start(a, o, m, why, sizeof(why));
 	json_decref(o);

@@ -636,14 +636,28 @@ static void unloose(struct mem *m, const struct kvmig_seq *seqs, uint32_t n)
 			m->loose[seqs[i].page_ixs[j]] = 0;
 }
 
+/* Blocks about to be installed were filled without the engine writing
+ * them (a receiver, a restore): their generations move, so no digest kept
+ * while they were filled matches them. */
+static void bump_seqs(struct mem *m, const struct kvmig_seq *seqs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < seqs[i].n_pages; j++)
+			atomic_fetch_add_explicit(&m->gen[seqs[i].page_ixs[j]], 1,
+						  memory_order_release);
+}
+
 static int mem_install(void *impl, const struct kvmig_seq *seqs, uint32_t n)
 {
 	struct mem *m = impl;
 	int ret;
 
 	pthread_mutex_lock(&m->lock);
-	if ((ret = install_check(m, seqs, n)) == 0 && n && (ret = CALL(m, install, seqs, n)) == 0)
-		unloose(m, seqs, n);
+	if ((ret = install_check(m, seqs, n)) == 0 && n) {
+		bump_seqs(m, seqs, n);
+		if ((ret = CALL(m, install, seqs, n)) == 0)
+			unloose(m, seqs, n);
+	}
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -918,6 +932,7 @@ static int mem_record_install(void *impl, const struct kvmig_id *id, const struc
 	}
 	if ((ret = install_check(m, seqs, n)) < 0)
 		goto out;
+	bump_seqs(m, seqs, n);
 	for (uint32_t i = 0; i < n; i++)
 		if ((ret = held_add(m, &seqs[i], HELD_PENDING, (uint32_t)r)) < 0)
 			goto out;
@@ -1056,6 +1071,10 @@ static int mem_digest_get(void *impl, uint32_t ix, struct kvmig_page_digest *d)
 	uint64_t g1, g2;
 
 	memset(d, 0, sizeof(*d));
+	/* Untracked: a generation means something only within one pause, so
+	 * nothing kept ahead could ever be used: keep none. */
+	if (!m->tracks_writes)
+		return -ENOTSUP;
 	if (ix >= m->n_blocks)
 		return kvmig_err(-EINVAL, "block %u is out of range (the cache has %u)", ix,
 				 m->n_blocks);
@@ -1074,6 +1093,8 @@ static int mem_digest_put(void *impl, uint32_t ix, const struct kvmig_page_diges
 	struct mem *m = impl;
 	struct mem_digest *e;
 
+	if (!m->tracks_writes)
+		return -ENOTSUP;
 	if (ix >= m->n_blocks)
 		return kvmig_err(-EINVAL, "block %u is out of range (the cache has %u)", ix,
 				 m->n_blocks);
@@ -1304,6 +1325,10 @@ int kvmig_mem_pager_create(const struct kvmig_mem_desc *d, struct kvmig_pager **
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&m->dig_lock, NULL);
+	/* Tracked: the blocks hold what they hold as of generation 1 (0 means
+	 * no digest kept); the engine's writes move them on (written()). */
+	for (uint32_t i = 0; i < d->n_blocks; i++)
+		atomic_store(&m->gen[i], 1);
 	memcpy(m->regions, d->regions, sizeof(*m->regions) * d->n_regions);
 	memcpy(m->slabs, d->slabs, sizeof(*m->slabs) * ns);
 	if (getrandom(&m->identity, sizeof(m->identity), 0) != (ssize_t)sizeof(m->identity)) {

@@ -479,6 +479,14 @@ int synth_install_locked(struct synth *s, const struct kvmig_seq *seqs, uint32_t
 		return ret;
 	if (!(made = malloc(sizeof(*made) * (n ? n : 1))))
 		return -ENOMEM;
+	/* Whoever filled these pages (a receiver, a restore) wrote them without
+	 * the pager seeing it: their generations move now, before the install
+	 * becomes visible, so no digest kept while they were filled (a hasher
+	 * that listed the page under an earlier sequence) can match them. */
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < seqs[i].n_pages; j++)
+			__atomic_add_fetch(&s->gen[seqs[i].page_ixs[j]], 1, __ATOMIC_RELEASE);
+	SYNTH_STEP();
 	/* All or nothing even if this process dies in the middle: the slots
 	 * are NEW until the txn word is cleared (recover() drops them). */
 	h->txn = 1;
@@ -626,6 +634,12 @@ void synth_recover(struct synth *s)
 	struct synth_hdr *h = s->hdr;
 	uint32_t *used = s->free_chunks; /* scratch: marks, then the stack, in place */
 	uint32_t k = 0;
+
+	/* The dead holder may have been writing a page (a token, a fill) and
+	 * died before bumping its generation: every page's moves, so no digest
+	 * kept for the bytes before (or during) that write still matches. */
+	for (uint32_t i = 0; i < h->capacity; i++)
+		__atomic_add_fetch(&s->gen[i], 1, __ATOMIC_RELEASE);
 
 	/* An install or remove that did not commit is undone; one that did is
 	 * finished. */

@@ -869,7 +869,7 @@ class Agent:
                  control_socket: Optional[str] = None, control_addr: Optional[str] = None,
                  control_token: Optional[bytes] = None, transport: str = "tcp",
                  data_token: Optional[bytes] = None, max_migrations: int = 4,
-                 history: int = 256, timeout_ms: int = 30000,
+                 history: int = 256, timeout_ms: int = 30000, hash_ahead_ms: int = 1000,
                  log: Optional[Callable[[str], None]] = None):
         if transport not in _TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r} (expected tcp, rdma or auto)")
@@ -892,6 +892,7 @@ class Agent:
         if data_token is not None:
             o.data_token, o.data_token_len = cstr(data_token), len(data_token)
         o.max_migrations, o.history, o.timeout_ms = max_migrations, history, timeout_ms
+        o.hash_ahead_ms = hash_ahead_ms
         if log is not None:
             cb = _ffi.CB_LOG(lambda _arg, line: log(line.decode("utf-8", "replace")))
             keep.append(cb)

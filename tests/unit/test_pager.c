@@ -679,10 +679,17 @@ static void test_death_inside_an_operation(void **state)
 	pid_t pid;
 
 	(void)state;
+	uint64_t g0, g1;
+
+	assert_int_equal(kvmig_pager_generation(p, 3, &g0), 0); /* a page the child never touches */
 	pid = child(name, "die-synth-install", install_three);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	assert_int_equal(n_seqs(p), 0); /* none of the three */
+	/* The lock came back from a dead holder: every generation moved (it
+	 * may have been writing a page), so no kept digest outlives that. */
+	assert_int_equal(kvmig_pager_generation(p, 3, &g1), 0);
+	assert_true(g1 > g0);
 	assert_int_equal(n_occupied(p), 0); /* and the dead child's pages are gone */
 	pid = child(name, NULL, install_three);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -1043,6 +1050,16 @@ static void test_digest_entries(void **state)
 	assert_true(got.gen != g);
 	assert_int_equal(kvmig_pager_digest_get(p, 4, &got), -EINVAL);
 	assert_int_equal(kvmig_pager_digest_put(p, 4, &d), -EINVAL);
+	/* Installing moves the pages' generations: a digest kept while a
+	 * receiver (or a restore) was filling them cannot match them. */
+	assert_int_equal(kvmig_pager_generation(p, ix2, &g), 0);
+	d.gen = g;
+	assert_int_equal(kvmig_pager_digest_put(p, ix2, &d), 0);
+	struct kvmig_seq q = { .id = (char *)"q", .page_ixs = &ix2, .n_pages = 1 };
+
+	assert_int_equal(kvmig_pager_install(p, &q, 1), 0);
+	assert_int_equal(kvmig_pager_generation(p, ix2, &g), 0);
+	assert_true(d.gen != g);
 	kvmig_pager_destroy(&p);
 }
 
