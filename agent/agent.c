@@ -529,19 +529,25 @@ static uint32_t handshake_slots(const struct agent *a)
 	return a->o.max_migrations > 8 ? a->o.max_migrations : 8;
 }
 
+/* Under a->lock: handshakes under way not yet being cut short. */
+static uint32_t live_handshakes(const struct agent *a)
+{
+	uint32_t n = 0;
+
+	for (const struct mig *m = a->migs; m; m = m->next)
+		n += !m->done && m->handshaking && !m->abort_requested;
+	return n;
+}
+
 /* Under a->lock: cut short the oldest incoming migration still in its
- * handshake (the table is newest first), unless one is being cut already. */
+ * handshake and not being cut already (the table is newest first). */
 static void evict_oldest_handshake(struct agent *a)
 {
 	struct mig *oldest = NULL;
 
-	for (struct mig *m = a->migs; m; m = m->next) {
-		if (m->done || !m->handshaking)
-			continue;
-		if (m->abort_requested)
-			return; /* one is on its way out: its slot frees soon */
-		oldest = m;
-	}
+	for (struct mig *m = a->migs; m; m = m->next)
+		if (!m->done && m->handshaking && !m->abort_requested)
+			oldest = m;
 	if (oldest)
 		agent_abort(a, oldest);
 }
@@ -568,20 +574,21 @@ static void *acceptor_main(void *arg)
 		/* At most max_migrations established, and a few more still in
 		 * their handshake: connections that never say hello hold only
 		 * handshake slots, never a start's. With those full, the oldest
-		 * handshake under way is cut short for the newcomer: a real
+		 * handshake under way is cut short for each newcomer: a real
 		 * sender's HELLO follows its connect within milliseconds, so a
-		 * flood of silent connections cannot keep one out. Past twice the
-		 * slots (evictions not keeping up), newcomers are refused. */
-		if (!a->stopping && a->n_handshaking >= handshake_slots(a) &&
-		    a->n_handshaking < 2 * handshake_slots(a))
+		 * flood of silent connections cannot keep one out. Past four
+		 * times the slots (those cut short not gone yet: a half-sent frame
+		 * takes up to 250 ms to notice), newcomers are refused. */
+		if (!a->stopping && live_handshakes(a) >= handshake_slots(a) &&
+		    a->n_handshaking < 4 * handshake_slots(a))
 			evict_oldest_handshake(a);
-		if (a->stopping || a->n_handshaking >= 2 * handshake_slots(a) ||
+		if (a->stopping || a->n_handshaking >= 4 * handshake_slots(a) ||
 		    a->n_running - a->n_handshaking >= a->o.max_migrations) {
 			a->m.refused++;
 			agent_event(a, json_pack("{s:s,s:o,s:s}", "event", "refused", "peer",
 						 json_clean(kvmig_conn_peer(c)), "reason",
 						 a->stopping ? "stopping" :
-						 a->n_handshaking >= 2 * handshake_slots(a) ?
+						 a->n_handshaking >= 4 * handshake_slots(a) ?
 						 "handshakes" : "max_migrations"));
 			pthread_mutex_unlock(&a->lock);
 			kvmig_conn_close(&c);

@@ -4,7 +4,8 @@
 #
 #   rxe.sh up IFACE [NAME]   load rdma_rxe, add device NAME (default rxe_IFACE)
 #                            on IFACE, print its address for --listen / --to
-#   rxe.sh down [NAME]       remove the device(s) this script added
+#   rxe.sh down [NAME]       remove NAME, or every rxe_* device (the names this
+#                            script gives, whoever added them)
 #   rxe.sh status            the RDMA links there are
 #
 # Needs root, the kernel module rdma_rxe and the rdma tool (Debian: iproute2,

@@ -281,8 +281,14 @@ static int await_decision(struct receiver *r)
 		return ret;
 	SESSION_DIE("recv-ack-recv");
 	ret = kvmig_pager_record_set(r->p, &r->mig, KVMIG_REC_PREPARED, KVMIG_REC_ACTIVATED);
-	if (ret == -ESTALE && session_record_state(r->p, &r->mig) == KVMIG_REC_ACTIVATED)
-		ret = 0; /* a resolver activated them meanwhile */
+	if (ret == -ESTALE) {
+		enum kvmig_record_state now = session_record_state(r->p, &r->mig);
+
+		if (now == KVMIG_REC_ACTIVATED)
+			ret = 0; /* a resolver activated them meanwhile */
+		else if (now == KVMIG_REC_NONE)
+			ret = -ENOENT; /* ... and closed it since: see below */
+	}
 	if (ret == -ENOENT && finals_run_here(r))
 		ret = 0; /* ... and closed the record, the sender's released */
 	if (ret < 0)

@@ -356,8 +356,19 @@ static int broke(struct tcp_conn *c, int err, const char *what)
 static int recv_full(struct tcp_conn *c, void *buf, size_t len, const char *what)
 {
 	uint8_t *p = buf;
-	int shortened = 0, ret = 0;
+	int shortened = 0, sliced = 0, ret = 0;
+	double quiet_until = kvmig_now() + c->timeout_ms / 1000.0;
 
+	/* With a cancel fd, waits come in slices of 250 ms, each ending with a
+	 * look at it: a peer stopping mid-frame cannot hold off an abort (an
+	 * agent cancels through a pipe, not a signal) until the frame's
+	 * deadline. The silence timeout is then counted here. */
+	if (c->cancel_fd >= 0 && c->timeout_ms > 250) {
+		struct timeval tv = { 0, 250 * 1000 };
+
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		sliced = 1;
+	}
 	while (len) {
 		ssize_t r = recv(c->fd, p, len, MSG_WAITALL);
 		double left = c->frame_until - kvmig_now();
@@ -365,9 +376,19 @@ static int recv_full(struct tcp_conn *c, void *buf, size_t len, const char *what
 		if (r > 0) {
 			p += r;
 			len -= (size_t)r;
+			quiet_until = kvmig_now() + c->timeout_ms / 1000.0;
 		} else if (r == 0) {
 			ret = broke(c, -ECONNRESET, what);
 			break;
+		} else if (sliced && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if ((ret = cancelled(c->cancel_fd)) < 0) {
+				c->broken = ret; /* mid-frame: the stream is out of step */
+				break;
+			}
+			if (kvmig_now() >= quiet_until) {
+				ret = broke(c, -EAGAIN, what);
+				break;
+			}
 		} else if (errno != EINTR) {
 			ret = broke(c, -errno, what);
 			break;
@@ -381,12 +402,12 @@ static int recv_full(struct tcp_conn *c, void *buf, size_t len, const char *what
 						 c->peer, c->timeout_ms, what), "");
 			break;
 		}
-		if (len) { /* wait no longer than the frame has left */
+		if (len && !sliced) { /* wait no longer than the frame has left */
 			set_sock_timeouts(c->fd, KVMIG_MAX(1, (int)(left * 1000.0)));
 			shortened = 1;
 		}
 	}
-	if (shortened)
+	if (shortened || sliced)
 		set_sock_timeouts(c->fd, c->timeout_ms);
 	return ret;
 }

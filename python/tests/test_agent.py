@@ -776,3 +776,29 @@ def test_agent_hashes_ahead(agents):
     assert m["digests_ahead"] == 8 and m["pages_hashed"] == 0, m
     assert families(b.c.metrics())[("kvmig_hash_ahead_pages_total",
                                     (("result", "hashed"),))] == 0
+
+
+def test_half_sent_headers_neither_block_nor_hold_the_stop(agents):
+    """Connections that send half a frame header and go quiet: cut short
+    like silent ones (the receiver's mid-frame wait watches the cancel fd),
+    and a SIGTERM does not wait for their frame deadline."""
+    pb, pc = agents.pager(seqs=0), agents.pager()
+    c = agents("c", pc)
+    b = agents("b", pb, "--max-migrations", "1", "--timeout", "30000")
+    host, port = b.data.rsplit(":", 1)
+    half = []
+    for _ in range(20):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"KVMG\x04\x01")
+        half.append(s)
+    until(lambda: len(b.c.migrations()) >= 8, what="half-sent connections accepted")
+    before = contents(pc, {"seq-0"})
+    m = c.c.wait(c.c.migrate(["seq-0"], to=b.data, timeout_ms=5000), 20)
+    assert m["state"] == "committed", m
+    assert contents(pb) == before
+    t0 = time.monotonic()
+    b.p.send_signal(signal.SIGTERM)
+    assert b.p.wait(10) == 0
+    assert time.monotonic() - t0 < 5, "the stop waited for a half-sent frame"
+    for s in half:
+        s.close()
