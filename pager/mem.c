@@ -662,6 +662,26 @@ static int mem_install(void *impl, const struct kvmig_seq *seqs, uint32_t n)
 	return ret;
 }
 
+/*
+ * Under m->lock: @id is one of the engine's sequences (@l), at *at, and no
+ * migration holds it (@whose: "a" or "another", for the message).
+ */
+static int runnable_at(struct mem *m, const struct kvmig_seq_list *l, const char *id,
+		       const char *whose, uint32_t *at)
+{
+	uint32_t j;
+
+	if (find_held(m, id))
+		return kvmig_err(-EBUSY, "sequence \"%s\" belongs to %s migration (under way, or "
+				 "its outcome not applied yet)", id, whose);
+	for (j = 0; j < l->n && strcmp(l->seqs[j].id, id); j++)
+		;
+	if (j == l->n)
+		return kvmig_err(-ENOENT, "sequence \"%s\" is not installed", id);
+	*at = j;
+	return 0;
+}
+
 static int mem_remove(void *impl, const char *const *ids, uint32_t n)
 {
 	struct mem *m = impl;
@@ -674,17 +694,8 @@ static int mem_remove(void *impl, const char *const *ids, uint32_t n)
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t j;
 
-		if (find_held(m, ids[i])) {
-			ret = kvmig_err(-EBUSY, "sequence \"%s\" belongs to a migration (under way, "
-					"or its outcome not applied yet)", ids[i]);
+		if ((ret = runnable_at(m, &l, ids[i], "a", &j)) < 0)
 			goto out;
-		}
-		for (j = 0; j < l.n && strcmp(l.seqs[j].id, ids[i]); j++)
-			;
-		if (j == l.n) {
-			ret = kvmig_err(-ENOENT, "sequence \"%s\" is not installed", ids[i]);
-			goto out;
-		}
 	}
 	if (n)
 		ret = CALL(m, remove, ids, n);
@@ -880,17 +891,8 @@ static int mem_record_tag(void *impl, const struct kvmig_id *id, const char *con
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t j;
 
-		if (find_held(m, ids[i])) {
-			ret = kvmig_err(-EBUSY, "sequence \"%s\" belongs to another migration (under "
-					"way, or its outcome not applied yet)", ids[i]);
+		if ((ret = runnable_at(m, &l, ids[i], "another", &j)) < 0)
 			goto out;
-		}
-		for (j = 0; j < l.n && strcmp(l.seqs[j].id, ids[i]); j++)
-			;
-		if (j == l.n) {
-			ret = kvmig_err(-ENOENT, "sequence \"%s\" is not installed", ids[i]);
-			goto out;
-		}
 		for (uint32_t k = 0; k < i; k++)
 			if (at[k] == j) {
 				ret = kvmig_err(-EINVAL, "sequence \"%s\" is named twice", ids[i]);

@@ -45,6 +45,8 @@ const char *cli_printable(const char *s, char *buf, size_t len);
 /* Open a store directory (read-only unless @writable), printing an error;
  * 0 or the exit code. */
 int cli_open_store(const char *cmd, const char *dir, int writable, struct kvmig_store **s);
+/* Drop the digests @p keeps ahead (every page's entry back to generation 0). */
+void cli_forget_digests(struct kvmig_pager *p);
 /* Print a byte count as "1.00 GiB". */
 void cli_fmt_bytes(uint64_t b, char *buf, size_t len);
 

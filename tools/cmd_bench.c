@@ -160,14 +160,6 @@ int bench_verifies(int r)
 	return bench_kind(r) != BENCH_OFF;
 }
 
-/* Forget the digests @p keeps (every page's entry: generation 0). */
-static void forget_kept(struct kvmig_pager *p, uint32_t pages)
-{
-	static const struct kvmig_page_digest none;
-
-	for (uint32_t ix = 0; ix < pages; ix++)
-		(void)kvmig_pager_digest_put(p, ix, &none);
-}
 
 void bench_pin_to(int cpu)
 {
@@ -401,7 +393,7 @@ int cmd_bench(int argc, char **argv)
 		if (k == BENCH_AHEAD)
 			(void)kvmig_hash_ahead(src, NULL, 0, 1, NULL);
 		else if (k == BENCH_HASHED || k == BENCH_WARMUP)
-			forget_kept(src, so.capacity_pages);
+			cli_forget_digests(src);
 		c0 = cpu_now();
 		if ((ret = kvmig_migrate_send(src, addr, &mo, &st)) < 0) {
 			ret = cli_fail("bench", ret, "round %d failed", r);

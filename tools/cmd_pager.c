@@ -513,13 +513,12 @@ static int pager_gc(int argc, char **argv)
 
 static int pager_hash(int argc, char **argv)
 {
-	static const struct kvmig_page_digest none;
 	struct kvmig_hash_ahead_stats st;
 	struct kvmig_pager *p = NULL;
 	const char *spec = NULL;
 	int json = 0, forget = 0, ret;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	uint32_t threads = cpus > 64 ? 64 : cpus > 0 ? (uint32_t)cpus : 1, cap = 0;
+	uint32_t threads = cpus > 64 ? 64 : cpus > 0 ? (uint32_t)cpus : 1;
 	uint64_t v;
 
 	/* --threads N (default: the online CPUs), --forget (drop the kept
@@ -546,9 +545,8 @@ static int pager_hash(int argc, char **argv)
 		return cli_usage_error("pager hash", "expected a pager shm:NAME");
 	if ((ret = open_pager("pager hash", spec, &p)) != 0)
 		return ret;
-	if (forget && kvmig_pager_capacity(p, &cap) == 0)
-		for (uint32_t ix = 0; ix < cap; ix++)
-			(void)kvmig_pager_digest_put(p, ix, &none);
+	if (forget)
+		cli_forget_digests(p);
 	ret = kvmig_hash_ahead(p, NULL, 0, threads, &st);
 	kvmig_pager_destroy(&p);
 	if (ret < 0)

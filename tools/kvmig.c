@@ -176,6 +176,16 @@ int cli_open_store(const char *cmd, const char *dir, int writable, struct kvmig_
 	return 0;
 }
 
+void cli_forget_digests(struct kvmig_pager *p)
+{
+	static const struct kvmig_page_digest none;
+	uint32_t cap = 0;
+
+	if (kvmig_pager_capacity(p, &cap) == 0)
+		for (uint32_t ix = 0; ix < cap; ix++)
+			(void)kvmig_pager_digest_put(p, ix, &none);
+}
+
 void cli_fmt_bytes(uint64_t b, char *buf, size_t len)
 {
 	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB" };

@@ -92,6 +92,22 @@ static void test_full_move_layer_major(void **state)
 }
 
 /* --seqs seq-1,seq-3: the shared prefix moves once and stays shared. */
+/* A migration both sides commit, and @from's stats (rs or ss) read back. */
+static void migrate_stats(struct side *rs, struct side *ss, struct side *from,
+			  struct kvmig_migrate_stats *st)
+{
+	int rrc, src_rc, fds[2];
+
+	assert_int_equal(pipe(fds), 0);
+	from->stats_fd = fds[1];
+	migrate(rs, ss, &rrc, &src_rc);
+	close(fds[1]);
+	assert_int_equal(src_rc, 0);
+	assert_int_equal(rrc, 0);
+	assert_int_equal(read(fds[0], st, sizeof(*st)), (ssize_t)sizeof(*st));
+	close(fds[0]);
+}
+
 /*
  * Extents contiguous on both sides are read in one piece: a page-major page
  * is one 64 KiB run (K then V), a layer-major page 8 runs of 4 KiB (one per
@@ -102,21 +118,13 @@ static void coalesced(enum kvmig_layout layout, uint32_t reads_per_page)
 	struct kvmig_migrate_stats st;
 	struct kvmig_manifest *before;
 	struct side rs, ss;
-	int rrc, src_rc, fds[2];
 
 	make_pagers(layout, 64, 0);
 	before = snapshot(src);
 	side_init(&rs);
 	side_init(&ss);
 	rs.o.max_read_bytes = 1u << 20;
-	assert_int_equal(pipe(fds), 0);
-	rs.stats_fd = fds[1];
-	migrate(&rs, &ss, &rrc, &src_rc);
-	close(fds[1]);
-	assert_int_equal(src_rc, 0);
-	assert_int_equal(rrc, 0);
-	assert_int_equal(read(fds[0], &st, sizeof(st)), (ssize_t)sizeof(st));
-	close(fds[0]);
+	migrate_stats(&rs, &ss, &rs, &st);
 	assert_int_equal(st.reads, 18 * reads_per_page);
 	assert_int_equal(st.pages_verified, 18);
 	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
@@ -656,7 +664,6 @@ static void test_digests_ahead(void **state)
 	struct kvmig_migrate_stats st;
 	struct kvmig_manifest *before;
 	struct side rs, ss;
-	int rrc, src_rc, fds[2];
 
 	make_pagers(KVMIG_LAYOUT_PAGE_MAJOR, 64, 0);
 	before = snapshot(src);
@@ -672,14 +679,7 @@ static void test_digests_ahead(void **state)
 	assert_int_equal(hs.pages, 0);
 	side_init(&rs);
 	side_init(&ss);
-	assert_int_equal(pipe(fds), 0);
-	ss.stats_fd = fds[1];
-	migrate(&rs, &ss, &rrc, &src_rc);
-	close(fds[1]);
-	assert_int_equal(src_rc, 0);
-	assert_int_equal(rrc, 0);
-	assert_int_equal(read(fds[0], &st, sizeof(st)), (ssize_t)sizeof(st));
-	close(fds[0]);
+	migrate_stats(&rs, &ss, &ss, &st);
 	assert_int_equal(st.digests_ahead, 18);
 	assert_int_equal(st.pages_hashed, 0);
 	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
@@ -697,7 +697,7 @@ static void test_hash_threads(void **state)
 	struct kvmig_manifest *before;
 	struct kvmig_digest d0;
 	struct side rs, ss;
-	int rrc, src_rc, fds[2];
+	int rrc, src_rc;
 
 	make_pagers(KVMIG_LAYOUT_LAYER_MAJOR, 64, 0);
 	before = snapshot(src);
@@ -705,14 +705,7 @@ static void test_hash_threads(void **state)
 	side_init(&ss);
 	ss.o.hash_threads = 3;
 	rs.o.hash_threads = 3;
-	assert_int_equal(pipe(fds), 0);
-	ss.stats_fd = fds[1];
-	migrate(&rs, &ss, &rrc, &src_rc);
-	close(fds[1]);
-	assert_int_equal(src_rc, 0);
-	assert_int_equal(rrc, 0);
-	assert_int_equal(read(fds[0], &st, sizeof(st)), (ssize_t)sizeof(st));
-	close(fds[0]);
+	migrate_stats(&rs, &ss, &ss, &st);
 	assert_int_equal(st.hash_threads, 3);
 	assert_int_equal(st.pages_hashed, 18);
 	assert_int_equal(st.digests_ahead, 0);
