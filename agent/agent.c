@@ -250,11 +250,14 @@ json_t *mig_json(const struct mig *m)
 		json_object_set_new(o, "mode", json_string(m->move ? "move" : "copy"));
 		json_object_set_new(o, "live", json_boolean(m->live));
 		json_object_set_new(o, "timeout_ms", json_integer(m->timeout_ms));
+		json_object_set_new(o, "paths", json_integer(m->paths ? m->paths : 1));
 		if (m->idem[0])
 			json_object_set_new(o, "idempotency_key", json_string(m->idem));
 	}
 	if (m->st.transport[0])
 		json_object_set_new(o, "transport", json_string(m->st.transport));
+	if (m->done && m->st.paths)
+		json_object_set_new(o, "connections", json_integer(m->st.paths));
 	if (m->abort_requested)
 		json_object_set_new(o, "abort_requested", json_true());
 	if (m->done) {
@@ -419,6 +422,7 @@ static void *source_main(void *arg)
 	o.seq_ids = (const char *const *)m->seqs;
 	o.n_seq_ids = m->n_seqs;
 	o.live = m->live;
+	o.paths = m->paths;
 	if (m->live) {
 		o.max_downtime_ms = m->max_downtime_ms;
 		o.max_rounds = m->max_rounds;
@@ -440,6 +444,7 @@ static void *dest_main(void *arg)
 
 	base_opts(a, m, &o);
 	o.transport = a->o.transport;
+	o.path_hosts = a->o.path_hosts;
 	pthread_mutex_lock(&a->lock);
 	c = m->conn;
 	m->conn = NULL;
@@ -733,6 +738,7 @@ static void agent_free(struct agent *a)
 	free(a->data_token);
 	free(a->control_token);
 	free(a->socket_path);
+	free(a->path_hosts);
 	pthread_mutex_destroy(&a->lock);
 	pthread_mutex_destroy(&a->log_lock);
 	pthread_cond_destroy(&a->cond);
@@ -771,10 +777,11 @@ int kvmig_agent_start(struct kvmig_pager *p, const struct kvmig_agent_opts *opts
 	a->control_token = dup_bytes(opts->control_token,
 				     opts->control_token ? opts->control_token_len : 0);
 	a->socket_path = opts->control_socket ? strdup(opts->control_socket) : NULL;
+	a->path_hosts = opts->path_hosts ? strdup(opts->path_hosts) : NULL;
 	if (!(a->ev.lines = calloc(a->ev.cap, sizeof(char *))) ||
 	    (opts->data_token && opts->data_token_len && !a->data_token) ||
 	    (opts->control_token && opts->control_token_len && !a->control_token) ||
-	    (opts->control_socket && !a->socket_path) ||
+	    (opts->control_socket && !a->socket_path) || (opts->path_hosts && !a->path_hosts) ||
 	    pipe2(a->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		err = -ENOMEM;
 		goto fail;
@@ -782,6 +789,7 @@ int kvmig_agent_start(struct kvmig_pager *p, const struct kvmig_agent_opts *opts
 	a->o.data_token = a->data_token;
 	a->o.control_token = a->control_token;
 	a->o.control_socket = a->socket_path;
+	a->o.path_hosts = a->path_hosts;
 	a->o.data_addr = NULL;
 	a->o.control_addr = NULL;
 	if (opts->control_addr)

@@ -60,6 +60,7 @@ struct mig {
 	uint32_t n_seqs;
 	int move, live;
 	uint32_t max_downtime_ms, max_rounds, timeout_ms;
+	uint32_t paths;            /* source: connections asked per address (0: one) */
 	enum kvmig_transport transport;
 	char idem[AGENT_MAX_KEY + 1]; /* idempotency key ("" none) */
 	double created;            /* seconds since the epoch */
@@ -117,6 +118,7 @@ struct agent {
 	struct kvmig_agent_opts o;
 	char *data_token, *control_token; /* copies */
 	char *socket_path;
+	char *path_hosts;          /* a copy of o.path_hosts */
 	char control_addr[128];
 	char tcp_addr[300];
 	struct kvmig_listener *l;

@@ -239,7 +239,7 @@ static int cmp_str(const void *a, const void *b)
 static unsigned parse_start(struct agent *a, json_t *o, struct mig *m, char *why, size_t n)
 {
 	static const char *const known[] = { "seqs", "to", "mode", "live", "transport",
-					     "timeout_ms", "idempotency_key", NULL };
+					     "timeout_ms", "paths", "idempotency_key", NULL };
 	static const char *const live_known[] = { "max_downtime_ms", "max_rounds", NULL };
 	json_t *seqs = json_object_get(o, "seqs"), *to = json_object_get(o, "to"), *v;
 	const char *k;
@@ -247,7 +247,7 @@ static unsigned parse_start(struct agent *a, json_t *o, struct mig *m, char *why
 
 	if ((k = unknown_key(o, known))) {
 		snprintf(why, n, "unknown field \"%.64s\" (the fields are seqs, to, mode, live, "
-			 "transport, timeout_ms, idempotency_key)", k);
+			 "transport, timeout_ms, paths, idempotency_key)", k);
 		return MHD_HTTP_BAD_REQUEST;
 	}
 	if (!to || !json_is_string(to)) {
@@ -336,7 +336,8 @@ static unsigned parse_start(struct agent *a, json_t *o, struct mig *m, char *why
 		}
 	}
 	m->timeout_ms = a->o.timeout_ms;
-	if (field_uint(o, "timeout_ms", 1, 3600000, &m->timeout_ms, why, n))
+	if (field_uint(o, "timeout_ms", 1, 3600000, &m->timeout_ms, why, n) ||
+	    field_uint(o, "paths", 1, KVMIG_MAX_PATHS, &m->paths, why, n))
 		return MHD_HTTP_BAD_REQUEST;
 	if ((v = json_object_get(o, "idempotency_key"))) {
 		const char *s = json_string_value(v);

@@ -37,6 +37,7 @@
 static const char bench_usage[] =
 	"usage: kvmig bench [--pages N] [--rounds R] [--iperf3 PATH | --no-iperf3]\n"
 	"                   [--pin | --no-pin] [--transport tcp|rdma --listen ADDR:PORT]\n"
+	"                   [--paths N]\n"
 	"       kvmig bench --live [--sizes LIST] [--rounds R] [--rate TOKENS/S] [--json]\n"
 	"\n"
 	"Migrate a Llama-3-8B-shaped cache of N pages (2 MiB each; default 512 = 1 GiB)\n"
@@ -53,7 +54,8 @@ static const char bench_usage[] =
 	"SMT hosts CPUs 0 and 1 may be two threads of one core: check lscpu -e);\n"
 	"--no-pin leaves placement to the scheduler, --pin pins regardless. Each\n"
 	"round is an untimed warm-up migration, then the three timed ones (in an\n"
-	"order that rotates), then the iperf3 runs.\n"
+	"order that rotates), then the iperf3 runs. --paths N stripes every\n"
+	"migration over N connections (send --paths: TCP streams, queue pairs).\n"
 	"\n"
 	"--live: stop-and-copy against live migration while a decoding engine writes\n"
 	"(kvmig bench --live --help).\n";
@@ -266,12 +268,13 @@ int cmd_bench(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "pin", no_argument, NULL, 'P' },
 		{ "no-pin", no_argument, NULL, 'N' },
+		{ "paths", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	const char *iperf3 = "iperf3", *listen_addr = "127.0.0.1:0";
 	char addr[80] = "";
-	uint32_t pages = 512;
+	uint32_t pages = 512, paths = 1;
 	int rounds = 5, c, ret, pipefd[2], status, port = 5201 + (int)(getpid() % 500);
 	double t[4][64], ip[64], ipz[64], med[4], ip_med = 0, ipz_med = 0, pair_med[4];
 	struct cpu_use cpu[2][4][64]; /* [sender, receiver][kind][round] */
@@ -324,6 +327,11 @@ int cmd_bench(int argc, char **argv)
 		case 'N':
 			pin = 0;
 			break;
+		case 'S':
+			if (cli_parse_u64(optarg, KVMIG_MAX_PATHS, &v) < 0 || !v)
+				return cli_usage_error("bench", "--paths is 1 to %u", KVMIG_MAX_PATHS);
+			paths = (uint32_t)v;
+			break;
 		case 'h':
 			fputs(bench_usage, stdout);
 			return EXIT_OK;
@@ -341,6 +349,7 @@ int cmd_bench(int argc, char **argv)
 		iperf3 = NULL; /* the soft-RoCE bench script measures ib_read_bw instead */
 	kvmig_migrate_opts_init(&mo);
 	mo.transport = transport;
+	mo.paths = paths;
 	if (pipe(pipefd) < 0)
 		return cli_fail("bench", -errno, "pipe");
 	/* Fork before the source exists, so the receiver's RSS is its own. */

@@ -72,6 +72,10 @@ static const char send_usage[] =
 	"  --hash-threads N   threads hashing the pages whose digests were not kept\n"
 	"                     ahead (kvmig pager hash) while the main thread serves the\n"
 	"                     reads (default: online CPUs less one, 1 to 8; reported)\n"
+	"  --paths N          N connections to each of the receiver's path addresses\n"
+	"                     (--streams N with tcp, --qps N with rdma: the same knob);\n"
+	"                     reads are striped over all of them, and one that fails\n"
+	"                     aborts the migration (default 1; at most 8 in all)\n"
 	"  --no-verify        send no digests (benchmarks only; the receiver must agree)\n"
 	"  --json             one JSON object per line on stdout: phases, progress, result\n"
 	"  --quiet            no progress bar and no summary\n";
@@ -93,6 +97,10 @@ static const char recv_usage[] =
 	"  --read-size BYTES    bytes per read (default 1048576)\n"
 	"  --timeout MS         give up when the sender is silent this long (default 30000)\n"
 	"  --accept-timeout MS  give up when no sender connects this long (default: wait)\n"
+	"  --devices HOST,...   where a sender's extra connections (send --paths) go: the\n"
+	"                       address of each RDMA device (or NIC) to stripe over, one\n"
+	"                       listener on a free port each, for the migration only\n"
+	"                       (default: the host the sender reached)\n"
 	"  --no-verify          do not hash pages (benchmarks only; the sender must agree)\n"
 	"  --json               one JSON object per line on stdout\n"
 	"  --quiet              no progress bar and no summary\n";
@@ -242,6 +250,7 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 				      (int)st->rereads);
 
 		json_object_set_new(o, "transport", json_string(st->transport));
+		json_object_set_new(o, "paths", json_integer(st->paths));
 		json_object_set_new(o, "register_ms", json_real(st->register_seconds * 1e3));
 		json_object_set_new(o, "migration", json_string(mig));
 		json_object_set_new(o, "resolved", json_pack("{s:i,s:i,s:i,s:i}", "activated",
@@ -281,9 +290,12 @@ static int report(struct ui *u, int role_sender, int ret, const struct kvmig_mig
 		       "aborted\n", st->resolved.activated, st->resolved.finished,
 		       st->resolved.aborted);
 	cli_fmt_bytes(st->bytes, b, sizeof(b));
-	printf("%s %u pages (%s) and %u sequences in %.3f s (%.2f GB/s over %s)\n",
+	printf("%s %u pages (%s) and %u sequences in %.3f s (%.2f GB/s over %s",
 	       role_sender ? "sent" : "received", st->pages, b, st->seqs, st->transfer_seconds, gbps,
 	       st->transport);
+	if (st->paths > 1)
+		printf(", %u connections", st->paths);
+	printf(")\n");
 	for (uint32_t i = 0; role_sender && st->n_rounds > 1 && i < st->n_rounds; i++) {
 		cli_fmt_bytes(st->round[i].bytes, b, sizeof(b));
 		printf("  round %u%s: %u pages (%s) in %.1f ms\n", i,
@@ -328,7 +340,7 @@ static int split_ids(char *list, const char ***ids, uint32_t *n, const char **du
 
 enum { O_TO = 256, O_LISTEN, O_PAGER, O_SEQS, O_MODE, O_TIMEOUT, O_ACCEPT_TIMEOUT, O_QD,
        O_READ_SIZE, O_NO_VERIFY, O_JSON, O_QUIET, O_TRANSPORT, O_TOKEN_FILE, O_LIVE,
-       O_MAX_DOWNTIME, O_MAX_ROUNDS, O_HASH_THREADS };
+       O_MAX_DOWNTIME, O_MAX_ROUNDS, O_HASH_THREADS, O_PATHS, O_DEVICES };
 
 /* The secret in @path (tools/token.c), or the usage error's exit code. */
 static int read_token(const char *cmd, const char *path, char *buf, size_t cap, size_t *len)
@@ -359,6 +371,10 @@ static int run(int argc, char **argv, int sender)
 		{ "max-downtime-ms", required_argument, NULL, O_MAX_DOWNTIME },
 		{ "max-rounds", required_argument, NULL, O_MAX_ROUNDS },
 		{ "hash-threads", required_argument, NULL, O_HASH_THREADS },
+		{ "paths", required_argument, NULL, O_PATHS },
+		{ "streams", required_argument, NULL, O_PATHS },
+		{ "qps", required_argument, NULL, O_PATHS },
+		{ "devices", required_argument, NULL, O_DEVICES },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "help", no_argument, NULL, 'h' },
@@ -440,6 +456,21 @@ static int run(int argc, char **argv, int sender)
 				return cli_usage_error(cmd, "--hash-threads is 1 to %u",
 						       KVMIG_MAX_HASH_THREADS);
 			mo.hash_threads = (uint32_t)v;
+			break;
+		case O_PATHS:
+			if (!sender)
+				return cli_usage_error(cmd, "--paths (--streams, --qps) is an option of "
+						       "send; the receiver takes what the sender asks");
+			if (cli_parse_u64(optarg, KVMIG_MAX_PATHS, &v) < 0 || !v)
+				return cli_usage_error(cmd, "--paths (--streams, --qps) is 1 to %u",
+						       KVMIG_MAX_PATHS);
+			mo.paths = (uint32_t)v;
+			break;
+		case O_DEVICES:
+			if (sender)
+				return cli_usage_error(cmd, "--devices is an option of recv; the sender "
+						       "connects where the receiver says");
+			mo.path_hosts = optarg;
 			break;
 		case O_LIVE:
 		case O_MAX_DOWNTIME:

@@ -47,6 +47,9 @@ static const char usage[] =
 	"  --hash-ahead MS         hash the pages of runnable sequences ahead this often\n"
 	"                          (default 1000; 0: never), so a migration hashes only\n"
 	"                          what was written since\n"
+	"  --devices HOST,...      receiver: where a sender's extra connections go (a\n"
+	"                          start's \"paths\"): one address per RDMA device or\n"
+	"                          NIC to stripe over (default: the host it reached)\n"
 	"  --queue-depth N         receiver: reads in flight (default 32)\n"
 	"  --read-size BYTES       receiver: bytes per read (default 1048576)\n"
 	"  --config FILE           options from FILE first: \"name = value\" lines\n"
@@ -56,7 +59,7 @@ static const char usage[] =
 
 enum { O_PAGER = 256, O_LISTEN, O_TRANSPORT, O_SOCKET, O_NO_SOCKET, O_HTTP, O_HTTP_TOKEN,
        O_TOKEN, O_MAX, O_HISTORY, O_TIMEOUT, O_QD, O_READ_SIZE, O_CONFIG, O_QUIET, O_VERSION,
-       O_HASH_AHEAD };
+       O_HASH_AHEAD, O_DEVICES };
 
 static const struct option options[] = {
 	{ "pager", required_argument, NULL, O_PAGER },
@@ -73,6 +76,7 @@ static const struct option options[] = {
 	{ "queue-depth", required_argument, NULL, O_QD },
 	{ "read-size", required_argument, NULL, O_READ_SIZE },
 	{ "hash-ahead", required_argument, NULL, O_HASH_AHEAD },
+	{ "devices", required_argument, NULL, O_DEVICES },
 	{ "config", required_argument, NULL, O_CONFIG },
 	{ "quiet", no_argument, NULL, O_QUIET },
 	{ "version", no_argument, NULL, O_VERSION },
@@ -303,6 +307,9 @@ static int run(int argc, char **argv, char ***words_out, int *n_config)
 		case O_HASH_AHEAD:
 			if ((ret = parse_uint("hash-ahead", optarg, 0, 3600000, &o.hash_ahead_ms)))
 				return ret;
+			break;
+		case O_DEVICES:
+			o.path_hosts = optarg;
 			break;
 		case O_CONFIG:
 			break; /* read above */

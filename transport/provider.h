@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
 #include <stdlib.h>
 
 #include "transport/wire.h"
@@ -44,6 +45,7 @@ struct xport_read {
 	struct kvmig_rkey key; /* the peer's registration key (opaque) */
 	int status;        /* out: 0, or -errno for this read */
 	void *ctx;         /* the session's */
+	uint8_t path;      /* the striping layer's: which connection carries it */
 	struct xport_read *next; /* provider's queue link */
 };
 
@@ -158,6 +160,9 @@ struct xport_ops {
 	void (*set_cancel)(struct xport_conn *c, int fd);
 	/* The peer's address, "host:port", for messages and records. */
 	const char *(*peer_addr)(const struct xport_conn *c);
+	/* This side's address of the connection, "host:port" (the receiver
+	 * listens for a migration's extra connections on its host). */
+	int (*local_addr)(const struct xport_conn *c, char *buf, size_t len);
 	void (*close)(struct xport_conn **c);
 
 	/* Send complete frames (one or several), all or an error. */
@@ -194,9 +199,15 @@ struct xport_ops {
 	 * heard from, 0 if woken by @wake_fd, -ETIMEDOUT, -ECONNRESET (peer
 	 * gone), -EBADMSG (malformed frame), -EFAULT (peer asked for memory that
 	 * is not registered; the connection is then unusable), -ECANCELED (the
-	 * cancel fd).
+	 * cancel fd). With @timeout_ms 0 it handles what is there and never
+	 * waits: 1 if the peer was heard from, else 0 (never -ETIMEDOUT), and
+	 * the descriptors of wait_fds() then become readable when there is more
+	 * (the striping layer waits on several connections at once that way).
 	 */
 	int (*progress)(struct xport_conn *c, int timeout_ms, int wake_fd);
+	/* The descriptors to poll (POLLIN) for this connection's next
+	 * progress(); up to @max of them into @out. Return their count. */
+	int (*wait_fds)(struct xport_conn *c, struct pollfd *out, int max);
 	void (*counters)(const struct xport_conn *c, struct xport_counters *out);
 	/*
 	 * After the connection broke: queue the control messages the peer sent
@@ -208,6 +219,17 @@ struct xport_ops {
 
 extern const struct xport_ops kvmig_xport_tcp;
 extern const struct xport_ops kvmig_xport_rdma;
+
+/*
+ * transport/stripe.c - one connection over @n (2..KVMIG_WIRE_MAX_PATHS)
+ * connections of provider @inner to the same peer, paths[0] carrying the
+ * control frames: reads are striped over all of them, each path's
+ * completions reaped on its own; a registration is made on every path and
+ * its key is theirs end to end. Takes the connections (closed on failure).
+ */
+int xport_stripe(const struct xport_ops *inner, struct xport_conn **paths, unsigned n,
+		 struct xport_conn **ret);
+extern const struct xport_ops kvmig_xport_stripe;
 
 /* 1 when an RDMA device serves @addr (bound to it if @passive, else routed to it). */
 int kvmig_rdma_serves(const char *addr, int passive);

@@ -108,6 +108,20 @@ static int verbs_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 
 	if (c->broken)
 		return c->broken;
+	if (timeout_ms == 0) { /* what is there, with no wait and no silence timeout */
+		int woken, ret;
+
+		if (kvmig_now() - c->last_sent >= ka && (ret = verbs_send_keepalive(c)) < 0)
+			return ret;
+		if (c->partial_since && kvmig_now() - c->partial_since > c->timeout_ms / 1000.0)
+			return verbs_broke(c, kvmig_err(-ETIMEDOUT, "peer %s did not send a whole message "
+							"within %d ms (it sends too slowly or stalls)",
+							c->peer, c->timeout_ms));
+		c->heard = 0;
+		if ((ret = verbs_wait_events(c, 0, -1, &woken)) < 0)
+			return ret;
+		return c->heard;
+	}
 	for (;;) {
 		double now = kvmig_now();
 		int left = timeout_ms < 0 ? c->timeout_ms : timeout_ms - (int)((now - start) * 1000.0);
@@ -136,6 +150,18 @@ static int verbs_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 	}
 }
 
+static int verbs_wait_fds(struct xport_conn *xc, struct pollfd *out, int max)
+{
+	struct verbs_conn *c = to_conn(xc);
+
+	if (max < 2)
+		return 0;
+	/* The completion channel is armed whenever it has no event pending. */
+	out[0] = (struct pollfd){ c->cc->fd, POLLIN, 0 };
+	out[1] = (struct pollfd){ c->ch->fd, POLLIN, 0 };
+	return 2;
+}
+
 static void verbs_counters(const struct xport_conn *xc, struct xport_counters *out)
 {
 	/* One-sided reads: the sender's CPU never sees them. */
@@ -153,6 +179,7 @@ const struct xport_ops kvmig_xport_rdma = {
 	.set_timeout = verbs_set_timeout,
 	.set_cancel = verbs_set_cancel,
 	.peer_addr = verbs_peer_addr,
+	.local_addr = verbs_local_addr,
 	.close = verbs_close,
 	.send = verbs_send,
 	.ctl_pop = verbs_ctl_pop,
@@ -162,5 +189,6 @@ const struct xport_ops kvmig_xport_rdma = {
 	.post_reads = verbs_post_reads,
 	.reap = verbs_reap,
 	.progress = verbs_progress,
+	.wait_fds = verbs_wait_fds,
 	.counters = verbs_counters,
 };

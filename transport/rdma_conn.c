@@ -446,6 +446,18 @@ const char *verbs_peer_addr(const struct xport_conn *xc)
 	return kvmig_container_of(xc, const struct verbs_conn, base)->peer;
 }
 
+int verbs_local_addr(const struct xport_conn *xc, char *buf, size_t len)
+{
+	const struct verbs_conn *c = kvmig_container_of(xc, const struct verbs_conn, base);
+	struct sockaddr *sa = rdma_get_local_addr(c->id);
+	struct sockaddr_storage ss = { 0 };
+
+	memcpy(&ss, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	       sizeof(struct sockaddr_in));
+	kvmig_addr_format(&ss, buf, len);
+	return 0;
+}
+
 void verbs_set_timeout(struct xport_conn *xc, int timeout_ms)
 {
 	to_conn(xc)->timeout_ms = timeout_ms;

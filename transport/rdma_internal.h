@@ -105,6 +105,7 @@ int verbs_accept_conn(struct xport_listener *xl, int timeout_ms, int cancel_fd,
 int verbs_connect_conn(const char *addr, int timeout_ms, int cancel_fd, struct xport_conn **ret);
 void verbs_set_cancel(struct xport_conn *xc, int fd);
 const char *verbs_peer_addr(const struct xport_conn *xc);
+int verbs_local_addr(const struct xport_conn *xc, char *buf, size_t len);
 void verbs_set_timeout(struct xport_conn *xc, int timeout_ms);
 /* Linger for our last SENDs, then free everything; sets *xc NULL. */
 void verbs_close(struct xport_conn **xc);

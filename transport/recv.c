@@ -125,7 +125,9 @@ static int handshake(struct receiver *r)
 	/* Nothing from an unproven sender is read beyond this point. */
 	if (r->ses.auth && (ret = session_auth_check(&r->ses, ROLE_SENDER)) < 0)
 		return ret;
-	return session_sync_records(&r->ses, r->p, &r->peer_pager, &r->resolved);
+	if ((ret = session_sync_records(&r->ses, r->p, &r->peer_pager, &r->resolved)) < 0)
+		return ret;
+	return peer.flags & KVMIG_HELLO_PATHS ? paths_accept(&r->ses) : 0;
 }
 
 /* RECV_HANDSHAKE -> RECV_RECEIVING: our record, before a page is allocated;
@@ -478,7 +480,8 @@ out:
 	st.reads = r->n_reads;
 	st.register_seconds = r->reg_seconds;
 	st.regions_reused = r->reg_reused;
-	snprintf(st.transport, sizeof(st.transport), "%s", r->ses.ops->name);
+	snprintf(st.transport, sizeof(st.transport), "%s", r->ses.ev.transport);
+	st.paths = r->ses.n_paths;
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	st.migration = r->mig;
 	st.hash_threads = r->hash_threads;

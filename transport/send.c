@@ -1021,7 +1021,8 @@ static int handshake(struct sender *s)
 	if (getrandom(&s->mig, sizeof(s->mig), 0) != (ssize_t)sizeof(s->mig))
 		return kvmig_err(-EIO, "cannot draw a migration id: %s", strerror(errno));
 	ret = session_hello(s->p, ROLE_SENDER, (s->ses.o.verify ? 0 : KVMIG_HELLO_NO_VERIFY) |
-			    (s->ses.auth ? KVMIG_HELLO_AUTH : 0) | (s->ses.o.live ? KVMIG_HELLO_LIVE : 0),
+			    (s->ses.auth ? KVMIG_HELLO_AUTH : 0) | (s->ses.o.live ? KVMIG_HELLO_LIVE : 0) |
+			    (paths_wanted(&s->ses) ? KVMIG_HELLO_PATHS : 0),
 			    &s->mig, &s->hello);
 	if (ret < 0 || (ret = kvmig_wire_put_hello(&s->ses.wb, &s->hello)) < 0 ||
 	    (s->ses.auth && (ret = session_auth_challenge(&s->ses)) < 0) ||
@@ -1047,7 +1048,9 @@ static int handshake(struct sender *s)
 		return ret;
 	/* Earlier migrations between these two pagers that a death left
 	 * unresolved, from both sides' records. */
-	return session_sync_records(&s->ses, s->p, &s->peer_pager, &s->st->resolved);
+	if ((ret = session_sync_records(&s->ses, s->p, &s->peer_pager, &s->st->resolved)) < 0)
+		return ret;
+	return paths_wanted(&s->ses) ? paths_connect(&s->ses) : 0;
 }
 
 /* SEND_CONNECTING -> SEND_OFFERING: our record, before anything is offered. */
@@ -1174,7 +1177,8 @@ out:
 	st.digests_ahead = atomic_load(&s->n_ahead);
 	st.pages_hashed = atomic_load(&s->n_hashed);
 	st.hash_threads = s->n_threads;
-	snprintf(st.transport, sizeof(st.transport), "%s", s->ses.ops->name);
+	snprintf(st.transport, sizeof(st.transport), "%s", s->ses.ev.transport);
+	st.paths = s->ses.n_paths;
 	st.seconds = kvmig_now() - t0;
 	if (stats)
 		*stats = st;

@@ -37,6 +37,7 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 {
 	memset(ses, 0, sizeof(*ses));
 	ses->role = role;
+	ses->n_paths = 1;
 	ses->ops = &kvmig_xport_tcp; /* until session_pick(); set first: callers report
 				    * ses->ops->name even when the options are refused */
 	if (opts)
@@ -64,6 +65,32 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 	if (ses->o.hash_threads > KVMIG_MAX_HASH_THREADS)
 		return kvmig_err(-EINVAL, "%u hash threads; at most %u", ses->o.hash_threads,
 				 KVMIG_MAX_HASH_THREADS);
+	if (ses->o.paths > KVMIG_MAX_PATHS)
+		return kvmig_err(-EINVAL, "%u connections per address; at most %u", ses->o.paths,
+				 KVMIG_MAX_PATHS);
+	if (ses->o.path_hosts) {
+		const char *h = ses->o.path_hosts;
+		unsigned n = 0;
+
+		for (;;) {
+			size_t len = strcspn(h, ",");
+
+			/* A host, room for ":port" after it; no spaces, printable. */
+			if (!len || len > KVMIG_WIRE_MAX_ADDR - 8 || ++n > KVMIG_MAX_PATHS)
+				return kvmig_err(-EINVAL, "path hosts \"%s\": give 1..%u hosts, "
+						 "comma-separated, each 1..%u characters",
+						 ses->o.path_hosts, KVMIG_MAX_PATHS,
+						 KVMIG_WIRE_MAX_ADDR - 8);
+			for (size_t i = 0; i < len; i++)
+				if (h[i] <= ' ' || h[i] > '~')
+					return kvmig_err(-EINVAL, "path hosts \"%s\": a host has "
+							 "byte 0x%02x", ses->o.path_hosts,
+							 (unsigned char)h[i]);
+			if (!h[len])
+				break;
+			h += len + 1;
+		}
+	}
 	if (ses->o.n_seq_ids && !ses->o.seq_ids)
 		return kvmig_err(-EINVAL, "%u sequence ids but no array", ses->o.n_seq_ids);
 	if (ses->o.cancel_fd < -1)
@@ -164,7 +191,7 @@ static const char *msg_name(uint8_t type)
 					     "READ_RESP", "DIGESTS", "FINAL", "COMMIT",
 					     "COMMIT_ACK", "ABORT", "KEEPALIVE",
 					     "AUTH_CHALLENGE", "AUTH_PROOF", "ROUND",
-					     "ACTIVATED", "FORGET", "RECORDS" };
+					     "ACTIVATED", "FORGET", "RECORDS", "PATHS", "JOIN" };
 
 	return type < KVMIG_ARRAY_SIZE(names) ? names[type] : "?";
 }
@@ -259,7 +286,10 @@ int session_abort(struct session *ses, int err)
 {
 	char text[KVMIG_WIRE_MAX_TEXT + 1], mine[1024];
 
-	if (!ses->c || ses->peer_aborted || err == -ECONNRESET || err == -EPIPE)
+	/* A connection reset is the peer gone, unless it was one of several
+	 * paths: the first may still carry our reason. */
+	if (!ses->c || ses->peer_aborted ||
+	    ((err == -ECONNRESET || err == -EPIPE) && ses->n_paths < 2))
 		return err;
 	snprintf(mine, sizeof(mine), "%s", kvmig_last_error());
 	/* The peer prints this as "the sender aborted: TEXT": a message that

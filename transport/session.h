@@ -59,6 +59,7 @@ struct session {
 	struct kvmig_event ev;    /* last event, updated in place */
 	double last_event;        /* when the last PROGRESS event was sent */
 	int peer_aborted;         /* the peer sent ABORT: do not answer with one */
+	uint32_t n_paths;         /* connections: 1, or the stripe's (paths.c) */
 	/* Refresh ses->ev's counters before a PROGRESS event (may be NULL). */
 	void (*refresh)(struct session *ses);
 	/* Authentication (opts.token): the MAC key and both sides' nonces. */
@@ -198,6 +199,17 @@ enum kvmig_record_state session_record_state(struct kvmig_pager *p, const struct
 			raise(SIGSTOP);                        \
 	} while (0)
 void session_die(void);
+
+/*
+ * paths.c: a migration's extra connections, at the end of the handshake.
+ * Sender (opts.paths > 1, its HELLO flagged KVMIG_HELLO_PATHS): ask, connect,
+ * JOIN. Receiver (that flag seen): listen, answer, accept the JOINs. Both
+ * then run over the stripe of all paths (ses->ops becomes kvmig_xport_stripe;
+ * ses->ev.transport keeps the provider's name).
+ */
+int paths_wanted(const struct session *ses);
+int paths_connect(struct session *ses);
+int paths_accept(struct session *ses);
 
 void session_phase(struct session *ses, const char *phase);
 /* Emit a PROGRESS event if the interval passed (or @force). */

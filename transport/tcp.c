@@ -704,6 +704,8 @@ static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 			continue;
 		if (r < 0)
 			return kvmig_err(-errno, "poll: %s", strerror(errno));
+		if (r == 0 && timeout_ms == 0)
+			return 0; /* only what was there: nothing */
 		if (r == 0)
 			return broke(c, -EAGAIN, "waiting for a message");
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
@@ -727,6 +729,26 @@ static int tcp_progress(struct xport_conn *xc, int timeout_ms, int wake_fd)
 			break;
 	}
 	return 1;
+}
+
+static int tcp_wait_fds(struct xport_conn *xc, struct pollfd *out, int max)
+{
+	if (max < 1)
+		return 0;
+	out[0] = (struct pollfd){ to_conn(xc)->fd, POLLIN, 0 };
+	return 1;
+}
+
+static int tcp_local_addr(const struct xport_conn *xc, char *buf, size_t len)
+{
+	const struct tcp_conn *c = kvmig_container_of(xc, const struct tcp_conn, base);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) < 0)
+		return kvmig_err(-errno, "getsockname: %s", strerror(errno));
+	kvmig_addr_format(&ss, buf, len);
+	return 0;
 }
 
 static void tcp_drain(struct xport_conn *xc)
@@ -765,6 +787,7 @@ const struct xport_ops kvmig_xport_tcp = {
 	.set_timeout = tcp_set_timeout,
 	.set_cancel = tcp_set_cancel,
 	.peer_addr = tcp_peer_addr,
+	.local_addr = tcp_local_addr,
 	.close = tcp_close,
 	.send = tcp_send,
 	.ctl_pop = tcp_ctl_pop,
@@ -774,6 +797,7 @@ const struct xport_ops kvmig_xport_tcp = {
 	.post_reads = tcp_post_reads,
 	.reap = tcp_reap,
 	.progress = tcp_progress,
+	.wait_fds = tcp_wait_fds,
 	.counters = tcp_counters,
 	.drain = tcp_drain,
 };

@@ -309,6 +309,42 @@ int kvmig_wire_put_records(struct kvmig_wbuf *b, const struct kvmig_wire_record 
 	return finish(b, at);
 }
 
+int kvmig_wire_put_paths(struct kvmig_wbuf *b, const struct kvmig_msg_paths *m)
+{
+	size_t at;
+
+	if (m->per_addr < 1 || m->n_addrs > KVMIG_WIRE_MAX_PATHS ||
+	    (unsigned)m->per_addr * KVMIG_MAX(m->n_addrs, 1u) > KVMIG_WIRE_MAX_PATHS)
+		return kvmig_err(-EINVAL, "%u connections to each of %u addresses: at most %u in all",
+				 m->per_addr, m->n_addrs, KVMIG_WIRE_MAX_PATHS);
+	at = begin(b, KVMIG_MSG_PATHS);
+	put_u8(b, m->per_addr);
+	put_bytes(b, m->token, sizeof(m->token));
+	put_u8(b, m->n_addrs);
+	for (unsigned i = 0; i < m->n_addrs; i++) {
+		size_t n = strnlen(m->addrs[i], sizeof(m->addrs[i]));
+
+		if (n < 1 || n > KVMIG_WIRE_MAX_ADDR) {
+			b->len = at;
+			return kvmig_err(-EINVAL, "path address %u is %zu bytes long (1..%u)", i, n,
+					 KVMIG_WIRE_MAX_ADDR);
+		}
+		put_u8(b, (uint8_t)n);
+		put_bytes(b, m->addrs[i], n);
+	}
+	return finish(b, at);
+}
+
+int kvmig_wire_put_join(struct kvmig_wbuf *b, const struct kvmig_msg_join *m)
+{
+	size_t at = begin(b, KVMIG_MSG_JOIN);
+
+	put_bytes(b, m->token, sizeof(m->token));
+	put_u8(b, m->index);
+	put_u8(b, m->total);
+	return finish(b, at);
+}
+
 /* ---- input ---- */
 
 struct rd {
@@ -780,4 +816,59 @@ int kvmig_wire_get_records(const uint8_t *p, size_t len, struct kvmig_wire_recor
 	}
 	*out = recs;
 	return 0;
+}
+
+int kvmig_wire_get_paths(const uint8_t *p, size_t len, struct kvmig_msg_paths *m)
+{
+	struct rd r = { p, len, "PATHS" };
+	uint64_t per = 0, n = 0;
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	if ((ret = get_be(&r, 1, &per, "per_addr")) ||
+	    (ret = get_raw(&r, m->token, sizeof(m->token), "token")) ||
+	    (ret = get_be(&r, 1, &n, "n_addrs")))
+		return ret;
+	if (per < 1 || n > KVMIG_WIRE_MAX_PATHS || per * KVMIG_MAX(n, 1u) > KVMIG_WIRE_MAX_PATHS)
+		return kvmig_err(-EBADMSG, "PATHS message: %u connections to each of %u addresses; "
+				 "at most %u in all", (unsigned)per, (unsigned)n,
+				 KVMIG_WIRE_MAX_PATHS);
+	m->per_addr = (uint8_t)per;
+	m->n_addrs = (uint8_t)n;
+	for (unsigned i = 0; i < m->n_addrs; i++) {
+		uint64_t alen = 0;
+
+		if ((ret = get_be(&r, 1, &alen, "address length")))
+			return ret;
+		if (alen < 1 || alen > KVMIG_WIRE_MAX_ADDR)
+			return kvmig_err(-EBADMSG, "PATHS message: address %u is %u bytes long "
+					 "(1..%u)", i, (unsigned)alen, KVMIG_WIRE_MAX_ADDR);
+		if ((ret = get_raw(&r, m->addrs[i], alen, "address")))
+			return ret;
+		/* A host and port: printable, no spaces, no NUL. */
+		for (uint64_t k = 0; k < alen; k++)
+			if (m->addrs[i][k] <= ' ' || m->addrs[i][k] > '~')
+				return kvmig_err(-EBADMSG, "PATHS message: address %u has byte 0x%02x "
+						 "at %u: not a host:port", i,
+						 (unsigned char)m->addrs[i][k], (unsigned)k);
+	}
+	return done(&r);
+}
+
+int kvmig_wire_get_join(const uint8_t *p, size_t len, struct kvmig_msg_join *m)
+{
+	struct rd r = { p, len, "JOIN" };
+	uint64_t ix = 0, total = 0;
+	int ret;
+
+	if ((ret = get_raw(&r, m->token, sizeof(m->token), "token")) ||
+	    (ret = get_be(&r, 1, &ix, "index")) || (ret = get_be(&r, 1, &total, "total")))
+		return ret;
+	if (total < 2 || total > KVMIG_WIRE_MAX_PATHS || ix < 1 || ix >= total)
+		return kvmig_err(-EBADMSG, "JOIN message: connection %u of %u (1..%u of 2..%u)",
+				 (unsigned)ix, (unsigned)total, (unsigned)total - 1,
+				 KVMIG_WIRE_MAX_PATHS);
+	m->index = (uint8_t)ix;
+	m->total = (uint8_t)total;
+	return done(&r);
 }

@@ -17,7 +17,7 @@
 #include <kvmig/cas.h>
 
 #define KVMIG_WIRE_MAGIC 0x4b564d47u /* "KVMG" */
-#define KVMIG_WIRE_VERSION 4u
+#define KVMIG_WIRE_VERSION 5u
 #define KVMIG_WIRE_HDR_LEN 12u
 #define KVMIG_WIRE_MAX_PAYLOAD (64u << 20) /* one control message */
 #define KVMIG_WIRE_MAX_REGIONS 65536u /* registrations: one per run of offered pages */
@@ -27,9 +27,11 @@
 #define KVMIG_WIRE_MAX_SMALL 1024u /* HELLO, READ_REQ, COMMIT(_ACK), ABORT, KEEPALIVE,
 				    * AUTH_*, ROUND, ACTIVATED, FORGET: this small */
 #define KVMIG_WIRE_MAX_RECORDS 4096u /* in one RECORDS message */
-#define KVMIG_WIRE_MAX_KEY 32u /* bytes of a remote key: a verbs rkey has 4, a UCX
-				* rkey or one key per device of a striped
-				* provider more */
+#define KVMIG_WIRE_MAX_PATHS 8u /* connections of one migration (transport/stripe.c) */
+#define KVMIG_WIRE_MAX_KEY 128u /* bytes of a remote key: a verbs rkey has 4, a tcp
+				 * key 16; a striped registration one key per path */
+#define KVMIG_WIRE_PATH_TOKEN 16u /* random bytes naming a migration's paths */
+#define KVMIG_WIRE_MAX_ADDR 79u   /* "host:port" of a path address */
 
 enum kvmig_msg_type {
 	KVMIG_MSG_HELLO = 1,
@@ -49,7 +51,9 @@ enum kvmig_msg_type {
 	KVMIG_MSG_ACTIVATED = 15,      /* receiver: the decision is applied, the sequences run */
 	KVMIG_MSG_FORGET = 16,         /* sender: released its copy; drop the record */
 	KVMIG_MSG_RECORDS = 17,        /* unresolved records naming the peer's pager */
-	KVMIG_MSG_LAST = KVMIG_MSG_RECORDS,
+	KVMIG_MSG_PATHS = 18,          /* more connections: asked (sender), where (receiver) */
+	KVMIG_MSG_JOIN = 19,           /* the first frame on a migration's extra connection */
+	KVMIG_MSG_LAST = KVMIG_MSG_JOIN,
 };
 
 struct kvmig_wire_hdr {
@@ -60,7 +64,9 @@ struct kvmig_wire_hdr {
 #define KVMIG_HELLO_NO_VERIFY 0x01u /* the sender sends no digests (benchmarks only) */
 #define KVMIG_HELLO_AUTH 0x02u      /* this side has a shared secret: challenge-response follows */
 #define KVMIG_HELLO_LIVE 0x04u      /* the sender pre-copies in rounds (OFFER round > 0, ROUND) */
-#define KVMIG_HELLO_FLAGS_KNOWN (KVMIG_HELLO_NO_VERIFY | KVMIG_HELLO_AUTH | KVMIG_HELLO_LIVE)
+#define KVMIG_HELLO_PATHS 0x08u     /* the sender asks for more connections (PATHS follows) */
+#define KVMIG_HELLO_FLAGS_KNOWN (KVMIG_HELLO_NO_VERIFY | KVMIG_HELLO_AUTH | KVMIG_HELLO_LIVE | \
+				 KVMIG_HELLO_PATHS)
 #define KVMIG_AUTH_LEN 32u          /* nonce and proof bytes */
 
 struct kvmig_msg_hello {
@@ -147,6 +153,25 @@ struct kvmig_msg_round {
 	uint32_t round, pages;
 };
 
+/*
+ * PATHS. Sender: @per_addr connections wanted to each receiver address in
+ * all (token zero, no addresses). Receiver: the token each extra connection
+ * must JOIN with and the addresses it listens on for them; the migration
+ * then has per_addr * n_addrs connections, the first being this one.
+ */
+struct kvmig_msg_paths {
+	uint8_t per_addr;
+	uint8_t token[KVMIG_WIRE_PATH_TOKEN];
+	uint8_t n_addrs;
+	char addrs[KVMIG_WIRE_MAX_PATHS][KVMIG_WIRE_MAX_ADDR + 1];
+};
+
+/* JOIN: connection @index (1..total-1) of the migration whose paths @token names. */
+struct kvmig_msg_join {
+	uint8_t token[KVMIG_WIRE_PATH_TOKEN];
+	uint8_t index, total;
+};
+
 struct kvmig_msg_abort {
 	int32_t err; /* positive errno */
 	char text[KVMIG_WIRE_MAX_TEXT + 1];
@@ -174,6 +199,8 @@ int kvmig_wire_put_abort(struct kvmig_wbuf *b, int err, const char *text);
 int kvmig_wire_put_round(struct kvmig_wbuf *b, const struct kvmig_msg_round *m);
 int kvmig_wire_put_records(struct kvmig_wbuf *b, const struct kvmig_wire_record *recs,
 			   uint32_t n);
+int kvmig_wire_put_paths(struct kvmig_wbuf *b, const struct kvmig_msg_paths *m);
+int kvmig_wire_put_join(struct kvmig_wbuf *b, const struct kvmig_msg_join *m);
 /* AUTH_CHALLENGE or AUTH_PROOF carrying @v. */
 int kvmig_wire_put_auth(struct kvmig_wbuf *b, enum kvmig_msg_type type,
 			const uint8_t v[KVMIG_AUTH_LEN]);
@@ -208,6 +235,8 @@ int kvmig_wire_get_round(const uint8_t *p, size_t len, struct kvmig_msg_round *m
 /* *recs malloc'd (caller frees). */
 int kvmig_wire_get_records(const uint8_t *p, size_t len, struct kvmig_wire_record **recs,
 			   uint32_t *n);
+int kvmig_wire_get_paths(const uint8_t *p, size_t len, struct kvmig_msg_paths *m);
+int kvmig_wire_get_join(const uint8_t *p, size_t len, struct kvmig_msg_join *m);
 /* The payload of AUTH_CHALLENGE / AUTH_PROOF: exactly KVMIG_AUTH_LEN bytes. */
 int kvmig_wire_get_auth(const uint8_t *p, size_t len, uint8_t v[KVMIG_AUTH_LEN]);
 

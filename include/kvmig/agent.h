@@ -53,6 +53,10 @@ struct kvmig_agent_opts {
 	 * own, so a migration hashes only what was written since; default 1000,
 	 * 0: none (a pager that keeps no digests: none either). */
 	uint32_t hash_ahead_ms;
+	/* Receiver: where a sender's extra connections go (kvmig_migrate_opts
+	 * .path_hosts: one address per RDMA device or NIC, comma-separated);
+	 * NULL (default): the host the sender reached. Copied. */
+	const char *path_hosts;
 };
 
 /* kvmig_agent_opts_init() - the defaults above (no control endpoint set). */

@@ -109,8 +109,23 @@ struct kvmig_migrate_opts {
 	 * (default): what the machine can spare, its online CPUs less one (at
 	 * least 1, at most 8). */
 	uint32_t hash_threads;
+	/*
+	 * Several paths (docs/PROTOCOL.md, "Several paths"). Sender: this many
+	 * connections to each address the receiver names for them (TCP
+	 * streams, verbs queue pairs); reads are striped over all of them and
+	 * a path that fails aborts the migration. 0 or 1 (default): one
+	 * connection. At most KVMIG_MAX_PATHS in all; the receiver may grant
+	 * fewer per address.
+	 */
+	uint32_t paths;
+	/* Receiver: the hosts (addresses; comma-separated, at most
+	 * KVMIG_MAX_PATHS) whose ephemeral ports take the sender's extra
+	 * connections, one per device to stripe over several devices. NULL
+	 * (default): the host the sender reached. */
+	const char *path_hosts;
 };
 
+#define KVMIG_MAX_PATHS 8u
 #define KVMIG_MAX_ROUNDS 64u
 #define KVMIG_MAX_HASH_THREADS 64u
 
@@ -168,6 +183,7 @@ struct kvmig_migrate_stats {
 	uint32_t pages_hashed;
 	uint32_t hash_threads;   /* threads that hashed (receiver: 1 means as reads land,
 				  * more: landed pages on a pool of that many) */
+	uint32_t paths;          /* connections the reads were striped over (1: one) */
 };
 
 /*

@@ -138,7 +138,7 @@ class AgentOpts(Structure):
                 ("data_token_len", c_size_t), ("max_migrations", c_uint32),
                 ("history", c_uint32), ("timeout_ms", c_uint32), ("queue_depth", c_uint32),
                 ("max_read_bytes", c_uint32), ("log", CB_LOG), ("log_arg", c_void_p),
-                ("hash_ahead_ms", c_uint32)]
+                ("hash_ahead_ms", c_uint32), ("path_hosts", c_char_p)]
 
 
 class MigrateOpts(Structure):
@@ -149,7 +149,8 @@ class MigrateOpts(Structure):
                 ("event_arg", c_void_p), ("progress_interval_ms", c_uint32),
                 ("token", c_void_p), ("token_len", c_size_t), ("live", c_int),
                 ("max_downtime_ms", c_uint32), ("max_rounds", c_uint32),
-                ("cancel_fd", c_int), ("hash_threads", c_uint32)]
+                ("cancel_fd", c_int), ("hash_threads", c_uint32), ("paths", c_uint32),
+                ("path_hosts", c_char_p)]
 
 
 class ResolveStats(Structure):
@@ -171,7 +172,7 @@ class MigrateStats(Structure):
                 ("round", RoundStats * (MAX_ROUNDS + 1)), ("bytes_sent", c_uint64),
                 ("migration", Id), ("resolved", ResolveStats), ("unconfirmed", c_int),
                 ("digests_ahead", c_uint32), ("pages_hashed", c_uint32),
-                ("hash_threads", c_uint32)]
+                ("hash_threads", c_uint32), ("paths", c_uint32)]
 
 
 class Digest(Structure):

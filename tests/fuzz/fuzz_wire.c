@@ -129,6 +129,24 @@ static void payload(uint8_t type, const uint8_t *p, size_t len)
 		check(kvmig_wire_get_abort(p, len, &a));
 		break;
 	}
+	case KVMIG_MSG_PATHS: {
+		struct kvmig_msg_paths m;
+		int ret = kvmig_wire_get_paths(p, len, &m);
+
+		check(ret);
+		if (ret == 0 && kvmig_wire_put_paths(&b, &m) != 0)
+			abort();
+		break;
+	}
+	case KVMIG_MSG_JOIN: {
+		struct kvmig_msg_join m;
+		int ret = kvmig_wire_get_join(p, len, &m);
+
+		check(ret);
+		if (ret == 0 && kvmig_wire_put_join(&b, &m) != 0)
+			abort();
+		break;
+	}
 	default:
 		break;
 	}

@@ -122,6 +122,18 @@ static void make(void)
 	ok(kvmig_wire_put_empty(seed("activated"), KVMIG_MSG_ACTIVATED), "ACTIVATED");
 	ok(kvmig_wire_put_empty(seed("forget"), KVMIG_MSG_FORGET), "FORGET");
 	ok(kvmig_wire_put_records(seed("records"), recs, 1), "RECORDS");
+	ok(kvmig_wire_put_paths(seed("paths-ask"), &(struct kvmig_msg_paths){ .per_addr = 4 }),
+	   "PATHS");
+	{
+		struct kvmig_msg_paths pp = { .per_addr = 2, .n_addrs = 2,
+					      .token = { 1, 2, 3, 4, 5, 6, 7, 8, 9 } };
+		struct kvmig_msg_join j = { .token = { 1, 2, 3 }, .index = 3, .total = 4 };
+
+		snprintf(pp.addrs[0], sizeof(pp.addrs[0]), "10.77.0.2:40001");
+		snprintf(pp.addrs[1], sizeof(pp.addrs[1]), "[fd00::2]:40002");
+		ok(kvmig_wire_put_paths(seed("paths"), &pp), "PATHS");
+		ok(kvmig_wire_put_join(seed("join"), &j), "JOIN");
+	}
 	/* Whole conversations, one side's frames each. */
 	b = seed("sender-stream");
 	ok(kvmig_wire_put_hello(b, &hs), "HELLO");

@@ -203,6 +203,10 @@ static inline void side_init(struct side *s)
 	 * receiver on its pool), whatever the machine's CPUs. */
 	if (getenv("KVMIG_TEST_HASH_THREADS"))
 		s->o.hash_threads = (uint32_t)atoi(getenv("KVMIG_TEST_HASH_THREADS"));
+	/* $KVMIG_TEST_PATHS: the sender asks for that many connections, and
+	 * every migration runs striped over them. */
+	if (getenv("KVMIG_TEST_PATHS"))
+		s->o.paths = (uint32_t)atoi(getenv("KVMIG_TEST_PATHS"));
 }
 
 /*

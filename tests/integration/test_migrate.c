@@ -174,8 +174,10 @@ static void two_migrations(int reattach)
 	close(fds[0]);
 	assert_int_equal(st[0].regions_reused, 0);
 	/* A new handle (perhaps at the old address) is never trusted with the
-	 * old registration. */
-	assert_int_equal(st[1].regions_reused, xport == KVMIG_TRANSPORT_RDMA && !reattach ? 1 : 0);
+	 * old registration. Over several paths the extra connections come from
+	 * the migration's own listeners: registered anew, so not all reused. */
+	assert_int_equal(st[1].regions_reused,
+			 xport == KVMIG_TRANSPORT_RDMA && !reattach && ss.o.paths < 2 ? 1 : 0);
 	assert_int_equal(st[0].pages_verified + st[1].pages_verified, 2 * (2 + 2 * 4));
 	assert_int_equal(n_seqs(dst), 4);
 	assert_int_equal(kvmig_verify(dst, before, NULL), 0);
@@ -248,6 +250,7 @@ struct abort_case {
 	const char *recv_fault, *send_fault;
 	const char *const *seq_ids;
 	uint32_t n_seq_ids;
+	uint32_t paths;               /* 0: as the harness says */
 	int rrc, src_rc;
 };
 
@@ -287,6 +290,8 @@ static void run_case(const struct abort_case *c, int *rrc, int *src_rc, struct b
 	ss.fault = c->send_fault;
 	ss.o.seq_ids = c->seq_ids;
 	ss.o.n_seq_ids = c->n_seq_ids;
+	if (c->paths)
+		ss.o.paths = c->paths;
 	migrate(&rs, &ss, rrc, src_rc);
 }
 
@@ -651,6 +656,88 @@ static void test_fault_bad_digest(void **state)
 #endif
 	expect_abort(&(struct abort_case){ .send_fault = "send-bad-digest:9", .rrc = EIO,
 					   .src_rc = EIO });
+}
+
+/*
+ * Several paths (transport/stripe.c, paths.c): a migration over four
+ * connections commits byte for byte and both sides say four; live, the
+ * rounds run over them too.
+ */
+static void test_paths_striped(void **state)
+{
+	struct kvmig_migrate_stats st;
+	struct kvmig_manifest *before;
+	struct side rs, ss;
+	int host_len = (int)(strrchr(listen_addr, ':') - listen_addr);
+	char hosts[128];
+
+	for (int live = 0; live < 2; live++) {
+		make_pagers(KVMIG_LAYOUT_LAYER_MAJOR, 64, 0);
+		before = snapshot(src);
+		side_init(&rs);
+		side_init(&ss);
+		ss.o.paths = 4;
+		ss.o.live = live;
+		rs.o.queue_depth = 8;
+		rs.o.max_read_bytes = 4096; /* many reads, spread over the paths */
+		migrate_stats(&rs, &ss, &rs, &st);
+		assert_int_equal(st.paths, 4);
+		assert_int_equal(st.pages_verified, 18);
+		assert_int_equal(kvmig_verify(dst, before, NULL), 0);
+		side_init(&rs);
+		side_init(&ss);
+		/* Two path hosts (both the listener's here) x 3 each: six
+		 * connections, over two listeners. */
+		snprintf(hosts, sizeof(hosts), "%.*s,%.*s", host_len, listen_addr, host_len,
+			 listen_addr);
+		rs.o.path_hosts = hosts;
+		ss.o.paths = 3;
+		ss.o.mode = KVMIG_MODE_COPY;
+		ss.o.live = live;
+		migrate_stats(&rs, &ss, &ss, &st);
+		assert_int_equal(st.paths, 6);
+		kvmig_manifest_free(&before);
+		drop_pagers();
+	}
+}
+
+/*
+ * A path dies under its reads: the whole migration aborts, named, on both
+ * sides; the source keeps its bytes, the destination frees what it took.
+ */
+static void test_path_dies_mid_transfer(void **state)
+{
+	struct before b;
+	int rrc, src_rc;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	run_case(&(struct abort_case){ .recv_fault = "stripe-drop-path:2", .paths = 3 }, &rrc,
+		 &src_rc, &b);
+	assert_int_equal(rrc, ECONNRESET);
+	/* The sender sees its end of the path go, or the receiver's ABORT first. */
+	assert_true(src_rc == ECONNRESET || src_rc == ECONNABORTED);
+	check_untouched(&b.src_digest, b.dst_occ, b.dst_seqs);
+	drop_pagers();
+}
+
+/* A connection that joins with the wrong token is not the sender's: the
+ * receiver drops it; the sender, whose path that was, aborts. */
+static void test_path_wrong_token(void **state)
+{
+	struct before b;
+	int rrc, src_rc;
+
+#ifndef KVMIG_FAULT_INJECTION
+	skip();
+#endif
+	run_case(&(struct abort_case){ .send_fault = "paths-bad-token", .paths = 2 }, &rrc,
+		 &src_rc, &b);
+	assert_int_equal(src_rc, ECONNRESET);
+	assert_true(rrc == ECONNRESET || rrc == ETIMEDOUT);
+	check_untouched(&b.src_digest, b.dst_occ, b.dst_seqs);
+	drop_pagers();
 }
 
 /*
@@ -1332,6 +1419,7 @@ static int fake_receiver_start(struct kvmig_listener **l, pid_t *s, struct side 
 	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(sa.sin_port));
 	*l = NULL;
+	ss->o.paths = 0; /* this fake speaks the one-connection protocol */
 	*s = fork_sender(addr, ss);
 	fd = accept(lfd, NULL, NULL);
 	close(lfd);
@@ -2052,6 +2140,9 @@ int main(void)
 		cmocka_unit_test(test_receiver_killed_mid_transfer),
 		cmocka_unit_test(test_sender_killed_mid_transfer),
 		cmocka_unit_test(test_fault_bad_digest),
+		cmocka_unit_test(test_paths_striped),
+		cmocka_unit_test(test_path_dies_mid_transfer),
+		cmocka_unit_test(test_path_wrong_token),
 		cmocka_unit_test(test_digests_ahead),
 		cmocka_unit_test(test_hash_threads),
 		cmocka_unit_test(test_stale_kept_digest_aborts),

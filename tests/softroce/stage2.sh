@@ -1,9 +1,11 @@
 #!/bin/sh
 # tests/softroce/stage2.sh - runs as PID 1 inside the guest, in the host's
-# root filesystem (read-only 9p + tmpfs overlay). Brings up two soft-RoCE
-# devices on the two ends of a veth pair in one namespace (rxe has no netns
-# support in this kernel):
+# root filesystem (read-only 9p + tmpfs overlay). Brings up two pairs of
+# soft-RoCE devices, each on the two ends of a veth pair, in one namespace
+# (rxe has no netns support in this kernel): a second device per side, to
+# stripe a migration over two devices (send --paths, recv --devices).
 #   rxa on va 10.77.0.1/24      rxb on vb 10.77.0.2/24
+#   rxc on vc 10.78.0.1/24      rxd on vd 10.78.0.2/24
 # then runs the script $kvmig_out/cmd with its output in $kvmig_out/log and
 # its exit status in $kvmig_out/rc, and powers off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -25,6 +27,12 @@ setup() {
 	ip link set va up && ip link set vb up &&
 	rdma link add rxa type rxe netdev va &&
 	rdma link add rxb type rxe netdev vb || return 1
+	ip link add vc type veth peer name vd &&
+	ip link set vc mtu 9000 && ip link set vd mtu 9000 &&
+	ip addr add 10.78.0.1/24 dev vc && ip addr add 10.78.0.2/24 dev vd &&
+	ip link set vc up && ip link set vd up &&
+	rdma link add rxc type rxe netdev vc &&
+	rdma link add rxd type rxe netdev vd || return 1
 	ulimit -l unlimited
 }
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/softroce/suite.sh BUILD - the soft-RoCE scenarios, run INSIDE the
-# guest by run.sh (through boot.sh): two rxe devices, rxa on 10.77.0.1 and
-# rxb on 10.77.0.2, in one network namespace.
+# guest by run.sh (through boot.sh): two pairs of rxe devices in one network
+# namespace, rxa on 10.77.0.1 and rxb on 10.77.0.2, rxc on 10.78.0.1 and rxd
+# on 10.78.0.2 (stage2.sh).
 #
 # 1. tests/integration/test_migrate and test_crash (the crash matrix) over
 #    the verbs provider. test_migrate: full cache,
@@ -16,8 +17,12 @@
 # 3. kvmigd: two agents with rdma data listeners, one migration started
 #    through the API (agent.sh).
 # 4. What users run: scripts/rxe.sh makes an rxe device on each end of a new
-#    veth pair (a second rxe pair), `kvmig demo --transport rdma` runs over
+#    veth pair (a third rxe pair), `kvmig demo --transport rdma` runs over
 #    it, rxe.sh down removes them.
+# 5. Several paths: test_migrate again with every migration on two queue
+#    pairs, and one migration striped over both device pairs (recv --devices,
+#    send --qps 2: four queue pairs), byte for byte, with both pairs' packet
+#    counters showing their share.
 set -u
 build=$1
 K=$build/tools/kvmig
@@ -69,21 +74,66 @@ check "agent: a migration started through kvmigd's API moved over rdma, byte for
 echo "== what users run: scripts/rxe.sh on a new veth pair, kvmig demo over rdma"
 rxe_demo() {
 	sc=$(dirname "$0")/../../scripts
-	ip link add vc type veth peer name vd && ip addr add 10.78.0.1/24 dev vc &&
-		ip addr add 10.78.0.2/24 dev vd && ip link set vc up && ip link set vd up || return 1
-	sh "$sc/rxe.sh" up vc > "$tmp/rxe.out" && sh "$sc/rxe.sh" up vd >> "$tmp/rxe.out" || return 1
+	ip link add vx type veth peer name vy && ip addr add 10.79.0.1/24 dev vx &&
+		ip addr add 10.79.0.2/24 dev vy && ip link set vx up && ip link set vy up || return 1
+	sh "$sc/rxe.sh" up vx > "$tmp/rxe.out" && sh "$sc/rxe.sh" up vy >> "$tmp/rxe.out" || return 1
 	cat "$tmp/rxe.out"
-	grep -q "RDMA address 10.78.0.1" "$tmp/rxe.out" && rdma link show | grep -q "rxe_vd" || return 1
-	timeout 300 $K demo --transport rdma --listen 10.78.0.1:0 --seqs 2 --pages-per-seq 6 \
+	grep -q "RDMA address 10.79.0.1" "$tmp/rxe.out" && rdma link show | grep -q "rxe_vy" || return 1
+	timeout 300 $K demo --transport rdma --listen 10.79.0.1:0 --seqs 2 --pages-per-seq 6 \
 		--shared-prefix 2 > "$tmp/demo.out" 2>&1
 	r=$?
 	cat "$tmp/demo.out"
 	sh "$sc/rxe.sh" down || return 1
-	ip link delete vc
-	[ $r -eq 0 ] && grep -q " over rdma 10.78.0.1:" "$tmp/demo.out" &&
+	ip link delete vx
+	[ $r -eq 0 ] && grep -q " over rdma 10.79.0.1:" "$tmp/demo.out" &&
 		grep -q "): identical" "$tmp/demo.out" && ! rdma link show | grep -q "rxe_v"
 }
 check "rxe.sh up on two new interfaces, kvmig demo over rdma byte for byte, rxe.sh down" rxe_demo
+
+echo "== several paths: queue pairs and devices"
+check "test_migrate (rdma, every migration on 2 queue pairs)" env KVMIG_TEST_TRANSPORT=rdma \
+	KVMIG_TEST_LISTEN=$A:0 KVMIG_TEST_PATHS=2 timeout 900 "$build/tests/test_migrate"
+# Packets each device sent and received, from its hardware counters.
+pkts() {
+	c=/sys/class/infiniband/$1/ports/1/hw_counters
+	echo $(($(cat $c/sent_pkts) + $(cat $c/rcvd_pkts)))
+}
+stripe_devices() {
+	$K pager init shm:st-a --seqs 3 --pages-per-seq 4 --capacity 16 > /dev/null || return 1
+	$K pager init shm:st-b --capacity 16 > /dev/null || return 1
+	M4=$($K capture --pager shm:st-a --store "$tmp/store") || return 1
+	a0=$(($(pkts rxa) + $(pkts rxb)))
+	c0=$(($(pkts rxc) + $(pkts rxd)))
+	timeout 300 $K recv --transport rdma --listen $A:7476 --devices 10.77.0.1,10.78.0.1 \
+		--pager shm:st-b --json --accept-timeout 60000 > "$tmp/recv6.json" 2> "$tmp/recv6.err" &
+	rp=$!
+	sleep 1
+	timeout 300 $K send --transport rdma --to $A:7476 --qps 2 --pager shm:st-a --json \
+		> "$tmp/send6.json" 2> "$tmp/send6.err"
+	src=$?
+	wait $rp
+	rrc=$?
+	a1=$(($(pkts rxa) + $(pkts rxb)))
+	c1=$(($(pkts rxc) + $(pkts rxd)))
+	cat "$tmp/send6.err" "$tmp/recv6.err"
+	tail -n 1 "$tmp/send6.json"
+	echo "packets: rxa+rxb $((a1 - a0)), rxc+rxd $((c1 - c0)) (24 MiB moved, 4 KiB MTU)"
+	[ $src -eq 0 ] && [ $rrc -eq 0 ] || return 1
+	python3 - "$tmp/send6.json" "$tmp/recv6.json" <<'PY' || return 1
+import json, sys
+for f in sys.argv[1:]:
+    r = [json.loads(l) for l in open(f)][-1]
+    assert r["event"] == "result" and r["transport"] == "rdma" and r["paths"] == 4, r
+    assert r["pages"] == 12 and r["pages_verified"] == 12, r
+PY
+	$K verify --pager shm:st-b --store "$tmp/store" --manifest "$M4" || return 1
+	# Each pair carried a share: at least a quarter of the 6144 4 KiB packets.
+	[ $((a1 - a0)) -ge 1536 ] && [ $((c1 - c0)) -ge 1536 ]
+}
+check "striped over two device pairs (recv --devices, send --qps 2): byte for byte, both pairs carried reads" \
+	stripe_devices
+$K pager rm shm:st-a > /dev/null 2>&1
+$K pager rm shm:st-b > /dev/null 2>&1
 
 echo "== test_crash over rdma"
 check "test_crash (rdma): a side dies at every protocol step, records resolve it" \

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util/internal.h"
@@ -279,7 +280,7 @@ static void test_header_violations(void **state)
 	assert_non_null(strstr(kvmig_last_error(), "version 1"));
 	f[4] = 3; /* a version-3 peer (no page format in its HELLO): refused at its first frame, both named */
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
-	assert_non_null(strstr(kvmig_last_error(), "version 3; this is version 4"));
+	assert_non_null(strstr(kvmig_last_error(), "version 3; this is version 5"));
 	memcpy(f, b.p, sizeof(f));
 	f[5] = 0;
 	assert_int_equal(kvmig_wire_get_hdr(f, &h), -EBADMSG);
@@ -437,6 +438,70 @@ static void test_byte_flip_fuzz(void **state)
 	kvmig_wbuf_free(&b);
 }
 
+/* PATHS and JOIN: round trips, and every limit refused with the field named. */
+static void test_paths_and_join(void **state)
+{
+	struct kvmig_msg_paths pp = { .per_addr = 2, .n_addrs = 3, .token = { 7, [15] = 9 } }, got;
+	struct kvmig_msg_join j = { .token = { 1, [15] = 2 }, .index = 5, .total = 6 }, jg;
+	struct kvmig_wbuf b = { 0 };
+	struct kvmig_wire_hdr h;
+
+	(void)state;
+	snprintf(pp.addrs[0], sizeof(pp.addrs[0]), "10.0.0.1:1");
+	snprintf(pp.addrs[1], sizeof(pp.addrs[1]), "[fe80::1]:65535");
+	memset(pp.addrs[2], 'a', KVMIG_WIRE_MAX_ADDR);
+	pp.addrs[2][KVMIG_WIRE_MAX_ADDR] = '\0';
+	assert_int_equal(kvmig_wire_put_paths(&b, &pp), 0);
+	assert_int_equal(kvmig_wire_get_hdr(b.p, &h), 0);
+	assert_int_equal(h.type, KVMIG_MSG_PATHS);
+	assert_int_equal(kvmig_wire_get_paths(b.p + KVMIG_WIRE_HDR_LEN, h.len, &got), 0);
+	assert_int_equal(got.per_addr, 2);
+	assert_int_equal(got.n_addrs, 3);
+	assert_memory_equal(got.token, pp.token, sizeof(pp.token));
+	for (int i = 0; i < 3; i++)
+		assert_string_equal(got.addrs[i], pp.addrs[i]);
+	/* More than KVMIG_WIRE_MAX_PATHS connections in all: refused both ways. */
+	pp.per_addr = 3;
+	b.len = 0;
+	assert_int_equal(kvmig_wire_put_paths(&b, &pp), -EINVAL);
+	pp.per_addr = 2;
+	assert_int_equal(kvmig_wire_put_paths(&b, &pp), 0);
+	b.p[KVMIG_WIRE_HDR_LEN] = 3;
+	assert_int_equal(kvmig_wire_get_paths(b.p + KVMIG_WIRE_HDR_LEN, h.len, &got), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "at most 8 in all"));
+	b.p[KVMIG_WIRE_HDR_LEN] = 0;
+	assert_int_equal(kvmig_wire_get_paths(b.p + KVMIG_WIRE_HDR_LEN, h.len, &got), -EBADMSG);
+	/* An address with a space, an empty one, one cut short. */
+	b.p[KVMIG_WIRE_HDR_LEN] = 2;
+	b.p[KVMIG_WIRE_HDR_LEN + 1 + 16 + 1 + 1 + 2] = ' ';
+	assert_int_equal(kvmig_wire_get_paths(b.p + KVMIG_WIRE_HDR_LEN, h.len, &got), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "not a host:port"));
+	b.p[KVMIG_WIRE_HDR_LEN + 1 + 16 + 1 + 1 + 2] = '0';
+	b.p[KVMIG_WIRE_HDR_LEN + 1 + 16 + 1] = 0;
+	assert_int_equal(kvmig_wire_get_paths(b.p + KVMIG_WIRE_HDR_LEN, h.len, &got), -EBADMSG);
+	b.p[KVMIG_WIRE_HDR_LEN + 1 + 16 + 1] = 10;
+	assert_int_equal(kvmig_wire_get_paths(b.p + KVMIG_WIRE_HDR_LEN, h.len - 1, &got), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "truncated"));
+	/* JOIN */
+	b.len = 0;
+	assert_int_equal(kvmig_wire_put_join(&b, &j), 0);
+	assert_int_equal(kvmig_wire_get_hdr(b.p, &h), 0);
+	assert_int_equal(kvmig_wire_get_join(b.p + KVMIG_WIRE_HDR_LEN, h.len, &jg), 0);
+	assert_memory_equal(jg.token, j.token, sizeof(j.token));
+	assert_int_equal(jg.index, 5);
+	assert_int_equal(jg.total, 6);
+	b.p[KVMIG_WIRE_HDR_LEN + 16] = 6; /* index == total */
+	assert_int_equal(kvmig_wire_get_join(b.p + KVMIG_WIRE_HDR_LEN, h.len, &jg), -EBADMSG);
+	b.p[KVMIG_WIRE_HDR_LEN + 16] = 0; /* index 0 is the first connection itself */
+	assert_int_equal(kvmig_wire_get_join(b.p + KVMIG_WIRE_HDR_LEN, h.len, &jg), -EBADMSG);
+	b.p[KVMIG_WIRE_HDR_LEN + 16] = 1;
+	b.p[KVMIG_WIRE_HDR_LEN + 17] = KVMIG_WIRE_MAX_PATHS + 1;
+	assert_int_equal(kvmig_wire_get_join(b.p + KVMIG_WIRE_HDR_LEN, h.len, &jg), -EBADMSG);
+	assert_non_null(strstr(kvmig_last_error(), "JOIN message"));
+	assert_int_equal(kvmig_wire_get_join(b.p + KVMIG_WIRE_HDR_LEN, h.len + 1, &jg), -EBADMSG);
+	kvmig_wbuf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -447,6 +512,7 @@ int main(void)
 		cmocka_unit_test(test_semantic_violations),
 		cmocka_unit_test(test_byte_flip_fuzz),
 		cmocka_unit_test(test_read_resp_header),
+		cmocka_unit_test(test_paths_and_join),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
