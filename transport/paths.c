@@ -9,19 +9,24 @@
  *   PATHS (per_addr) ───────────────────────►  listen on each path host, port 0
  *                    ◄───────────────────────  PATHS (per_addr, token, addresses)
  *   connect path i to address i % n_addrs
- *   JOIN (token, i, total) on it ───────────►  accept, read its JOIN (a wrong
- *                                              token: not ours, closed)
+ *   JOIN (token, i, total) on it ───────────►  accept, read its JOIN into slot i
+ *                                              (no token within JOIN_MS, a taken
+ *                                              slot: not ours, closed)
+ *                    ◄───────────────────────  JOINED, once every slot is filled
  *   both sides: the session goes on over the stripe of all paths (stripe.c)
  *
  * Every wait ends by the handshake's deadline. The receiver's listeners live
  * only while the paths join.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 
 #include "transport/session.h"
 #include "util/internal.h"
+
+#define JOIN_MS 2000 /* a new connection's JOIN must come within this */
 
 /* Whether paths_connect() has anything to do: the HELLO flag says so. */
 int paths_wanted(const struct session *ses)
@@ -37,17 +42,51 @@ static int ms_to_deadline(const struct session *ses)
 	return left < 1 ? 1 : left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
+/* Run the session over @paths (paths[0] := the session's connection). */
 static int switch_to_stripe(struct session *ses, struct xport_conn **paths, unsigned n)
 {
+	struct xport_conn *striped = NULL;
 	int ret;
 
 	paths[0] = ses->c;
-	ses->c = NULL;
-	if ((ret = xport_stripe(ses->ops, paths, n, &ses->c)) < 0)
-		return ret;
+	if ((ret = xport_stripe(ses->ops, paths, n, &striped)) < 0)
+		return ret; /* the caller closes paths 1.., the session path 0 */
+	ses->c = striped;
 	ses->ops = &kvmig_xport_stripe;
 	ses->n_paths = n;
 	session_connected(ses);
+	return 0;
+}
+
+static int is_loopback(const char *host)
+{
+	struct in_addr a4;
+
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return !strcmp(host, "::1");
+}
+
+/*
+ * An address the receiver named for a path: numeric (no name to resolve:
+ * no lookup a hostile receiver chooses), not a wildcard, and loopback only
+ * when the first connection is. Return 0 or -EPROTO naming it.
+ */
+static int check_path_addr(struct session *ses, const char *addr)
+{
+	char host[KVMIG_WIRE_MAX_ADDR + 1], port[16], peer[KVMIG_WIRE_MAX_ADDR + 1], pport[16];
+	unsigned char any[16] = { 0 }, a[16];
+	int v6;
+
+	if (kvmig_addr_split(addr, host, sizeof(host), port, sizeof(port)) < 0 ||
+	    ((v6 = inet_pton(AF_INET6, host, a) == 1) == 0 && inet_pton(AF_INET, host, a) != 1) ||
+	    !memcmp(a, any, v6 ? 16 : 4) || !strcmp(port, "0"))
+		return kvmig_err(-EPROTO, "the receiver named path address \"%s\": not a numeric "
+				 "host:port of one of its interfaces", addr);
+	if (kvmig_addr_split(ses->ops->peer_addr(ses->c), peer, sizeof(peer), pport,
+			     sizeof(pport)) == 0 && is_loopback(host) && !is_loopback(peer))
+		return kvmig_err(-EPROTO, "the receiver named path address %s, a loopback address, "
+				 "but it is not on this host", addr);
 	return 0;
 }
 
@@ -77,6 +116,9 @@ int paths_connect(struct session *ses)
 	total = (unsigned)got.per_addr * got.n_addrs;
 	if (total < 2)
 		return 0; /* one connection after all: this one */
+	for (unsigned h = 0; h < got.n_addrs; h++)
+		if ((ret = check_path_addr(ses, got.addrs[h])) < 0)
+			return ret;
 	for (unsigned i = 1; i < total; i++) {
 		const char *addr = got.addrs[i % got.n_addrs];
 		struct kvmig_msg_join j = { .index = (uint8_t)i, .total = (uint8_t)total };
@@ -98,12 +140,21 @@ int paths_connect(struct session *ses)
 		}
 		ses->wb.len = 0;
 	}
-	return switch_to_stripe(ses, paths, total);
+	/* Nothing is paused or registered before the receiver has them all. */
+	if ((ret = session_wait_msg(ses, -1, &m)) < 0)
+		goto fail;
+	ret = m->hdr.type == KVMIG_MSG_JOINED ? 0 : session_unexpected(m, "JOINED");
+	session_msg_free(&m);
+	if (ret == 0 && (ret = switch_to_stripe(ses, paths, total)) == 0)
+		return 0;
 fail:
 	ses->wb.len = 0;
 	for (unsigned i = 1; i < total; i++)
 		if (paths[i])
 			ops->close(&paths[i]);
+	/* The receiver may have said why (it gave up first): its reason wins. */
+	if (ret != -ECANCELED && !ses->peer_aborted)
+		ret = session_salvage_abort(ses, ret);
 	return ret;
 }
 
@@ -126,37 +177,49 @@ static int path_hosts(struct session *ses, char hosts[][KVMIG_WIRE_MAX_ADDR + 1]
 	while (*s) {
 		size_t len = strcspn(s, ",");
 
-		/* session_init checked the list: 1..KVMIG_WIRE_MAX_PATHS hosts that fit */
-		snprintf(hosts[*n], sizeof(hosts[0]), "%.*s", (int)len, s);
+		/* session_init checked the list: 1..KVMIG_WIRE_MAX_PATHS hosts that
+		 * fit; "[v6]" loses its brackets, put back with a port. */
+		if (len > 2 && s[0] == '[' && s[len - 1] == ']')
+			snprintf(hosts[*n], sizeof(hosts[0]), "%.*s", (int)len - 2, s + 1);
+		else
+			snprintf(hosts[*n], sizeof(hosts[0]), "%.*s", (int)len, s);
 		(*n)++;
 		s += len + (s[len] == ',');
 	}
 	return 0;
 }
 
-/* Connection @i's JOIN within the deadline: 0, 1 (not one of ours: drop it), -errno. */
+/*
+ * A new connection's JOIN, within JOIN_MS (and the deadline): 0 with *ix its
+ * index, 1 (not one of ours, or silent: drop it), or -errno.
+ */
 static int take_join(struct session *ses, struct xport_conn *c, const struct kvmig_msg_paths *pp,
-		     unsigned i, unsigned total)
+		     unsigned total, unsigned *ix)
 {
 	const struct xport_ops *ops = ses->ops;
+	double until = kvmig_now() + JOIN_MS / 1000.0;
 	struct kvmig_msg_join j;
 	struct xport_msg *m = NULL;
 	int ret;
 
-	ops->set_timeout(c, ms_to_deadline(ses));
+	if (ses->until > 0 && ses->until < until)
+		until = ses->until;
+	ops->set_timeout(c, JOIN_MS);
 	ops->set_cancel(c, ses->o.cancel_fd);
 	while ((ret = ops->ctl_pop(c, &m)) == -EAGAIN) {
-		if ((ret = ops->progress(c, ms_to_deadline(ses), -1)) < 0)
-			break;
-		if (ses->until > 0 && kvmig_now() >= ses->until) {
-			ret = -ETIMEDOUT;
+		int left = (int)((until - kvmig_now()) * 1000.0);
+
+		if (left <= 0 || (ret = ops->progress(c, left, -1)) < 0) {
+			ret = ret < 0 ? ret : -ETIMEDOUT;
 			break;
 		}
 	}
 	if (ret == -ECANCELED)
 		return ret;
-	if (ret < 0)
+	if (ret < 0) {
+		kvmig_clear_error();
 		return 1; /* silent or gone before a JOIN: whoever it was, not our sender */
+	}
 	if (m->hdr.type != KVMIG_MSG_JOIN || kvmig_wire_get_join(m->payload, m->hdr.len, &j) < 0 ||
 	    memcmp(j.token, pp->token, sizeof(j.token))) {
 		session_msg_free(&m);
@@ -164,10 +227,30 @@ static int take_join(struct session *ses, struct xport_conn *c, const struct kvm
 		return 1;
 	}
 	session_msg_free(&m);
-	if (j.index != i || j.total != total)
-		return kvmig_err(-EPROTO, "the sender joined connection %u of %u; connection %u of "
-				 "%u was due", j.index + 1, j.total, i + 1, total);
+	if (j.total != total)
+		return kvmig_err(-EPROTO, "the sender joined connection %u of %u; there are %u",
+				 j.index + 1, j.total, total);
 	ops->set_timeout(c, (int)ses->o.timeout_ms);
+	*ix = j.index;
+	return 0;
+}
+
+/* Between accepts: a message on the first connection can only be the
+ * sender's ABORT (it sends nothing else before JOINED); a sender gone ends
+ * the wait too. */
+static int first_still_there(struct session *ses)
+{
+	struct xport_msg *m = NULL;
+	int r = ses->ops->progress(ses->c, 0, -1);
+
+	if (r < 0)
+		return session_salvage_abort(ses, r);
+	if (ses->ops->ctl_pop(ses->c, &m) == 0) {
+		r = m->hdr.type == KVMIG_MSG_ABORT ? session_peer_abort(ses, m) :
+			session_unexpected(m, "nothing until JOINED");
+		session_msg_free(&m);
+		return r;
+	}
 	return 0;
 }
 
@@ -179,7 +262,7 @@ int paths_accept(struct session *ses)
 	char hosts[KVMIG_WIRE_MAX_PATHS][KVMIG_WIRE_MAX_ADDR + 1];
 	const struct xport_ops *ops = ses->ops;
 	struct xport_msg *m = NULL;
-	unsigned n_hosts = 0, total = 0;
+	unsigned n_hosts = 0, total = 0, joined = 1, h = 0;
 	int ret;
 
 	if ((ret = session_wait_msg(ses, -1, &m)) < 0)
@@ -200,7 +283,7 @@ int paths_accept(struct session *ses)
 	pp.n_addrs = (uint8_t)n_hosts;
 	if (getrandom(pp.token, sizeof(pp.token), 0) != (ssize_t)sizeof(pp.token))
 		return kvmig_err(-EIO, "no random bytes for the paths' token: %s", strerror(errno));
-	for (unsigned h = 0; total > 1 && h < n_hosts; h++) {
+	for (h = 0; total > 1 && h < n_hosts; h++) {
 		char at[KVMIG_WIRE_MAX_ADDR + 16];
 
 		snprintf(at, sizeof(at), strchr(hosts[h], ':') ? "[%s]:0" : "%s:0", hosts[h]);
@@ -214,50 +297,52 @@ int paths_accept(struct session *ses)
 		snprintf(pp.addrs[0], sizeof(pp.addrs[0]), "%.70s:0", hosts[0]);
 	if ((ret = kvmig_wire_put_paths(&ses->wb, &pp)) < 0 || (ret = session_flush(ses)) < 0)
 		goto out;
-	/* The sender connects them in order; anyone else's connection is dropped. */
-	for (unsigned i = 1; i < total;) {
+	/*
+	 * Each listener in turn, in short slices, with a look at the first
+	 * connection in between. A connection goes in the slot its JOIN names
+	 * (connections may queue out of order); one without the token, silent
+	 * for JOIN_MS, or for a slot taken, is someone else's and is closed.
+	 */
+	for (h = 0; joined < total; h = (h + 1) % n_hosts) {
+		struct xport_conn *c = NULL;
+		unsigned ix = 0;
+
 		if (ses->until > 0 && kvmig_now() >= ses->until) {
 			ret = kvmig_err(-ETIMEDOUT, "the sender made %u of its %u connections within "
-					"%u ms", i, total, ses->o.timeout_ms);
+					"%u ms", joined, total, ses->o.timeout_ms);
 			goto out;
 		}
-		/* In slices, looking at the first connection in between: a sender
-		 * that gave up (its ABORT, or gone) ends the wait. */
-		ret = ops->accept(ls[i % n_hosts], KVMIG_MIN(ms_to_deadline(ses), 200),
-				  ses->o.cancel_fd, &paths[i]);
+		ret = ops->accept(ls[h], KVMIG_MIN(ms_to_deadline(ses), n_hosts > 1 ? 50 : 200),
+				  ses->o.cancel_fd, &c);
 		if (ret == -ETIMEDOUT) {
-			int r = 1;
-
-			/* What it sent meanwhile is queued (a bounded number of
-			 * messages, one per call), up to its ABORT or its end. */
-			for (int k = 0; k < 64 && r > 0; k++)
-				r = ops->progress(ses->c, 0, -1);
-
-			if (r < 0) {
-				ret = session_salvage_abort(ses, r);
-				goto out;
-			}
 			kvmig_clear_error();
+			if ((ret = first_still_there(ses)) < 0)
+				goto out;
 			continue;
 		}
 		if (ret < 0)
 			goto out;
-		if ((ret = take_join(ses, paths[i], &pp, i, total)) < 0)
+		if ((ret = take_join(ses, c, &pp, total, &ix)) < 0) {
+			ops->close(&c);
 			goto out;
-		if (ret == 1) {
-			ops->close(&paths[i]);
+		}
+		if (ret == 1 || ix % n_hosts != h || paths[ix]) {
+			ops->close(&c); /* not ours, at the wrong address, or a second of a slot */
 			continue;
 		}
-		i++;
+		paths[ix] = c;
+		joined++;
 	}
-	if (total > 1 && (ret = switch_to_stripe(ses, paths, total)) < 0)
+	if (total > 1 && ((ret = kvmig_wire_put_empty(&ses->wb, KVMIG_MSG_JOINED)) < 0 ||
+			  (ret = session_flush(ses)) < 0 ||
+			  (ret = switch_to_stripe(ses, paths, total)) < 0))
 		goto out;
 	ret = 0;
 out:
 	for (unsigned i = 1; ret < 0 && i < total; i++)
 		if (paths[i])
 			ops->close(&paths[i]);
-	for (unsigned h = 0; h < n_hosts; h++)
+	for (h = 0; h < n_hosts; h++)
 		if (ls[h])
 			ops->listener_close(&ls[h]);
 	return ret;

@@ -225,7 +225,8 @@ extern const struct xport_ops kvmig_xport_rdma;
  * connections of provider @inner to the same peer, paths[0] carrying the
  * control frames: reads are striped over all of them, each path's
  * completions reaped on its own; a registration is made on every path and
- * its key is theirs end to end. Takes the connections (closed on failure).
+ * its key is theirs end to end. Takes the connections (on failure the
+ * caller still has them).
  */
 int xport_stripe(const struct xport_ops *inner, struct xport_conn **paths, unsigned n,
 		 struct xport_conn **ret);

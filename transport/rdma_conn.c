@@ -271,7 +271,7 @@ int verbs_listen(const char *addr, struct xport_listener **ret)
 		err = kvmig_err(err < 0 ? err : -errno, "rdma_create_id: %s", strerror(errno));
 		goto fail;
 	}
-	if (rdma_bind_addr(l->id, res->ai_addr) || rdma_listen(l->id, 4)) {
+	if (rdma_bind_addr(l->id, res->ai_addr) || rdma_listen(l->id, 16)) {
 		err = kvmig_err(-errno, "cannot listen for RDMA on %s: %s", addr, strerror(errno));
 		goto fail;
 	}
@@ -362,7 +362,10 @@ int verbs_accept_conn(struct xport_listener *xl, int timeout_ms, int cancel_fd,
 		goto fail;
 	}
 	snprintf(what, sizeof(what), "accepting %s", c->peer);
-	if ((err = cm_wait_cancel(c->ch, RDMA_CM_EVENT_ESTABLISHED, timeout_ms < 0 ? 30000 : timeout_ms,
+	/* A peer came: its set-up gets at least RESOLVE_MS, however short the
+	 * wait for one was (paths.c accepts in slices of 200 ms). */
+	if ((err = cm_wait_cancel(c->ch, RDMA_CM_EVENT_ESTABLISHED,
+				  timeout_ms < 0 ? 30000 : KVMIG_MAX(timeout_ms, RESOLVE_MS),
 				  cancel_fd, what, &ev)) < 0)
 		goto fail;
 	rdma_ack_cm_event(ev);

@@ -480,7 +480,8 @@ out:
 	st.reads = r->n_reads;
 	st.register_seconds = r->reg_seconds;
 	st.regions_reused = r->reg_reused;
-	snprintf(st.transport, sizeof(st.transport), "%s", r->ses.ev.transport);
+	snprintf(st.transport, sizeof(st.transport), "%s",
+		 r->ses.ev.transport ? r->ses.ev.transport : r->ses.ops->name);
 	st.paths = r->ses.n_paths;
 	st.seconds = t0 ? kvmig_now() - t0 : 0;
 	st.migration = r->mig;

@@ -1177,7 +1177,8 @@ out:
 	st.digests_ahead = atomic_load(&s->n_ahead);
 	st.pages_hashed = atomic_load(&s->n_hashed);
 	st.hash_threads = s->n_threads;
-	snprintf(st.transport, sizeof(st.transport), "%s", s->ses.ev.transport);
+	snprintf(st.transport, sizeof(st.transport), "%s",
+		 s->ses.ev.transport ? s->ses.ev.transport : s->ses.ops->name);
 	st.paths = s->ses.n_paths;
 	st.seconds = kvmig_now() - t0;
 	if (stats)

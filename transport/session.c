@@ -81,6 +81,11 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 						 "comma-separated, each 1..%u characters",
 						 ses->o.path_hosts, KVMIG_MAX_PATHS,
 						 KVMIG_WIRE_MAX_ADDR - 8);
+			if ((len == 7 && !strncmp(h, "0.0.0.0", 7)) || (len == 2 && !strncmp(h, "::", 2)) ||
+			    (len == 4 && !strncmp(h, "[::]", 4)))
+				return kvmig_err(-EINVAL, "path hosts \"%s\": a wildcard address names "
+						 "no device; give each device's own address",
+						 ses->o.path_hosts);
 			for (size_t i = 0; i < len; i++)
 				if (h[i] <= ' ' || h[i] > '~')
 					return kvmig_err(-EINVAL, "path hosts \"%s\": a host has "
@@ -191,7 +196,7 @@ static const char *msg_name(uint8_t type)
 					     "READ_RESP", "DIGESTS", "FINAL", "COMMIT",
 					     "COMMIT_ACK", "ABORT", "KEEPALIVE",
 					     "AUTH_CHALLENGE", "AUTH_PROOF", "ROUND",
-					     "ACTIVATED", "FORGET", "RECORDS", "PATHS", "JOIN" };
+					     "ACTIVATED", "FORGET", "RECORDS", "PATHS", "JOIN", "JOINED" };
 
 	return type < KVMIG_ARRAY_SIZE(names) ? names[type] : "?";
 }

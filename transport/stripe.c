@@ -41,7 +41,27 @@ struct stripe_conn {
 	uint64_t reaped;                         /* reads reaped, for a fault point */
 	int timeout_ms, cancel_fd;
 	int broken; /* sticky -errno, told after what arrived before it */
+	char why[512]; /* ... with this sentence */
+	void *last_ctx; /* the last read's page (its session context) ... */
+	unsigned last_path; /* ... and its path: a page's reads stay on one */
 };
+
+/* The connection broke with @err and the last error's sentence (kept: a
+ * later failure of another path must not replace it). Returns it. */
+static int set_broken(struct stripe_conn *s, int err)
+{
+	if (!s->broken) {
+		s->broken = err;
+		snprintf(s->why, sizeof(s->why), "%s", kvmig_last_error());
+	}
+	return s->broken;
+}
+
+/* The sticky failure, its sentence recorded again. */
+static int broken(const struct stripe_conn *s)
+{
+	return s->why[0] ? kvmig_err(s->broken, "%s", s->why) : s->broken;
+}
 
 /* One registration on every path. */
 struct stripe_reg {
@@ -64,18 +84,11 @@ int xport_stripe(const struct xport_ops *inner, struct xport_conn **paths, unsig
 {
 	struct stripe_conn *s;
 
-	if (n < 2 || n > KVMIG_WIRE_MAX_PATHS || !inner->wait_fds || !inner->local_addr) {
-		for (unsigned i = 0; i < n; i++)
-			if (paths[i])
-				inner->close(&paths[i]);
+	if (n < 2 || n > KVMIG_WIRE_MAX_PATHS || !inner->wait_fds || !inner->local_addr)
 		return kvmig_err(-EINVAL, "cannot stripe %u %s connections (2..%u)", n, inner->name,
 				 KVMIG_WIRE_MAX_PATHS);
-	}
-	if (!(s = calloc(1, sizeof(*s)))) {
-		for (unsigned i = 0; i < n; i++)
-			inner->close(&paths[i]);
+	if (!(s = calloc(1, sizeof(*s))))
 		return -ENOMEM;
-	}
 	s->base.ops = &kvmig_xport_stripe;
 	s->in = inner;
 	s->n = n;
@@ -152,10 +165,10 @@ static int path_failed(struct stripe_conn *s, unsigned k, int err)
 	if (!s->err[k])
 		s->err[k] = err;
 	if (k == 0 || s->inflight[k] || s->serving) {
-		if (!s->broken)
-			s->broken = k == 0 ? err :
-				kvmig_err_prefix(err, "connection %u of %u", k + 1, s->n);
-		return s->broken;
+		if (!s->broken && k)
+			kvmig_err_prefix(err, "connection %u of %u", k + 1, s->n);
+		set_broken(s, err);
+		return broken(s);
 	}
 	kvmig_clear_error();
 	return 0;
@@ -171,27 +184,23 @@ static int stripe_ctl_pop(struct xport_conn *c, struct xport_msg **m)
 	for (unsigned k = 1; k < s->n; k++) {
 		if (s->err[k] || s->in->ctl_pop(s->p[k], m) != 0)
 			continue;
-		s->broken = kvmig_err(-EBADMSG, "peer %s sent a control message (type %u) on "
-				      "connection %u of %u, which carries only reads",
-				      s->in->peer_addr(s->p[0]), (*m)->hdr.type, k + 1, s->n);
+		set_broken(s, kvmig_err(-EBADMSG, "peer %s sent a control message (type %u) on "
+					"connection %u of %u, which carries only reads",
+					s->in->peer_addr(s->p[0]), (*m)->hdr.type, k + 1, s->n));
 		free((*m)->payload);
 		free(*m);
 		*m = NULL;
-		return s->broken;
+		return broken(s);
 	}
-	if (s->broken && !s->err[0]) {
+	if (s->broken && !s->err[0] && s->in->drain) {
 		/* Another path broke: the first may hold the peer's last words
-		 * (its ABORT, sent before it closed the rest). What is there is
-		 * read, one message per progress(), up to a bound. */
-		struct kvmig_err_saved keep;
-
-		kvmig_err_save(&keep);
-		for (int i = 0; i < 64 && s->in->progress(s->p[0], 0, -1) > 0; i++)
-			if (s->in->ctl_pop(s->p[0], m) == 0)
-				return 0;
-		kvmig_err_restore(&keep, 0);
+		 * (its ABORT, sent before it closed the rest): what is there is
+		 * read, and no read is served any more. */
+		s->in->drain(s->p[0]);
+		if (s->in->ctl_pop(s->p[0], m) == 0)
+			return 0;
 	}
-	return s->broken ? s->broken : -EAGAIN;
+	return s->broken ? broken(s) : -EAGAIN;
 }
 
 static int stripe_reg_remote(struct xport_conn *c, void *base, uint64_t len,
@@ -208,7 +217,12 @@ static int stripe_reg_remote(struct xport_conn *c, void *base, uint64_t len,
 	for (unsigned k = 0; k < s->n && !ret; k++) {
 		struct kvmig_rkey one;
 
-		if (!s->p[k])
+		/* A path that failed before anything was registered (nothing
+		 * mattered then) fails the registration: never a key for it. */
+		if (s->err[k])
+			ret = kvmig_err(s->err[k], "connection %u of %u to %s failed", k + 1, s->n,
+					s->in->peer_addr(s->p[0]));
+		else if (!s->p[k])
 			ret = kvmig_err(-ECONNRESET, "connection %u of %u is gone", k + 1, s->n);
 		else if ((ret = s->in->reg_remote(s->p[k], base, len, &one, &r->h[k])) < 0)
 			break;
@@ -301,28 +315,31 @@ static int stripe_post_reads(struct xport_conn *c, struct xport_read **rds, unsi
 	int ret;
 
 	if (s->broken)
-		return s->broken;
+		return broken(s);
 	for (unsigned i = 0; i <= n; i++) {
 		/* Flush a full batch, and every batch at the end. */
 		for (unsigned k = 0; k < s->n; k++) {
 			if (!nb[k] || (i < n && nb[k] < KVMIG_ARRAY_SIZE(batch[k])))
 				continue;
 			if (s->err[k])
-				return s->broken = kvmig_err(s->err[k], "connection %u of %u to %s "
-							     "failed earlier: %s", k + 1, s->n,
-							     s->in->peer_addr(s->p[0]),
-							     strerror(-s->err[k]));
+				return set_broken(s, kvmig_err(s->err[k], "connection %u of %u to %s "
+							       "failed earlier: %s", k + 1, s->n,
+							       s->in->peer_addr(s->p[0]),
+							       strerror(-s->err[k])));
 			if ((ret = s->in->post_reads(s->p[k], batch[k], nb[k])) < 0) {
 				s->err[k] = ret;
-				return s->broken = kvmig_err_prefix(ret, "connection %u of %u", k + 1,
-								    s->n);
+				return set_broken(s, kvmig_err_prefix(ret, "connection %u of %u", k + 1,
+								      s->n));
 			}
 			nb[k] = 0;
 		}
 		if (i == n)
 			break;
 		struct xport_read *rd = rds[i];
-		unsigned k = pick_path(s), klen = rd->key.len / s->n;
+		/* A page's reads on one path: they land in order, so its hash
+		 * streams as they land (recv_pages.c). */
+		unsigned k = rd->ctx == s->last_ctx && !s->err[s->last_path] ? s->last_path :
+			     pick_path(s), klen = rd->key.len / s->n;
 
 		if (!klen || rd->key.len % s->n)
 			return kvmig_err(-EFAULT, "a read with a %u-byte key: not a key of %u %s paths",
@@ -332,6 +349,8 @@ static int stripe_post_reads(struct xport_conn *c, struct xport_read **rds, unsi
 		memmove(rd->key.b, rd->key.b + k * klen, klen);
 		rd->key.len = (uint8_t)klen;
 		rd->path = (uint8_t)k;
+		s->last_ctx = rd->ctx;
+		s->last_path = k;
 		s->inflight[k] += rd->len;
 		batch[k][nb[k]++] = rd;
 	}
@@ -385,7 +404,7 @@ static int turn(struct stripe_conn *s)
 		if (r > 0)
 			heard = 1;
 		else if (r < 0 && path_failed(s, k, r) < 0 && !heard)
-			return s->broken;
+			return broken(s);
 	}
 	return heard;
 }
@@ -398,7 +417,7 @@ static int stripe_progress(struct xport_conn *c, int timeout_ms, int wake_fd)
 	int slice = KVMIG_MAX(10, s->timeout_ms / 8);
 
 	if (s->broken)
-		return s->broken;
+		return broken(s);
 	for (;;) {
 		struct pollfd pfd[KVMIG_WIRE_MAX_PATHS * FDS_PER_PATH + 2];
 		int nfd = 0, r, left;

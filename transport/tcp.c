@@ -148,7 +148,7 @@ static int tcp_listen(const char *addr, struct xport_listener **ret)
 		return kvmig_err(err, "cannot create a socket for %s: %s", addr, strerror(-err));
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4) < 0) {
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 16) < 0) {
 		err = -errno;
 		freeaddrinfo(res);
 		close(fd);

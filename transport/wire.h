@@ -53,7 +53,8 @@ enum kvmig_msg_type {
 	KVMIG_MSG_RECORDS = 17,        /* unresolved records naming the peer's pager */
 	KVMIG_MSG_PATHS = 18,          /* more connections: asked (sender), where (receiver) */
 	KVMIG_MSG_JOIN = 19,           /* the first frame on a migration's extra connection */
-	KVMIG_MSG_LAST = KVMIG_MSG_JOIN,
+	KVMIG_MSG_JOINED = 20,         /* receiver, empty: every extra connection joined */
+	KVMIG_MSG_LAST = KVMIG_MSG_JOINED,
 };
 
 struct kvmig_wire_hdr {

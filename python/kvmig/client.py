@@ -115,9 +115,10 @@ class Client:
 
     def migrate(self, seqs: list, to: str, *, mode: str = "move", live: Any = None,
                 transport: Optional[str] = None, timeout_ms: Optional[int] = None,
-                idempotency_key: Optional[str] = None) -> str:
+                paths: Optional[int] = None, idempotency_key: Optional[str] = None) -> str:
         """Start moving (or copying) ``seqs`` to the agent whose data address is ``to``.
-        ``live``: True, or {"max_downtime_ms": N, "max_rounds": K}. Returns the id."""
+        ``live``: True, or {"max_downtime_ms": N, "max_rounds": K}. ``paths``: connections
+        to each of the destination's path addresses (1..8). Returns the id."""
         body: dict = {"seqs": list(seqs), "to": to, "mode": mode}
         if live is not None:
             body["live"] = live
@@ -125,6 +126,8 @@ class Client:
             body["transport"] = transport
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
+        if paths is not None:
+            body["paths"] = paths
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
         return self.request("POST", "/v1/migrations", body)["id"]

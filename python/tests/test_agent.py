@@ -165,6 +165,28 @@ def test_migration_end_to_end(agents):
     assert pg["used_pages"] == 8 and pg["free_pages"] == 56 and pg["capacity_pages"] == 64
 
 
+def test_migration_over_several_paths(agents):
+    """A start's "paths" with the destination's --devices: 3 x 2 connections, byte for
+    byte; a bad "paths" is refused and starts nothing."""
+    pa, pb = agents.pager(), agents.pager(seqs=0)
+    a, b = agents("a", pa), agents("b", pb, "--devices", "127.0.0.1,127.0.0.1")
+    before = contents(pa)
+    for bad in (0, 9, "2", -1):
+        with pytest.raises(kvmig.AgentError) as e:
+            a.c.migrate(["seq-0"], to=b.data, paths=bad)
+        assert e.value.status == 400 and "paths" in str(e.value), e.value
+    assert a.c.migrations() == []
+    mid = a.c.migrate(["seq-1", "seq-3"], to=b.data, paths=3)
+    m = a.c.wait(mid, 20)
+    assert m["state"] == "committed", m
+    assert m["paths"] == 3 and m["connections"] == 6 and m["pages"] == 8, m
+    after = contents(pb)
+    assert {s: after[s] for s in after} == {s: before[s] for s in ("seq-1", "seq-3")}
+    d = b.c.wait(until(lambda: dest_migration(b), what="destination entry")["id"], 10)
+    assert d["state"] == "committed" and d["connections"] == 6, d
+    assert records(pa) == [] and records(pb) == []
+
+
 def curl(agent, *args):
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # (sanitizer runs)
     r = subprocess.run(["curl", "-sS", "--unix-socket", agent.sock, "-w", "\n%{http_code}",
@@ -229,7 +251,8 @@ def test_delete_mid_transfer(agents):
     pa, pb, a, b, before, mid = stalled_move(agents, 1500)
     until(lambda: a.c.migration(mid)["phase"] == "transfer" if "phase" in a.c.migration(mid)
           else False, what="transfer")
-    assert used_pages(pb) > 0  # the destination allocated its pages
+    # the destination allocates its pages once the OFFER lands, just after
+    until(lambda: used_pages(pb) > 0, what="the destination's allocation")
     r = a.c.abort(mid)
     assert r["abort_requested"] is True
     m = a.c.wait(mid, 20)

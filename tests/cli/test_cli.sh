@@ -17,7 +17,7 @@ cleanup() {
 	"$KVMIG" pager rm --force shm:$SRC 2>/dev/null
 	"$KVMIG" pager rm --force shm:$DST 2>/dev/null
 	"$KVMIG" pager rm --force shm:$BIG 2>/dev/null
-	for p in ma mb mc md me mf mg mh mi mj mk ml mm mn mo mp; do "$KVMIG" pager rm --force shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
+	for p in ma mb mc md me mf mg mh mi mj mk ml mm mn mo mp mq; do "$KVMIG" pager rm --force shm:kvmig-cli-$p-$$ >/dev/null 2>&1; done
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -341,6 +341,27 @@ PY
 grep -q "2 sequences" "$T/show" && ok "destination holds the two sequences" || bad "destination seqs"
 grep -q "3 sequences" "$T/out" 2>/dev/null; "$KVMIG" pager show shm:$MA | grep -q "3 sequences" \
 	&& ok "copy mode keeps the source" || bad "copy mode keeps the source"
+
+# Several paths: --streams 3 to a receiver with two path hosts (both this
+# host): six connections, said in both results; the flags' usage errors.
+"$KVMIG" pager init shm:kvmig-cli-mq-$$ --preset tiny --capacity 32 >/dev/null
+start_recv kvmig-cli-mq-$$ --devices 127.0.0.1,127.0.0.1
+expect 0 "send --streams 3 to two path hosts" "$KVMIG" send --to "$ADDR" --pager shm:$MA --json \
+	--seqs seq-1 --mode copy --streams 3
+wait $RPID; rc=$?
+[ $rc -eq 0 ] && ok "recv --devices exit 0" || { bad "recv --devices exit $rc"; cat "$T/recv.err"; }
+$PY - "$T/out" "$T/recv.json" <<'PY' && ok "both results say 6 paths" || bad "both results say 6 paths"
+import json, sys
+for f in sys.argv[1:]:
+    r = [json.loads(l) for l in open(f)][-1]
+    assert r["event"] == "result" and r["paths"] == 6 and r["pages_verified"] == 5, r
+PY
+expect_err 2 "1 to 8" "send --qps 9" "$KVMIG" send --to 127.0.0.1:1 --pager shm:$MA --qps 9
+expect_err 2 "option of send" "recv --paths" "$KVMIG" recv --pager shm:$MB --paths 2
+expect_err 2 "option of recv" "send --devices" "$KVMIG" send --to 127.0.0.1:1 --pager shm:$MA \
+	--devices 127.0.0.1
+expect_err 1 "wildcard" "recv --devices 0.0.0.0: refused before listening, named" \
+	"$KVMIG" recv --listen 127.0.0.1:0 --pager shm:kvmig-cli-mq-$$ --devices 0.0.0.0
 
 # Meta mismatch: exit 4 on both sides, one-line errors naming it.
 start_recv $MC

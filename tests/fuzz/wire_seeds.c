@@ -133,6 +133,7 @@ static void make(void)
 		snprintf(pp.addrs[1], sizeof(pp.addrs[1]), "[fd00::2]:40002");
 		ok(kvmig_wire_put_paths(seed("paths"), &pp), "PATHS");
 		ok(kvmig_wire_put_join(seed("join"), &j), "JOIN");
+		ok(kvmig_wire_put_empty(seed("joined"), KVMIG_MSG_JOINED), "JOINED");
 	}
 	/* Whole conversations, one side's frames each. */
 	b = seed("sender-stream");

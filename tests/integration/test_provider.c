@@ -22,7 +22,9 @@
  * bytes; a read past the end of the registration, one with a wrong key and
  * one with a key revoked by dereg are refused (an error, never bytes); a
  * peer that dies is noticed, and one that goes silent times out, each within
- * the timeout; the cancel fd ends a wait.
+ * the timeout; the cancel fd ends a wait; progress with timeout 0 never waits
+ * and the wait_fds wake for the peer's next message; local_addr names the
+ * listener's host.
  */
 #include <poll.h>
 #include <setjmp.h>
@@ -392,7 +394,37 @@ static void run_row(size_t row)
 		switch (kind) {
 		case S_READS: {
 			struct xport_read rds[20];
+			struct pollfd pf[4];
+			struct xport_msg *m = NULL;
+			char local[96], host[80], port[16];
 			unsigned n = 0;
+			int nf, heard = 0;
+
+			/* progress with timeout 0 never waits nor times out; then the
+			 * wait_fds become readable when the peer sends (stripe.c
+			 * waits on several connections so). */
+			t0 = kvmig_now();
+			assert_true(ops->progress(s.c, 0, -1) >= 0);
+			assert_true(kvmig_now() - t0 < 0.5);
+			nf = ops->wait_fds(s.c, pf, 4);
+			assert_true(nf >= 1 && nf <= 4);
+			send_cmd(&s, "ping");
+			t0 = kvmig_now();
+			while (!heard && kvmig_now() - t0 < timeout_for(ops) / 1000.0) {
+				assert_true(poll(pf, (nfds_t)nf, timeout_for(ops)) > 0);
+				if ((ret = ops->progress(s.c, 0, -1)) < 0)
+					fail_msg("%s: progress(0): %s", ops->name, kvmig_last_error());
+				while (ops->ctl_pop(s.c, &m) == 0) {
+					heard = m->hdr.type == KVMIG_MSG_ABORT;
+					free(m->payload);
+					free(m);
+				}
+			}
+			assert_true(heard);
+			/* This side's address: the listener's host. */
+			assert_int_equal(ops->local_addr(s.c, local, sizeof(local)), 0);
+			assert_int_equal(kvmig_addr_split(local, host, sizeof(host), port, sizeof(port)), 0);
+			assert_int_equal(strncmp(listen_addr, host, strlen(host)), 0);
 
 			/* The whole registration in 64 KiB reads. */
 			for (uint32_t off = 0; off < BUF_BYTES; off += 65536)
