@@ -698,6 +698,15 @@ static int check_opts(const struct kvmig_agent_opts *o)
 		return kvmig_err(-EINVAL, "timeout %u ms is outside 1 ms..1 h", o->timeout_ms);
 	if (o->hash_ahead_ms > 3600u * 1000)
 		return kvmig_err(-EINVAL, "hash_ahead_ms %u is more than an hour", o->hash_ahead_ms);
+	if (o->path_hosts) { /* refused now, not by every migration that arrives */
+		struct kvmig_migrate_opts mo;
+		int err;
+
+		kvmig_migrate_opts_init(&mo);
+		mo.path_hosts = o->path_hosts;
+		if ((err = kvmig_migrate_opts_check(&mo)) < 0)
+			return err;
+	}
 	if (o->control_socket && (!o->control_socket[0] || strlen(o->control_socket) >= 108))
 		return kvmig_err(-EINVAL, "control socket path \"%s\" is empty or longer than 107 "
 				 "bytes", o->control_socket);

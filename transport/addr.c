@@ -47,6 +47,43 @@ int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, s
 	return 0;
 }
 
+int kvmig_addr_numeric(const char *host, int *loopback)
+{
+	char h[INET6_ADDRSTRLEN + 2];
+	unsigned char a[16];
+	size_t n = host ? strlen(host) : 0;
+	uint32_t v4;
+
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']') { /* "[v6]" */
+		host++;
+		n -= 2;
+	}
+	if (!n || n >= sizeof(h))
+		return -EINVAL;
+	memcpy(h, host, n);
+	h[n] = '\0';
+	if (inet_pton(AF_INET, h, a) == 1) {
+		memcpy(&v4, a, 4);
+	} else if (inet_pton(AF_INET6, h, a) == 1) {
+		static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+		static const unsigned char zero[16] = { 0 };
+
+		if (!memcmp(a, zero, 16))
+			return -EADDRNOTAVAIL; /* :: */
+		if (memcmp(a, mapped, 12)) { /* plain v6 */
+			*loopback = !memcmp(a, zero, 15) && a[15] == 1;
+			return 0;
+		}
+		memcpy(&v4, a + 12, 4); /* ::ffff:a.b.c.d is a.b.c.d */
+	} else {
+		return -EINVAL;
+	}
+	if (!v4)
+		return -EADDRNOTAVAIL; /* 0.0.0.0 */
+	*loopback = (ntohl(v4) >> 24) == 127;
+	return 0;
+}
+
 int kvmig_addr_check(const char *addr)
 {
 	char host[256], port[8];

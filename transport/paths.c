@@ -18,15 +18,15 @@
  * Every wait ends by the handshake's deadline. The receiver's listeners live
  * only while the paths join.
  */
-#include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
 #include "transport/session.h"
 #include "util/internal.h"
 
-#define JOIN_MS 2000 /* a new connection's JOIN must come within this */
+#define JOIN_MS 1000 /* a new connection's JOIN must come within this */
 
 /* Whether paths_connect() has anything to do: the HELLO flag says so. */
 int paths_wanted(const struct session *ses)
@@ -58,33 +58,30 @@ static int switch_to_stripe(struct session *ses, struct xport_conn **paths, unsi
 	return 0;
 }
 
-static int is_loopback(const char *host)
-{
-	struct in_addr a4;
-
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	return !strcmp(host, "::1");
-}
-
 /*
  * An address the receiver named for a path: numeric (no name to resolve:
- * no lookup a hostile receiver chooses), not a wildcard, and loopback only
- * when the first connection is. Return 0 or -EPROTO naming it.
+ * no lookup a hostile receiver chooses), not a wildcard (IPv4-mapped ones
+ * included), a port 1..65535, and loopback only when the first connection
+ * is. Return 0 or -EPROTO naming it.
  */
 static int check_path_addr(struct session *ses, const char *addr)
 {
 	char host[KVMIG_WIRE_MAX_ADDR + 1], port[16], peer[KVMIG_WIRE_MAX_ADDR + 1], pport[16];
-	unsigned char any[16] = { 0 }, a[16];
-	int v6;
+	int lo = 0, peer_lo = 0;
+	char *end;
+	unsigned long pn;
 
 	if (kvmig_addr_split(addr, host, sizeof(host), port, sizeof(port)) < 0 ||
-	    ((v6 = inet_pton(AF_INET6, host, a) == 1) == 0 && inet_pton(AF_INET, host, a) != 1) ||
-	    !memcmp(a, any, v6 ? 16 : 4) || !strcmp(port, "0"))
+	    kvmig_addr_numeric(host, &lo) < 0 || (pn = strtoul(port, &end, 10)) < 1 ||
+	    pn > 65535 || *end || port[0] == '+' || port[0] == '-') {
+		kvmig_clear_error();
 		return kvmig_err(-EPROTO, "the receiver named path address \"%s\": not a numeric "
 				 "host:port of one of its interfaces", addr);
+	}
 	if (kvmig_addr_split(ses->ops->peer_addr(ses->c), peer, sizeof(peer), pport,
-			     sizeof(pport)) == 0 && is_loopback(host) && !is_loopback(peer))
+			     sizeof(pport)) < 0 || kvmig_addr_numeric(peer, &peer_lo) < 0)
+		peer_lo = 0;
+	if (lo && !peer_lo)
 		return kvmig_err(-EPROTO, "the receiver named path address %s, a loopback address, "
 				 "but it is not on this host", addr);
 	return 0;
@@ -204,7 +201,8 @@ static int take_join(struct session *ses, struct xport_conn *c, const struct kvm
 
 	if (ses->until > 0 && ses->until < until)
 		until = ses->until;
-	ops->set_timeout(c, JOIN_MS);
+	/* Its frame's own deadline too: a JOIN trickled in cannot pass ours. */
+	ops->set_timeout(c, KVMIG_MAX(1, (int)((until - kvmig_now()) * 1000.0)));
 	ops->set_cancel(c, ses->o.cancel_fd);
 	while ((ret = ops->ctl_pop(c, &m)) == -EAGAIN) {
 		int left = (int)((until - kvmig_now()) * 1000.0);
@@ -262,7 +260,7 @@ int paths_accept(struct session *ses)
 	char hosts[KVMIG_WIRE_MAX_PATHS][KVMIG_WIRE_MAX_ADDR + 1];
 	const struct xport_ops *ops = ses->ops;
 	struct xport_msg *m = NULL;
-	unsigned n_hosts = 0, total = 0, joined = 1, h = 0;
+	unsigned n_hosts = 0, total = 0, joined = 1, h = 0, strangers = 0;
 	int ret;
 
 	if ((ret = session_wait_msg(ses, -1, &m)) < 0)
@@ -308,8 +306,10 @@ int paths_accept(struct session *ses)
 		unsigned ix = 0;
 
 		if (ses->until > 0 && kvmig_now() >= ses->until) {
-			ret = kvmig_err(-ETIMEDOUT, "the sender made %u of its %u connections within "
-					"%u ms", joined, total, ses->o.timeout_ms);
+			ret = kvmig_err(-ETIMEDOUT, "%u of the sender's %u connections joined within "
+					"%u ms (%u other connections to the path ports were closed: "
+					"silent, or without the token)", joined, total,
+					ses->o.timeout_ms, strangers);
 			goto out;
 		}
 		ret = ops->accept(ls[h], KVMIG_MIN(ms_to_deadline(ses), n_hosts > 1 ? 50 : 200),
@@ -328,6 +328,7 @@ int paths_accept(struct session *ses)
 		}
 		if (ret == 1 || ix % n_hosts != h || paths[ix]) {
 			ops->close(&c); /* not ours, at the wrong address, or a second of a slot */
+			strangers++;
 			continue;
 		}
 		paths[ix] = c;

@@ -208,6 +208,9 @@ struct xport_ops {
 	/* The descriptors to poll (POLLIN) for this connection's next
 	 * progress(); up to @max of them into @out. Return their count. */
 	int (*wait_fds)(struct xport_conn *c, struct pollfd *out, int max);
+	/* The connection's sticky failure (-errno), or 0: progress() may have
+	 * returned 1 for what it handled before the failure. */
+	int (*failed)(const struct xport_conn *c);
 	void (*counters)(const struct xport_conn *c, struct xport_counters *out);
 	/*
 	 * After the connection broke: queue the control messages the peer sent
@@ -242,6 +245,10 @@ struct sockaddr_storage;
 int kvmig_addr_split(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
 /* getaddrinfo() for a stream socket (@passive: to bind). Return 0 or -EINVAL. */
 int kvmig_addr_resolve(const char *addr, int passive, struct addrinfo **res);
+/* Whether @host ("a.b.c.d", "v6" or "[v6]"; IPv4-mapped v6 as its v4) is a
+ * numeric address of one interface: 0 (and *loopback), -EINVAL (not
+ * numeric: a name), -EADDRNOTAVAIL (a wildcard). Records no message. */
+int kvmig_addr_numeric(const char *host, int *loopback);
 /* Print @ss as "a.b.c.d:port" or "[v6]:port". */
 void kvmig_addr_format(const struct sockaddr_storage *ss, char *buf, size_t len);
 

@@ -162,6 +162,11 @@ static int verbs_wait_fds(struct xport_conn *xc, struct pollfd *out, int max)
 	return 2;
 }
 
+static int verbs_failed(const struct xport_conn *xc)
+{
+	return kvmig_container_of(xc, const struct verbs_conn, base)->broken;
+}
+
 static void verbs_counters(const struct xport_conn *xc, struct xport_counters *out)
 {
 	/* One-sided reads: the sender's CPU never sees them. */
@@ -190,5 +195,6 @@ const struct xport_ops kvmig_xport_rdma = {
 	.reap = verbs_reap,
 	.progress = verbs_progress,
 	.wait_fds = verbs_wait_fds,
+	.failed = verbs_failed,
 	.counters = verbs_counters,
 };

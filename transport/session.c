@@ -74,6 +74,8 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 
 		for (;;) {
 			size_t len = strcspn(h, ",");
+			char one[KVMIG_WIRE_MAX_ADDR];
+			int lo, kind;
 
 			/* A host, room for ":port" after it; no spaces, printable. */
 			if (!len || len > KVMIG_WIRE_MAX_ADDR - 8 || ++n > KVMIG_MAX_PATHS)
@@ -81,16 +83,13 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 						 "comma-separated, each 1..%u characters",
 						 ses->o.path_hosts, KVMIG_MAX_PATHS,
 						 KVMIG_WIRE_MAX_ADDR - 8);
-			if ((len == 7 && !strncmp(h, "0.0.0.0", 7)) || (len == 2 && !strncmp(h, "::", 2)) ||
-			    (len == 4 && !strncmp(h, "[::]", 4)))
-				return kvmig_err(-EINVAL, "path hosts \"%s\": a wildcard address names "
-						 "no device; give each device's own address",
-						 ses->o.path_hosts);
-			for (size_t i = 0; i < len; i++)
-				if (h[i] <= ' ' || h[i] > '~')
-					return kvmig_err(-EINVAL, "path hosts \"%s\": a host has "
-							 "byte 0x%02x", ses->o.path_hosts,
-							 (unsigned char)h[i]);
+			snprintf(one, sizeof(one), "%.*s", (int)len, h);
+			if ((kind = kvmig_addr_numeric(one, &lo)) < 0)
+				return kvmig_err(-EINVAL, "path hosts \"%s\": \"%s\" is %s; give each "
+						 "device's own address (a.b.c.d or v6, no port)",
+						 ses->o.path_hosts, one, kind == -EADDRNOTAVAIL ?
+						 "a wildcard, which names no device" :
+						 "not a numeric address");
 			if (!h[len])
 				break;
 			h += len + 1;
@@ -115,6 +114,15 @@ int session_init(struct session *ses, const struct kvmig_migrate_opts *opts, enu
 	return 0;
 }
 
+
+int kvmig_migrate_opts_check(const struct kvmig_migrate_opts *opts)
+{
+	struct session ses;
+	int ret = session_init(&ses, opts, ROLE_RECEIVER);
+
+	session_fini(&ses);
+	return ret;
+}
 
 void session_connected(struct session *ses)
 {

@@ -84,7 +84,8 @@ int xport_stripe(const struct xport_ops *inner, struct xport_conn **paths, unsig
 {
 	struct stripe_conn *s;
 
-	if (n < 2 || n > KVMIG_WIRE_MAX_PATHS || !inner->wait_fds || !inner->local_addr)
+	if (n < 2 || n > KVMIG_WIRE_MAX_PATHS || !inner->wait_fds || !inner->local_addr ||
+	    !inner->failed)
 		return kvmig_err(-EINVAL, "cannot stripe %u %s connections (2..%u)", n, inner->name,
 				 KVMIG_WIRE_MAX_PATHS);
 	if (!(s = calloc(1, sizeof(*s))))
@@ -394,6 +395,8 @@ static int turn(struct stripe_conn *s)
 {
 	int heard = 0;
 
+	if (s->broken)
+		return broken(s);
 	for (unsigned k = 0; k < s->n; k++) {
 		int r;
 
@@ -401,10 +404,18 @@ static int turn(struct stripe_conn *s)
 			continue;
 		r = s->in->progress(s->p[k], 0, -1);
 		take_done(s, k);
-		if (r > 0)
+		if (r > 0) {
 			heard = 1;
-		else if (r < 0 && path_failed(s, k, r) < 0 && !heard)
-			return broken(s);
+			/* It handled frames, then failed: the failure is known now
+			 * (what came before it is queued and comes first). */
+			if ((r = s->in->failed(s->p[k])) == 0)
+				continue;
+			if (path_failed(s, k, r) < 0)
+				return 1;
+		} else if (r < 0 && path_failed(s, k, r) < 0)
+			/* Broken: no other path gets a turn (each could hold its own
+			 * timeout in a frame it began); what arrived comes first. */
+			return heard ? 1 : broken(s);
 	}
 	return heard;
 }
@@ -445,6 +456,11 @@ static int stripe_progress(struct xport_conn *c, int timeout_ms, int wake_fd)
 		if (s->cancel_fd >= 0 && pfd[nfd - 2].revents)
 			return kvmig_err(-ECANCELED, "interrupted");
 	}
+}
+
+static int stripe_failed(const struct xport_conn *c)
+{
+	return to_cstripe(c)->broken;
 }
 
 static int stripe_wait_fds(struct xport_conn *c, struct pollfd *out, int max)
@@ -504,6 +520,7 @@ const struct xport_ops kvmig_xport_stripe = {
 	.reap = stripe_reap,
 	.progress = stripe_progress,
 	.wait_fds = stripe_wait_fds,
+	.failed = stripe_failed,
 	.counters = stripe_counters,
 	.drain = stripe_drain,
 };

@@ -739,6 +739,11 @@ static int tcp_wait_fds(struct xport_conn *xc, struct pollfd *out, int max)
 	return 1;
 }
 
+static int tcp_failed(const struct xport_conn *xc)
+{
+	return kvmig_container_of(xc, const struct tcp_conn, base)->broken;
+}
+
 static int tcp_local_addr(const struct xport_conn *xc, char *buf, size_t len)
 {
 	const struct tcp_conn *c = kvmig_container_of(xc, const struct tcp_conn, base);
@@ -798,6 +803,7 @@ const struct xport_ops kvmig_xport_tcp = {
 	.reap = tcp_reap,
 	.progress = tcp_progress,
 	.wait_fds = tcp_wait_fds,
+	.failed = tcp_failed,
 	.counters = tcp_counters,
 	.drain = tcp_drain,
 };

@@ -149,6 +149,14 @@ struct kvmig_round_stats {
 /* kvmig_migrate_opts_init() - set the defaults documented above. */
 KVMIG_API void kvmig_migrate_opts_init(struct kvmig_migrate_opts *opts);
 
+/*
+ * kvmig_migrate_opts_check() - whether a migration would take @opts: 0, or
+ * what kvmig_migrate_send / _recv would refuse them with (-EINVAL naming the
+ * option, -EPROTONOSUPPORT for a transport not built), so a long-running
+ * receiver refuses a bad option when it starts, not at every migration.
+ */
+KVMIG_API int kvmig_migrate_opts_check(const struct kvmig_migrate_opts *opts);
+
 struct kvmig_migrate_stats {
 	uint32_t pages;          /* pages moved */
 	uint32_t seqs;           /* sequences moved */
