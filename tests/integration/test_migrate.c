@@ -1479,6 +1479,50 @@ static void test_trickling_sender(void **state)
 }
 
 static int fake_rcvbuf; /* > 0: the fake receiver's socket receive buffer */
+static unsigned fake_paths; /* > 1: the fake asks for that many paths */
+static int fake_path_fd[KVMIG_WIRE_MAX_PATHS]; /* [0] the first connection */
+
+/* The fake receiver's side of the paths' set-up: listen, answer PATHS,
+ * take every JOIN into its slot, say JOINED. */
+static void fake_paths_accept(int fd)
+{
+	struct sockaddr_in sa = { 0 };
+	socklen_t sl = sizeof(sa);
+	struct kvmig_msg_paths pp = { .per_addr = (uint8_t)fake_paths, .n_addrs = 1,
+				      .token = { 4, 2 } };
+	struct kvmig_msg_join j;
+	struct kvmig_wbuf b = { 0 };
+	uint8_t *p;
+	uint32_t len;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fake_rcvbuf)
+		setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &fake_rcvbuf, sizeof(fake_rcvbuf));
+	sa.sin_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(pp.addrs[0], sizeof(pp.addrs[0]), "127.0.0.1:%u", ntohs(sa.sin_port));
+	assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_PATHS);
+	free(p);
+	assert_int_equal(kvmig_wire_put_paths(&b, &pp), 0);
+	raw_send(fd, &b);
+	fake_path_fd[0] = fd;
+	for (unsigned i = 1; i < fake_paths; i++) {
+		int c = accept(lfd, NULL, NULL);
+
+		assert_true(c >= 0);
+		assert_int_equal(raw_recv(c, &p, &len), KVMIG_MSG_JOIN);
+		assert_int_equal(kvmig_wire_get_join(p, len, &j), 0);
+		free(p);
+		fake_path_fd[j.index] = c;
+	}
+	close(lfd);
+	assert_int_equal(kvmig_wire_put_empty(&b, KVMIG_MSG_JOINED), 0);
+	raw_send(fd, &b);
+	kvmig_wbuf_free(&b);
+}
 
 /* Accept a real sender and complete the handshake; returns the socket. */
 static int fake_receiver_start(struct kvmig_listener **l, pid_t *s, struct side *ss,
@@ -1503,7 +1547,7 @@ static int fake_receiver_start(struct kvmig_listener **l, pid_t *s, struct side 
 	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(sa.sin_port));
 	*l = NULL;
-	ss->o.paths = 0; /* this fake speaks the one-connection protocol */
+	ss->o.paths = fake_paths > 1 ? fake_paths : 0; /* else one connection */
 	*s = fork_sender(addr, ss);
 	fd = accept(lfd, NULL, NULL);
 	close(lfd);
@@ -1515,6 +1559,8 @@ static int fake_receiver_start(struct kvmig_listener **l, pid_t *s, struct side 
 	raw_send(fd, &b);
 	kvmig_wbuf_free(&b);
 	raw_records(fd, 0);
+	if (fake_paths > 1)
+		fake_paths_accept(fd);
 	assert_int_equal(raw_recv(fd, &p, &len), KVMIG_MSG_REGIONS);
 	assert_int_equal(kvmig_wire_get_regions(p, len, rg), 0);
 	free(p);
@@ -1570,7 +1616,7 @@ static void test_bad_range_request(void **state)
  * progress, but the sender must still give up within its timeout and
  * resume its pager, not stay paused for as long as the reader likes.
  */
-static void test_slow_reader(void **state)
+static void slow_reader(unsigned paths)
 {
 	struct kvmig_listener *l;
 	struct kvmig_msg_regions rg;
@@ -1592,19 +1638,29 @@ static void test_slow_reader(void **state)
 	side_init(&ss);
 	ss.o.timeout_ms = 1000;
 	fake_rcvbuf = 4096;
+	fake_paths = paths;
 	fd = fake_receiver_start(&l, &s, &ss, &rg, &of);
 	fake_rcvbuf = 0;
-	for (uint32_t i = 0; i < of.n; i++)
-		for (uint32_t j = 0; j < of.pages[i].n_ext; j++) {
-			const struct kvmig_wire_extent *x = &of.pages[i].ext[j];
-			struct kvmig_msg_read_req q = { id++, x->addr, (uint32_t)x->len, rg.r[0].key };
+	fake_paths = 0;
+	/* Every path asks for every page and reads nothing back. */
+	for (unsigned path = 0; path < paths; path++) {
+		for (uint32_t i = 0; i < of.n; i++)
+			for (uint32_t j = 0; j < of.pages[i].n_ext; j++) {
+				const struct kvmig_wire_extent *x = &of.pages[i].ext[j];
+				struct kvmig_msg_read_req q = { id++, x->addr, (uint32_t)x->len,
+								rg.r[0].key };
 
-			for (uint32_t k = 0; k < rg.n; k++)
-				if (x->addr >= rg.r[k].addr && x->addr - rg.r[k].addr < rg.r[k].len)
-					q.key = rg.r[k].key;
-			assert_int_equal(kvmig_wire_put_read_req(&b, &q), 0);
-		}
-	raw_send(fd, &b);
+				for (uint32_t k = 0; k < rg.n; k++)
+					if (x->addr >= rg.r[k].addr &&
+					    x->addr - rg.r[k].addr < rg.r[k].len)
+						q.key = rg.r[k].key;
+				/* this path's own key: its slice of the striped one */
+				q.key.len = (uint8_t)(q.key.len / paths);
+				memmove(q.key.b, q.key.b + path * q.key.len, q.key.len);
+				assert_int_equal(kvmig_wire_put_read_req(&b, &q), 0);
+			}
+		raw_send(paths > 1 ? fake_path_fd[path] : fd, &b);
+	}
 	t0 = kvmig_now();
 	while (rc < 0 && kvmig_now() - t0 < 10.0) {
 		if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) == 0)
@@ -1616,16 +1672,30 @@ static void test_slow_reader(void **state)
 	if (rc < 0)
 		rc = reap(s);
 	assert_int_equal(rc, ETIMEDOUT);
+	/* One timeout, however many paths stall (not one per path). */
 	if (kvmig_now() - t0 > 3.0)
-		fail_msg("the sender took %.2f s to give up on a reader that takes a trickle",
-			 kvmig_now() - t0);
+		fail_msg("the sender took %.2f s to give up on a reader that takes a trickle "
+			 "on %u paths", kvmig_now() - t0, paths);
 	assert_int_equal(pause_depth(src), 0);
 	assert_int_equal(n_records(src), 0);
+	for (unsigned path = 1; path < paths; path++)
+		close(fake_path_fd[path]);
 	close(fd);
 	kvmig_msg_offer_free(&of);
 	kvmig_msg_regions_free(&rg);
 	kvmig_wbuf_free(&b);
 	drop_pagers();
+}
+
+static void test_slow_reader(void **state)
+{
+	slow_reader(1);
+}
+
+/* The same over four paths, each asking for every page. */
+static void test_slow_reader_paths(void **state)
+{
+	slow_reader(4);
 }
 
 /* A cancel fd that is closed (POLLNVAL) cancels: it never reads as "woken". */
@@ -2250,6 +2320,7 @@ int main(void)
 		cmocka_unit_test(test_trickling_sender),
 		cmocka_unit_test(test_silent_receiver),
 		cmocka_unit_test(test_slow_reader),
+		cmocka_unit_test(test_slow_reader_paths),
 		cmocka_unit_test(test_closed_cancel_fd),
 		cmocka_unit_test(test_bad_range_request),
 		cmocka_unit_test(test_digest_mismatch_persists),
