@@ -87,6 +87,22 @@ static int check_path_addr(struct session *ses, const char *addr)
 	return 0;
 }
 
+/* The peer's PATHS, whichever side sent it. */
+static int wait_paths(struct session *ses, struct kvmig_msg_paths *pp)
+{
+	struct xport_msg *m = NULL;
+	int ret = session_wait_msg(ses, -1, &m);
+
+	if (ret < 0)
+		return ret;
+	if (m->hdr.type != KVMIG_MSG_PATHS)
+		ret = session_unexpected(m, "PATHS");
+	else
+		ret = kvmig_wire_get_paths(m->payload, m->hdr.len, pp);
+	session_msg_free(&m);
+	return ret;
+}
+
 int paths_connect(struct session *ses)
 {
 	struct kvmig_msg_paths ask = { .per_addr = (uint8_t)ses->o.paths }, got;
@@ -97,14 +113,7 @@ int paths_connect(struct session *ses)
 	int ret;
 
 	if ((ret = kvmig_wire_put_paths(&ses->wb, &ask)) < 0 || (ret = session_flush(ses)) < 0 ||
-	    (ret = session_wait_msg(ses, -1, &m)) < 0)
-		return ret;
-	if (m->hdr.type != KVMIG_MSG_PATHS)
-		ret = session_unexpected(m, "PATHS");
-	else
-		ret = kvmig_wire_get_paths(m->payload, m->hdr.len, &got);
-	session_msg_free(&m);
-	if (ret < 0)
+	    (ret = wait_paths(ses, &got)) < 0)
 		return ret;
 	if (!got.n_addrs || got.per_addr > ask.per_addr)
 		return kvmig_err(-EPROTO, "the receiver answered %u connections to each of %u "
@@ -259,18 +268,10 @@ int paths_accept(struct session *ses)
 	struct xport_conn *paths[KVMIG_WIRE_MAX_PATHS] = { 0 };
 	char hosts[KVMIG_WIRE_MAX_PATHS][KVMIG_WIRE_MAX_ADDR + 1];
 	const struct xport_ops *ops = ses->ops;
-	struct xport_msg *m = NULL;
 	unsigned n_hosts = 0, total = 0, joined = 1, h = 0, strangers = 0;
 	int ret;
 
-	if ((ret = session_wait_msg(ses, -1, &m)) < 0)
-		return ret;
-	if (m->hdr.type != KVMIG_MSG_PATHS)
-		ret = session_unexpected(m, "PATHS");
-	else
-		ret = kvmig_wire_get_paths(m->payload, m->hdr.len, &pp);
-	session_msg_free(&m);
-	if (ret < 0)
+	if ((ret = wait_paths(ses, &pp)) < 0)
 		return ret;
 	if (pp.n_addrs)
 		return kvmig_err(-EPROTO, "the sender's PATHS names addresses; only the receiver's does");
